@@ -1,0 +1,1 @@
+//! Probe kinds, targets and results.
