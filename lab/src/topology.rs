@@ -1,0 +1,587 @@
+//! The topology file: what a lab should contain (nodes, pods, services and how they are wired),
+//! parsed and checked with the line and field of every mistake named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use netdiag_model::inventory::{Protocol, ProxyMode, TrafficPolicy};
+use netdiag_model::{Name, Namespace, NodeName, PodRef, Port, ServiceRef};
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// The embedded default topology (the seed's TiDB cluster on 3 nodes).
+pub const DEFAULT_TOPOLOGY: &str = include_str!("../topologies/default.yaml");
+
+/// A mistake in a topology file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TopologyError {
+    #[error("topology file: {0}")]
+    Syntax(String),
+    #[error("topology file line {line}: field `{field}`: {message}")]
+    Field { line: u64, field: String, message: String },
+}
+
+fn field_err(line: u64, field: impl Into<String>, message: impl Into<String>) -> TopologyError {
+    TopologyError::Field { line, field: field.into(), message: message.into() }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlay {
+    /// Host-gateway routing: each node routes the other nodes' pod CIDRs over the underlay.
+    #[default]
+    Routed,
+    /// A flannel-style VXLAN overlay between nodes (VNI 1, UDP 8472, MTU 1450).
+    Vxlan,
+}
+
+/// What a pod's listeners pretend to be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppKind {
+    Pd,
+    Tikv,
+    Tidb,
+    Discovery,
+    /// The cluster DNS server (answers the lab's names on port 53).
+    Dns,
+    #[default]
+    Generic,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+enum RawServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    Headless,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTopology {
+    #[serde(default = "default_name")]
+    name: Spanned<String>,
+    #[serde(default)]
+    proxy_mode: Option<ProxyMode>,
+    #[serde(default)]
+    overlay: Overlay,
+    #[serde(default)]
+    ipv6: bool,
+    #[serde(default = "default_node_cidr")]
+    node_cidr: Spanned<Ipv4Net>,
+    #[serde(default = "default_pod_cidr")]
+    pod_cidr: Spanned<Ipv4Net>,
+    #[serde(default = "default_service_cidr")]
+    service_cidr: Spanned<Ipv4Net>,
+    #[serde(default = "default_node_cidr6")]
+    node_cidr_v6: Spanned<Ipv6Net>,
+    #[serde(default = "default_pod_cidr6")]
+    pod_cidr_v6: Spanned<Ipv6Net>,
+    #[serde(default = "default_service_cidr6")]
+    service_cidr_v6: Spanned<Ipv6Net>,
+    #[serde(default = "default_domain")]
+    cluster_domain: String,
+    #[serde(default = "default_dns_ip")]
+    dns_ip: Spanned<std::net::Ipv4Addr>,
+    nodes: Vec<Spanned<RawNode>>,
+    #[serde(default)]
+    pods: Vec<Spanned<RawPod>>,
+    #[serde(default)]
+    services: Vec<Spanned<RawService>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPod {
+    namespace: String,
+    name: String,
+    node: String,
+    #[serde(default)]
+    app: AppKind,
+    #[serde(default)]
+    ports: Vec<u32>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// false: the pod exists (namespace, address) but its app never listens, like a
+    /// crash-looping container.
+    #[serde(default = "yes")]
+    listen: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    namespace: String,
+    name: String,
+    #[serde(default, rename = "type")]
+    kind: RawServiceType,
+    #[serde(default)]
+    cluster_ip: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    cluster_ip_v6: Option<std::net::Ipv6Addr>,
+    #[serde(default)]
+    selector: BTreeMap<String, String>,
+    ports: Vec<RawServicePort>,
+    #[serde(default)]
+    external_traffic_policy: TrafficPolicy,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServicePort {
+    #[serde(default)]
+    name: Option<String>,
+    port: u32,
+    #[serde(default)]
+    target_port: Option<u32>,
+    #[serde(default)]
+    node_port: Option<u32>,
+    #[serde(default)]
+    protocol: Protocol,
+}
+
+fn yes() -> bool {
+    true
+}
+fn unspanned<T>(value: T) -> Spanned<T> {
+    let loc = serde_saphyr::Location::UNKNOWN;
+    Spanned::new(value, loc, loc)
+}
+fn default_name() -> Spanned<String> {
+    unspanned("lab".into())
+}
+fn default_node_cidr() -> Spanned<Ipv4Net> {
+    unspanned(Ipv4Net::new_assert([172, 29, 0, 0].into(), 24))
+}
+fn default_pod_cidr() -> Spanned<Ipv4Net> {
+    unspanned(Ipv4Net::new_assert([10, 244, 0, 0].into(), 16))
+}
+fn default_service_cidr() -> Spanned<Ipv4Net> {
+    unspanned(Ipv4Net::new_assert([10, 96, 0, 0].into(), 16))
+}
+fn default_node_cidr6() -> Spanned<Ipv6Net> {
+    unspanned(Ipv6Net::new_assert("fd42:29::".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED), 64))
+}
+fn default_pod_cidr6() -> Spanned<Ipv6Net> {
+    unspanned(Ipv6Net::new_assert("fd42:244::".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED), 56))
+}
+fn default_service_cidr6() -> Spanned<Ipv6Net> {
+    unspanned(Ipv6Net::new_assert("fd42:96::".parse().unwrap_or(std::net::Ipv6Addr::UNSPECIFIED), 112))
+}
+fn default_domain() -> String {
+    "cluster.local".into()
+}
+fn default_dns_ip() -> Spanned<std::net::Ipv4Addr> {
+    unspanned([10, 96, 0, 10].into())
+}
+
+/// A checked topology: every name valid, every reference resolved, no duplicate.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Topology {
+    pub name: String,
+    pub proxy_mode: ProxyMode,
+    pub overlay: Overlay,
+    pub ipv6: bool,
+    pub node_cidr: Ipv4Net,
+    pub pod_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub node_cidr_v6: Ipv6Net,
+    pub pod_cidr_v6: Ipv6Net,
+    pub service_cidr_v6: Ipv6Net,
+    pub cluster_domain: String,
+    pub dns_ip: std::net::Ipv4Addr,
+    pub nodes: Vec<NodeName>,
+    pub pods: Vec<PodSpec>,
+    pub services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PodSpec {
+    pub pod: PodRef,
+    pub node: NodeName,
+    pub app: AppKind,
+    pub ports: Vec<Port>,
+    pub labels: BTreeMap<String, String>,
+    pub listen: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum ServiceType {
+    ClusterIP,
+    NodePort,
+    Headless,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ServiceSpec {
+    pub service: ServiceRef,
+    pub kind: ServiceType,
+    pub cluster_ip: Option<std::net::Ipv4Addr>,
+    pub cluster_ip_v6: Option<std::net::Ipv6Addr>,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<ServicePortSpec>,
+    pub external_traffic_policy: TrafficPolicy,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServicePortSpec {
+    pub name: Option<String>,
+    pub port: Port,
+    pub target_port: Port,
+    pub node_port: Option<Port>,
+    pub protocol: Protocol,
+}
+
+/// NodePorts must come from Kubernetes' default range.
+const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+
+impl Topology {
+    /// The embedded default topology.
+    pub fn default_lab() -> Result<Self, TopologyError> {
+        Self::parse(DEFAULT_TOPOLOGY)
+    }
+
+    /// Parses and checks a topology file.
+    pub fn parse(text: &str) -> Result<Self, TopologyError> {
+        let raw: RawTopology =
+            serde_saphyr::from_str(text).map_err(|e| TopologyError::Syntax(e.to_string()))?;
+        Self::check(raw)
+    }
+
+    fn check(raw: RawTopology) -> Result<Self, TopologyError> {
+        let name = raw.name.value.clone();
+        let name_ok = !name.is_empty()
+            && name.len() <= 12
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !name_ok {
+            return Err(field_err(
+                raw.name.referenced.line(),
+                "name",
+                format!(
+                    "lab name {name:?} must be 1 to 12 lowercase letters, digits or '-' (it prefixes every namespace)"
+                ),
+            ));
+        }
+        let domain = raw.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+        if domain.is_empty() || Name::new(domain.clone()).is_err() {
+            return Err(field_err(
+                0,
+                "cluster_domain",
+                format!("{:?} is not a DNS domain", raw.cluster_domain),
+            ));
+        }
+        if raw.nodes.is_empty() {
+            return Err(field_err(0, "nodes", "a lab needs at least one node"));
+        }
+        let max_nodes = 200;
+        if raw.nodes.len() > max_nodes {
+            return Err(field_err(
+                raw.nodes[max_nodes].referenced.line(),
+                "nodes",
+                format!("at most {max_nodes} nodes fit the lab's addressing"),
+            ));
+        }
+
+        let mut nodes = Vec::new();
+        for n in &raw.nodes {
+            let line = n.referenced.line();
+            let node = NodeName::new(n.value.name.clone())
+                .map_err(|e| field_err(line, "nodes[].name", e.to_string()))?;
+            if node.as_str() == "underlay" || node.as_str().starts_with("pod-") {
+                return Err(field_err(
+                    line,
+                    "nodes[].name",
+                    format!("node name {node} is reserved (it would clash with the lab's own namespaces)"),
+                ));
+            }
+            if nodes.contains(&node) {
+                return Err(field_err(line, "nodes[].name", format!("node {node} is listed twice")));
+            }
+            nodes.push(node);
+        }
+
+        let mut pods: Vec<PodSpec> = Vec::new();
+        for p in &raw.pods {
+            let line = p.referenced.line();
+            let r = &p.value;
+            let namespace = Namespace::new(r.namespace.clone())
+                .map_err(|e| field_err(line, "pods[].namespace", e.to_string()))?;
+            let name = Name::new(r.name.clone())
+                .map_err(|e| field_err(line, "pods[].name", e.to_string()))?;
+            if name.as_str().len() > 63 {
+                return Err(field_err(line, "pods[].name", "pod names in the lab are at most 63 characters"));
+            }
+            let pod = PodRef::new(namespace, name);
+            let node = NodeName::new(r.node.clone())
+                .map_err(|e| field_err(line, "pods[].node", e.to_string()))?;
+            if !nodes.contains(&node) {
+                return Err(field_err(
+                    line,
+                    "pods[].node",
+                    format!("pod {pod} is placed on node {node}, which `nodes` does not list"),
+                ));
+            }
+            if pods.iter().any(|q| q.pod == pod) {
+                return Err(field_err(line, "pods[].name", format!("pod {pod} is listed twice")));
+            }
+            let mut ports = Vec::new();
+            for &n in &r.ports {
+                let port = Port::new(n).map_err(|e| field_err(line, "pods[].ports", e.to_string()))?;
+                if ports.contains(&port) {
+                    return Err(field_err(line, "pods[].ports", format!("port {port} is listed twice")));
+                }
+                ports.push(port);
+            }
+            if r.app == AppKind::Dns && !ports.is_empty() {
+                return Err(field_err(line, "pods[].ports", "a dns pod listens on 53; leave `ports` out"));
+            }
+            pods.push(PodSpec {
+                pod,
+                node,
+                app: r.app,
+                ports,
+                labels: r.labels.clone(),
+                listen: r.listen,
+            });
+        }
+        if pods.iter().filter(|p| p.app == AppKind::Dns).count() == 0 {
+            return Err(field_err(
+                0,
+                "pods",
+                "the lab needs one pod with `app: dns` (the cluster DNS behind dns_ip)",
+            ));
+        }
+
+        let mut services: Vec<ServiceSpec> = Vec::new();
+        for s in &raw.services {
+            let line = s.referenced.line();
+            let r = &s.value;
+            let namespace = Namespace::new(r.namespace.clone())
+                .map_err(|e| field_err(line, "services[].namespace", e.to_string()))?;
+            let name = Name::new(r.name.clone())
+                .map_err(|e| field_err(line, "services[].name", e.to_string()))?;
+            if name.as_str().contains('.') || name.as_str().len() > 63 {
+                return Err(field_err(
+                    line,
+                    "services[].name",
+                    "service names are DNS labels: no '.', at most 63 characters",
+                ));
+            }
+            let service = ServiceRef::new(namespace, name);
+            if services.iter().any(|q| q.service == service) {
+                return Err(field_err(line, "services[].name", format!("service {service} is listed twice")));
+            }
+            let kind = match r.kind {
+                RawServiceType::ClusterIP => ServiceType::ClusterIP,
+                RawServiceType::NodePort => ServiceType::NodePort,
+                RawServiceType::Headless => ServiceType::Headless,
+            };
+            if kind == ServiceType::Headless && (r.cluster_ip.is_some() || r.cluster_ip_v6.is_some()) {
+                return Err(field_err(line, "services[].cluster_ip", "a headless service has no cluster IP"));
+            }
+            if let Some(ip) = r.cluster_ip
+                && !raw.service_cidr.value.contains(&ip)
+            {
+                return Err(field_err(
+                    line,
+                    "services[].cluster_ip",
+                    format!("{ip} is outside service_cidr {}", raw.service_cidr.value),
+                ));
+            }
+            if r.ports.is_empty() {
+                return Err(field_err(line, "services[].ports", format!("service {service} has no ports")));
+            }
+            let mut ports: Vec<ServicePortSpec> = Vec::new();
+            for sp in &r.ports {
+                let port = Port::new(sp.port).map_err(|e| field_err(line, "services[].ports[].port", e.to_string()))?;
+                let target_port = Port::new(sp.target_port.unwrap_or(sp.port))
+                    .map_err(|e| field_err(line, "services[].ports[].target_port", e.to_string()))?;
+                let node_port = match sp.node_port {
+                    None => None,
+                    Some(_) if kind != ServiceType::NodePort => {
+                        return Err(field_err(
+                            line,
+                            "services[].ports[].node_port",
+                            "node_port needs `type: NodePort`",
+                        ));
+                    }
+                    Some(n) => {
+                        let p = Port::new(n)
+                            .ok()
+                            .filter(|p| NODE_PORT_RANGE.contains(&p.get()))
+                            .ok_or_else(|| {
+                                field_err(
+                                    line,
+                                    "services[].ports[].node_port",
+                                    format!("{n} is outside the NodePort range 30000-32767"),
+                                )
+                            })?;
+                        Some(p)
+                    }
+                };
+                if kind == ServiceType::NodePort && node_port.is_none() {
+                    return Err(field_err(
+                        line,
+                        "services[].ports[].node_port",
+                        "a NodePort service needs node_port on each port",
+                    ));
+                }
+                if ports.iter().any(|q| q.port == port && q.protocol == sp.protocol) {
+                    return Err(field_err(
+                        line,
+                        "services[].ports[].port",
+                        format!("port {port}/{} is listed twice", sp.protocol),
+                    ));
+                }
+                ports.push(ServicePortSpec {
+                    name: sp.name.clone(),
+                    port,
+                    target_port,
+                    node_port,
+                    protocol: sp.protocol,
+                });
+            }
+            services.push(ServiceSpec {
+                service,
+                kind,
+                cluster_ip: r.cluster_ip,
+                cluster_ip_v6: r.cluster_ip_v6,
+                selector: r.selector.clone(),
+                ports,
+                external_traffic_policy: r.external_traffic_policy,
+            });
+        }
+        let mut node_ports = BTreeSet::new();
+        for s in &services {
+            for p in &s.ports {
+                if let Some(np) = p.node_port
+                    && !node_ports.insert((np, p.protocol))
+                {
+                    return Err(field_err(
+                        0,
+                        "services[].ports[].node_port",
+                        format!("node_port {np} is used by two services"),
+                    ));
+                }
+            }
+        }
+
+        let topo = Topology {
+            name,
+            proxy_mode: raw.proxy_mode.unwrap_or(ProxyMode::Iptables),
+            overlay: raw.overlay,
+            ipv6: raw.ipv6,
+            node_cidr: raw.node_cidr.value,
+            pod_cidr: raw.pod_cidr.value,
+            service_cidr: raw.service_cidr.value,
+            node_cidr_v6: raw.node_cidr_v6.value,
+            pod_cidr_v6: raw.pod_cidr_v6.value,
+            service_cidr_v6: raw.service_cidr_v6.value,
+            cluster_domain: domain,
+            dns_ip: raw.dns_ip.value,
+            nodes,
+            pods,
+            services,
+        };
+        topo.check_ranges(&raw)?;
+        Ok(topo)
+    }
+
+    fn check_ranges(&self, raw: &RawTopology) -> Result<(), TopologyError> {
+        let v4: [(&str, Ipv4Net, u64); 3] = [
+            ("node_cidr", self.node_cidr, raw.node_cidr.referenced.line()),
+            ("pod_cidr", self.pod_cidr, raw.pod_cidr.referenced.line()),
+            ("service_cidr", self.service_cidr, raw.service_cidr.referenced.line()),
+        ];
+        for (i, (a, na, line)) in v4.iter().enumerate() {
+            for (b, nb, _) in &v4[i + 1..] {
+                if na.contains(nb) || nb.contains(na) {
+                    return Err(field_err(*line, *a, format!("{a} {na} overlaps {b} {nb}")));
+                }
+            }
+        }
+        if self.ipv6 {
+            let v6 = [
+                ("node_cidr_v6", self.node_cidr_v6, raw.node_cidr_v6.referenced.line()),
+                ("pod_cidr_v6", self.pod_cidr_v6, raw.pod_cidr_v6.referenced.line()),
+                ("service_cidr_v6", self.service_cidr_v6, raw.service_cidr_v6.referenced.line()),
+            ];
+            for (i, (a, na, line)) in v6.iter().enumerate() {
+                for (b, nb, _) in &v6[i + 1..] {
+                    if na.contains(nb) || nb.contains(na) {
+                        return Err(field_err(*line, *a, format!("{a} {na} overlaps {b} {nb}")));
+                    }
+                }
+            }
+            if self.pod_cidr_v6.prefix_len() > 56 {
+                return Err(field_err(
+                    raw.pod_cidr_v6.referenced.line(),
+                    "pod_cidr_v6",
+                    "pod_cidr_v6 must be /56 or larger (each node gets a /64)",
+                ));
+            }
+        }
+        if self.node_cidr.prefix_len() > 24 {
+            return Err(field_err(
+                raw.node_cidr.referenced.line(),
+                "node_cidr",
+                "node_cidr must be /24 or larger",
+            ));
+        }
+        if self.pod_cidr.prefix_len() > 16 {
+            return Err(field_err(
+                raw.pod_cidr.referenced.line(),
+                "pod_cidr",
+                "pod_cidr must be /16 or larger (each node gets a /24)",
+            ));
+        }
+        if !self.service_cidr.contains(&self.dns_ip) {
+            return Err(field_err(
+                raw.dns_ip.referenced.line(),
+                "dns_ip",
+                format!("{} is outside service_cidr {}", self.dns_ip, self.service_cidr),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Every prefix the lab owns, for overlap checks against the host.
+    pub fn prefixes(&self) -> Vec<IpNet> {
+        let mut v = vec![self.node_cidr.into(), self.pod_cidr.into(), self.service_cidr.into()];
+        if self.ipv6 {
+            v.extend([
+                IpNet::from(self.node_cidr_v6),
+                self.pod_cidr_v6.into(),
+                self.service_cidr_v6.into(),
+            ]);
+        }
+        v
+    }
+
+    /// The pods a service selects (all labels of the selector match), in file order.
+    pub fn selected_pods<'a>(&'a self, svc: &'a ServiceSpec) -> impl Iterator<Item = &'a PodSpec> + 'a {
+        self.pods.iter().filter(move |p| {
+            p.pod.namespace == svc.service.namespace
+                && !svc.selector.is_empty()
+                && svc.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+        })
+    }
+
+    /// True when `ip` is one of the lab's addresses in any family.
+    pub fn owns(&self, ip: IpAddr) -> bool {
+        self.prefixes().iter().any(|n| n.contains(&ip))
+    }
+}
+
+#[cfg(test)]
+mod tests;
