@@ -8,11 +8,11 @@ use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netdiag_model::inventory::{
-    ClusterInfo, ContainerPort, EndpointInfo, INVENTORY_VERSION, Inventory, NodeInfo, PodInfo,
-    Protocol, ProxyMode, ServiceInfo, ServiceKind, ServicePort, TrafficPolicy,
+    ClusterInfo, ContainerPort, EndpointInfo, INVENTORY_VERSION, Inventory, NodeInfo, PodInfo, Protocol,
+    ProxyMode, ServiceInfo, ServiceKind, ServicePort, TrafficPolicy,
 };
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::topology::{AppKind, Overlay, ServiceType, Topology};
 
@@ -47,7 +47,7 @@ pub enum PlanError {
     NoDnsService(Ipv4Addr),
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabPlan {
     pub name: String,
     pub proxy_mode: ProxyMode,
@@ -71,7 +71,7 @@ pub struct LabPlan {
     pub services: Vec<ServicePlan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodePlan {
     pub name: NodeName,
     /// 1-based; also the third octet of the node's pod CIDR.
@@ -87,7 +87,7 @@ pub struct NodePlan {
     pub vxlan_mac: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodPlan {
     pub pod: PodRef,
     pub node: NodeName,
@@ -109,7 +109,7 @@ impl PodPlan {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServicePlan {
     pub service: ServiceRef,
     pub kind: ServiceType,
@@ -121,7 +121,7 @@ pub struct ServicePlan {
     pub external_traffic_policy: TrafficPolicy,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortPlan {
     pub name: Option<String>,
     pub port: Port,
@@ -166,16 +166,12 @@ impl LabPlan {
             let index = i + 1;
             // Node IPs start at .11 so .1-.10 stay free for the lab's own services.
             let ip = nth_v4(t.node_cidr, 10 + index as u32).unwrap_or(Ipv4Addr::UNSPECIFIED);
-            let pod_cidr = nth_v4(t.pod_cidr, (index as u32) << 8)
-                .and_then(|a| Ipv4Net::new(a, 24).ok())
-                .ok_or_else(|| PlanError::PodCidrExhausted {
-                    node: node.clone(),
-                    pod_cidr: t.pod_cidr,
-                    index,
-                })?;
+            let pod_cidr =
+                nth_v4(t.pod_cidr, (index as u32) << 8).and_then(|a| Ipv4Net::new(a, 24).ok()).ok_or_else(
+                    || PlanError::PodCidrExhausted { node: node.clone(), pod_cidr: t.pod_cidr, index },
+                )?;
             let pod_cidr_v6 = v6.then(|| {
-                Ipv6Net::new(nth_v6(t.pod_cidr_v6, (index as u128) << 64), 64)
-                    .unwrap_or(t.pod_cidr_v6)
+                Ipv6Net::new(nth_v6(t.pod_cidr_v6, (index as u128) << 64), 64).unwrap_or(t.pod_cidr_v6)
             });
             nodes.push(NodePlan {
                 name: node.clone(),
@@ -290,8 +286,7 @@ impl LabPlan {
             });
         }
         let dns_ok = services.iter().any(|s| {
-            s.cluster_ip == Some(t.dns_ip)
-                && s.endpoints.iter().any(|&i| pods[i].app == AppKind::Dns)
+            s.cluster_ip == Some(t.dns_ip) && s.endpoints.iter().any(|&i| pods[i].app == AppKind::Dns)
         });
         if !dns_ok {
             return Err(PlanError::NoDnsService(t.dns_ip));
@@ -346,8 +341,7 @@ impl LabPlan {
 
     /// Every prefix the lab owns.
     pub fn prefixes(&self) -> Vec<IpNet> {
-        let mut v: Vec<IpNet> =
-            vec![self.node_cidr.into(), self.pod_cidr.into(), self.service_cidr.into()];
+        let mut v: Vec<IpNet> = vec![self.node_cidr.into(), self.pod_cidr.into(), self.service_cidr.into()];
         v.extend(self.node_cidr_v6.map(IpNet::from));
         v.extend(self.pod_cidr_v6.map(IpNet::from));
         v.extend(self.service_cidr_v6.map(IpNet::from));
@@ -437,8 +431,7 @@ impl LabPlan {
                             ip,
                             pod: Some(p.pod.clone()),
                             node: Some(p.node.clone()),
-                            hostname: (s.kind == ServiceType::Headless)
-                                .then(|| p.pod.name.to_string()),
+                            hostname: (s.kind == ServiceType::Headless).then(|| p.pod.name.to_string()),
                             ready: true,
                         })
                     })

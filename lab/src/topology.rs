@@ -213,7 +213,7 @@ pub struct PodSpec {
     pub listen: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub enum ServiceType {
     ClusterIP,
     NodePort,
@@ -240,6 +240,46 @@ pub struct ServicePortSpec {
     pub protocol: Protocol,
 }
 
+/// Line numbers of the range fields, for error messages (0 when not from a file).
+#[derive(Debug, Default)]
+struct RangeLines {
+    node: u64,
+    pod: u64,
+    service: u64,
+    node6: u64,
+    pod6: u64,
+    service6: u64,
+    dns: u64,
+}
+
+/// Command-line changes to a topology (`netdiag lab up --nftables --ipv6 …`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub name: Option<String>,
+    pub proxy_mode: Option<ProxyMode>,
+    pub overlay: Option<Overlay>,
+    pub ipv6: bool,
+}
+
+fn check_lab_name(name: &str, line: u64) -> Result<(), TopologyError> {
+    let ok = !name.is_empty()
+        && name.len() <= 12
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(field_err(
+            line,
+            "name",
+            format!(
+                "lab name {name:?} must be 1 to 12 lowercase letters, digits or '-' (it prefixes every namespace)"
+            ),
+        ))
+    }
+}
+
 /// NodePorts must come from Kubernetes' default range.
 const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
@@ -258,20 +298,7 @@ impl Topology {
 
     fn check(raw: RawTopology) -> Result<Self, TopologyError> {
         let name = raw.name.value.clone();
-        let name_ok = !name.is_empty()
-            && name.len() <= 12
-            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
-        if !name_ok {
-            return Err(field_err(
-                raw.name.referenced.line(),
-                "name",
-                format!(
-                    "lab name {name:?} must be 1 to 12 lowercase letters, digits or '-' (it prefixes every namespace)"
-                ),
-            ));
-        }
+        check_lab_name(&name, raw.name.referenced.line())?;
         let domain = raw.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
         if domain.is_empty() || Name::new(domain.clone()).is_err() {
             return Err(field_err(
@@ -316,14 +343,14 @@ impl Topology {
             let r = &p.value;
             let namespace = Namespace::new(r.namespace.clone())
                 .map_err(|e| field_err(line, "pods[].namespace", e.to_string()))?;
-            let name = Name::new(r.name.clone())
-                .map_err(|e| field_err(line, "pods[].name", e.to_string()))?;
+            let name =
+                Name::new(r.name.clone()).map_err(|e| field_err(line, "pods[].name", e.to_string()))?;
             if name.as_str().len() > 63 {
                 return Err(field_err(line, "pods[].name", "pod names in the lab are at most 63 characters"));
             }
             let pod = PodRef::new(namespace, name);
-            let node = NodeName::new(r.node.clone())
-                .map_err(|e| field_err(line, "pods[].node", e.to_string()))?;
+            let node =
+                NodeName::new(r.node.clone()).map_err(|e| field_err(line, "pods[].node", e.to_string()))?;
             if !nodes.contains(&node) {
                 return Err(field_err(
                     line,
@@ -345,14 +372,7 @@ impl Topology {
             if r.app == AppKind::Dns && !ports.is_empty() {
                 return Err(field_err(line, "pods[].ports", "a dns pod listens on 53; leave `ports` out"));
             }
-            pods.push(PodSpec {
-                pod,
-                node,
-                app: r.app,
-                ports,
-                labels: r.labels.clone(),
-                listen: r.listen,
-            });
+            pods.push(PodSpec { pod, node, app: r.app, ports, labels: r.labels.clone(), listen: r.listen });
         }
         if pods.iter().filter(|p| p.app == AppKind::Dns).count() == 0 {
             return Err(field_err(
@@ -368,8 +388,8 @@ impl Topology {
             let r = &s.value;
             let namespace = Namespace::new(r.namespace.clone())
                 .map_err(|e| field_err(line, "services[].namespace", e.to_string()))?;
-            let name = Name::new(r.name.clone())
-                .map_err(|e| field_err(line, "services[].name", e.to_string()))?;
+            let name =
+                Name::new(r.name.clone()).map_err(|e| field_err(line, "services[].name", e.to_string()))?;
             if name.as_str().contains('.') || name.as_str().len() > 63 {
                 return Err(field_err(
                     line,
@@ -403,7 +423,8 @@ impl Topology {
             }
             let mut ports: Vec<ServicePortSpec> = Vec::new();
             for sp in &r.ports {
-                let port = Port::new(sp.port).map_err(|e| field_err(line, "services[].ports[].port", e.to_string()))?;
+                let port = Port::new(sp.port)
+                    .map_err(|e| field_err(line, "services[].ports[].port", e.to_string()))?;
                 let target_port = Port::new(sp.target_port.unwrap_or(sp.port))
                     .map_err(|e| field_err(line, "services[].ports[].target_port", e.to_string()))?;
                 let node_port = match sp.node_port {
@@ -416,16 +437,15 @@ impl Topology {
                         ));
                     }
                     Some(n) => {
-                        let p = Port::new(n)
-                            .ok()
-                            .filter(|p| NODE_PORT_RANGE.contains(&p.get()))
-                            .ok_or_else(|| {
+                        let p = Port::new(n).ok().filter(|p| NODE_PORT_RANGE.contains(&p.get())).ok_or_else(
+                            || {
                                 field_err(
                                     line,
                                     "services[].ports[].node_port",
                                     format!("{n} is outside the NodePort range 30000-32767"),
                                 )
-                            })?;
+                            },
+                        )?;
                         Some(p)
                     }
                 };
@@ -493,15 +513,43 @@ impl Topology {
             pods,
             services,
         };
-        topo.check_ranges(&raw)?;
+        let lines = RangeLines {
+            node: raw.node_cidr.referenced.line(),
+            pod: raw.pod_cidr.referenced.line(),
+            service: raw.service_cidr.referenced.line(),
+            node6: raw.node_cidr_v6.referenced.line(),
+            pod6: raw.pod_cidr_v6.referenced.line(),
+            service6: raw.service_cidr_v6.referenced.line(),
+            dns: raw.dns_ip.referenced.line(),
+        };
+        topo.check_ranges(&lines)?;
         Ok(topo)
     }
 
-    fn check_ranges(&self, raw: &RawTopology) -> Result<(), TopologyError> {
+    /// Applies command-line overrides and re-checks what they can break.
+    pub fn with_overrides(mut self, o: &Overrides) -> Result<Self, TopologyError> {
+        if let Some(name) = &o.name {
+            check_lab_name(name, 0)?;
+            self.name = name.clone();
+        }
+        if let Some(mode) = o.proxy_mode {
+            self.proxy_mode = mode;
+        }
+        if let Some(overlay) = o.overlay {
+            self.overlay = overlay;
+        }
+        if o.ipv6 {
+            self.ipv6 = true;
+        }
+        self.check_ranges(&RangeLines::default())?;
+        Ok(self)
+    }
+
+    fn check_ranges(&self, raw: &RangeLines) -> Result<(), TopologyError> {
         let v4: [(&str, Ipv4Net, u64); 3] = [
-            ("node_cidr", self.node_cidr, raw.node_cidr.referenced.line()),
-            ("pod_cidr", self.pod_cidr, raw.pod_cidr.referenced.line()),
-            ("service_cidr", self.service_cidr, raw.service_cidr.referenced.line()),
+            ("node_cidr", self.node_cidr, raw.node),
+            ("pod_cidr", self.pod_cidr, raw.pod),
+            ("service_cidr", self.service_cidr, raw.service),
         ];
         for (i, (a, na, line)) in v4.iter().enumerate() {
             for (b, nb, _) in &v4[i + 1..] {
@@ -512,9 +560,9 @@ impl Topology {
         }
         if self.ipv6 {
             let v6 = [
-                ("node_cidr_v6", self.node_cidr_v6, raw.node_cidr_v6.referenced.line()),
-                ("pod_cidr_v6", self.pod_cidr_v6, raw.pod_cidr_v6.referenced.line()),
-                ("service_cidr_v6", self.service_cidr_v6, raw.service_cidr_v6.referenced.line()),
+                ("node_cidr_v6", self.node_cidr_v6, raw.node6),
+                ("pod_cidr_v6", self.pod_cidr_v6, raw.pod6),
+                ("service_cidr_v6", self.service_cidr_v6, raw.service6),
             ];
             for (i, (a, na, line)) in v6.iter().enumerate() {
                 for (b, nb, _) in &v6[i + 1..] {
@@ -525,29 +573,25 @@ impl Topology {
             }
             if self.pod_cidr_v6.prefix_len() > 56 {
                 return Err(field_err(
-                    raw.pod_cidr_v6.referenced.line(),
+                    raw.pod6,
                     "pod_cidr_v6",
                     "pod_cidr_v6 must be /56 or larger (each node gets a /64)",
                 ));
             }
         }
         if self.node_cidr.prefix_len() > 24 {
-            return Err(field_err(
-                raw.node_cidr.referenced.line(),
-                "node_cidr",
-                "node_cidr must be /24 or larger",
-            ));
+            return Err(field_err(raw.node, "node_cidr", "node_cidr must be /24 or larger"));
         }
         if self.pod_cidr.prefix_len() > 16 {
             return Err(field_err(
-                raw.pod_cidr.referenced.line(),
+                raw.pod,
                 "pod_cidr",
                 "pod_cidr must be /16 or larger (each node gets a /24)",
             ));
         }
         if !self.service_cidr.contains(&self.dns_ip) {
             return Err(field_err(
-                raw.dns_ip.referenced.line(),
+                raw.dns,
                 "dns_ip",
                 format!("{} is outside service_cidr {}", self.dns_ip, self.service_cidr),
             ));
@@ -559,11 +603,7 @@ impl Topology {
     pub fn prefixes(&self) -> Vec<IpNet> {
         let mut v = vec![self.node_cidr.into(), self.pod_cidr.into(), self.service_cidr.into()];
         if self.ipv6 {
-            v.extend([
-                IpNet::from(self.node_cidr_v6),
-                self.pod_cidr_v6.into(),
-                self.service_cidr_v6.into(),
-            ]);
+            v.extend([IpNet::from(self.node_cidr_v6), self.pod_cidr_v6.into(), self.service_cidr_v6.into()]);
         }
         v
     }

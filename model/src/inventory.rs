@@ -199,7 +199,9 @@ pub struct EndpointInfo {
 pub enum InventoryError {
     #[error("inventory file is not valid YAML/JSON for an inventory: {0}")]
     Parse(String),
-    #[error("inventory version {found} is not supported (this build reads version {INVENTORY_VERSION}); upgrade netdiag")]
+    #[error(
+        "inventory version {found} is not supported (this build reads version {INVENTORY_VERSION}); upgrade netdiag"
+    )]
     Version { found: u32 },
     #[error("pod {pod} names node {node}, which the inventory does not list")]
     UnknownNode { pod: PodRef, node: NodeName },
@@ -246,10 +248,7 @@ impl Inventory {
         let mut services = BTreeSet::new();
         for s in &self.services {
             if !services.insert(s.service_ref()) {
-                return Err(InventoryError::Duplicate {
-                    what: "service",
-                    name: s.service_ref().to_string(),
-                });
+                return Err(InventoryError::Duplicate { what: "service", name: s.service_ref().to_string() });
             }
             for e in &s.endpoints {
                 if let Some(pod) = &e.pod

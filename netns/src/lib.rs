@@ -17,19 +17,19 @@ use std::path::PathBuf;
 /// Why work inside a namespace could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("cannot open network namespace {path}: {source} (is the pod gone, or are we not root?)")]
+    #[error("cannot open network namespace {path} (is the pod gone, or are we not root?)")]
     Open {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot enter network namespace {path}: {source} (needs CAP_SYS_ADMIN)")]
+    #[error("cannot enter network namespace {path} (needs CAP_SYS_ADMIN)")]
     Enter {
         path: PathBuf,
         #[source]
         source: nix::Error,
     },
-    #[error("cannot start a thread for network namespace {path}: {source}")]
+    #[error("cannot start a thread for network namespace {path}")]
     Spawn {
         path: PathBuf,
         #[source]
@@ -39,7 +39,7 @@ pub enum NetnsError {
     Panicked { path: PathBuf },
     #[error("the worker for network namespace {path} has stopped")]
     WorkerGone { path: PathBuf },
-    #[error("cannot create a socket in network namespace {path}: {source}")]
+    #[error("cannot create a socket in network namespace {path}")]
     Socket {
         path: PathBuf,
         #[source]

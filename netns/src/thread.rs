@@ -13,8 +13,7 @@ use crate::NetnsError;
 
 fn enter(path: &Path) -> Result<(), NetnsError> {
     let file = File::open(path).map_err(|source| NetnsError::Open { path: path.into(), source })?;
-    setns(&file, CloneFlags::CLONE_NEWNET)
-        .map_err(|source| NetnsError::Enter { path: path.into(), source })
+    setns(&file, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter { path: path.into(), source })
 }
 
 fn thread_name(path: &Path) -> String {
@@ -121,12 +120,7 @@ impl NetnsWorker {
     }
 
     /// Creates a socket inside the worker's namespace.
-    pub fn socket(
-        &self,
-        domain: Domain,
-        ty: Type,
-        protocol: Option<Protocol>,
-    ) -> Result<Socket, NetnsError> {
+    pub fn socket(&self, domain: Domain, ty: Type, protocol: Option<Protocol>) -> Result<Socket, NetnsError> {
         self.run(move || Socket::new(domain, ty, protocol))?
             .map_err(|source| NetnsError::Socket { path: self.path.clone(), source })
     }

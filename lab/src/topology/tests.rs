@@ -9,13 +9,9 @@ fn default_topology_is_the_seed_cluster() {
     assert_eq!(t.nodes.len(), 3);
     assert_eq!(t.proxy_mode, ProxyMode::Iptables);
     let names: Vec<String> = t.pods.iter().map(|p| p.pod.to_string()).collect();
-    for want in [
-        "tidb/demo-pd-0",
-        "tidb/demo-pd-2",
-        "tidb/demo-tikv-1",
-        "tidb/demo-tidb-1",
-        "kube-system/coredns-0",
-    ] {
+    for want in
+        ["tidb/demo-pd-0", "tidb/demo-pd-2", "tidb/demo-tikv-1", "tidb/demo-tidb-1", "kube-system/coredns-0"]
+    {
         assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
     }
     assert!(names.iter().any(|n| n.starts_with("tidb/demo-discovery-")));
@@ -61,12 +57,7 @@ fn each_mistake_names_its_line_and_field() {
             "node-9",
         ),
         ("nodes:\n  - name: Node_1\n".into(), 2, "nodes[].name", "Node_1"),
-        (
-            format!("nodes:\n  - name: node-1\n  - name: node-1\npods:\n{DNS_POD}"),
-            3,
-            "nodes[].name",
-            "twice",
-        ),
+        (format!("nodes:\n  - name: node-1\n  - name: node-1\npods:\n{DNS_POD}"), 3, "nodes[].name", "twice"),
         (
             format!("pod_cidr: 10.96.0.0/12\nnodes:\n  - name: node-1\npods:\n{DNS_POD}"),
             1,
