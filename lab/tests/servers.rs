@@ -1,7 +1,9 @@
 //! The lab's servers on real sockets, loopback only (127.0.0.1, port 0): the cluster DNS over
 //! UDP and TCP queried with hickory-proto messages, and the app listeners over TCP.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
+// `allow-unwrap-in-tests` covers `#[test]` functions, not this crate's helpers; they unwrap
+// for the same reason: a panic is how a test reports a failure.
+#![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -9,8 +11,8 @@ use std::time::Duration;
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use netdiag_lab::servers::{
-    AppIdentity, AppInfo, AppKind, DnsMode, DnsZone, MAX_APP_CONNECTIONS, PdCluster, PdMember,
-    SharedZone, serve_app, serve_dns,
+    AppIdentity, AppInfo, AppKind, DnsMode, DnsZone, MAX_APP_CONNECTIONS, PdCluster, PdMember, SharedZone,
+    serve_app, serve_dns,
 };
 use netdiag_model::inventory::Inventory;
 use netdiag_model::{Name as PodName, Port};
@@ -146,13 +148,7 @@ fn pd_app(port: u16) -> AppInfo {
     let members = (0..3)
         .map(|i| {
             let pod: PodName = format!("demo-pd-{i}").parse().unwrap();
-            PdMember::in_peer_service(
-                &pod,
-                &peer,
-                &ns,
-                Port::new(2379).unwrap(),
-                Port::new(2380).unwrap(),
-            )
+            PdMember::in_peer_service(&pod, &peer, &ns, Port::new(2379).unwrap(), Port::new(2380).unwrap())
         })
         .collect();
     AppInfo::new(
@@ -209,24 +205,15 @@ mod servers {
         let r = udp_ask(dns.udp, &query("demo-pd.tidb.svc.cluster.local.", RecordType::AAAA)).await;
         assert_eq!(addresses(&r), ips(&["fd00:10:96::20"]));
 
-        let r =
-            udp_ask(dns.udp, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::A)).await;
+        let r = udp_ask(dns.udp, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::A)).await;
         assert_eq!(addresses(&r), ips(&["10.244.1.2", "10.244.1.3", "10.244.1.4"]));
 
-        let r = udp_ask(
-            dns.udp,
-            &query("demo-pd-1.demo-pd-peer.tidb.svc.cluster.local.", RecordType::A),
-        )
-        .await;
+        let r =
+            udp_ask(dns.udp, &query("demo-pd-1.demo-pd-peer.tidb.svc.cluster.local.", RecordType::A)).await;
         assert_eq!(addresses(&r), ips(&["10.244.1.3"]));
 
-        let r = udp_ask(dns.udp, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::AAAA))
-            .await;
-        assert_eq!(
-            (r.metadata.response_code, r.answers.len()),
-            (ResponseCode::NoError, 0),
-            "NODATA"
-        );
+        let r = udp_ask(dns.udp, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::AAAA)).await;
+        assert_eq!((r.metadata.response_code, r.answers.len()), (ResponseCode::NoError, 0), "NODATA");
 
         for name in ["gone.tidb.svc.cluster.local.", "github.com."] {
             let r = udp_ask(dns.udp, &query(name, RecordType::A)).await;
@@ -238,16 +225,13 @@ mod servers {
     async fn dns_answers_several_queries_per_tcp_connection() {
         let dns = start_dns().await;
         let mut stream = TcpStream::connect(dns.tcp).await.unwrap();
-        let r =
-            tcp_ask(&mut stream, &query("demo-pd.tidb.svc.cluster.local.", RecordType::A)).await;
+        let r = tcp_ask(&mut stream, &query("demo-pd.tidb.svc.cluster.local.", RecordType::A)).await;
         assert_eq!(addresses(&r), ips(&["10.96.0.20"]));
-        let r = tcp_ask(&mut stream, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::A))
-            .await;
+        let r = tcp_ask(&mut stream, &query("demo-pd-peer.tidb.svc.cluster.local.", RecordType::A)).await;
         assert_eq!(addresses(&r).len(), 3);
         let r = tcp_ask(&mut stream, &query("nothing.cluster.local.", RecordType::A)).await;
         assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
-        let r =
-            tcp_ask(&mut stream, &query("10-244-1-4.tidb.pod.cluster.local.", RecordType::A)).await;
+        let r = tcp_ask(&mut stream, &query("10-244-1-4.tidb.pod.cluster.local.", RecordType::A)).await;
         assert_eq!(addresses(&r), ips(&["10.244.1.4"]));
     }
 
@@ -359,10 +343,7 @@ mod servers {
         let mut extra = TcpStream::connect(app.addr).await.unwrap();
         extra.write_all(b"GET /healthz HTTP/1.1\r\n\r\n").await.unwrap();
         let mut out = String::new();
-        assert!(
-            timeout(QUIET, extra.read_to_string(&mut out)).await.is_err(),
-            "served early: {out}"
-        );
+        assert!(timeout(QUIET, extra.read_to_string(&mut out)).await.is_err(), "served early: {out}");
 
         silent.pop();
         timeout(WAIT, extra.read_to_string(&mut out)).await.unwrap().unwrap();

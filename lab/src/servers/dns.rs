@@ -67,12 +67,7 @@ impl Default for TcpTimeouts {
 /// Serves DNS on `udp` and `tcp` until the future is dropped (abort its task to stop the
 /// server; open TCP connections are aborted with it). Socket errors are logged and retried,
 /// never fatal; hostile input is answered FORMERR or dropped, never a panic.
-pub async fn serve_dns(
-    udp: UdpSocket,
-    tcp: TcpListener,
-    zone: SharedZone,
-    mode: watch::Receiver<DnsMode>,
-) {
+pub async fn serve_dns(udp: UdpSocket, tcp: TcpListener, zone: SharedZone, mode: watch::Receiver<DnsMode>) {
     let tcp_zone = zone.clone();
     let tcp_mode = mode.clone();
     let tcp = accept_bounded(tcp, MAX_DNS_TCP_CONNECTIONS, move |stream, _peer| {
@@ -97,8 +92,7 @@ async fn serve_udp(socket: UdpSocket, zone: SharedZone, mode: watch::Receiver<Dn
         };
         let request = buf.get(..len).unwrap_or_default();
         let current_mode = *mode.borrow();
-        let Some(reply) = dns_response(request, &zone.current(), current_mode, DnsTransport::Udp)
-        else {
+        let Some(reply) = dns_response(request, &zone.current(), current_mode, DnsTransport::Udp) else {
             continue;
         };
         if let Err(error) = socket.send_to(&reply, peer).await {
@@ -148,8 +142,7 @@ pub(crate) async fn serve_dns_stream<S>(
             Ok(Ok(_)) => {}
         }
         let current_mode = *mode.borrow();
-        let Some(reply) = dns_response(&request, &zone.current(), current_mode, DnsTransport::Tcp)
-        else {
+        let Some(reply) = dns_response(&request, &zone.current(), current_mode, DnsTransport::Tcp) else {
             debug!("DNS TCP message not answerable; closing");
             return;
         };

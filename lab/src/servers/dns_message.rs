@@ -13,9 +13,7 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::op::{
-    Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode,
-};
+use hickory_proto::op::{Edns, Header, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};

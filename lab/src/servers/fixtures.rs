@@ -1,8 +1,6 @@
 //! Test fixtures shared by the servers' unit tests: a small dual-stack inventory of a TiDB-like
 //! cluster, whose cluster domain is spelled oddly on purpose (`Cluster.Local.`).
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use netdiag_model::inventory::Inventory;
 
 use super::dns_zone::DnsZone;

@@ -44,9 +44,7 @@ pub(crate) enum HttpError {
 impl HttpError {
     pub(crate) fn status(&self) -> Status {
         match self {
-            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => {
-                Status::HeadersTooLarge
-            }
+            HttpError::HeadTooLarge { .. } | HttpError::TooManyHeaders { .. } => Status::HeadersTooLarge,
             HttpError::BadRequestLine | HttpError::BadHeader => Status::BadRequest,
             HttpError::UnsupportedVersion => Status::VersionNotSupported,
         }
@@ -159,8 +157,7 @@ fn path_of(target: &str) -> String {
 
 fn parse_header(line: &[u8]) -> Result<(String, String), HttpError> {
     let colon = line.iter().position(|b| *b == b':').ok_or(HttpError::BadHeader)?;
-    let (name, value) =
-        (line.get(..colon).unwrap_or_default(), line.get(colon + 1..).unwrap_or_default());
+    let (name, value) = (line.get(..colon).unwrap_or_default(), line.get(colon + 1..).unwrap_or_default());
     // An empty name, whitespace before the colon, or a folded continuation line.
     if name.is_empty() || !name.iter().all(|b| is_token_byte(*b)) {
         return Err(HttpError::BadHeader);

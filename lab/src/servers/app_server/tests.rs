@@ -1,8 +1,6 @@
 //! One app connection at a time, without a socket: [`serve_app_stream`] on an in-memory duplex
 //! pipe with short timeouts.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -44,10 +42,7 @@ async fn exchange_timed(request: &[u8]) -> (String, Duration) {
     let started = Instant::now();
     client.write_all(request).await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut out))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut out)).await.unwrap().unwrap();
     let took = started.elapsed();
     drop(client);
     task.await.unwrap();
@@ -59,10 +54,7 @@ async fn answers_one_request_then_closes() {
     let text = exchange(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("Connection: close"), "{text}");
-    assert!(
-        text.ends_with("{\"pod\":\"tidb/demo-tidb-0\",\"port\":4000,\"app\":\"tidb\"}\n"),
-        "{text}"
-    );
+    assert!(text.ends_with("{\"pod\":\"tidb/demo-tidb-0\",\"port\":4000,\"app\":\"tidb\"}\n"), "{text}");
 }
 
 #[tokio::test]

@@ -1,7 +1,5 @@
 //! Routing tests for the app listeners and the shape of PD's members and health JSON.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use serde_json::{Value, json};
 
 use super::*;
@@ -17,13 +15,7 @@ pub(crate) fn pd_cluster() -> PdCluster {
     let members = (0..3)
         .map(|i| {
             let pod = format!("demo-pd-{i}").parse().unwrap();
-            PdMember::in_peer_service(
-                &pod,
-                &peer,
-                &ns,
-                Port::new(2379).unwrap(),
-                Port::new(2380).unwrap(),
-            )
+            PdMember::in_peer_service(&pod, &peer, &ns, Port::new(2379).unwrap(), Port::new(2380).unwrap())
         })
         .collect();
     PdCluster::new(members)
@@ -45,12 +37,8 @@ fn body(r: &HttpResponse) -> Value {
 
 #[test]
 fn every_app_says_who_it_is() {
-    let tikv = AppInfo::new(
-        "tidb/demo-tikv-1".parse().unwrap(),
-        vec![],
-        Port::new(20160).unwrap(),
-        AppKind::Tikv,
-    );
+    let tikv =
+        AppInfo::new("tidb/demo-tikv-1".parse().unwrap(), vec![], Port::new(20160).unwrap(), AppKind::Tikv);
     for path in ["/", "/healthz"] {
         let r = route(&tikv, &get(path));
         assert_eq!(r.status, Status::Ok);

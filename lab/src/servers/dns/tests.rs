@@ -1,8 +1,6 @@
 //! DNS over a stream without a socket: [`serve_dns_stream`] on an in-memory duplex pipe, with
 //! short timeouts.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -13,8 +11,7 @@ use super::*;
 use crate::servers::dns_zone::Answer;
 use crate::servers::fixtures::{inventory, zone};
 
-const SHORT: TcpTimeouts =
-    TcpTimeouts { idle: Duration::from_millis(300), io: Duration::from_millis(300) };
+const SHORT: TcpTimeouts = TcpTimeouts { idle: Duration::from_millis(300), io: Duration::from_millis(300) };
 
 fn framed(name: &str, id: u16) -> Vec<u8> {
     let mut m = Message::query();

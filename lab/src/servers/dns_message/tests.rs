@@ -1,8 +1,6 @@
 //! Wire-level tests for [`dns_response`]: queries built with hickory-proto, answers decoded
 //! with it, and random or mutated bytes that must never panic.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
@@ -119,10 +117,8 @@ fn malformed_queries_get_formerr_with_their_id() {
     // A header that promises one question, then garbage.
     let mut bytes = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     bytes.extend_from_slice(&[0xff, 0xfe, 0x01]);
-    let r = Message::from_vec(
-        &dns_response(&bytes, &zone(), DnsMode::Normal, DnsTransport::Udp).unwrap(),
-    )
-    .unwrap();
+    let r = Message::from_vec(&dns_response(&bytes, &zone(), DnsMode::Normal, DnsTransport::Udp).unwrap())
+        .unwrap();
     assert_eq!(r.metadata.id, 0x1234);
     assert_eq!(r.metadata.response_code, ResponseCode::FormErr);
 

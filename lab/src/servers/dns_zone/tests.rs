@@ -1,7 +1,5 @@
 //! Table tests for [`DnsZone`]: one small dual-stack inventory, one `check` per question.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use super::*;
 
 use crate::servers::fixtures::{inventory, zone};
@@ -70,9 +68,7 @@ fn pod_records_accept_any_spelling_of_the_address() {
     let z = zone();
     check(&z, "10-244-1-2.tidb.pod.cluster.local", RecordType::A, ips(&["10.244.1.2"]));
     check(&z, "10-244-1-2.tidb.pod.cluster.local", RecordType::AAAA, Answer::NoData);
-    for v6 in
-        ["fd00-10-244-1--2", "FD00-10-244-1-0-0-0-2", "fd00-0010-0244-0001-0000-0000-0000-0002"]
-    {
+    for v6 in ["fd00-10-244-1--2", "FD00-10-244-1-0-0-0-2", "fd00-0010-0244-0001-0000-0000-0000-0002"] {
         let name = format!("{v6}.tidb.pod.cluster.local");
         check(&z, &name, RecordType::AAAA, ips(&["fd00:10:244:1::2"]));
     }
@@ -103,9 +99,7 @@ fn intermediate_names_and_the_apex_are_nodata() {
 #[test]
 fn everything_outside_the_domain_is_nxdomain() {
     let z = zone();
-    for name in
-        ["example.com", "local", "demo-pd.tidb.svc.cluster.local.example.com", "xcluster.local"]
-    {
+    for name in ["example.com", "local", "demo-pd.tidb.svc.cluster.local.example.com", "xcluster.local"] {
         check(&z, name, RecordType::A, Answer::NxDomain);
         assert!(!z.contains(name), "{name}");
     }

@@ -1,8 +1,6 @@
 //! Table tests for the HTTP/1.x head parser and the response writer, and a property that no
 //! input makes the parser panic.
 
-#![allow(clippy::unwrap_used)] // Tests unwrap: a panic is how they report a failure.
-
 use proptest::prelude::*;
 
 use super::*;
@@ -74,12 +72,7 @@ fn rejects_what_can_never_be_http_1() {
         (b"GET /\xff HTTP/1.1\r\n\r\n", HttpError::BadRequestLine),
     ];
     for (input, expected) in cases {
-        assert_eq!(
-            parse_head(input),
-            Err(expected.clone()),
-            "{:?}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(parse_head(input), Err(expected.clone()), "{:?}", String::from_utf8_lossy(input));
     }
 }
 
@@ -117,11 +110,9 @@ fn responses_close_the_connection_and_state_their_length() {
         "{text}"
     );
 
-    let text =
-        String::from_utf8(HttpResponse::error(Status::MethodNotAllowed, "no").to_bytes()).unwrap();
+    let text = String::from_utf8(HttpResponse::error(Status::MethodNotAllowed, "no").to_bytes()).unwrap();
     assert!(
-        text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n")
-            && text.contains("\r\nAllow: GET, HEAD\r\n"),
+        text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n") && text.contains("\r\nAllow: GET, HEAD\r\n"),
         "{text}"
     );
 }
