@@ -83,6 +83,13 @@ pub fn up(topology: &Topology) -> Result<(LabState, UpReport), LabError> {
     Ok((state, UpReport { plan, cleaned_up, timings }))
 }
 
+fn any_leftover_namespace(name: &str) -> bool {
+    let prefix = format!("{name}-");
+    std::fs::read_dir(crate::plan::NETNS_DIR)
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(&prefix)))
+        .unwrap_or(false)
+}
+
 fn any_namespace_exists(plan: &LabPlan) -> bool {
     plan.namespaces().iter().any(|n| LabPlan::netns_path(n).exists())
 }
@@ -90,6 +97,9 @@ fn any_namespace_exists(plan: &LabPlan) -> bool {
 /// Tears the lab down (idempotent).
 pub fn down(name: &str) -> Result<TeardownReport, LabError> {
     let state = LabState::new(name);
+    if !state.dir.exists() && !any_leftover_namespace(name) {
+        return Ok(TeardownReport::default());
+    }
     let _lock = state.lock()?;
     teardown::teardown(&state).map_err(|source| LabError::Teardown { name: name.to_owned(), source })
 }
@@ -111,6 +121,7 @@ fn now_unix_ms() -> i64 {
 /// Injects a named fault; returns it with its id (for `heal <id>`).
 pub fn fault(name: &str, fault: &str, args: &[String]) -> Result<ActiveFault, LabError> {
     let state = LabState::new(name);
+    require_up(&state)?;
     let _lock = state.lock()?;
     let plan = require_up(&state)?;
     let spec = FaultSpec::parse(fault, args, &plan)?;
@@ -128,6 +139,7 @@ pub fn fault(name: &str, fault: &str, args: &[String]) -> Result<ActiveFault, La
 /// Heals one fault (by id) or all of them; returns what was healed.
 pub fn heal(name: &str, id: Option<u32>) -> Result<Vec<ActiveFault>, LabError> {
     let state = LabState::new(name);
+    require_up(&state)?;
     let _lock = state.lock()?;
     let plan = require_up(&state)?;
     let old = state.read_faults()?;

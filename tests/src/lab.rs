@@ -14,7 +14,7 @@ static NEXT: AtomicU32 = AtomicU32::new(1);
 
 /// A unique lab name for this process and call (at most 12 characters).
 pub fn unique_name() -> String {
-    format!("t{}-{}", std::process::id() % 1_000_000, NEXT.fetch_add(1, Ordering::Relaxed))
+    format!("t{}n{}", std::process::id() % 1_000_000, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A running lab; dropping it stops its servers and tears it down.
