@@ -1,0 +1,227 @@
+//! Inspection reports: links, routes, neighbours, NAT rules, sysctls and resolv.conf.
+
+use std::num::NonZeroU32;
+
+use netdiag_model::inspect::{
+    ChainName, InterfaceName, Link, LinkKind, LinkLayerAddress, NatService, NatServiceName, NatTarget,
+    Neighbour, NeighbourState, ResolvConf, Route, Sysctl, SysctlKey,
+};
+use netdiag_model::limits::{
+    MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS,
+    MAX_NEIGHBOURS, MAX_ROUTES, MAX_SEARCH_DOMAINS, MAX_SYSCTLS, OutOfRange,
+};
+use netdiag_model::{DnsName, InspectionReport, Text};
+
+use super::enums;
+use super::error::{At, ConvertError, ErrorKind};
+use super::field::{Result, ip, list, net, opt_ip, opt_str, opt_to_wire, port, unix_ms};
+use super::target::req_source;
+use crate::v1;
+
+fn to_strings<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+impl TryFrom<v1::Link> for Link {
+    type Error = ConvertError;
+    fn try_from(l: v1::Link) -> Result<Self> {
+        Ok(Link {
+            name: InterfaceName::new(l.name).at("name")?,
+            index: NonZeroU32::new(l.index)
+                .ok_or_else(|| OutOfRange::new("interface index", 0, "indexes start at 1"))
+                .at("index")?,
+            up: l.up,
+            mtu: l.mtu,
+            addresses: list(l.addresses, MAX_LINK_ADDRESSES, |a| net(&a)).at("addresses")?,
+            kind: opt_str(l.kind, LinkKind::new).at("kind")?,
+        })
+    }
+}
+
+impl From<Link> for v1::Link {
+    fn from(l: Link) -> Self {
+        v1::Link {
+            name: l.name.into(),
+            index: l.index.get(),
+            up: l.up,
+            mtu: l.mtu,
+            addresses: to_strings(&l.addresses),
+            kind: opt_to_wire(l.kind),
+        }
+    }
+}
+
+impl TryFrom<v1::Route> for Route {
+    type Error = ConvertError;
+    fn try_from(r: v1::Route) -> Result<Self> {
+        Ok(Route {
+            destination: net(&r.destination).at("destination")?,
+            gateway: opt_ip(&r.gateway).at("gateway")?,
+            device: opt_str(r.device, InterfaceName::new).at("device")?,
+            source: opt_ip(&r.source).at("source")?,
+            table: r.table,
+            metric: r.metric,
+        })
+    }
+}
+
+impl From<Route> for v1::Route {
+    fn from(r: Route) -> Self {
+        v1::Route {
+            destination: r.destination.to_string(),
+            gateway: r.gateway.map(|g| g.to_string()).unwrap_or_default(),
+            device: opt_to_wire(r.device),
+            source: r.source.map(|s| s.to_string()).unwrap_or_default(),
+            table: r.table,
+            metric: r.metric,
+        }
+    }
+}
+
+impl TryFrom<v1::Neighbour> for Neighbour {
+    type Error = ConvertError;
+    fn try_from(n: v1::Neighbour) -> Result<Self> {
+        Ok(Neighbour {
+            ip: ip(&n.ip).at("ip")?,
+            device: InterfaceName::new(n.device).at("device")?,
+            state: NeighbourState::new(n.state).at("state")?,
+            lladdr: opt_str(n.lladdr, LinkLayerAddress::new).at("lladdr")?,
+        })
+    }
+}
+
+impl From<Neighbour> for v1::Neighbour {
+    fn from(n: Neighbour) -> Self {
+        v1::Neighbour {
+            ip: n.ip.to_string(),
+            device: n.device.into(),
+            state: n.state.into(),
+            lladdr: opt_to_wire(n.lladdr),
+        }
+    }
+}
+
+impl TryFrom<v1::NatTarget> for NatTarget {
+    type Error = ConvertError;
+    fn try_from(t: v1::NatTarget) -> Result<Self> {
+        Ok(NatTarget {
+            ip: ip(&t.ip).at("ip")?,
+            port: port(t.port).at("port")?,
+            chain: opt_str(t.chain, ChainName::new).at("chain")?,
+        })
+    }
+}
+
+impl From<NatTarget> for v1::NatTarget {
+    fn from(t: NatTarget) -> Self {
+        v1::NatTarget { ip: t.ip.to_string(), port: t.port.get().into(), chain: opt_to_wire(t.chain) }
+    }
+}
+
+impl TryFrom<v1::NatService> for NatService {
+    type Error = ConvertError;
+    fn try_from(s: v1::NatService) -> Result<Self> {
+        let vip = opt_ip(&s.vip).at("vip")?;
+        if vip.is_none() && !s.node_port {
+            return Err(ErrorKind::Missing).at("vip");
+        }
+        Ok(NatService {
+            service: opt_str(s.service, |s| s.parse::<NatServiceName>()).at("service")?,
+            vip,
+            port: port(s.port).at("port")?,
+            protocol: s.protocol.parse().at("protocol")?,
+            targets: list(s.targets, MAX_NAT_TARGETS, NatTarget::try_from).at("targets")?,
+            node_port: s.node_port,
+        })
+    }
+}
+
+impl From<NatService> for v1::NatService {
+    fn from(s: NatService) -> Self {
+        v1::NatService {
+            service: s.service.map(|n| n.to_string()).unwrap_or_default(),
+            vip: s.vip.map(|v| v.to_string()).unwrap_or_default(),
+            port: s.port.get().into(),
+            protocol: s.protocol.as_str().to_owned(),
+            targets: s.targets.into_iter().map(Into::into).collect(),
+            node_port: s.node_port,
+        }
+    }
+}
+
+impl TryFrom<v1::Sysctl> for Sysctl {
+    type Error = ConvertError;
+    fn try_from(s: v1::Sysctl) -> Result<Self> {
+        Ok(Sysctl { key: SysctlKey::new(s.key).at("key")?, value: Text::new(s.value).at("value")? })
+    }
+}
+
+impl From<Sysctl> for v1::Sysctl {
+    fn from(s: Sysctl) -> Self {
+        v1::Sysctl { key: s.key.into(), value: s.value.into() }
+    }
+}
+
+fn byte(what: &'static str, n: u32) -> Result<u8> {
+    u8::try_from(n).map_err(|_| OutOfRange::new(what, n, "0 to 255").into())
+}
+
+impl TryFrom<v1::ResolvConf> for ResolvConf {
+    type Error = ConvertError;
+    fn try_from(r: v1::ResolvConf) -> Result<Self> {
+        Ok(ResolvConf {
+            nameservers: list(r.nameservers, MAX_NAMESERVERS, |s| ip(&s)).at("nameservers")?,
+            search: list(r.search, MAX_SEARCH_DOMAINS, |s| Ok(DnsName::new(s)?)).at("search")?,
+            ndots: byte("ndots", r.ndots).at("ndots")?,
+            timeout_secs: byte("timeout", r.timeout_s).at("timeout_s")?,
+            attempts: byte("attempts", r.attempts).at("attempts")?,
+        })
+    }
+}
+
+impl From<ResolvConf> for v1::ResolvConf {
+    fn from(r: ResolvConf) -> Self {
+        v1::ResolvConf {
+            nameservers: to_strings(&r.nameservers),
+            search: r.search.into_iter().map(Into::into).collect(),
+            ndots: r.ndots.into(),
+            timeout_s: r.timeout_secs.into(),
+            attempts: r.attempts.into(),
+        }
+    }
+}
+
+impl TryFrom<v1::InspectionReport> for InspectionReport {
+    type Error = ConvertError;
+    fn try_from(r: v1::InspectionReport) -> Result<Self> {
+        Ok(InspectionReport {
+            source: req_source(r.source).at("source")?,
+            at: unix_ms(r.at_unix_ms).at("at_unix_ms")?,
+            links: list(r.links, MAX_LINKS, Link::try_from).at("links")?,
+            routes: list(r.routes, MAX_ROUTES, Route::try_from).at("routes")?,
+            neighbours: list(r.neighbours, MAX_NEIGHBOURS, Neighbour::try_from).at("neighbours")?,
+            nat_services: list(r.nat_services, MAX_NAT_SERVICES, NatService::try_from).at("nat_services")?,
+            sysctls: list(r.sysctls, MAX_SYSCTLS, Sysctl::try_from).at("sysctls")?,
+            resolv_conf: r.resolv_conf.map(ResolvConf::try_from).transpose().at("resolv_conf")?,
+            proxy_mode: enums::proxy_mode(r.proxy_mode).at("proxy_mode")?,
+            errors: list(r.errors, MAX_INSPECTION_ERRORS, |e| Ok(Text::new(e)?)).at("errors")?,
+        })
+    }
+}
+
+impl From<InspectionReport> for v1::InspectionReport {
+    fn from(r: InspectionReport) -> Self {
+        v1::InspectionReport {
+            source: Some(r.source.into()),
+            at_unix_ms: r.at.get(),
+            links: r.links.into_iter().map(Into::into).collect(),
+            routes: r.routes.into_iter().map(Into::into).collect(),
+            neighbours: r.neighbours.into_iter().map(Into::into).collect(),
+            nat_services: r.nat_services.into_iter().map(Into::into).collect(),
+            sysctls: r.sysctls.into_iter().map(Into::into).collect(),
+            resolv_conf: r.resolv_conf.map(Into::into),
+            proxy_mode: enums::proxy_mode_to_wire(r.proxy_mode),
+            errors: r.errors.into_iter().map(Into::into).collect(),
+        }
+    }
+}
