@@ -119,6 +119,19 @@ impl NetnsWorker {
         rx.recv().map_err(|_| NetnsError::Panicked { path: self.path.clone() })
     }
 
+    /// Queues `f` to run inside the namespace and returns at once; `f` reports back through
+    /// whatever channel it captures (async callers use a oneshot).
+    pub fn spawn<F>(&self, f: F) -> Result<(), NetnsError>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.jobs
+            .as_ref()
+            .ok_or_else(|| NetnsError::WorkerGone { path: self.path.clone() })?
+            .send(Box::new(f))
+            .map_err(|_| NetnsError::WorkerGone { path: self.path.clone() })
+    }
+
     /// Creates a socket inside the worker's namespace.
     pub fn socket(&self, domain: Domain, ty: Type, protocol: Option<Protocol>) -> Result<Socket, NetnsError> {
         self.run(move || Socket::new(domain, ty, protocol))?

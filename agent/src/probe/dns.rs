@@ -1,0 +1,1 @@
+//! dns probe (being written)

@@ -1,0 +1,1 @@
+//! http probe (being written)

@@ -1,0 +1,1 @@
+//! icmp probe (being written)

@@ -1,0 +1,1 @@
+//! mtu probe (being written)

@@ -1,0 +1,1 @@
+//! tcp probe (being written)

@@ -1,0 +1,1 @@
+//! resolv.conf parsing (being written)
