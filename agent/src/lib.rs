@@ -1,7 +1,10 @@
 //! netdiag's node agent: finds the pods on its node and their network namespaces, probes and
 //! inspects from inside each of them, and streams the results to the collector.
 
+pub mod buffer;
 pub mod inspect;
+pub mod plan;
 pub mod probe;
 pub mod resolv_conf;
 pub mod source;
+pub mod uplink;

@@ -1,0 +1,278 @@
+//! The agent's one long-lived session to the collector: results go through the
+//! [`ResultBuffer`] (batched, numbered, kept until acknowledged, bounded while the collector is
+//! away), inspection reports and run progress are sent as they come; the collector's plans,
+//! runs, cancels and inspect requests come back out. Reconnects with exponential backoff and
+//! full jitter, and resumes from the first unacknowledged batch.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use netdiag_model::inspect::InspectionReport;
+use netdiag_model::probe::Source;
+use netdiag_model::result::{ProbeResult, Seq};
+use netdiag_model::run::RunProgress;
+use netdiag_model::session::{AgentMessage, CollectorMessage, Hello};
+use netdiag_proto::v1;
+use netdiag_proto::v1::agent_session_client::AgentSessionClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tracing::{debug, info, warn};
+
+use crate::buffer::{BufferLimits, ResultBuffer};
+
+/// What the rest of the agent hands the uplink.
+#[derive(Debug)]
+pub enum Outbound {
+    Result(Box<ProbeResult>),
+    Inspection(Box<InspectionReport>),
+    RunProgress(RunProgress),
+}
+
+/// Reconnect timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { min: Duration::from_millis(200), max: Duration::from_secs(30) }
+    }
+}
+
+impl Backoff {
+    /// The wait before attempt `n` (0-based): exponential, capped, full jitter (a uniform
+    /// draw below the cap) so a fleet of agents never reconnects in step.
+    pub fn delay(&self, attempt: u32, unit_random: f64) -> Duration {
+        let cap = self.min.saturating_mul(1u32 << attempt.min(16)).min(self.max);
+        cap.mul_f64(unit_random.clamp(0.0, 1.0)).max(self.min / 2)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UplinkConfig {
+    /// `http://host:port` of the collector's session service.
+    pub collector: String,
+    pub hello: Hello,
+    pub limits: BufferLimits,
+    pub backoff: Backoff,
+    pub connect_timeout: Duration,
+}
+
+/// Counters the agent's metrics read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UplinkStats {
+    pub connected: bool,
+    pub connects: u64,
+    pub batches_sent: u64,
+    pub acked_results: u64,
+    pub dropped_results: u64,
+    pub held_results: usize,
+}
+
+enum SessionEnd {
+    Shutdown,
+    Lost(String),
+}
+
+/// Runs the uplink until `shutdown` turns true. Messages from the collector go to `inbound`.
+pub async fn run(
+    cfg: UplinkConfig,
+    mut outbound: mpsc::Receiver<Outbound>,
+    inbound: mpsc::Sender<CollectorMessage>,
+    stats: watch::Sender<UplinkStats>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut buffer = ResultBuffer::new(cfg.limits);
+    let mut inspections: BTreeMap<Source, InspectionReport> = BTreeMap::new();
+    let mut attempt = 0u32;
+    loop {
+        match session(&cfg, &mut buffer, &mut inspections, &mut outbound, &inbound, &stats, &mut shutdown)
+            .await
+        {
+            SessionEnd::Shutdown => return,
+            SessionEnd::Lost(why) => {
+                stats.send_modify(|s| s.connected = false);
+                let wait = cfg.backoff.delay(attempt, fastrand::f64());
+                attempt = attempt.saturating_add(1);
+                warn!(collector = %cfg.collector, reason = %why, retry_in_ms = wait.as_millis() as u64, "collector unreachable");
+                // Keep taking results while waiting: they are buffered (bounded), not lost.
+                let deadline = tokio::time::Instant::now() + wait;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        () = stopped(&mut shutdown) => return,
+                        item = outbound.recv() => match item {
+                            Some(item) => take(item, &mut buffer, &mut inspections),
+                            None => return,
+                        },
+                    }
+                }
+                buffer.cut(Instant::now());
+                publish(&stats, &buffer);
+            }
+        }
+        if stats.borrow().acked_results > 0 {
+            attempt = 0;
+        }
+    }
+}
+
+fn take(item: Outbound, buffer: &mut ResultBuffer, inspections: &mut BTreeMap<Source, InspectionReport>) {
+    match item {
+        Outbound::Result(r) => buffer.push(*r, Instant::now()),
+        // Only the newest report per source matters; older ones are superseded.
+        Outbound::Inspection(r) => {
+            inspections.insert(r.source.clone(), *r);
+        }
+        // Run progress is interactive: a run whose collector is gone is over.
+        Outbound::RunProgress(_) => {}
+    }
+}
+
+fn publish(stats: &watch::Sender<UplinkStats>, buffer: &ResultBuffer) {
+    stats.send_modify(|s| {
+        s.dropped_results = buffer.dropped_total();
+        s.held_results = buffer.held();
+    });
+}
+
+async fn session(
+    cfg: &UplinkConfig,
+    buffer: &mut ResultBuffer,
+    inspections: &mut BTreeMap<Source, InspectionReport>,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    inbound: &mpsc::Sender<CollectorMessage>,
+    stats: &watch::Sender<UplinkStats>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> SessionEnd {
+    let endpoint = match tonic::transport::Endpoint::from_shared(cfg.collector.clone()) {
+        Ok(e) => e.connect_timeout(cfg.connect_timeout).tcp_nodelay(true),
+        Err(e) => return SessionEnd::Lost(format!("bad collector address {:?}: {e}", cfg.collector)),
+    };
+    let channel = tokio::select! {
+        c = endpoint.connect() => match c {
+            Ok(c) => c,
+            Err(e) => return SessionEnd::Lost(format!("cannot connect: {}", chain(&e))),
+        },
+        () = stopped(shutdown) => return SessionEnd::Shutdown,
+    };
+    let mut client = AgentSessionClient::new(channel)
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(16 * 1024 * 1024);
+    let (tx, rx) = mpsc::channel::<v1::AgentMessage>(64);
+    let mut hello = cfg.hello.clone();
+    hello.first_unacked_seq = buffer.first_unacked();
+    if tx.send(AgentMessage::Hello(hello).into()).await.is_err() {
+        return SessionEnd::Lost("session closed before hello".into());
+    }
+    let mut replies = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return SessionEnd::Lost(format!("collector refused the session: {status}")),
+    };
+    info!(collector = %cfg.collector, resume_from = %buffer.first_unacked(), "connected to the collector");
+    stats.send_modify(|s| {
+        s.connected = true;
+        s.connects += 1;
+    });
+    // Everything unacknowledged goes again; the collector drops what it already has.
+    let mut sent_upto: Option<Seq> = None;
+    for report in std::mem::take(inspections).into_values() {
+        if tx.try_send(AgentMessage::Inspection(report).into()).is_err() {
+            break;
+        }
+    }
+    loop {
+        buffer.cut(Instant::now());
+        for batch in buffer.batches_after(sent_upto) {
+            match tx.try_send(AgentMessage::Results(batch.clone()).into()) {
+                Ok(()) => {
+                    sent_upto = Some(batch.seq);
+                    stats.send_modify(|s| s.batches_sent += 1);
+                }
+                // The stream is backed up: the rest goes on a later turn.
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => return SessionEnd::Lost("stream closed".into()),
+            }
+        }
+        publish(stats, buffer);
+        let deadline = buffer
+            .next_deadline()
+            .map(tokio::time::Instant::from_std)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            () = stopped(shutdown) => {
+                // Last chance for what is buffered: cut and send, without waiting for acks.
+                buffer.cut(Instant::now() + Duration::from_secs(3600));
+                for batch in buffer.batches_after(sent_upto) {
+                    let _ = tx.try_send(AgentMessage::Results(batch.clone()).into());
+                }
+                return SessionEnd::Shutdown;
+            }
+            _ = tokio::time::sleep_until(deadline) => {}
+            item = outbound.recv() => match item {
+                None => return SessionEnd::Shutdown,
+                Some(Outbound::Result(r)) => buffer.push(*r, Instant::now()),
+                Some(Outbound::Inspection(r)) => {
+                    if tx.try_send(AgentMessage::Inspection(*r.clone()).into()).is_err() {
+                        inspections.insert(r.source.clone(), *r);
+                    }
+                }
+                Some(Outbound::RunProgress(p)) => {
+                    let _ = tx.send(AgentMessage::RunProgress(p).into()).await;
+                }
+            },
+            reply = replies.next() => match reply {
+                None => return SessionEnd::Lost("the collector ended the session".into()),
+                Some(Err(status)) => return SessionEnd::Lost(format!("session failed: {status}")),
+                Some(Ok(msg)) => match CollectorMessage::try_from(msg) {
+                    Ok(CollectorMessage::Ack(seq)) => {
+                        let freed = buffer.ack(seq);
+                        stats.send_modify(|s| s.acked_results += freed as u64);
+                        debug!(%seq, freed, "acknowledged");
+                    }
+                    Ok(other) => {
+                        if inbound.send(other).await.is_err() {
+                            return SessionEnd::Shutdown;
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "ignoring an invalid message from the collector"),
+                },
+            },
+        }
+    }
+}
+
+/// Resolves once `shutdown` turns true (the guard `wait_for` returns is not `Send`, so it is
+/// dropped here rather than held in a `select!`).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = Backoff { min: Duration::from_millis(100), max: Duration::from_secs(5) };
+        assert_eq!(b.delay(0, 1.0), Duration::from_millis(100));
+        assert_eq!(b.delay(3, 1.0), Duration::from_millis(800));
+        assert_eq!(b.delay(20, 1.0), Duration::from_secs(5));
+        assert_eq!(b.delay(20, 0.5), Duration::from_millis(2500));
+        assert_eq!(b.delay(20, 0.0), Duration::from_millis(50), "never a busy loop");
+    }
+}

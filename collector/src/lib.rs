@@ -1,0 +1,5 @@
+//! netdiag's collector: receives every agent's stream and (in later stages) keeps the
+//! connectivity matrix, localizes failures and serves the API, UI and metrics.
+
+pub mod ingest;
+pub mod sink;
