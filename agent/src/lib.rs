@@ -6,5 +6,7 @@ pub mod inspect;
 pub mod plan;
 pub mod probe;
 pub mod resolv_conf;
+pub mod scheduler;
+pub mod shutdown;
 pub mod source;
 pub mod uplink;

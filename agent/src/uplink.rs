@@ -20,6 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
 use crate::buffer::{BufferLimits, ResultBuffer};
+use crate::shutdown::stopped;
 
 /// What the rest of the agent hands the uplink.
 #[derive(Debug)]
@@ -243,12 +244,6 @@ async fn session(
             },
         }
     }
-}
-
-/// Resolves once `shutdown` turns true (the guard `wait_for` returns is not `Send`, so it is
-/// dropped here rather than held in a `select!`).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|s| *s).await;
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
