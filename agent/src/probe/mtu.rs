@@ -36,7 +36,9 @@ const ATTEMPTS: u32 = 2;
 /// Finds the largest IP packet that reaches `target` from `src` and comes back.
 ///
 /// The ladder's sizes below the route's MTU (the kernel's `IP_MTU` toward the target: the
-/// outgoing interface's MTU, or a route's `mtu` metric), and that MTU itself, go out together;
+/// outgoing interface's MTU, or a route's `mtu` metric, or a path MTU the kernel learned from
+/// an ICMP "fragmentation needed" in the last ten minutes, in which case `Ok` means "the
+/// learned MTU holds"), and that MTU itself, go out together;
 /// then up to four refining rounds narrow the gap above the largest size that came back, down
 /// to the byte. `timeout` is how long each round waits for its echoes: a healthy path answers
 /// in one round as soon as every echo is back, a black-holed size costs one `timeout` per round.
