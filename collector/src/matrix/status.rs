@@ -1,0 +1,97 @@
+//! The verdict on a cell, from its window and its agent's liveness. In order:
+//!
+//! 1. `unknown` when the reporting agent has not been heard from for longer than the staleness
+//!    bound: its silence says nothing about the network, so its cells are never `failed`;
+//! 2. `unknown` when the window holds no attempt (agent-side errors alone are not attempts);
+//! 3. `failed` when there was at least one failed attempt and (almost) every recent attempt
+//!    failed: no success in the window, or at most [`FAILED_MAX_SUCCESS_RATIO`] of attempts
+//!    succeeded, or (pod level only) the latest [`FAILED_STREAK`] attempts all failed — a path
+//!    that just broke is `failed` within a few probes rather than after a whole window;
+//! 4. `degraded` when some attempt failed or more than [`DEGRADED_LOSS_RATIO`] of the packets
+//!    were lost (an ICMP burst with some echoes lost still counts as a success);
+//! 5. `ok` otherwise.
+//!
+//! The streak rule is for pod-level cells only: a node-level cell mixes many paths, so a few
+//! failures in a row there (one dead pod's ports probed back to back) say little.
+
+use netdiag_model::CellStatus;
+
+use super::window::WindowSummary;
+
+/// Consecutive failed attempts (latest first) that make a pod-level cell `failed`.
+pub const FAILED_STREAK: u32 = 3;
+/// A cell whose attempts succeeded at most this often is `failed`.
+pub const FAILED_MAX_SUCCESS_RATIO: f64 = 0.05;
+/// A cell that lost more than this share of its packets is at least `degraded`.
+pub const DEGRADED_LOSS_RATIO: f64 = 0.01;
+
+/// What the rules look at besides the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Context {
+    /// The reporting agent was heard from within the staleness bound.
+    pub agent_fresh: bool,
+    /// Failed attempts since the last success, when the streak rule applies (pod level).
+    pub streak: Option<u32>,
+}
+
+pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
+    if !cx.agent_fresh {
+        return CellStatus::Unknown;
+    }
+    let Some(success_ratio) = window.success_ratio() else { return CellStatus::Unknown };
+    if window.failures > 0 {
+        let streak = cx.streak.is_some_and(|s| s >= FAILED_STREAK);
+        if window.successes == 0 || success_ratio <= FAILED_MAX_SUCCESS_RATIO || streak {
+            return CellStatus::Failed;
+        }
+        return CellStatus::Degraded;
+    }
+    if window.loss_ratio() > DEGRADED_LOSS_RATIO {
+        return CellStatus::Degraded;
+    }
+    CellStatus::Ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(successes: u64, failures: u64, agent_errors: u64, sent: u64, received: u64) -> WindowSummary {
+        WindowSummary {
+            successes,
+            failures,
+            agent_errors,
+            packets_sent: sent,
+            packets_received: received,
+            ..WindowSummary::default()
+        }
+    }
+
+    #[test]
+    fn rules_in_order() {
+        use CellStatus::*;
+        let pod = |streak| Context { agent_fresh: true, streak: Some(streak) };
+        let node = Context { agent_fresh: true, streak: None };
+        let silent = Context { agent_fresh: false, streak: Some(9) };
+        let cases: Vec<(&str, WindowSummary, Context, CellStatus)> = vec![
+            ("all ok", window(12, 0, 0, 12, 12), pod(0), Ok),
+            ("silent agent, all failing", window(0, 12, 0, 12, 0), silent, Unknown),
+            ("empty window", window(0, 0, 0, 0, 0), pod(0), Unknown),
+            ("agent errors only", window(0, 0, 5, 0, 0), pod(0), Unknown),
+            ("one failure, nothing else", window(0, 1, 0, 1, 0), pod(1), Failed),
+            ("all failed", window(0, 12, 0, 12, 0), node, Failed),
+            ("just broke: 3 failures after 9 ok", window(9, 3, 0, 12, 9), pod(3), Failed),
+            ("two failures after 9 ok", window(9, 2, 0, 11, 9), pod(2), Degraded),
+            ("3 in a row at node level", window(9, 3, 0, 12, 9), node, Degraded),
+            ("1 success in 40 at node level", window(1, 39, 0, 40, 1), node, Failed),
+            ("1 success in 10 at node level", window(1, 9, 0, 10, 1), node, Degraded),
+            ("recovered: failures then a success", window(5, 5, 0, 10, 5), pod(0), Degraded),
+            ("burst loss 10%", window(10, 0, 0, 100, 90), pod(0), Degraded),
+            ("burst loss 1% exactly", window(10, 0, 0, 100, 99), pod(0), Ok),
+            ("agent errors beside successes", window(10, 0, 3, 10, 10), pod(0), Ok),
+        ];
+        for (name, w, cx, want) in cases {
+            assert_eq!(classify(&w, cx), want, "{name}");
+        }
+    }
+}
