@@ -97,18 +97,15 @@ fn pod_probes(inv: &Inventory, me: &PodInfo, opts: &PlanOptions, out: &mut Vec<P
             }
         }
     }
-    // Each cluster nameserver on its own, over both transports.
-    if let Ok(name) = DnsName::new(format!("kubernetes.default.svc.{}.", inv.cluster.domain)) {
-        for &ns in &inv.cluster.dns_ips {
-            for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
-                let target = Target::Dns {
-                    name: name.clone(),
-                    record: RecordType::A,
-                    nameserver: Some(ns),
-                    transport,
-                };
-                out.push(probe(&source, target, ProbeKind::Dns));
-            }
+    // Each cluster nameserver on its own, over both transports, asked for the DNS service's
+    // own name: it exists wherever the cluster DNS does.
+    for &ns in &inv.cluster.dns_ips {
+        let Some(dns_svc) = inv.services.iter().find(|s| s.cluster_ips.contains(&ns)) else { continue };
+        let Ok(name) = DnsName::new(format!("{}.", dns_svc.dns_name(&inv.cluster.domain))) else { continue };
+        let record = if ns.is_ipv6() { RecordType::Aaaa } else { RecordType::A };
+        for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
+            let target = Target::Dns { name: name.clone(), record, nameserver: Some(ns), transport };
+            out.push(probe(&source, target, ProbeKind::Dns));
         }
     }
     for check in &opts.http_checks {

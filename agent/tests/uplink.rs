@@ -1,6 +1,8 @@
 //! The uplink against a real collector session service on loopback: the collector is stopped
 //! and started again while the agent streams, and every result still arrives exactly once.
 
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;

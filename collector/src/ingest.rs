@@ -28,6 +28,9 @@ pub const MAX_STRIKES: u32 = 10;
 /// Outbound messages queued per session (acks, plans, runs) before the session counts as stuck.
 const OUTBOUND_QUEUE: usize = 256;
 
+/// The queue of messages to one connected agent.
+type Outbox = mpsc::Sender<Result<v1::CollectorMessage, Status>>;
+
 /// What the collector remembers of an agent instance across its reconnects.
 #[derive(Debug, Clone, Default)]
 struct InstanceState {
@@ -51,7 +54,7 @@ pub enum CutOff {
 pub struct Ingest {
     sink: Arc<dyn Sink>,
     instances: Arc<Mutex<HashMap<(NodeName, InstanceId), InstanceState>>>,
-    sessions: Arc<Mutex<HashMap<NodeName, mpsc::Sender<Result<v1::CollectorMessage, Status>>>>>,
+    sessions: Arc<Mutex<HashMap<NodeName, Outbox>>>,
     shutdown: watch::Receiver<bool>,
 }
 

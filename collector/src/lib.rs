@@ -2,4 +2,5 @@
 //! connectivity matrix, localizes failures and serves the API, UI and metrics.
 
 pub mod ingest;
+pub mod matrix;
 pub mod sink;

@@ -23,6 +23,13 @@ fn thread_name(path: &Path) -> String {
     format!("ns:{tail}")
 }
 
+/// Moves the calling thread into the namespace at `path`. For a binary's `main` before it starts
+/// any other thread (threads it creates later inherit the namespace): an agent that runs
+/// inside a lab node, as a hostNetwork DaemonSet pod runs inside its node's namespace.
+pub fn enter_before_threads(path: &Path) -> Result<(), NetnsError> {
+    enter(path)
+}
+
 /// Runs `f` on a new OS thread that has entered the network namespace at `path`, and waits for
 /// it. The thread ends with `f`, so the namespace is never held afterwards.
 pub fn run_in<T, F>(path: &Path, f: F) -> Result<T, NetnsError>

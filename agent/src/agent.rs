@@ -1,0 +1,284 @@
+//! The agent's main loop: load the inventory, keep the probe sources in line with it, run the
+//! probe plan (derived locally until the collector sends one), inspect every source and send
+//! reports that changed, and stream it all through the uplink. Ends cleanly on stop.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use netdiag_model::inspect::InspectionReport;
+use netdiag_model::inventory::Inventory;
+use netdiag_model::plan::{PlannedProbe, ProbePlan};
+use netdiag_model::probe::Source;
+use netdiag_model::result::Seq;
+use netdiag_model::run::{RunDone, RunProgress, RunUpdate};
+use netdiag_model::session::{AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
+use tokio::sync::{mpsc, watch};
+use tracing::{info, warn};
+
+use crate::config::{AgentConfig, InventorySource};
+use crate::inspect::{self, InspectScope};
+use crate::metrics::AgentMetrics;
+use crate::plan::{PlanOptions, derive_plan};
+use crate::shutdown::stopped;
+use crate::sources::{Discovery, Sources};
+use crate::uplink::{self, Backoff, Outbound, UplinkConfig, UplinkStats};
+
+/// How often the inventory file is re-read and the sources refreshed.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// How often every source is inspected (reports are sent only when they change).
+const INSPECT_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read the inventory {path}")]
+    ReadInventory {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("inventory {path}")]
+    Inventory {
+        path: String,
+        #[source]
+        source: Box<netdiag_model::inventory::InventoryError>,
+    },
+    #[error("node {node} is not in the inventory {path}; check --node")]
+    UnknownNode { node: String, path: String },
+}
+
+fn load_inventory(source: &InventorySource) -> Result<(Inventory, Option<SystemTime>), AgentError> {
+    match source {
+        InventorySource::File(path) => {
+            let shown = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .map_err(|source| AgentError::ReadInventory { path: shown.clone(), source })?;
+            let inv = Inventory::from_yaml(&text)
+                .map_err(|source| AgentError::Inventory { path: shown, source: Box::new(source) })?;
+            Ok((inv, modified(path)))
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn hello(cfg: &AgentConfig, inv: &Inventory) -> Hello {
+    let version = AgentVersion::new(env!("CARGO_PKG_VERSION")).unwrap_or_else(|_| {
+        // The crate version is always a valid token; this branch is unreachable in practice.
+        AgentVersion::new("0.0.0").unwrap_or_else(|_| unreachable!("a constant token"))
+    });
+    let instance = format!("{}-{}-{:x}", cfg.node, std::process::id(), fastrand::u64(..));
+    Hello {
+        node: cfg.node.clone(),
+        agent_version: version,
+        capabilities: [
+            Capability::Icmp,
+            Capability::Tcp,
+            Capability::Dns,
+            Capability::Http,
+            Capability::Mtu,
+            Capability::InspectIptables,
+            Capability::InspectNftables,
+        ]
+        .into(),
+        pods: inv
+            .pods_on(&cfg.node)
+            .map(|p| LocalPod { pod: p.pod_ref(), ips: p.ips.clone(), host_network: false })
+            .collect(),
+        node_ips: inv.node(&cfg.node).map(|n| n.ips.clone()).unwrap_or_default(),
+        first_unacked_seq: Seq::FIRST,
+        instance_id: InstanceId::new(instance).unwrap_or_else(|_| {
+            InstanceId::new("agent").unwrap_or_else(|_| unreachable!("a constant token"))
+        }),
+    }
+}
+
+/// Starts the scheduler for `plan`; the returned sender stops it.
+fn start_plan(
+    plan: ProbePlan,
+    sources: Arc<RwLock<Sources>>,
+    metrics: Arc<AgentMetrics>,
+    out: mpsc::Sender<Outbound>,
+) -> watch::Sender<bool> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (res_tx, mut res_rx) = mpsc::channel(1024);
+    let run_one = move |probe: PlannedProbe, timeout: Duration| {
+        let entry = sources.read().ok().and_then(|s| s.get(&probe.source));
+        let metrics = metrics.clone();
+        async move {
+            // A source that is gone (pod deleted) simply stops producing results.
+            let entry = entry?;
+            let result = crate::probe::run(&entry.ns, &entry.state, &probe, timeout).await;
+            metrics.observe(&result);
+            Some(result)
+        }
+    };
+    info!(
+        generation = plan.generation.get(),
+        probes = plan.probes.len(),
+        interval_ms = plan.schedule.interval().as_millis() as u64,
+        "running probe plan"
+    );
+    tokio::spawn(crate::scheduler::run(Arc::new(plan), run_one, res_tx, stop_rx, fastrand::f64()));
+    tokio::spawn(async move {
+        while let Some(r) = res_rx.recv().await {
+            if out.send(Outbound::Result(Box::new(r))).await.is_err() {
+                return;
+            }
+        }
+    });
+    stop_tx
+}
+
+/// Inspects every source; sends the reports that changed (or all, when `force`).
+async fn inspect_all(
+    sources: &Arc<RwLock<Sources>>,
+    last: &mut BTreeMap<Source, InspectionReport>,
+    out: &mpsc::Sender<Outbound>,
+    only: Option<&Source>,
+    force: bool,
+) {
+    let entries: Vec<_> = sources
+        .read()
+        .map(|s| s.all().filter(|e| only.is_none_or(|o| e.ns.source() == o)).cloned().collect())
+        .unwrap_or_default();
+    for entry in entries {
+        let scope = match entry.ns.source() {
+            Source::Node(_) => InspectScope::Node,
+            Source::Pod(_) => InspectScope::Pod,
+        };
+        let report = inspect::inspect(&entry.ns, scope).await;
+        let source = entry.ns.source().clone();
+        let send = force || last.get(&source).is_none_or(|prev| inspect::changed(prev, &report));
+        if send {
+            last.insert(source, report.clone());
+            if out.send(Outbound::Inspection(Box::new(report))).await.is_err() {
+                return;
+            }
+        }
+    }
+    // Forget reports of sources that are gone.
+    if let Ok(s) = sources.read() {
+        last.retain(|src, _| s.get(src).is_some());
+    }
+}
+
+/// Runs the agent until `stop` turns true.
+pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let (mut inv, mut inv_mtime) = load_inventory(&cfg.inventory)?;
+    if inv.node(&cfg.node).is_none() {
+        let InventorySource::File(path) = &cfg.inventory;
+        return Err(
+            AgentError::UnknownNode { node: cfg.node.to_string(), path: path.display().to_string() }.into()
+        );
+    }
+    let discovery = Discovery::default();
+    let sources = Arc::new(RwLock::new(Sources::default()));
+    let metrics = Arc::new(AgentMetrics::default());
+    let refresh = |inv: &Inventory| {
+        if let Ok(mut s) = sources.write() {
+            let report = s.refresh(inv, &cfg.node, &discovery);
+            for (src, why) in &report.unreachable {
+                warn!(source = %src, reason = %why, "cannot probe from this pod");
+            }
+            metrics.set_sources(s.len());
+        }
+    };
+    refresh(&inv);
+
+    let (out_tx, out_rx) = mpsc::channel(4096);
+    let (in_tx, mut in_rx) = mpsc::channel(64);
+    let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
+    let (ready_tx, ready_rx) = watch::channel(true);
+    let uplink_cfg = UplinkConfig {
+        collector: cfg.collector.clone(),
+        hello: hello(&cfg, &inv),
+        limits: cfg.buffer,
+        backoff: Backoff::default(),
+        connect_timeout: Duration::from_secs(3),
+    };
+    let uplink = tokio::spawn(uplink::run(uplink_cfg, out_rx, in_tx, stats_tx, stop.clone()));
+    let app = crate::metrics::router(metrics.clone(), stats_rx, ready_rx);
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} for /metrics: {e}", cfg.listen))?;
+    let http_stop = stop.clone();
+    tokio::spawn(async move {
+        let mut s = http_stop;
+        let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut s).await }).await;
+    });
+    info!(node = %cfg.node, listen = %cfg.listen, collector = %cfg.collector, "agent started");
+
+    let opts = PlanOptions { schedule: cfg.schedule, http_checks: cfg.http_checks.clone(), mtu: true };
+    let mut generation = NonZeroU64::MIN;
+    let mut collector_plan = false;
+    let mut plan_stop = start_plan(
+        derive_plan(&inv, &cfg.node, &opts, generation),
+        sources.clone(),
+        metrics.clone(),
+        out_tx.clone(),
+    );
+    let mut last_reports = BTreeMap::new();
+    inspect_all(&sources, &mut last_reports, &out_tx, None, true).await;
+
+    let mut refresh_tick = tokio::time::interval(REFRESH_EVERY);
+    let mut inspect_tick = tokio::time::interval(INSPECT_EVERY);
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            _ = refresh_tick.tick() => {
+                let InventorySource::File(path) = &cfg.inventory;
+                if modified(path) != inv_mtime {
+                    match load_inventory(&cfg.inventory) {
+                        Ok((new, mtime)) => {
+                            inv = new;
+                            inv_mtime = mtime;
+                            if !collector_plan {
+                                generation = generation.saturating_add(1);
+                                let _ = plan_stop.send(true);
+                                plan_stop = start_plan(derive_plan(&inv, &cfg.node, &opts, generation), sources.clone(), metrics.clone(), out_tx.clone());
+                            }
+                        }
+                        Err(e) => warn!(error = %anyhow::Error::from(e), "keeping the previous inventory"),
+                    }
+                }
+                refresh(&inv);
+            }
+            _ = inspect_tick.tick() => inspect_all(&sources, &mut last_reports, &out_tx, None, false).await,
+            msg = in_rx.recv() => match msg {
+                None => break,
+                Some(CollectorMessage::Plan(plan)) => {
+                    if plan.generation > generation || !collector_plan {
+                        generation = plan.generation;
+                        collector_plan = true;
+                        let _ = plan_stop.send(true);
+                        plan_stop = start_plan(plan, sources.clone(), metrics.clone(), out_tx.clone());
+                    }
+                }
+                Some(CollectorMessage::Inspect(only)) => {
+                    inspect_all(&sources, &mut last_reports, &out_tx, only.as_ref(), true).await;
+                }
+                Some(CollectorMessage::Run(req)) => {
+                    let done = RunProgress {
+                        run_id: req.run_id,
+                        update: RunUpdate::Done(RunDone::Failed {
+                            error: netdiag_model::text::Text::lossy("this agent version does not run on-demand probes; upgrade the agent"),
+                        }),
+                    };
+                    let _ = out_tx.send(Outbound::RunProgress(done)).await;
+                }
+                Some(CollectorMessage::Cancel(_) | CollectorMessage::Ack(_)) => {}
+            },
+        }
+    }
+    let _ = plan_stop.send(true);
+    let _ = ready_tx.send(false);
+    drop(out_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
+    info!("agent stopped");
+    Ok(())
+}

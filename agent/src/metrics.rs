@@ -1,0 +1,158 @@
+//! The agent's own metrics and health endpoints (`/metrics`, `/healthz`, `/readyz`) on a local
+//! port. Labels come from bounded sets only (probe kind, outcome); per-pair detail lives in the
+//! collector, never in Prometheus series.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use netdiag_model::result::ProbeResult;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::uplink::UplinkStats;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+fn rtt_histogram() -> Histogram {
+    // 50 µs to ~3 s.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
+}
+
+/// Counters and gauges the agent updates as it works.
+#[derive(Debug)]
+pub struct AgentMetrics {
+    registry: Registry,
+    probes: Family<ProbeLabels, Counter>,
+    rtt: Family<KindLabel, Histogram, fn() -> Histogram>,
+    sources: Gauge,
+    connected: Gauge,
+    buffered: Gauge,
+    dropped: Gauge,
+    batches: Gauge,
+    acked: Gauge,
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("netdiag_agent");
+        let probes = Family::<ProbeLabels, Counter>::default();
+        let rtt = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(rtt_histogram);
+        let sources = Gauge::default();
+        let connected = Gauge::default();
+        let buffered = Gauge::default();
+        let dropped = Gauge::default();
+        let batches = Gauge::default();
+        let acked = Gauge::default();
+        registry.register("probes", "Probes finished, by kind and outcome", probes.clone());
+        registry.register("probe_rtt_seconds", "Round-trip time of successful probes", rtt.clone());
+        registry.register("sources", "Namespaces the agent probes from (node and pods)", sources.clone());
+        registry.register(
+            "uplink_connected",
+            "1 while the session to the collector is up",
+            connected.clone(),
+        );
+        registry.register(
+            "buffered_results",
+            "Results held until the collector acknowledges them",
+            buffered.clone(),
+        );
+        registry.register(
+            "dropped_results",
+            "Results dropped because the buffer was full (total)",
+            dropped.clone(),
+        );
+        registry.register("batches_sent", "Result batches sent to the collector (total)", batches.clone());
+        registry.register("acked_results", "Results the collector acknowledged (total)", acked.clone());
+        Self { registry, probes, rtt, sources, connected, buffered, dropped, batches, acked }
+    }
+}
+
+impl AgentMetrics {
+    pub fn observe(&self, r: &ProbeResult) {
+        let kind = r.kind.as_str();
+        self.probes.get_or_create(&ProbeLabels { kind, outcome: r.outcome.as_str() }).inc();
+        if r.outcome.is_ok()
+            && let Some(rtt) = r.rtt
+        {
+            self.rtt.get_or_create(&KindLabel { kind }).observe(rtt.as_duration().as_secs_f64());
+        }
+    }
+
+    pub fn set_sources(&self, n: usize) {
+        self.sources.set(n as i64);
+    }
+
+    /// The Prometheus text exposition, with the uplink's numbers as of now.
+    pub fn render(&self, uplink: &UplinkStats) -> String {
+        self.connected.set(i64::from(uplink.connected));
+        self.buffered.set(uplink.held_results as i64);
+        self.dropped.set(uplink.dropped_results as i64);
+        self.batches.set(uplink.batches_sent as i64);
+        self.acked.set(uplink.acked_results as i64);
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    metrics: Arc<AgentMetrics>,
+    uplink: watch::Receiver<UplinkStats>,
+    ready: watch::Receiver<bool>,
+}
+
+/// The `/metrics`, `/healthz` and `/readyz` router.
+pub fn router(
+    metrics: Arc<AgentMetrics>,
+    uplink: watch::Receiver<UplinkStats>,
+    ready: watch::Receiver<bool>,
+) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(HttpState { metrics, uplink, ready })
+}
+
+async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
+    let stats = s.uplink.borrow().clone();
+    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&stats))
+}
+
+async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
+    if *s.ready.borrow() {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the inventory or probe sources are not loaded yet\n")
+    }
+}
+
+/// Serves the router on `addr` until `stop`.
+pub async fn serve(addr: SocketAddr, app: Router, mut stop: watch::Receiver<bool>) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { crate::shutdown::stopped(&mut stop).await })
+        .await
+}
