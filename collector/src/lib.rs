@@ -2,5 +2,7 @@
 //! connectivity matrix, localizes failures and serves the API, UI and metrics.
 
 pub mod ingest;
+pub mod localize;
 pub mod matrix;
 pub mod sink;
+pub mod state;
