@@ -254,6 +254,14 @@ fn candidates_follow_glibc_order() {
 }
 
 #[test]
+fn a_search_domain_with_two_trailing_dots_is_dropped_not_half_kept() {
+    // Found by proptest: "0.." once became "0.", and candidates ended in "..".
+    let c = parse("search 0.. \n");
+    assert_eq!((c.search.len(), c.dropped_search), (0, 1));
+    assert_eq!(candidates(&name("-"), &c), ["-."]);
+}
+
+#[test]
 fn over_long_candidates_are_left_out() {
     // 191 characters + '.' + a 71-character domain is more than a name can hold.
     let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63)].join(".");
