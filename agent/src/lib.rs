@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod buffer;
+pub mod cli;
 pub mod config;
 pub mod inspect;
 pub mod metrics;

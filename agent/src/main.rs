@@ -1,72 +1,8 @@
-//! `netdiag-agent`: a thin binary over the agent library. Config from flags, `NETDIAG_*` and a
-//! YAML file; structured logs; stops cleanly on SIGTERM or Ctrl-C.
-
-use std::path::PathBuf;
-use std::process::ExitCode;
+//! `netdiag-agent`: the node agent binary (a DaemonSet on every node), a thin wrapper over
+//! [`netdiag_agent::cli`].
 
 use clap::Parser;
-use netdiag_agent::config::{AgentArgs, AgentConfig, LogFormat};
 
-#[derive(Debug, Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: AgentArgs,
-    /// Enter this network namespace before starting (the lab's node namespaces; on a real node
-    /// the DaemonSet's hostNetwork already puts the agent in the node's namespace).
-    #[arg(long, env = "NETDIAG_NETNS")]
-    netns: Option<PathBuf>,
-    /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "NETDIAG_LOG", default_value = "info")]
-    log: String,
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let cfg = match AgentConfig::load(&cli.args) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("netdiag-agent: {:#}", anyhow::Error::from(e));
-            return ExitCode::from(2);
-        }
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cfg.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    // Before any thread exists: every thread the runtime starts inherits the namespace.
-    if let Some(path) = &cli.netns
-        && let Err(e) = netdiag_netns::enter_before_threads(path)
-    {
-        eprintln!("netdiag-agent: {:#}", anyhow::Error::from(e));
-        return ExitCode::from(2);
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("netdiag-agent: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-            }
-            let _ = stop_tx.send(true);
-        });
-        netdiag_agent::agent::run(cfg, stop_rx).await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("netdiag-agent: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    netdiag_agent::cli::run(netdiag_agent::cli::AgentCli::parse())
 }

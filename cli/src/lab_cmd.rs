@@ -217,7 +217,7 @@ fn start_server(state: &LabState) -> Result<()> {
         .with_context(|| format!("cannot create {}", state.log_path().display()))?;
     let mut child = std::process::Command::new(exe)
         .args(["lab", "serve", "--name", &state.name])
-        .env("NETDIAG_LOG", std::env::var("NETDIAG_LOG").unwrap_or_else(|_| "info".into()))
+        .env("NETDIAG_CLI_LOG", std::env::var("NETDIAG_CLI_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)

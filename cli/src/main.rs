@@ -1,9 +1,11 @@
 //! `netdiag`: the command line. A thin binary over the library crates: parse flags, call in,
-//! print for people (tables) or scripts (`-o json`).
+//! print for people (tables) or scripts (`-o json`). `netdiag agent` and `netdiag collector`
+//! run the daemons (the same code as the `netdiag-agent` and `netdiag-collector` binaries).
 
 mod demo;
 mod lab_cmd;
 mod output;
+mod query_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -16,7 +18,7 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Log filter (tracing EnvFilter syntax), e.g. `info` or `netdiag_lab=debug`.
-    #[arg(long, global = true, env = "NETDIAG_LOG", default_value = "warn")]
+    #[arg(long, env = "NETDIAG_CLI_LOG", default_value = "warn")]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -24,18 +26,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run everything on the lab: cluster, collector, one agent per node; live matrix and
+    /// findings; Ctrl-C tears it all down.
+    Demo(demo::DemoArgs),
     /// Build and drive the lab: a sealed Kubernetes-shaped cluster of network namespaces.
     Lab(lab_cmd::LabArgs),
-    /// Run the whole thing on the lab: cluster, servers, live status; Ctrl-C tears it down.
-    Demo(demo::DemoArgs),
+    /// The connectivity matrix from the collector.
+    Matrix(query_cmd::MatrixArgs),
+    /// The collector's findings: what is broken, where, and the evidence.
+    Diagnose(query_cmd::DiagnoseArgs),
+    /// The agents the collector knows.
+    Agents(query_cmd::AgentsArgs),
+    /// Run a node agent (as `netdiag-agent`).
+    Agent(netdiag_agent::cli::AgentCli),
+    /// Run the collector (as `netdiag-collector`).
+    Collector(netdiag_collector::cli::CollectorCli),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // The daemons set up their own logging (and the agent may enter a namespace first).
+    match cli.command {
+        Command::Agent(a) => return netdiag_agent::cli::run(a),
+        Command::Collector(c) => return netdiag_collector::cli::run(c),
+        _ => {}
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    match run(cli) {
+    match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("netdiag: {e:#}");
@@ -44,9 +63,13 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<std::process::ExitCode> {
-    match cli.command {
+fn run(command: Command) -> Result<std::process::ExitCode> {
+    match command {
         Command::Lab(args) => lab_cmd::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Matrix(args) => query_cmd::matrix(args),
+        Command::Diagnose(args) => query_cmd::diagnose(args),
+        Command::Agents(args) => query_cmd::agents(args),
+        Command::Agent(_) | Command::Collector(_) => Ok(std::process::ExitCode::SUCCESS),
     }
 }

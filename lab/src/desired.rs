@@ -85,13 +85,14 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
                     } else {
                         "DROP"
                     };
-                    out.push(format!("-p tcp -m tcp --dport {port} {c} -j {action}"));
+                    // Inbound only: the pod's own connections to that port elsewhere stay untouched.
+                    out.push(format!("-i {UPLINK_IF} -p tcp -m tcp --dport {port} {c} -j {action}"));
                 }
             }
             FaultSpec::DnsDown => {
                 if plan.dns_pod().is_some_and(|p| p.netns == netns) {
-                    out.push(format!("-p udp -m udp --dport 53 {c} -j DROP"));
-                    out.push(format!("-p tcp -m tcp --dport 53 {c} -j DROP"));
+                    out.push(format!("-i {UPLINK_IF} -p udp -m udp --dport 53 {c} -j DROP"));
+                    out.push(format!("-i {UPLINK_IF} -p tcp -m tcp --dport 53 {c} -j DROP"));
                 }
             }
             FaultSpec::DnsBlock { node } => {

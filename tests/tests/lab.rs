@@ -300,6 +300,9 @@ fn fault_port_closed_refuses_and_port_drop_times_out_while_icmp_works() {
     assert_eq!(probe::tcp(&src.netns, sa(dst.ip, 2380), DROP_T), Reach::Timeout);
     assert!(probe::ping(&src.netns, dst.ip.into(), 56, T).unwrap(), "ICMP still answers");
     assert_eq!(probe::tcp(&src.netns, sa(lab.pod("tidb/demo-pd-2").ip, 2379), T), Reach::Ok);
+    // Only inbound: the faulty pod still reaches that port on other pods.
+    assert_eq!(probe::tcp(&dst.netns, sa(lab.pod("tidb/demo-pd-2").ip, 2379), T), Reach::Ok);
+    assert_eq!(probe::tcp(&dst.netns, sa(lab.pod("tidb/demo-pd-2").ip, 2380), T), Reach::Ok);
     lab.heal();
     assert_eq!(probe::tcp(&src.netns, sa(dst.ip, 2379), T), Reach::Ok);
     assert_eq!(probe::tcp(&src.netns, sa(dst.ip, 2380), T), Reach::Ok);
