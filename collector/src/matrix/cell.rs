@@ -64,6 +64,8 @@ pub(super) struct CellState {
     last_error: Option<LastError>,
     /// Failed attempts since the last successful one, in arrival order.
     streak: u32,
+    /// Successful attempts without a lost packet since the last failure or loss.
+    clean: u32,
 }
 
 impl CellState {
@@ -75,6 +77,7 @@ impl CellState {
             last_update: at,
             last_error: None,
             streak: 0,
+            clean: 0,
         }
     }
 
@@ -96,8 +99,18 @@ impl CellState {
             self.agent = agent.clone();
         }
         match sample.class {
-            SampleClass::Success => self.streak = 0,
-            SampleClass::Failure => self.streak = self.streak.saturating_add(1),
+            SampleClass::Success => {
+                self.streak = 0;
+                self.clean = if sample.packets_received >= sample.packets_sent {
+                    self.clean.saturating_add(1)
+                } else {
+                    0
+                };
+            }
+            SampleClass::Failure => {
+                self.streak = self.streak.saturating_add(1);
+                self.clean = 0;
+            }
             SampleClass::AgentError => {}
         }
         if at >= self.last_update {
@@ -127,8 +140,14 @@ impl CellState {
         streak_rule: bool,
     ) -> CellStats {
         let window = self.window.summary(spec, now);
-        let status =
-            status::classify(&window, Context { agent_fresh, streak: streak_rule.then_some(self.streak) });
+        let status = status::classify(
+            &window,
+            Context {
+                agent_fresh,
+                streak: streak_rule.then_some(self.streak),
+                clean: streak_rule.then_some(self.clean),
+            },
+        );
         CellStats {
             status,
             agent: self.agent.clone(),

@@ -3,13 +3,16 @@
 //! 1. `unknown` when the reporting agent has not been heard from for longer than the staleness
 //!    bound: its silence says nothing about the network, so its cells are never `failed`;
 //! 2. `unknown` when the window holds no attempt (agent-side errors alone are not attempts);
-//! 3. `failed` when there was at least one failed attempt and (almost) every recent attempt
+//! 3. `ok` when (pod level only) the latest [`RECOVERED_STREAK`] attempts all succeeded without
+//!    losing a packet: a path that was repaired reads `ok` within a few probes instead of
+//!    carrying its old failures for a whole window (the loss ratio still shows them);
+//! 4. `failed` when there was at least one failed attempt and (almost) every recent attempt
 //!    failed: no success in the window, or at most [`FAILED_MAX_SUCCESS_RATIO`] of attempts
 //!    succeeded, or (pod level only) the latest [`FAILED_STREAK`] attempts all failed — a path
 //!    that just broke is `failed` within a few probes rather than after a whole window;
-//! 4. `degraded` when some attempt failed or more than [`DEGRADED_LOSS_RATIO`] of the packets
+//! 5. `degraded` when some attempt failed or more than [`DEGRADED_LOSS_RATIO`] of the packets
 //!    were lost (an ICMP burst with some echoes lost still counts as a success);
-//! 5. `ok` otherwise.
+//! 6. `ok` otherwise.
 //!
 //! The streak rule is for pod-level cells only: a node-level cell mixes many paths, so a few
 //! failures in a row there (one dead pod's ports probed back to back) say little.
@@ -20,6 +23,8 @@ use super::window::WindowSummary;
 
 /// Consecutive failed attempts (latest first) that make a pod-level cell `failed`.
 pub const FAILED_STREAK: u32 = 3;
+/// Consecutive clean successes (latest first) that make a pod-level cell `ok` again.
+pub const RECOVERED_STREAK: u32 = 3;
 /// A cell whose attempts succeeded at most this often is `failed`.
 pub const FAILED_MAX_SUCCESS_RATIO: f64 = 0.05;
 /// A cell that lost more than this share of its packets is at least `degraded`.
@@ -32,6 +37,9 @@ pub struct Context {
     pub agent_fresh: bool,
     /// Failed attempts since the last success, when the streak rule applies (pod level).
     pub streak: Option<u32>,
+    /// Successful attempts without loss since the last failure, when the recovery rule applies
+    /// (pod level).
+    pub clean: Option<u32>,
 }
 
 pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
@@ -39,6 +47,9 @@ pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
         return CellStatus::Unknown;
     }
     let Some(success_ratio) = window.success_ratio() else { return CellStatus::Unknown };
+    if cx.clean.is_some_and(|c| c >= RECOVERED_STREAK) {
+        return CellStatus::Ok;
+    }
     if window.failures > 0 {
         let streak = cx.streak.is_some_and(|s| s >= FAILED_STREAK);
         if window.successes == 0 || success_ratio <= FAILED_MAX_SUCCESS_RATIO || streak {
@@ -70,9 +81,10 @@ mod tests {
     #[test]
     fn rules_in_order() {
         use CellStatus::*;
-        let pod = |streak| Context { agent_fresh: true, streak: Some(streak) };
-        let node = Context { agent_fresh: true, streak: None };
-        let silent = Context { agent_fresh: false, streak: Some(9) };
+        let pod = |streak| Context { agent_fresh: true, streak: Some(streak), clean: Some(0) };
+        let node = Context { agent_fresh: true, streak: None, clean: None };
+        let silent = Context { agent_fresh: false, streak: Some(9), clean: Some(0) };
+        let healed = |clean| Context { agent_fresh: true, streak: Some(0), clean: Some(clean) };
         let cases: Vec<(&str, WindowSummary, Context, CellStatus)> = vec![
             ("all ok", window(12, 0, 0, 12, 12), pod(0), Ok),
             ("silent agent, all failing", window(0, 12, 0, 12, 0), silent, Unknown),
@@ -89,6 +101,14 @@ mod tests {
             ("burst loss 10%", window(10, 0, 0, 100, 90), pod(0), Degraded),
             ("burst loss 1% exactly", window(10, 0, 0, 100, 99), pod(0), Ok),
             ("agent errors beside successes", window(10, 0, 3, 10, 10), pod(0), Ok),
+            ("healed: 3 clean successes after 20 failures", window(3, 20, 0, 23, 3), healed(3), Ok),
+            ("healing: 2 clean successes after 20 failures", window(2, 20, 0, 22, 2), healed(2), Degraded),
+            (
+                "silent agent beats recovery",
+                window(3, 0, 0, 3, 3),
+                Context { agent_fresh: false, streak: None, clean: Some(5) },
+                Unknown,
+            ),
         ];
         for (name, w, cx, want) in cases {
             assert_eq!(classify(&w, cx), want, "{name}");

@@ -223,7 +223,9 @@ fn statuses_from_results() {
         ("healthy", vec![Outcome::Ok; 10], CellStatus::Ok, 0.0),
         ("all fail", vec![timeout; 10], CellStatus::Failed, 1.0),
         ("one blip", [vec![Outcome::Ok; 9], vec![refused]].concat(), CellStatus::Degraded, 0.1),
-        ("recovered", [vec![timeout; 5], vec![Outcome::Ok; 5]].concat(), CellStatus::Degraded, 0.5),
+        // Three clean successes after the failures: repaired, ok again at once (loss still shows).
+        ("recovered", [vec![timeout; 5], vec![Outcome::Ok; 5]].concat(), CellStatus::Ok, 0.5),
+        ("recovering", [vec![timeout; 5], vec![Outcome::Ok; 2]].concat(), CellStatus::Degraded, 5.0 / 7.0),
         (
             "just broke",
             [vec![Outcome::Ok; 7], vec![timeout; FAILED_STREAK as usize]].concat(),
@@ -381,7 +383,8 @@ fn the_window_slides() {
     for i in 2..=20 {
         let at = t(f64::from(i) * 5.0);
         m.record(&n1, &tcp("tidb/pd-0", pd1_2379(), Outcome::Ok, at), &idx, at);
-        let want = if at < t(65.0) { CellStatus::Degraded } else { CellStatus::Ok };
+        // The first two successes leave it degraded; the third clean one in a row heals it.
+        let want = if i < 4 { CellStatus::Degraded } else { CellStatus::Ok };
         assert_eq!(status_at(&m, f64::from(i) * 5.0), want, "at {}s", i * 5);
     }
     // Silence: the agent keeps talking, but no sample for this cell in the window.
