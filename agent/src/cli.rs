@@ -49,7 +49,7 @@ pub fn run(cli: AgentCli) -> ExitCode {
     }
     // Before any thread exists: every thread the runtime starts inherits the namespace.
     if let Some(path) = &cli.netns
-        && let Err(e) = netdiag_netns::enter_before_threads(path)
+        && let Err(e) = netdiag_netns::enter_current_thread(path)
     {
         eprintln!("netdiag-agent: {:#}", anyhow::Error::from(e));
         return ExitCode::from(2);

@@ -10,7 +10,7 @@ mod identity;
 mod thread;
 
 pub use identity::{NetnsId, current_netns_id, netns_id, socket_netns_cookie};
-pub use thread::{NetnsWorker, enter_before_threads, run_in, socket_in};
+pub use thread::{NetnsWorker, enter_current_thread, run_in, socket_in};
 
 use std::path::PathBuf;
 

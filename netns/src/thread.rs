@@ -23,10 +23,12 @@ fn thread_name(path: &Path) -> String {
     format!("ns:{tail}")
 }
 
-/// Moves the calling thread into the namespace at `path`. For a binary's `main` before it starts
-/// any other thread (threads it creates later inherit the namespace): an agent that runs
-/// inside a lab node, as a hostNetwork DaemonSet pod runs inside its node's namespace.
-pub fn enter_before_threads(path: &Path) -> Result<(), NetnsError> {
+/// Moves the calling thread into the namespace at `path`; threads it creates afterwards start
+/// there too. For a thread dedicated to that namespace — a binary's `main` before it starts
+/// any other thread, or a thread that then builds a whole runtime (an agent living inside a
+/// lab node, as a hostNetwork DaemonSet pod lives in its node's namespace) — never a tokio
+/// worker.
+pub fn enter_current_thread(path: &Path) -> Result<(), NetnsError> {
     enter(path)
 }
 

@@ -2,5 +2,6 @@
 //! ([`lab::TestLab`]), and plain-socket probes run from inside lab namespaces ([`probe`]), so
 //! the lab is checked without netdiag's own agent.
 
+pub mod cluster;
 pub mod lab;
 pub mod probe;

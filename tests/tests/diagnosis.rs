@@ -1,0 +1,181 @@
+//! The whole system on the lab: collector and agents running, each lab fault injected in turn.
+//! The right finding (culprit type and name) must appear within 3 probe intervals and clear
+//! within 3 intervals after `heal`; with no fault the diagnosis stays empty the whole time.
+//!
+//! Needs root (the lab). One cluster per test; faults run one after another on it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use netdiag_model::finding::{CulpritKind, Finding};
+use netdiag_tests::cluster::LabCluster;
+
+const INTERVAL: Duration = Duration::from_secs(2);
+
+/// The bound the issue sets: three probe intervals (plus the batching delay).
+fn three_intervals() -> Duration {
+    INTERVAL * 3 + Duration::from_millis(700)
+}
+
+fn describe(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            let c = f.culprit.as_ref().map(|c| format!("{} {}", c.kind, c.name)).unwrap_or_default();
+            format!("{} [{c}]: {}", f.id, f.verdict)
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+/// Waits for the first round of results so every cell has samples.
+fn warm_up(c: &LabCluster) {
+    let ready = c.wait_for(Duration::from_secs(30), |c| {
+        let agents = c.collector.agents(netdiag_collector::state::now());
+        (agents.len() == 3 && agents.iter().all(|a| a.connected && a.results_received > 100)).then_some(())
+    });
+    assert!(ready.is_some(), "agents never delivered a first round");
+    std::thread::sleep(INTERVAL * 2);
+}
+
+struct Case {
+    fault: &'static str,
+    id: &'static str,
+    culprit: CulpritKind,
+    /// A fragment the culprit's name must contain.
+    name: &'static str,
+}
+
+fn run_cases(cases: &[Case]) {
+    let c = LabCluster::up(INTERVAL);
+    warm_up(&c);
+    let healthy = c.diagnosis();
+    assert!(healthy.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&healthy.findings));
+    let mut report = Vec::new();
+    for case in cases {
+        c.lab.fault(case.fault);
+        let found = c.wait_for(three_intervals(), |c| {
+            let d = c.diagnosis();
+            d.findings
+                .iter()
+                .find(|f| {
+                    f.id.as_str() == case.id
+                        && f.culprit
+                            .as_ref()
+                            .is_some_and(|cu| cu.kind == case.culprit && cu.name.as_str().contains(case.name))
+                })
+                .cloned()
+        });
+        let Some((finding, took)) = found else {
+            panic!(
+                "fault `{}`: no finding {} [{} ~{}] within {:?}; findings now:\n  {}",
+                case.fault,
+                case.id,
+                case.culprit,
+                case.name,
+                three_intervals(),
+                describe(&c.diagnosis().findings)
+            );
+        };
+        assert!(!finding.evidence.is_empty(), "{}: a finding without evidence", case.fault);
+        c.lab.heal();
+        let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
+        let Some(((), cleared_in)) = cleared else {
+            panic!(
+                "fault `{}` healed but findings remain after {:?}:\n  {}",
+                case.fault,
+                three_intervals(),
+                describe(&c.diagnosis().findings)
+            );
+        };
+        report.push(format!(
+            "{:<40} found in {:>5.1}s, cleared in {:>5.1}s",
+            case.fault,
+            took.as_secs_f64(),
+            cleared_in.as_secs_f64()
+        ));
+    }
+    println!("{}", report.join("\n"));
+}
+
+#[test]
+fn healthy_lab_has_no_finding_for_the_whole_test() {
+    let c = LabCluster::up(INTERVAL);
+    warm_up(&c);
+    for _ in 0..20 {
+        let d = c.diagnosis();
+        assert!(d.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&d.findings));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn pod_and_port_faults_are_localized() {
+    run_cases(&[
+        Case {
+            fault: "pod-down tidb/demo-pd-1",
+            id: "pod-down",
+            culprit: CulpritKind::Pod,
+            name: "tidb/demo-pd-1",
+        },
+        Case {
+            fault: "port-closed tidb/demo-pd-2 2379",
+            id: "port-refused",
+            culprit: CulpritKind::Port,
+            name: "demo-pd-2",
+        },
+        Case {
+            fault: "port-drop tidb/demo-tikv-0 20160",
+            id: "port-dropped",
+            culprit: CulpritKind::Port,
+            name: "demo-tikv-0",
+        },
+    ]);
+}
+
+#[test]
+fn node_faults_are_localized() {
+    run_cases(&[
+        Case {
+            fault: "node-pair node-1 node-2",
+            id: "node-pair-broken",
+            culprit: CulpritKind::NodePair,
+            name: "node-1",
+        },
+        Case {
+            fault: "node-isolate node-3",
+            id: "node-isolated",
+            culprit: CulpritKind::Node,
+            name: "node-3",
+        },
+        Case {
+            fault: "route-missing node-1 node-3",
+            id: "route-missing",
+            culprit: CulpritKind::NodePair,
+            name: "node-3",
+        },
+        Case { fault: "mtu node-2 1200", id: "mtu-blackhole", culprit: CulpritKind::Node, name: "node-2" },
+        Case { fault: "loss node-3 30", id: "node-packet-loss", culprit: CulpritKind::Node, name: "node-3" },
+    ]);
+}
+
+#[test]
+fn service_and_dns_faults_are_localized() {
+    run_cases(&[
+        Case {
+            fault: "dnat-missing node-1 tidb/demo-pd:2379",
+            id: "service-path-broken",
+            culprit: CulpritKind::Path,
+            name: "node-1",
+        },
+        Case {
+            fault: "dns-block node-2",
+            id: "dns-unreachable-from-node",
+            culprit: CulpritKind::Dns,
+            name: "node-2",
+        },
+        Case { fault: "dns-down", id: "dns-down", culprit: CulpritKind::Dns, name: "10.96.0.10" },
+        Case { fault: "dns-servfail", id: "dns-servfail", culprit: CulpritKind::Dns, name: "10.96.0.10" },
+    ]);
+}
