@@ -33,20 +33,20 @@ mod tests;
 mod wire;
 
 use std::net::IpAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
 use netdiag_model::dns::{DnsName, DnsTransport, RecordType};
 use netdiag_model::limits::{MAX_DNS_ANSWERS, MAX_RTT};
 use netdiag_model::outcome::{DnsFailure, Outcome};
 use netdiag_model::probe::{ProbeKind, Target};
-use netdiag_model::result::{Detail, ProbeResult, Rtt};
-use netdiag_model::time::UnixMillis;
+use netdiag_model::result::ProbeResult;
 use tokio::time::Instant;
 
 use self::glibc::{Answer, Reply};
 use self::provider::SocketLog;
 pub use self::provider::TracedSocket;
+use super::common::{chain, finished, rtt};
 use crate::source::SourceNs;
 
 /// How long past its timeout a probe may take to build its verdict before the outer timeout
@@ -269,64 +269,5 @@ async fn direct_verdict(
 
 /// A result with the fields every DNS probe sets.
 fn skeleton(src: &SourceNs, target: &Target, outcome: Outcome, detail: &str) -> ProbeResult {
-    ProbeResult {
-        source: src.source().clone(),
-        target: target.clone(),
-        kind: ProbeKind::Dns,
-        outcome,
-        rtt: None,
-        at: now(),
-        detail: Detail::lossy(detail),
-        burst: None,
-        http_status: None,
-        path_mtu: None,
-        answers: Vec::new(),
-        nameserver: None,
-    }
-}
-
-/// A measured duration as an [`Rtt`], whole microseconds rounded up; below a microsecond it
-/// is a lower bound.
-fn rtt(d: Duration) -> Option<Rtt> {
-    if d < Duration::from_micros(1) {
-        return Rtt::from_micros(1, true).ok();
-    }
-    Rtt::from_duration(d, false).ok()
-}
-
-/// The wall clock as the model's instant, clamped into its range.
-fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .clamp(1, UnixMillis::MAX);
-    UnixMillis::new(ms).unwrap_or_else(|_| unreachable!("{ms} was clamped into UnixMillis' range"))
-}
-
-/// Logs a finished probe at DEBUG and returns it.
-fn finished(r: ProbeResult) -> ProbeResult {
-    tracing::debug!(
-        source = %r.source,
-        target = %r.target,
-        kind = r.kind.as_str(),
-        outcome = r.outcome.as_str(),
-        rtt_us = r.rtt.map(|t| t.as_micros()),
-        nameserver = ?r.nameserver,
-        answers = r.answers.len(),
-        detail = r.detail.as_str(),
-        "probe finished"
-    );
-    r
-}
-
-/// An error and its sources as one line, `outer: inner: innermost`.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(inner) = next {
-        out.push_str(": ");
-        out.push_str(&inner.to_string());
-        next = inner.source();
-    }
-    out
+    super::common::result(src.source(), target, ProbeKind::Dns, outcome, detail)
 }
