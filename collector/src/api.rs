@@ -1,0 +1,61 @@
+//! The collector's HTTP side: the JSON API under `/api/v1` (DESIGN.md, "Collector API
+//! (contract)"), Prometheus metrics, health checks and the web UI, as one axum [`Router`] built
+//! by [`router`] so tests drive it with `oneshot` and no socket.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /api/v1/matrix?level=pod\|node&kind=icmp\|tcp\|dns\|http\|mtu\|all` | [`v1::MatrixResponse`] |
+//! | `GET /api/v1/diagnosis` | [`v1::DiagnosisResponse`], most severe first |
+//! | `GET /api/v1/agents` | [`v1::AgentsResponse`] |
+//! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
+//! | `GET /healthz` | 200 `ok` while the process serves |
+//! | `GET /readyz` | [`v1::Readiness`]: 200 once the inventory has a node, else 503 |
+//! | `GET /`, `/ui/…` | the web UI ([`crate::ui`]) |
+//!
+//! Errors are JSON `{"error": "…"}` ([`v1::ErrorResponse`]): 400 for a bad query parameter
+//! (naming it and its allowed values), 404 for an unknown `/api/…` path, 500 if a handler
+//! task died. JSON answers carry `Cache-Control: no-store`.
+//!
+//! Readiness deliberately does not wait for agents: in a cluster the agents reach the collector
+//! through its Service, which only routes to ready pods, so "ready once an agent connected"
+//! would never become true. The inventory is what the collector needs to place results.
+//!
+//! The router has no fallback of its own, so it can be merged with tonic's gRPC router (which
+//! has one); unknown `/api/…` paths are answered by a wildcard route instead.
+
+mod params;
+mod routes;
+pub mod v1;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{any, get};
+
+use crate::metrics::CollectorMetrics;
+use crate::state::CollectorState;
+
+/// What every handler reads.
+#[derive(Debug, Clone)]
+struct Shared {
+    state: Arc<CollectorState>,
+    metrics: Arc<CollectorMetrics>,
+}
+
+/// The collector's HTTP app: API, metrics, health and UI.
+pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>) -> Router {
+    Router::new()
+        .route("/api/v1/matrix", get(routes::matrix))
+        .route("/api/v1/diagnosis", get(routes::diagnosis))
+        .route("/api/v1/agents", get(routes::agents))
+        .route("/api", any(routes::api_not_found))
+        .route("/api/{*rest}", any(routes::api_not_found))
+        .route("/metrics", get(routes::metrics))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .merge(crate::ui::router())
+        .with_state(Shared { state, metrics })
+}

@@ -1,0 +1,139 @@
+//! The handlers behind [`super::router`]. Each parses its query at the edge, reads the state on a
+//! blocking thread (a snapshot or a diagnosis walks every cell, which can take a while on a big
+//! cluster and must not stall the runtime's workers) and converts to the v1 types.
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use netdiag_model::text::excerpt;
+use serde::Serialize;
+
+use super::Shared;
+use super::params::{self, ParamError};
+use super::v1::{AgentsResponse, DiagnosisResponse, ErrorResponse, MatrixResponse, Readiness};
+use crate::state::now;
+
+/// The decoded query string, in order; a string that cannot be decoded is kept as the error.
+type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
+/// An error answer.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    body: ErrorResponse,
+}
+
+impl ApiError {
+    fn internal(what: &str) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            body: ErrorResponse::new(format!("{what} failed inside the collector: see its log")),
+        }
+    }
+}
+
+impl From<ParamError> for ApiError {
+    fn from(e: ParamError) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, body: e.to_response() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, no_store(), Json(self.body)).into_response()
+    }
+}
+
+fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+    [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
+}
+
+fn json<T: Serialize>(value: T) -> Response {
+    (no_store(), Json(value)).into_response()
+}
+
+fn pairs(query: Pairs) -> Result<Vec<(String, String)>, ParamError> {
+    match query {
+        Ok(Query(pairs)) => Ok(pairs),
+        Err(e) => Err(ParamError::Malformed(excerpt(&e.body_text()))),
+    }
+}
+
+/// Runs `f` on the blocking pool; `what` names it in the error should the task die.
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!(error = %e, "{what} failed");
+        ApiError::internal(what)
+    })
+}
+
+/// `GET /api/v1/matrix?level=…&kind=…`.
+pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
+    let query = params::matrix_query(&pairs(query)?)?;
+    let response = blocking("the matrix snapshot", move || {
+        MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now()))
+    })
+    .await?;
+    Ok(json(response))
+}
+
+/// `GET /api/v1/diagnosis`.
+pub(super) async fn diagnosis(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
+    params::no_params(&pairs(query)?)?;
+    let response =
+        blocking("the diagnosis", move || DiagnosisResponse::from(s.state.diagnosis(now()))).await?;
+    Ok(json(response))
+}
+
+/// `GET /api/v1/agents`.
+pub(super) async fn agents(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
+    params::no_params(&pairs(query)?)?;
+    let now = now();
+    Ok(json(AgentsResponse::new(s.state.agents(now), now)))
+}
+
+/// Any other `/api/…` path or method: a JSON 404 rather than an empty one.
+pub(super) async fn api_not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        body: ErrorResponse::new(format!(
+            "no API endpoint {method} {}: the API has GET /api/v1/matrix, GET /api/v1/diagnosis and GET \
+             /api/v1/agents",
+            excerpt(uri.path())
+        )),
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn metrics(State(s): State<Shared>) -> Result<Response, ApiError> {
+    let text = blocking("the metrics scrape", move || s.metrics.render(&s.state, now())).await?;
+    Ok(([(header::CONTENT_TYPE, HeaderValue::from_static(crate::metrics::CONTENT_TYPE))], text)
+        .into_response())
+}
+
+/// `GET /healthz`: the process is serving.
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// `GET /readyz`: ready once the inventory names at least one node (see the module docs for
+/// why agents are not waited for).
+pub(super) async fn readyz(State(s): State<Shared>) -> Response {
+    let inventory_nodes = s.state.inventory().nodes.len();
+    let agents = s.state.agents(now());
+    let ready = inventory_nodes > 0;
+    let body = Readiness {
+        ready,
+        reason: (!ready).then(|| "the inventory has no node yet: it has not been loaded".to_owned()),
+        inventory_nodes,
+        agents_known: agents.len(),
+        agents_connected: agents.iter().filter(|a| a.connected).count(),
+    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, no_store(), Json(body)).into_response()
+}

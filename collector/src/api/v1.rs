@@ -1,0 +1,360 @@
+//! The `/api/v1` JSON types: the shapes users' scripts rely on (DESIGN.md, "Collector API
+//! (contract)"). They are their own structs and enums, converted from the domain types in one
+//! place (the `From` impls here), so a change to the model never changes the wire by accident:
+//! a new domain variant fails to compile here until someone decides its v1 spelling.
+//!
+//! Conventions: times are Unix milliseconds in fields ending `_unix_ms`; round-trip times are
+//! milliseconds (microsecond precision) in fields ending `_ms`; a value that does not exist is
+//! `null`, never a magic number; every field of a successful answer is always present, so a
+//! script can rely on the shape. Fields may be added (the contract is extended, never changed).
+
+use std::time::Duration;
+
+use netdiag_model::agents::AgentInfo;
+use netdiag_model::finding::{Culprit as ModelCulprit, CulpritKind, Diagnosis, Finding as ModelFinding};
+use netdiag_model::matrix::{CellStatus, MatrixCell as ModelCell, MatrixLevel, MatrixSnapshot};
+use netdiag_model::probe::ProbeKind;
+use netdiag_model::{Severity as ModelSeverity, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+/// `level=pod|node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Pod,
+    Node,
+}
+
+impl From<MatrixLevel> for Level {
+    fn from(l: MatrixLevel) -> Self {
+        match l {
+            MatrixLevel::Pod => Level::Pod,
+            MatrixLevel::Node => Level::Node,
+        }
+    }
+}
+
+/// A probe kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Icmp,
+    Tcp,
+    Dns,
+    Http,
+    Mtu,
+}
+
+impl From<ProbeKind> for Kind {
+    fn from(k: ProbeKind) -> Self {
+        match k {
+            ProbeKind::Icmp => Kind::Icmp,
+            ProbeKind::Tcp => Kind::Tcp,
+            ProbeKind::Dns => Kind::Dns,
+            ProbeKind::Http => Kind::Http,
+            ProbeKind::Mtu => Kind::Mtu,
+        }
+    }
+}
+
+/// The `kind` a matrix was asked for: one kind, or `all`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KindFilter {
+    All,
+    Icmp,
+    Tcp,
+    Dns,
+    Http,
+    Mtu,
+}
+
+impl From<Option<ProbeKind>> for KindFilter {
+    fn from(k: Option<ProbeKind>) -> Self {
+        match k.map(Kind::from) {
+            None => KindFilter::All,
+            Some(Kind::Icmp) => KindFilter::Icmp,
+            Some(Kind::Tcp) => KindFilter::Tcp,
+            Some(Kind::Dns) => KindFilter::Dns,
+            Some(Kind::Http) => KindFilter::Http,
+            Some(Kind::Mtu) => KindFilter::Mtu,
+        }
+    }
+}
+
+/// A cell's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Degraded,
+    Failed,
+    Unknown,
+}
+
+impl From<CellStatus> for Status {
+    fn from(s: CellStatus) -> Self {
+        match s {
+            CellStatus::Ok => Status::Ok,
+            CellStatus::Degraded => Status::Degraded,
+            CellStatus::Failed => Status::Failed,
+            CellStatus::Unknown => Status::Unknown,
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision.
+fn millis(d: Duration) -> f64 {
+    // Below 2^53 µs (285 years) the conversion is exact.
+    d.as_micros() as f64 / 1000.0
+}
+
+/// One source→destination cell for one probe kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixCell {
+    /// A pod (`<ns>/<name>`) or `node/<name>` at the pod level; a node name at the node level.
+    pub source: String,
+    /// What was probed (see `collector/src/matrix/key.rs` for every label's shape).
+    pub destination: String,
+    pub kind: Kind,
+    pub status: Status,
+    /// Lost packets over packets sent in the window, 0.0 to 1.0.
+    pub loss_ratio: f64,
+    /// `null` without RTT samples in the window.
+    pub rtt_p50_ms: Option<f64>,
+    pub rtt_p99_ms: Option<f64>,
+    /// The latest error in the window; `null` when there was none.
+    pub last_error: Option<String>,
+    /// Results in the window.
+    pub samples: u64,
+    /// The latest result's time; `null` when the cell never had one.
+    pub last_update_unix_ms: Option<i64>,
+}
+
+impl From<ModelCell> for MatrixCell {
+    fn from(c: ModelCell) -> Self {
+        MatrixCell {
+            source: c.source.into_string(),
+            destination: c.destination.into_string(),
+            kind: c.kind.into(),
+            status: c.status.into(),
+            loss_ratio: c.loss_ratio.get(),
+            rtt_p50_ms: c.rtt_p50.map(millis),
+            rtt_p99_ms: c.rtt_p99.map(millis),
+            last_error: (!c.last_error.is_empty()).then(|| c.last_error.into_string()),
+            samples: c.samples,
+            last_update_unix_ms: c.last_update.map(UnixMillis::get),
+        }
+    }
+}
+
+/// `GET /api/v1/matrix`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatrixResponse {
+    /// The level and kind the cells are for (the query, with its defaults filled in).
+    pub level: Level,
+    pub kind: KindFilter,
+    /// Ordered by source, destination and kind.
+    pub cells: Vec<MatrixCell>,
+    pub generated_unix_ms: i64,
+}
+
+impl MatrixResponse {
+    pub fn new(level: MatrixLevel, kind: Option<ProbeKind>, snapshot: MatrixSnapshot) -> Self {
+        MatrixResponse {
+            level: level.into(),
+            kind: kind.into(),
+            cells: snapshot.cells.into_iter().map(MatrixCell::from).collect(),
+            generated_unix_ms: snapshot.generated_at.get(),
+        }
+    }
+}
+
+/// How urgent a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Info,
+    Warning,
+    Critical,
+}
+
+impl From<ModelSeverity> for Severity {
+    fn from(s: ModelSeverity) -> Self {
+        match s {
+            ModelSeverity::Info => Severity::Info,
+            ModelSeverity::Warning => Severity::Warning,
+            ModelSeverity::Critical => Severity::Critical,
+        }
+    }
+}
+
+/// What kind of thing a finding blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CulpritType {
+    Pod,
+    Node,
+    NodePair,
+    Service,
+    Dns,
+    Port,
+    Path,
+}
+
+impl From<CulpritKind> for CulpritType {
+    fn from(k: CulpritKind) -> Self {
+        match k {
+            CulpritKind::Pod => CulpritType::Pod,
+            CulpritKind::Node => CulpritType::Node,
+            CulpritKind::NodePair => CulpritType::NodePair,
+            CulpritKind::Service => CulpritType::Service,
+            CulpritKind::Dns => CulpritType::Dns,
+            CulpritKind::Port => CulpritType::Port,
+            CulpritKind::Path => CulpritType::Path,
+        }
+    }
+}
+
+/// The component a finding blames: `{"type": "node_pair", "name": "node-1→node-2"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Culprit {
+    #[serde(rename = "type")]
+    pub kind: CulpritType,
+    pub name: String,
+}
+
+impl From<ModelCulprit> for Culprit {
+    fn from(c: ModelCulprit) -> Self {
+        Culprit { kind: c.kind.into(), name: c.name.into_string() }
+    }
+}
+
+/// A verdict with its evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// A stable id for the kind of finding (`dns-nxdomain`, `node-pair-loss`, …).
+    pub id: String,
+    pub severity: Severity,
+    /// One line a network engineer reads first.
+    pub verdict: String,
+    /// `null` when the finding blames nothing in particular.
+    pub culprit: Option<Culprit>,
+    pub affected: Vec<String>,
+    pub evidence: Vec<String>,
+    /// The runbook section (`"1.6"`) or a URL; `null` when there is none.
+    pub runbook: Option<String>,
+    /// What to do; empty when there is nothing to suggest.
+    pub suggestion: String,
+}
+
+impl From<ModelFinding> for Finding {
+    fn from(f: ModelFinding) -> Self {
+        Finding {
+            id: f.id.as_str().to_owned(),
+            severity: f.severity.into(),
+            verdict: f.verdict.into_string(),
+            culprit: f.culprit.map(Culprit::from),
+            affected: f.affected.into_iter().map(|a| a.into_string()).collect(),
+            evidence: f.evidence.into_iter().map(|e| e.into_string()).collect(),
+            runbook: f.runbook.map(|r| r.into_string()),
+            suggestion: f.suggestion.into_string(),
+        }
+    }
+}
+
+/// `GET /api/v1/diagnosis`: findings, most severe first; empty when everything is healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiagnosisResponse {
+    pub findings: Vec<Finding>,
+    pub generated_unix_ms: i64,
+}
+
+impl From<Diagnosis> for DiagnosisResponse {
+    fn from(d: Diagnosis) -> Self {
+        let mut findings: Vec<Finding> = d.findings.into_iter().map(Finding::from).collect();
+        // The contract promises most severe first; a stable sort keeps localization's order
+        // within a severity.
+        findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
+        DiagnosisResponse { findings, generated_unix_ms: d.generated_at.get() }
+    }
+}
+
+/// One agent, as the collector knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub node: String,
+    pub agent_version: String,
+    /// The session is up and the agent was heard from recently.
+    pub connected: bool,
+    /// When the current (or last) session started.
+    pub connected_since_unix_ms: Option<i64>,
+    pub last_seen_unix_ms: Option<i64>,
+    pub results_received: u64,
+    /// Results the agent reported dropping (its buffer was full while the collector was away).
+    pub results_dropped: u64,
+    /// Pods the agent probes from.
+    pub pods: u32,
+    /// `icmp`, `tcp`, `dns`, `http`, `mtu`, `inspect_iptables`, `inspect_nftables`, `on_demand`.
+    pub capabilities: Vec<String>,
+}
+
+impl From<AgentInfo> for Agent {
+    fn from(a: AgentInfo) -> Self {
+        Agent {
+            node: a.node.as_str().to_owned(),
+            agent_version: a.agent_version.as_str().to_owned(),
+            connected: a.connected,
+            connected_since_unix_ms: a.connected_since.map(UnixMillis::get),
+            last_seen_unix_ms: a.last_seen.map(UnixMillis::get),
+            results_received: a.results_received,
+            results_dropped: a.results_dropped,
+            pods: a.pods,
+            capabilities: a.capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// `GET /api/v1/agents`: every agent ever seen, by node name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentsResponse {
+    pub agents: Vec<Agent>,
+    pub generated_unix_ms: i64,
+}
+
+impl AgentsResponse {
+    pub fn new(agents: Vec<AgentInfo>, now: UnixMillis) -> Self {
+        let mut agents: Vec<Agent> = agents.into_iter().map(Agent::from).collect();
+        agents.sort_by(|a, b| a.node.cmp(&b.node));
+        AgentsResponse { agents, generated_unix_ms: now.get() }
+    }
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    /// Why not, when not ready.
+    pub reason: Option<String>,
+    /// Nodes in the collector's inventory.
+    pub inventory_nodes: usize,
+    pub agents_known: usize,
+    pub agents_connected: usize,
+}
+
+/// Every error answer: `{"error": "…"}`, plus the parameter at fault and its allowed values
+/// when a query parameter was bad.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorResponse {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed: Vec<String>,
+}
+
+impl ErrorResponse {
+    pub fn new(error: impl Into<String>) -> Self {
+        ErrorResponse { error: error.into(), parameter: None, allowed: Vec::new() }
+    }
+}
