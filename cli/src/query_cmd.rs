@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
+use netdiag_collector::api::v1 as v1json;
 use netdiag_model::agents::AgentInfo;
 use netdiag_model::finding::{Diagnosis, Severity};
 use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
@@ -193,7 +194,11 @@ pub(crate) fn matrix(args: MatrixArgs) -> Result<ExitCode> {
         MatrixSnapshot::try_from(resp.into_inner()).context("the collector sent an invalid matrix")
     })?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&snapshot)?),
+        // The same JSON as the HTTP API's /api/v1/matrix.
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&v1json::MatrixResponse::new(query.level, query.kind, snapshot))?
+        ),
         Format::Table => print!("{}", render_matrix(&snapshot, args.problems)),
     }
     Ok(ExitCode::SUCCESS)
@@ -206,7 +211,9 @@ pub(crate) fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
         Diagnosis::try_from(resp.into_inner()).context("the collector sent an invalid diagnosis")
     })?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&diagnosis)?),
+        Format::Json => {
+            println!("{}", serde_json::to_string_pretty(&v1json::DiagnosisResponse::from(diagnosis.clone()))?)
+        }
         Format::Table => print!("{}", render_diagnosis(&diagnosis)),
     }
     let threshold = match args.fail_on {
@@ -226,7 +233,13 @@ pub(crate) fn agents(args: AgentsArgs) -> Result<ExitCode> {
         Vec::<AgentInfo>::try_from(resp.into_inner()).context("the collector sent an invalid agent list")
     })?;
     match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&agents)?),
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&v1json::AgentsResponse::new(
+                agents,
+                netdiag_collector::state::now()
+            ))?
+        ),
         Format::Table => print!("{}", render_agents(&agents)),
     }
     Ok(ExitCode::SUCCESS)

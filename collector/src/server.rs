@@ -58,6 +58,7 @@ pub async fn serve(
         "collector listening"
     );
 
+    state.attach_metrics(metrics.clone());
     let ingest = Ingest::new(state.clone(), stop.clone());
     let sessions =
         tonic::transport::Server::builder().add_service(ingest.into_service()).serve_with_incoming_shutdown(

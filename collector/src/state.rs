@@ -3,7 +3,7 @@
 //! localization read. Locks are held only to copy or update plain data, never across I/O.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
 use netdiag_model::NodeName;
@@ -20,6 +20,7 @@ use netdiag_model::time::UnixMillis;
 use tokio::sync::broadcast;
 
 use crate::matrix::{InventoryIndex, Matrix, MatrixConfig};
+use crate::metrics::CollectorMetrics;
 use crate::sink::Sink;
 
 /// The collector's clock, as the pure code wants it.
@@ -53,6 +54,7 @@ pub struct CollectorState {
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
     runs: broadcast::Sender<(NodeName, RunProgress)>,
+    metrics: OnceLock<Arc<CollectorMetrics>>,
 }
 
 impl CollectorState {
@@ -66,7 +68,13 @@ impl CollectorState {
             agents: Mutex::default(),
             counters: Mutex::default(),
             runs,
+            metrics: OnceLock::new(),
         }
+    }
+
+    /// Feeds every accepted batch to `metrics` too (the per-node-pair series).
+    pub fn attach_metrics(&self, metrics: Arc<CollectorMetrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     pub fn set_inventory(&self, inventory: Inventory) {
@@ -185,8 +193,13 @@ impl Sink for CollectorState {
         let now = now();
         let n = batch.results.len() as u64;
         let dropped = batch.dropped;
-        if let (Ok(inv), Ok(mut m)) = (self.inventory.read(), self.matrix.lock()) {
-            m.record_batch(node, &batch, &inv.1, now);
+        if let Ok(inv) = self.inventory.read() {
+            if let Some(metrics) = self.metrics.get() {
+                metrics.observe_batch(node, &batch, &inv.1);
+            }
+            if let Ok(mut m) = self.matrix.lock() {
+                m.record_batch(node, &batch, &inv.1, now);
+            }
         }
         if let Ok(mut agents) = self.agents.lock()
             && let Some(e) = agents.get_mut(node)
