@@ -61,7 +61,22 @@ pub async fn run<F, Fut>(
     Fut: Future<Output = Option<ProbeResult>> + Send + 'static,
 {
     let schedule = plan.schedule;
-    let interval = schedule.interval();
+    // A plan larger than the rate limit allows in one interval cannot keep its interval: stretch
+    // it to what the rate allows (and say so) rather than fall further behind every round.
+    let needed =
+        Duration::from_secs_f64(plan.probes.len() as f64 / f64::from(schedule.max_probes_per_second().get()));
+    let interval = if needed > schedule.interval() {
+        tracing::warn!(
+            probes = plan.probes.len(),
+            rate = schedule.max_probes_per_second().get(),
+            planned_ms = schedule.interval().as_millis() as u64,
+            effective_ms = needed.as_millis() as u64,
+            "the plan does not fit the probe rate limit in one interval; stretching the interval"
+        );
+        needed
+    } else {
+        schedule.interval()
+    };
     let timeout = schedule.timeout();
     let count = plan.probes.len();
     if count == 0 {

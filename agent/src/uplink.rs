@@ -106,7 +106,10 @@ pub async fn run(
                         _ = tokio::time::sleep_until(deadline) => break,
                         () = stopped(&mut shutdown) => return,
                         item = outbound.recv() => match item {
-                            Some(item) => take(item, &mut buffer, &mut inspections),
+                            Some(item) => {
+                                take(item, &mut buffer, &mut inspections);
+                                publish(&stats, &buffer);
+                            }
                             None => return,
                         },
                     }
