@@ -39,7 +39,11 @@ fn chromium(url: &str, extra: &[&str], profile: &Path) -> String {
         .args(extra)
         .arg(url)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run chromium ({e}); install it with `apt-get install -y chromium` (scripts/deps test)"));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run chromium ({e}); install it with `apt-get install -y chromium` (scripts/deps test)"
+            )
+        });
     assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
@@ -72,7 +76,11 @@ fn ui_shows_failing_cells_and_the_finding() {
         .filter(|tag| tag.contains(r#"data-testid="cell""#) && tag.contains(r#"data-status="failed""#))
         .filter(|tag| tag.contains("demo-pd-2"))
         .count();
-    assert!(failed_to_pd2 > 0, "no failed cell toward demo-pd-2 in the page (see {})", dir.join("page.html").display());
+    assert!(
+        failed_to_pd2 > 0,
+        "no failed cell toward demo-pd-2 in the page (see {})",
+        dir.join("page.html").display()
+    );
     assert!(
         dom.contains(r#"data-testid="finding""#) && dom.contains(r#"data-id="port-refused""#),
         "the finding is not shown (see {})",
@@ -80,7 +88,10 @@ fn ui_shows_failing_cells_and_the_finding() {
     );
     let verdict_words: String = finding.verdict.as_str().chars().take(20).collect();
     assert!(dom.contains(&html_escape(&verdict_words)), "verdict text {verdict_words:?} missing");
-    assert!(dir.join("screenshot.png").metadata().unwrap().len() > 10_000, "screenshot too small to show anything");
+    assert!(
+        dir.join("screenshot.png").metadata().unwrap().len() > 10_000,
+        "screenshot too small to show anything"
+    );
 }
 
 fn html_escape(s: &str) -> String {
