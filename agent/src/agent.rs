@@ -28,8 +28,10 @@ use crate::uplink::{self, Backoff, Outbound, UplinkConfig, UplinkStats};
 
 /// How often the inventory file is re-read and the sources refreshed.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
-/// How often every source is inspected (reports are sent only when they change).
-const INSPECT_EVERY: Duration = Duration::from_secs(30);
+/// How often every source is inspected (reports are sent only when they change). A node takes
+/// ~10 ms and a pod ~1 ms to inspect, so evidence (a deleted route or DNAT rule) reaches the
+/// collector within a few seconds at little cost.
+const INSPECT_EVERY: Duration = Duration::from_secs(3);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
