@@ -22,6 +22,8 @@ use crate::source::SourceNs;
 
 /// Echo requests per ICMP probe: enough for a loss ratio per round, few enough to be cheap.
 pub const ICMP_BURST: u32 = 3;
+/// Rounds the path-MTU search may take in the worst case (see `mtu.rs`).
+const MTU_ROUNDS: u32 = 5;
 /// Payload of ICMP probes (a classic 64-byte echo).
 pub const ICMP_PAYLOAD: usize = 56;
 
@@ -64,7 +66,12 @@ pub async fn run(
             let path = probe.http_path.clone().unwrap_or_else(HttpPath::root);
             http::get(src, target, &path, timeout).await
         }
-        ProbeKind::Mtu => mtu::path_mtu(src, target, &mtu::DEFAULT_LADDER, timeout).await,
+        // The MTU search waits up to one round timeout per round (at most MTU_ROUNDS rounds in a
+        // black hole): give each round its share so the whole probe fits the plan's timeout.
+        ProbeKind::Mtu => {
+            let per_round = (timeout / MTU_ROUNDS).max(std::time::Duration::from_millis(50));
+            mtu::path_mtu(src, target, &mtu::DEFAULT_LADDER, per_round).await
+        }
         ProbeKind::Dns => dns::resolve(src, target, timeout).await,
     }
 }
