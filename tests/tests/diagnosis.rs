@@ -157,6 +157,14 @@ fn node_faults_are_localized() {
         },
         Case { fault: "mtu node-2 1200", id: "mtu-blackhole", culprit: CulpritKind::Node, name: "node-2" },
         Case { fault: "loss node-3 30", id: "node-packet-loss", culprit: CulpritKind::Node, name: "node-3" },
+        // Connection tracking on node-2 forgets idle flows after 30 s; pods keep the default
+        // 7200 s keepalive (runbook 2.3).
+        Case {
+            fault: "idle-cut node-2 30",
+            id: "keepalive-exceeds-idle-cut",
+            culprit: CulpritKind::Pod,
+            name: "tidb/demo-pd-1",
+        },
     ]);
 }
 
