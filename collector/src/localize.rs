@@ -1,5 +1,35 @@
 //! Localization: walks the runbook's decision tree over the matrix and the inspections and
-//! names the culprit of each failure, with evidence. Pure (being written).
+//! names the culprit of each failure, with evidence. Pure: plain data and a `now` in, findings
+//! out; no I/O, no clock.
+//!
+//! 1. **Evidence** ([`evidence`]): every pod-level cell the matrix knows at `now` that is `ok`,
+//!    `degraded` or `failed`, placed on the nodes and pods at its ends. `unknown` cells (a
+//!    silent agent's, or empty windows) are left out: unknown is not failed; so are the cells
+//!    of an agent already quiet for a while, and a pod's probes of itself. A cell *fails now*
+//!    when failed or its latest two results failed, and *works* when its latest succeeded, so
+//!    a fault shows within two probes and a repair clears on the first good one.
+//! 2. **Components, widest first** ([`rules`]): node, node pair (and a node's route to the
+//!    other's pod CIDR), pod, a service's endpoint list, the DNS resolver (everywhere, from one
+//!    node, from one pod) and the names it serves, a service's path through one node's NAT
+//!    rules and NodePorts, pod:port, then degradations: path MTU, packet loss, keepalive
+//!    against idle cuts. A component is *cleared* when a path through it works (a pod that
+//!    answers anyone is not down; a node pair with any working pod-to-pod path is not cut);
+//!    it is *blamed* only when enough of the still-unexplained cells through it fail, seen by
+//!    enough agents ([`Thresholds`]), so one noisy agent or one flaky cell convicts nothing.
+//!    A blamed component *claims* the failing cells it explains, including service and DNS
+//!    cells whose backends sit behind it, and narrower components judge only what is left.
+//! 3. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
+//!    names, the affected paths (capped), the cells and inspection lines behind it, the
+//!    runbook section and what to check next; most severe first, then by id and culprit.
+
+mod context;
+mod evidence;
+mod report;
+mod rules;
+mod thresholds;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 
@@ -10,14 +40,29 @@ use netdiag_model::inventory::Inventory;
 use netdiag_model::probe::Source;
 use netdiag_model::time::UnixMillis;
 
+pub use self::thresholds::Thresholds;
 use crate::matrix::Matrix;
 
 /// The findings for the current state, most severe first; empty when everything is healthy.
 pub fn diagnose(
-    _matrix: &Matrix,
-    _inspections: &BTreeMap<Source, (NodeName, InspectionReport)>,
-    _inventory: &Inventory,
-    _now: UnixMillis,
+    matrix: &Matrix,
+    inspections: &BTreeMap<Source, (NodeName, InspectionReport)>,
+    inventory: &Inventory,
+    now: UnixMillis,
 ) -> Vec<Finding> {
-    Vec::new()
+    diagnose_with(matrix, inspections, inventory, now, &Thresholds::default())
+}
+
+/// [`diagnose`] with thresholds of one's own.
+pub fn diagnose_with(
+    matrix: &Matrix,
+    inspections: &BTreeMap<Source, (NodeName, InspectionReport)>,
+    inventory: &Inventory,
+    now: UnixMillis,
+    thresholds: &Thresholds,
+) -> Vec<Finding> {
+    let ctx = context::Context::new(inventory, inspections);
+    let mut analysis = evidence::Analysis::new(matrix, &ctx, thresholds, now);
+    let drafts = rules::run(&mut analysis);
+    report::finish(drafts, thresholds.max_affected)
 }

@@ -1,0 +1,375 @@
+//! What localization knows besides the matrix, looked up once per diagnosis: where pods and
+//! IPs live (from the inventory), each service's ready backends, the cluster DNS service, and
+//! the latest inspection of every node and pod with the lookups the rules need from them
+//! (kube-proxy frontends, routes covering a prefix, sysctls).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::IpAddr;
+
+use netdiag_model::inspect::{InspectionReport, NatProtocol, NatService, Route};
+use netdiag_model::inventory::{Inventory, Protocol, ServiceInfo};
+use netdiag_model::probe::Source;
+use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
+
+/// An IP prefix as plain numbers (the collector does not depend on `ipnet`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Prefix {
+    pub(crate) network: IpAddr,
+    pub(crate) len: u8,
+}
+
+impl Prefix {
+    pub(crate) fn new(network: IpAddr, len: u8) -> Self {
+        Prefix { network, len }
+    }
+
+    /// Whether `ip` is inside the prefix.
+    pub(crate) fn contains(self, ip: IpAddr) -> bool {
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len.min(32))).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.len.min(128))).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether every address of `other` is inside this prefix.
+    pub(crate) fn covers(self, other: Prefix) -> bool {
+        self.len <= other.len && self.contains(other.network)
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.len)
+    }
+}
+
+/// One ready backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Backend {
+    pub(crate) ip: IpAddr,
+    pub(crate) pod: Option<PodRef>,
+    pub(crate) node: Option<NodeName>,
+}
+
+/// A service and its ready backends.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceView<'a> {
+    pub(crate) info: &'a ServiceInfo,
+    pub(crate) backends: Vec<Backend>,
+}
+
+impl ServiceView<'_> {
+    /// The target port behind service port `port` (TCP), or `port` itself when unknown.
+    pub(crate) fn target_port(&self, port: Port) -> Port {
+        self.info
+            .ports
+            .iter()
+            .find(|p| p.port == port && p.protocol == Protocol::Tcp)
+            .map_or(port, |p| p.target_port)
+    }
+
+    /// Whether the service's ClusterIP is one of the cluster nameservers (kube-dns).
+    pub(crate) fn is_dns(&self, dns_ips: &[IpAddr]) -> bool {
+        self.info.cluster_ips.iter().any(|ip| dns_ips.contains(ip))
+    }
+}
+
+/// What the NAT rules of one node say about one frontend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NatLookup<'a> {
+    /// No inspection of the node, or its NAT rules could not be read.
+    Unknown,
+    /// The node's rules hold no frontend for it.
+    Missing { frontends: usize },
+    /// A frontend that DNATs nowhere (kube-proxy's REJECT/DROP for "no endpoints").
+    NoTargets,
+    /// A frontend and its DNAT targets.
+    Targets(&'a NatService),
+}
+
+/// How a node's routing table covers a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RouteLookup<'a> {
+    /// No inspection of the node, or it reported no routes at all.
+    Unknown,
+    /// A route (not the default route) sends the prefix somewhere.
+    Covered(&'a Route),
+    /// Only a route without device or gateway (blackhole, unreachable) covers it.
+    Blackhole(&'a Route),
+    /// Nothing but, at most, the default route covers it.
+    Missing,
+}
+
+/// The lookups, built once per diagnosis.
+#[derive(Debug)]
+pub(crate) struct Context<'a> {
+    pub(crate) inventory: &'a Inventory,
+    pod_nodes: BTreeMap<PodRef, NodeName>,
+    ip_owners: BTreeMap<IpAddr, (Option<PodRef>, NodeName)>,
+    pod_cidrs: Vec<(Prefix, NodeName)>,
+    pub(crate) services: BTreeMap<ServiceRef, ServiceView<'a>>,
+    /// The services whose ClusterIP is a cluster nameserver (kube-dns).
+    pub(crate) dns_services: Vec<ServiceRef>,
+    pub(crate) node_reports: BTreeMap<NodeName, &'a InspectionReport>,
+    pub(crate) pod_reports: BTreeMap<PodRef, (&'a NodeName, &'a InspectionReport)>,
+}
+
+impl<'a> Context<'a> {
+    pub(crate) fn new(
+        inventory: &'a Inventory,
+        inspections: &'a BTreeMap<Source, (NodeName, InspectionReport)>,
+    ) -> Self {
+        let mut pod_nodes = BTreeMap::new();
+        let mut ip_owners = BTreeMap::new();
+        let mut pod_cidrs = Vec::new();
+        for node in &inventory.nodes {
+            for &ip in &node.ips {
+                ip_owners.insert(ip, (None, node.name.clone()));
+            }
+            for cidr in &node.pod_cidrs {
+                pod_cidrs.push((Prefix::new(cidr.network(), cidr.prefix_len()), node.name.clone()));
+            }
+        }
+        for pod in &inventory.pods {
+            pod_nodes.insert(pod.pod_ref(), pod.node.clone());
+            for &ip in &pod.ips {
+                ip_owners.insert(ip, (Some(pod.pod_ref()), pod.node.clone()));
+            }
+        }
+        let mut services = BTreeMap::new();
+        for info in &inventory.services {
+            let backends = info
+                .ready_endpoints()
+                .map(|e| Backend {
+                    ip: e.ip,
+                    pod: e.pod.clone(),
+                    node: e
+                        .node
+                        .clone()
+                        .or_else(|| e.pod.as_ref().and_then(|p| pod_nodes.get(p).cloned()))
+                        .or_else(|| ip_owners.get(&e.ip).map(|(_, n)| n.clone())),
+                })
+                .collect();
+            services.insert(info.service_ref(), ServiceView { info, backends });
+        }
+        let dns_ips = &inventory.cluster.dns_ips;
+        let dns_services =
+            services.iter().filter(|(_, s)| s.is_dns(dns_ips)).map(|(r, _)| r.clone()).collect();
+        let mut node_reports = BTreeMap::new();
+        let mut pod_reports = BTreeMap::new();
+        for (source, (node, report)) in inspections {
+            match source {
+                Source::Node(n) => {
+                    node_reports.insert(n.clone(), report);
+                }
+                Source::Pod(p) => {
+                    pod_reports.insert(p.clone(), (node, report));
+                }
+            }
+        }
+        Context {
+            inventory,
+            pod_nodes,
+            ip_owners,
+            pod_cidrs,
+            services,
+            dns_services,
+            node_reports,
+            pod_reports,
+        }
+    }
+
+    /// The node a pod runs on, from the inventory (or the node that inspected it).
+    pub(crate) fn node_of_pod(&self, pod: &PodRef) -> Option<&NodeName> {
+        self.pod_nodes.get(pod).or_else(|| self.pod_reports.get(pod).map(|(n, _)| *n))
+    }
+
+    /// The pod (if any) and node that own `ip`: exact addresses first, then pod CIDRs.
+    pub(crate) fn owner_of_ip(&self, ip: IpAddr) -> Option<(Option<&PodRef>, &NodeName)> {
+        if let Some((pod, node)) = self.ip_owners.get(&ip) {
+            return Some((pod.as_ref(), node));
+        }
+        self.pod_cidrs.iter().find(|(p, _)| p.contains(ip)).map(|(_, n)| (None, n))
+    }
+
+    /// A pod's IPs, for verdicts.
+    pub(crate) fn pod_ips(&self, pod: &PodRef) -> Vec<IpAddr> {
+        self.inventory.pod(pod).map(|p| p.ips.clone()).unwrap_or_default()
+    }
+
+    /// The service whose ClusterIP is `ip`.
+    pub(crate) fn service_with_vip(&self, ip: IpAddr) -> Option<&ServiceView<'a>> {
+        self.services.values().find(|s| s.info.cluster_ips.contains(&ip))
+    }
+
+    /// The service that owns NodePort `port`.
+    pub(crate) fn service_with_node_port(&self, port: Port) -> Option<&ServiceView<'a>> {
+        self.services.values().find(|s| s.info.ports.iter().any(|p| p.node_port == Some(port)))
+    }
+
+    /// The cluster DNS service (the first one, when several own nameserver IPs).
+    pub(crate) fn dns_service(&self) -> Option<&ServiceView<'a>> {
+        self.dns_services.first().and_then(|r| self.services.get(r))
+    }
+
+    /// The DNS service's name, or the nameserver IPs when the inventory has no such service.
+    pub(crate) fn dns_name(&self) -> String {
+        match self.dns_services.first() {
+            Some(r) => r.to_string(),
+            None => join(&self.inventory.cluster.dns_ips),
+        }
+    }
+
+    /// The cluster resolver as a culprit: `10.96.0.10 (kube-system/kube-dns)`.
+    pub(crate) fn dns_culprit(&self) -> String {
+        let ips = join(&self.inventory.cluster.dns_ips);
+        match self.dns_services.first() {
+            Some(r) if !ips.is_empty() => format!("{ips} ({r})"),
+            Some(r) => r.to_string(),
+            None => ips,
+        }
+    }
+
+    /// The nameservers the pods on `node` use: from their inspected resolv.conf, else the
+    /// cluster's DNS IPs.
+    pub(crate) fn resolvers_on(&self, node: &NodeName) -> Vec<IpAddr> {
+        let mut out: BTreeSet<IpAddr> = BTreeSet::new();
+        for (n, report) in self.pod_reports.values() {
+            if *n == node
+                && let Some(conf) = &report.resolv_conf
+            {
+                out.extend(conf.nameservers.iter().copied());
+            }
+        }
+        if out.is_empty() {
+            out.extend(self.inventory.cluster.dns_ips.iter().copied());
+        }
+        out.into_iter().collect()
+    }
+
+    /// A sysctl's value in an inspection.
+    pub(crate) fn sysctl<'r>(report: &'r InspectionReport, key: &str) -> Option<&'r str> {
+        report.sysctls.iter().find(|s| s.key.as_str() == key).map(|s| s.value.as_str().trim())
+    }
+
+    /// What `node`'s NAT rules hold for `vip:port/protocol` (ClusterIP frontends).
+    pub(crate) fn nat_frontend(
+        &self,
+        node: &NodeName,
+        vip: IpAddr,
+        port: Port,
+        protocol: NatProtocol,
+    ) -> NatLookup<'a> {
+        let Some(report) = self.node_reports.get(node).copied() else { return NatLookup::Unknown };
+        if report.proxy_mode.is_none() && report.nat_services.is_empty() {
+            return NatLookup::Unknown;
+        }
+        let found = report
+            .nat_services
+            .iter()
+            .find(|s| !s.node_port && s.vip == Some(vip) && s.port == port && s.protocol == protocol);
+        match found {
+            None => NatLookup::Missing { frontends: report.nat_services.len() },
+            Some(s) if s.targets.is_empty() => NatLookup::NoTargets,
+            Some(s) => NatLookup::Targets(s),
+        }
+    }
+
+    /// What `node`'s NAT rules hold for NodePort `port` (TCP).
+    pub(crate) fn nat_node_port(&self, node: &NodeName, port: Port) -> NatLookup<'a> {
+        let Some(report) = self.node_reports.get(node).copied() else { return NatLookup::Unknown };
+        if report.proxy_mode.is_none() && report.nat_services.is_empty() {
+            return NatLookup::Unknown;
+        }
+        let found = report
+            .nat_services
+            .iter()
+            .find(|s| s.node_port && s.port == port && s.protocol == NatProtocol::Tcp);
+        match found {
+            None => NatLookup::Missing { frontends: report.nat_services.len() },
+            Some(s) if s.targets.is_empty() => NatLookup::NoTargets,
+            Some(s) => NatLookup::Targets(s),
+        }
+    }
+
+    /// How `node`'s routing table covers `prefix`.
+    pub(crate) fn route_to(&self, node: &NodeName, prefix: Prefix) -> RouteLookup<'a> {
+        let Some(report) = self.node_reports.get(node).copied() else { return RouteLookup::Unknown };
+        if report.routes.is_empty() {
+            return RouteLookup::Unknown;
+        }
+        let covering = report.routes.iter().filter(|r| {
+            let dest = Prefix::new(r.destination.network(), r.destination.prefix_len());
+            dest.len > 0 && dest.covers(prefix)
+        });
+        let mut blackhole = None;
+        for route in covering {
+            if route.device.is_some() || route.gateway.is_some() {
+                return RouteLookup::Covered(route);
+            }
+            blackhole.get_or_insert(route);
+        }
+        match blackhole {
+            Some(r) => RouteLookup::Blackhole(r),
+            None => RouteLookup::Missing,
+        }
+    }
+
+    /// The pod CIDRs of `node`.
+    pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<Prefix> {
+        self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()
+    }
+
+    /// The routes of `node` towards other nodes' pod CIDRs, as `ip route` prints them.
+    pub(crate) fn pod_routes_of(&self, node: &NodeName) -> Vec<String> {
+        let Some(report) = self.node_reports.get(node) else { return Vec::new() };
+        report
+            .routes
+            .iter()
+            .filter(|r| {
+                let dest = Prefix::new(r.destination.network(), r.destination.prefix_len());
+                self.pod_cidrs.iter().any(|(p, n)| n != node && dest.len > 0 && dest.covers(*p))
+            })
+            .map(route_line)
+            .collect()
+    }
+}
+
+/// A route as `ip route` prints it: `10.244.2.0/24 via 172.29.0.12 dev eth0`.
+pub(crate) fn route_line(r: &Route) -> String {
+    let mut s = r.destination.to_string();
+    if r.device.is_none() && r.gateway.is_none() {
+        s = format!("blackhole {s}");
+    }
+    if let Some(gw) = r.gateway {
+        s.push_str(&format!(" via {gw}"));
+    }
+    if let Some(dev) = &r.device {
+        s.push_str(&format!(" dev {dev}"));
+    }
+    if r.table != 254 && r.table != 0 {
+        s.push_str(&format!(" table {}", r.table));
+    }
+    if r.metric != 0 {
+        s.push_str(&format!(" metric {}", r.metric));
+    }
+    s
+}
+
+/// `a, b and c`.
+pub(crate) fn join<T: fmt::Display>(items: &[T]) -> String {
+    let words: Vec<String> = items.iter().map(ToString::to_string).collect();
+    match words.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}

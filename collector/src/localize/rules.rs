@@ -1,0 +1,55 @@
+//! The runbook's decision tree as an ordered list of rules, one module per verdict family,
+//! widest component first. A rule that blames a component claims the failing cells it
+//! explains, so the rules after it judge only what is still unexplained: a dead node's pods
+//! are not also reported down, a dead DNS server's port 53 is not also reported dropped.
+//! Narrow verdicts also need a steady contrast (the pod answers ICMP, the backends answer,
+//! the DNS pods answer) so that cells still recovering from a wider fault do not convict them.
+//!
+//! | order | rule | components | ids |
+//! |---|---|---|---|
+//! | 1 | [`nodes`] | node (every path in and out) | `node-isolated` |
+//! | 2 | [`pairs`] | node pair (pod traffic between two nodes), a node's route to a peer's pod CIDR | `route-missing`, `node-pair-broken` |
+//! | 3 | [`pods`] | destination pod (and its own sending) | `pod-down` |
+//! | 4 | [`endpoints`] | a service's endpoint list | `service-no-endpoints` |
+//! | 5 | [`dns`] | the resolver everywhere, from one node, from one pod; its answers; a name | `dns-down`, `dns-unreachable-from-node`, `dns-servfail`, `dns-name-missing`, `dns-pod-resolver` |
+//! | 6 | [`services`] | service path on one node (VIP through that node's NAT rules), NodePort on one node | `service-path-broken`, `nodeport-broken`, `nodeport-local-policy` |
+//! | 7 | [`ports`] | pod:port | `port-refused`, `port-dropped` |
+//! | 8 | [`mtu`] | path MTU through a node (or pair) | `mtu-blackhole`, `mtu-reduced` |
+//! | 9 | [`loss`] | packet loss through a node | `node-packet-loss` |
+//! | 10 | [`keepalive`] | a pod's keepalive against its paths' idle cut (inspections only) | `keepalive-exceeds-idle-cut`, `keepalive-unverified` |
+
+mod dns;
+mod endpoints;
+mod keepalive;
+mod loss;
+mod mtu;
+mod nodes;
+mod pairs;
+mod pods;
+mod ports;
+mod services;
+
+#[cfg(test)]
+pub(crate) use self::mtu::parse_path_mtu;
+use super::evidence::Analysis;
+use super::report::Draft;
+
+/// Runs every rule in order.
+pub(crate) fn run(a: &mut Analysis<'_>) -> Vec<Draft> {
+    let mut out = Vec::new();
+    nodes::isolated(a, &mut out);
+    pairs::broken(a, &mut out);
+    pods::down(a, &mut out);
+    endpoints::missing(a, &mut out);
+    dns::everywhere(a, &mut out);
+    dns::from_node(a, &mut out);
+    dns::answers(a, &mut out);
+    dns::from_pod(a, &mut out);
+    services::vip_path(a, &mut out);
+    services::node_ports(a, &mut out);
+    ports::refused_or_dropped(a, &mut out);
+    mtu::reduced(a, &mut out);
+    loss::node_loss(a, &mut out);
+    keepalive::idle_cut(a, &mut out);
+    out
+}

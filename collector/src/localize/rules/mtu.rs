@@ -1,0 +1,136 @@
+//! Rule 8, the path MTU (runbook 1.6, "PodIP fails: node routes, network plugin"): nodes probe
+//! one pod on every other node with don't-fragment echoes of decreasing size. Cells whose path
+//! MTU comes back below the route MTU are *reduced*; when they concentrate on one node (≥
+//! `fail_share` of the MTU paths in or out of it, seen by two agents) that node is blamed:
+//! "packets over N bytes toward node B vanish". Reduced paths left over are blamed on their
+//! node pair. The matrix keeps no path MTU number; it is read back from the cell's last error
+//! (the agent writes "path MTU to <ip> is <n> bytes").
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use netdiag_model::probe::ProbeKind;
+use netdiag_model::{CulpritKind, MtuFailure, NodeName, Outcome, Severity};
+
+use super::super::evidence::{Analysis, Obs};
+use super::super::report::{Draft, ids};
+
+fn is_reduced(o: &Obs) -> bool {
+    o.failed() && o.failure() == Some(Outcome::Mtu(MtuFailure::Reduced))
+}
+
+/// The path MTU an agent's detail names: `path MTU to 10.244.2.2 is 1400 bytes…`.
+pub(crate) fn parse_path_mtu(text: &str) -> Option<u32> {
+    let after = &text[text.find("path MTU to ")? + "path MTU to ".len()..];
+    let after = &after[after.find(" is ")? + " is ".len()..];
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+pub(super) fn reduced(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
+    loop {
+        let mut touching: BTreeMap<NodeName, Vec<usize>> = BTreeMap::new();
+        for i in a.open() {
+            let o = &a.obs[i];
+            let Some(dst) = o.dst_node.as_ref().filter(|_| o.kind == ProbeKind::Mtu && o.crosses_nodes())
+            else {
+                continue;
+            };
+            touching.entry(o.src_node().clone()).or_default().push(i);
+            touching.entry(dst.clone()).or_default().push(i);
+        }
+        let mut best: Option<(NodeName, Vec<usize>)> = None;
+        for (n, ids) in &touching {
+            let t = a.tally(ids);
+            let reduced: Vec<usize> = t.failing.iter().copied().filter(|&i| is_reduced(&a.obs[i])).collect();
+            let observers: BTreeSet<&NodeName> = reduced.iter().map(|&i| a.obs[i].src_node()).collect();
+            let share = reduced.len() as f64 / t.ids.len().max(1) as f64;
+            if reduced.len() < a.th.min_failing_cells
+                || share < a.th.fail_share
+                || observers.len() < a.need(t.agents.len())
+            {
+                continue;
+            }
+            if best.as_ref().is_none_or(|(_, r)| reduced.len() > r.len()) {
+                best = Some((n.clone(), reduced));
+            }
+        }
+        let Some((n, reduced)) = best else { break };
+        a.claim(&reduced);
+        out.push(draft(a, (CulpritKind::Node, n.to_string()), &format!("toward {n}"), Some(&n), &reduced));
+    }
+    // What is left: a pair whose two directions are both reduced.
+    let pairs: BTreeMap<(NodeName, NodeName), Vec<usize>> = a.group(|o| {
+        let d = o.dst_node.as_ref().filter(|_| is_reduced(o) && o.crosses_nodes())?;
+        let s = o.src_node();
+        Some(if s <= d { (s.clone(), d.clone()) } else { (d.clone(), s.clone()) })
+    });
+    for ((x, y), ids) in pairs {
+        let observers: BTreeSet<&NodeName> = ids.iter().map(|&i| a.obs[i].src_node()).collect();
+        if ids.len() < a.th.min_failing_cells || observers.len() < a.need(2) {
+            continue;
+        }
+        a.claim(&ids);
+        out.push(draft(
+            a,
+            (CulpritKind::NodePair, format!("{x}↔{y}")),
+            &format!("between {x} and {y}"),
+            None,
+            &ids,
+        ));
+    }
+}
+
+fn draft(
+    a: &Analysis<'_>,
+    culprit: (CulpritKind, String),
+    place: &str,
+    node: Option<&NodeName>,
+    cells: &[usize],
+) -> Draft {
+    let texts: Vec<&str> =
+        cells.iter().filter_map(|&i| a.obs[i].stats.last_error.as_ref().map(|e| e.text.as_str())).collect();
+    let mtu = texts.iter().filter_map(|t| parse_path_mtu(t)).min();
+    let blackhole = texts.iter().any(|t| t.contains("vanished") || t.contains("black hole"));
+    let mut evidence = Vec::new();
+    if let Some(n) = node
+        && let (Some(report), Some(info)) = (a.ctx.node_reports.get(n), a.ctx.inventory.node(n))
+    {
+        for link in report.links.iter().filter(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))
+        {
+            evidence.push(format!(
+                "{n}'s uplink {} has MTU {}, larger than what the path carries",
+                link.name, link.mtu
+            ));
+        }
+    }
+    if let Some(m) = mtu {
+        evidence.push(format!("largest don't-fragment echo that comes back: {m} bytes"));
+    }
+    evidence.extend(a.cell_lines(cells));
+    let size = mtu.map(|m| format!("over {m} bytes")).unwrap_or_else(|| "above the path MTU".to_owned());
+    let suggestion = format!(
+        "find the hop with the smaller MTU {place} (a tunnel, VXLAN overhead, a switch or VPN): lower the pod \
+         network's MTU below it (the CNI's mtu setting) or raise the underlay's; make sure ICMP \
+         \"fragmentation needed\" is not filtered on the way"
+    );
+    if blackhole || mtu.is_none() {
+        let verdict = format!(
+            "packets {size} {place} vanish: a path-MTU black hole (no ICMP \"fragmentation needed\" comes back), \
+             so large transfers stall while pings and handshakes work"
+        );
+        Draft::new(ids::MTU_BLACKHOLE, Severity::Critical, culprit, "1.6", verdict)
+            .affected(a.paths(cells))
+            .evidence(evidence)
+            .suggestion(suggestion)
+    } else {
+        let verdict = format!(
+            "path MTU {place} is {} bytes, below the route MTU: larger packets need fragmentation or path-MTU \
+             discovery",
+            mtu.unwrap_or_default()
+        );
+        Draft::new(ids::MTU_REDUCED, Severity::Warning, culprit, "1.6", verdict)
+            .affected(a.paths(cells))
+            .evidence(evidence)
+            .suggestion(suggestion)
+    }
+}

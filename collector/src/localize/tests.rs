@@ -1,0 +1,552 @@
+//! Localization, table-driven: each row is a lab scenario (the faults of `lab/src/faults.rs`
+//! and a few the runbook names besides) built by [`sim`], and the one finding it must give —
+//! id, culprit kind and name, and the runbook's words in the verdict. Healthy, flaky and silent
+//! agents must give nothing. A proptest feeds arbitrary outcomes and checks `diagnose` neither
+//! panics nor wavers.
+
+mod sim;
+
+use std::collections::BTreeMap;
+
+use netdiag_model::probe::{ProbeKind, Source, Target};
+use netdiag_model::result::{Burst, Detail, PathMtu, ProbeResult};
+use netdiag_model::{CulpritKind, Finding, Outcome, Severity, UnixMillis};
+use proptest::prelude::*;
+
+use self::sim::{World, now};
+use super::report::ids;
+use super::rules::parse_path_mtu;
+use super::{Thresholds, diagnose, diagnose_with};
+use crate::matrix::{InventoryIndex, Matrix};
+
+fn run(world: &World) -> Vec<Finding> {
+    diagnose(&world.matrix(), &world.inspections(), &world.inventory(), now())
+}
+
+fn summary(findings: &[Finding]) -> Vec<(String, CulpritKind, String)> {
+    findings
+        .iter()
+        .map(|f| {
+            let c = f.culprit.as_ref().unwrap();
+            (f.id.as_str().to_owned(), c.kind, c.name.as_str().to_owned())
+        })
+        .collect()
+}
+
+/// Every finding is complete: verdict, culprit, evidence, runbook section, suggestion.
+fn check_shape(f: &Finding, max_affected: usize) {
+    assert!(!f.verdict.is_empty(), "{f:?}");
+    assert!(f.culprit.is_some(), "{f:?}");
+    assert!(!f.evidence.is_empty(), "no evidence: {f:?}");
+    assert!(["1.2", "1.3", "1.5", "1.6", "2.3"].contains(&f.runbook.as_ref().unwrap().as_str()), "{f:?}");
+    assert!(!f.suggestion.is_empty(), "{f:?}");
+    assert!(f.affected.len() <= max_affected + 1, "{f:?}");
+    assert!(!f.verdict.as_str().contains('\n'), "one line: {}", f.verdict);
+}
+
+struct Row {
+    name: &'static str,
+    world: World,
+    /// (id, culprit kind, culprit name, words the verdict must hold)
+    want: Vec<(&'static str, CulpritKind, &'static str, &'static str)>,
+}
+
+fn row(
+    name: &'static str,
+    world: World,
+    want: Vec<(&'static str, CulpritKind, &'static str, &'static str)>,
+) -> Row {
+    Row { name, world, want }
+}
+
+#[test]
+fn one_finding_per_runbook_verdict() {
+    use CulpritKind::*;
+    let rows = vec![
+        row("healthy", World::healthy(), vec![]),
+        row("one flaky agent: 10% of node-2's cells fail", World::healthy().flaky("node-2", 0.10), vec![]),
+        row(
+            "silent agent: node-3's last results failed, then nothing",
+            World::healthy().silent("node-3"),
+            vec![],
+        ),
+        row("no inspections at all", World::healthy().no_inspections(), vec![]),
+        row(
+            "pod-down",
+            World::healthy().pod_down("tidb/demo-pd-1"),
+            vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1 (10.244.2.2) does not answer")],
+        ),
+        row(
+            "port-closed",
+            World::healthy().port_closed("tidb/demo-pd-1", 2379),
+            vec![(
+                ids::PORT_REFUSED,
+                Port,
+                "tidb/demo-pd-1:2379",
+                "port 2379 refused on pod tidb/demo-pd-1: nothing listens there (containerPort / app config mismatch)",
+            )],
+        ),
+        row(
+            "port-drop",
+            World::healthy().port_dropped("tidb/demo-tikv-2", 20160),
+            vec![(ids::PORT_DROPPED, Port, "tidb/demo-tikv-2:20160", "times out while ICMP answers")],
+        ),
+        row(
+            "node-isolate, its agent silent",
+            World::healthy().isolate("node-3").silent("node-3"),
+            vec![(ids::NODE_ISOLATED, Node, "node-3", "node node-3 is cut off")],
+        ),
+        row(
+            "node-isolate, its agent still reporting",
+            World::healthy().isolate("node-3"),
+            vec![(ids::NODE_ISOLATED, Node, "node-3", "every path in and out of it fails")],
+        ),
+        row(
+            "node-isolate, its agent quiet but not yet stale (its cells frozen healthy)",
+            World::healthy().isolate("node-3").quiet("node-3"),
+            vec![(ids::NODE_ISOLATED, Node, "node-3", "node node-3 is cut off")],
+        ),
+        row(
+            "node-isolate of CoreDNS's node: DNS failures elsewhere are its doing",
+            World::healthy().isolate("node-1").silent("node-1"),
+            vec![(ids::NODE_ISOLATED, Node, "node-1", "node node-1 is cut off")],
+        ),
+        row(
+            "port-closed on a service's only backend",
+            World::healthy().port_closed("tidb/demo-discovery-7c9f8d6b5-x2k8p", 10261),
+            vec![(
+                ids::PORT_REFUSED,
+                Port,
+                "tidb/demo-discovery-7c9f8d6b5-x2k8p:10261",
+                "port 10261 refused on pod tidb/demo-discovery-7c9f8d6b5-x2k8p",
+            )],
+        ),
+        row(
+            "dnat-missing on every node",
+            World::healthy()
+                .dnat_missing("node-1", "tidb/demo-pd", 2379)
+                .dnat_missing("node-2", "tidb/demo-pd", 2379)
+                .dnat_missing("node-3", "tidb/demo-pd", 2379),
+            vec![(ids::SERVICE_PATH_BROKEN, Service, "tidb/demo-pd", "from any node")],
+        ),
+        row(
+            "node-pair",
+            World::healthy().cut_pair("node-1", "node-2"),
+            vec![(
+                ids::NODE_PAIR_BROKEN,
+                NodePair,
+                "node-1↔node-2",
+                "pods on node-1 cannot reach pods on node-2, all other pairs fine: link or route node-1↔node-2",
+            )],
+        ),
+        row(
+            "route-missing",
+            World::healthy().route_missing("node-1", "node-3"),
+            vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "no route to 10.244.3.0/24 on node-1")],
+        ),
+        row(
+            "dnat-missing",
+            World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379),
+            vec![(
+                ids::SERVICE_PATH_BROKEN,
+                Path,
+                "svc/tidb/demo-pd:2379 on node-1",
+                "backends answer, VIP 10.96.0.20:2379 (tidb/demo-pd) does not, from node-1 only: service path \
+                 (kube-proxy rules) broken on node-1",
+            )],
+        ),
+        row(
+            "service without endpoints",
+            World::healthy().no_endpoints("tidb/demo-discovery"),
+            vec![(
+                ids::SERVICE_NO_ENDPOINTS,
+                Service,
+                "tidb/demo-discovery",
+                "service tidb/demo-discovery has no ready endpoints",
+            )],
+        ),
+        row(
+            "dns-block",
+            World::healthy().dns_block("node-2"),
+            vec![(
+                ids::DNS_UNREACHABLE_FROM_NODE,
+                Dns,
+                "10.96.0.10 from node-2",
+                "resolver 10.96.0.10 unreachable from every pod on node-2",
+            )],
+        ),
+        row(
+            "dns-down",
+            World::healthy().dns_down(),
+            vec![(ids::DNS_DOWN, Dns, "10.96.0.10 (kube-system/kube-dns)", "CoreDNS down everywhere")],
+        ),
+        row(
+            "dns-servfail",
+            World::healthy().dns_servfail(),
+            vec![(
+                ids::DNS_SERVFAIL,
+                Dns,
+                "10.96.0.10 (kube-system/kube-dns)",
+                "answers SERVFAIL for every name it is asked",
+            )],
+        ),
+        row(
+            "a name that does not resolve",
+            World::healthy().name_missing("demo-discovery.tidb"),
+            vec![(
+                ids::DNS_NAME_MISSING,
+                Dns,
+                "demo-discovery.tidb",
+                "NXDOMAIN for demo-discovery.tidb from every pod",
+            )],
+        ),
+        row(
+            "one pod's resolv.conf names the wrong server",
+            World::healthy().bad_resolver("tidb/demo-tikv-1", "10.96.0.99"),
+            vec![(
+                ids::DNS_POD_RESOLVER,
+                Pod,
+                "tidb/demo-tikv-1",
+                "DNS fails from pod tidb/demo-tikv-1: nameserver 10.96.0.99 in its resolv.conf is not the cluster DNS",
+            )],
+        ),
+        row(
+            "mtu",
+            World::healthy().mtu("node-2", 1400),
+            vec![(ids::MTU_BLACKHOLE, Node, "node-2", "packets over 1400 bytes toward node-2 vanish")],
+        ),
+        row(
+            "loss",
+            World::healthy().loss("node-3", 0.2),
+            vec![(ids::NODE_PACKET_LOSS, Node, "node-3", "node-3 loses packets")],
+        ),
+        row(
+            "keepalive over a measured idle cut",
+            World::healthy().keepalive_all(300).keepalive("tidb/demo-pd-0", 7200).idle_cut("node-2", 350),
+            vec![(
+                ids::KEEPALIVE_EXCEEDS_IDLE_CUT,
+                Pod,
+                "tidb/demo-pd-0",
+                "pod tidb/demo-pd-0 keepalive 7200 s, longer than the path's idle cut at 350 s",
+            )],
+        ),
+        row(
+            "keepalive long, idle cut unknown",
+            World::healthy().keepalive_all(300).keepalive("tidb/demo-pd-0", 7200).conntrack_unreported(),
+            vec![(ids::KEEPALIVE_UNVERIFIED, Pod, "tidb/demo-pd-0", "pod tidb/demo-pd-0 keepalive 7200 s")],
+        ),
+        row(
+            "NodePort rules missing on one node",
+            World::healthy().nodeport_missing("node-2", 30400),
+            vec![(
+                ids::NODEPORT_BROKEN,
+                Path,
+                "nodeport/node-2:30400",
+                "NodePort 30400 (tidb/demo-tidb) fails on node-2 only",
+            )],
+        ),
+        row(
+            "NodePort with externalTrafficPolicy: Local",
+            World::healthy().local_policy("tidb/demo-tidb"),
+            vec![(
+                ids::NODEPORT_LOCAL_POLICY,
+                Service,
+                "tidb/demo-tidb",
+                "answers only on nodes that run a backend: externalTrafficPolicy=Local",
+            )],
+        ),
+    ];
+    let mut failures = Vec::new();
+    for r in rows {
+        let findings = run(&r.world);
+        let got = summary(&findings);
+        let want: Vec<(String, CulpritKind, String)> =
+            r.want.iter().map(|(id, k, n, _)| ((*id).to_owned(), *k, (*n).to_owned())).collect();
+        if got != want {
+            let verdicts: Vec<&str> = findings.iter().map(|f| f.verdict.as_str()).collect();
+            failures.push(format!("{}: got {got:?}, want {want:?}\n  verdicts: {verdicts:#?}", r.name));
+            continue;
+        }
+        for (f, (_, _, _, words)) in findings.iter().zip(&r.want) {
+            check_shape(f, Thresholds::default().max_affected);
+            if !f.verdict.as_str().contains(words) {
+                failures.push(format!("{}: verdict {:?} lacks {words:?}", r.name, f.verdict.as_str()));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn only(world: &World) -> Finding {
+    let findings = run(world);
+    assert_eq!(findings.len(), 1, "{findings:#?}");
+    findings.into_iter().next().unwrap()
+}
+
+fn has_evidence(f: &Finding, words: &str) -> bool {
+    f.evidence.iter().any(|e| e.as_str().contains(words))
+}
+
+#[test]
+fn a_missing_dnat_rule_is_quoted_from_the_node_inspection() {
+    let f = only(&World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379));
+    assert!(has_evidence(&f, "no DNAT rule for 10.96.0.20:2379 in node-1's rules"), "{f:#?}");
+    assert_eq!(f.runbook.as_ref().unwrap().as_str(), "1.6");
+    assert!(f.suggestion.as_str().contains("iptables-save -t nat | grep 10.96.0.20"), "{}", f.suggestion);
+    assert!(
+        f.affected.iter().any(|a| a.as_str() == "tidb/demo-pd-0 -> svc/tidb/demo-pd:2379"),
+        "{:?}",
+        f.affected
+    );
+}
+
+#[test]
+fn a_missing_route_is_quoted_with_the_routes_the_node_has() {
+    let f = only(&World::healthy().route_missing("node-1", "node-3"));
+    assert!(has_evidence(&f, "node-1's routing table has no route covering 10.244.3.0/24"), "{f:#?}");
+    assert!(has_evidence(&f, "10.244.2.0/24 via 172.29.0.12 dev eth0"), "{f:#?}");
+    assert!(
+        f.suggestion.as_str().contains("ip route replace 10.244.3.0/24 via 172.29.0.13"),
+        "{}",
+        f.suggestion
+    );
+}
+
+#[test]
+fn a_missing_route_shows_in_the_matrix_before_the_next_inspection() {
+    // No inspection yet: node-1's own probes of node-3's pods come back unreachable while
+    // node-3 reaches node-1's pods.
+    let f = only(&World::healthy().route_missing("node-1", "node-3").no_inspections());
+    assert_eq!(f.id.as_str(), ids::ROUTE_MISSING);
+    assert_eq!(f.culprit.as_ref().unwrap().name.as_str(), "node-1→node-3");
+    assert!(has_evidence(&f, "node-1's own probes of node-3's pods come back unreachable"), "{f:#?}");
+}
+
+#[test]
+fn a_stale_inspection_does_not_hide_a_missing_route() {
+    let f = only(&World::healthy().route_missing("node-1", "node-3").stale_routes());
+    assert_eq!(f.id.as_str(), ids::ROUTE_MISSING);
+    assert!(
+        has_evidence(&f, "node-1's last inspection still lists `10.244.3.0/24 via 172.29.0.13 dev eth0`"),
+        "{f:#?}"
+    );
+}
+
+#[test]
+fn a_cut_pair_with_routes_in_place_is_blamed_on_the_pair() {
+    let f = only(&World::healthy().cut_pair("node-1", "node-3"));
+    assert_eq!(f.id.as_str(), ids::NODE_PAIR_BROKEN);
+    assert!(
+        f.verdict.as_str().contains("the nodes' own addresses do not answer each other either"),
+        "{}",
+        f.verdict
+    );
+}
+
+#[test]
+fn a_down_pod_shows_its_interface_and_its_own_failures() {
+    let f = only(&World::healthy().pod_down("tidb/demo-pd-1"));
+    assert!(has_evidence(&f, "eth0 is DOWN in the pod's network namespace"), "{f:#?}");
+    assert!(f.verdict.as_str().contains("its own probes fail too"), "{}", f.verdict);
+    assert_eq!(f.severity, Severity::Critical);
+    // 9 pods × (ICMP + 2 ports + 3 endpoints) + 3 nodes' ICMP + 2 MTU paths: capped.
+    assert_eq!(f.affected.len(), Thresholds::default().max_affected + 1);
+    assert!(f.affected.last().unwrap().as_str().starts_with("and "), "{:?}", f.affected.last());
+}
+
+#[test]
+fn dns_findings_carry_the_tcp_and_nat_evidence() {
+    let f = only(&World::healthy().dns_down());
+    assert!(has_evidence(&f, "kube-system/coredns-0: ICMP answers"), "{f:#?}");
+    assert!(has_evidence(&f, "nothing answers on port 53"), "{f:#?}");
+    let f = only(&World::healthy().dns_block("node-2"));
+    assert!(f.verdict.as_str().ends_with("reachable elsewhere"), "{}", f.verdict);
+    assert!(has_evidence(&f, "node-2's rules DNAT 10.96.0.10:53/udp to 10.244.1.2:53"), "{f:#?}");
+    let f = only(&World::healthy().dnat_missing("node-3", "kube-system/kube-dns", 53));
+    assert_eq!(f.id.as_str(), ids::DNS_UNREACHABLE_FROM_NODE);
+    assert!(has_evidence(&f, "no DNAT rule for 10.96.0.10:53/tcp in node-3's rules"), "{f:#?}");
+}
+
+#[test]
+fn findings_are_sorted_most_severe_first_and_deterministic() {
+    let world = World::healthy()
+        .keepalive_all(300)
+        .keepalive("tidb/demo-tikv-0", 7200)
+        .idle_cut("node-1", 350)
+        .loss("node-3", 0.2)
+        .pod_down("tidb/demo-pd-1")
+        .port_closed("tidb/demo-tidb-0", 4000);
+    let findings = run(&world);
+    let got = summary(&findings);
+    let want = vec![
+        (ids::POD_DOWN.to_owned(), CulpritKind::Pod, "tidb/demo-pd-1".to_owned()),
+        (ids::PORT_REFUSED.to_owned(), CulpritKind::Port, "tidb/demo-tidb-0:4000".to_owned()),
+        (ids::KEEPALIVE_EXCEEDS_IDLE_CUT.to_owned(), CulpritKind::Pod, "tidb/demo-tikv-0".to_owned()),
+        (ids::NODE_PACKET_LOSS.to_owned(), CulpritKind::Node, "node-3".to_owned()),
+    ];
+    assert_eq!(got, want, "{findings:#?}");
+    assert_eq!(run(&world), findings);
+}
+
+#[test]
+fn a_fault_shows_on_its_second_failed_probe_and_clears_on_the_first_good_one() {
+    let faults: Vec<(World, &str)> = vec![
+        (World::healthy().pod_down("tidb/demo-pd-1"), ids::POD_DOWN),
+        (World::healthy().cut_pair("node-1", "node-2"), ids::NODE_PAIR_BROKEN),
+        (World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379), ids::SERVICE_PATH_BROKEN),
+        (World::healthy().port_closed("tidb/demo-pd-2", 2379), ids::PORT_REFUSED),
+        (World::healthy().dns_block("node-2"), ids::DNS_UNREACHABLE_FROM_NODE),
+        (World::healthy().isolate("node-3"), ids::NODE_ISOLATED),
+    ];
+    for (world, id) in faults {
+        let once = run(&world.clone().just_broke(1));
+        assert!(once.is_empty(), "{id} after one failed probe: {:#?}", summary(&once));
+        let broke = summary(&run(&world.clone().just_broke(2)));
+        assert_eq!(broke.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), vec![id], "{world:?}");
+        let healed = run(&world.just_healed(1));
+        assert!(healed.is_empty(), "{id} after healing: {:#?}", summary(&healed));
+    }
+}
+
+#[test]
+fn two_pods_down_on_two_nodes_are_two_findings() {
+    let world = World::healthy().pod_down("tidb/demo-pd-1").pod_down("tidb/demo-tikv-2");
+    let got = summary(&run(&world));
+    assert_eq!(
+        got,
+        vec![
+            (ids::POD_DOWN.to_owned(), CulpritKind::Pod, "tidb/demo-pd-1".to_owned()),
+            (ids::POD_DOWN.to_owned(), CulpritKind::Pod, "tidb/demo-tikv-2".to_owned()),
+        ]
+    );
+}
+
+#[test]
+fn an_isolated_node_explains_its_pods_and_services() {
+    // demo-discovery's only backend is on node-3: its VIP fails from everywhere, yet the only
+    // finding is the node.
+    let f = only(&World::healthy().isolate("node-3").silent("node-3"));
+    assert!(has_evidence(&f, "node-3's agent has not been heard from recently"), "{f:#?}");
+    assert!(f.verdict.as_str().contains("other nodes reach each other"), "{}", f.verdict);
+}
+
+#[test]
+fn no_flaky_agent_convicts_anything() {
+    for node in ["node-1", "node-2", "node-3"] {
+        for share in [0.05, 0.10, 0.15] {
+            // Flaky cells (always failing) and flaky results (each failing at random).
+            for world in [World::healthy().flaky(node, share), World::healthy().flaky_results(node, share)] {
+                let m = world.matrix();
+                let cells: Vec<_> = m.pod_cells(now()).filter(|(_, s)| s.agent.as_str() == node).collect();
+                let failing = cells.iter().filter(|(_, s)| s.last_outcome.is_network_failure()).count();
+                let ratio = failing as f64 / cells.len() as f64;
+                assert!(
+                    (share * 0.5..share * 1.5).contains(&ratio),
+                    "{node} {share}: {failing} of {} fail",
+                    cells.len()
+                );
+                let findings = diagnose(&m, &world.inspections(), &world.inventory(), now());
+                assert!(findings.is_empty(), "{node} at {share}: {:#?}", summary(&findings));
+            }
+        }
+    }
+}
+
+#[test]
+fn thresholds_are_the_callers() {
+    // With a single required observer and failing cell, the flaky agent is still not enough to
+    // convict anything cleared by working paths.
+    let world = World::healthy().flaky("node-2", 0.10);
+    let th = Thresholds { min_observers: 1, min_failing_cells: 1, ..Thresholds::default() };
+    let findings = diagnose_with(&world.matrix(), &world.inspections(), &world.inventory(), now(), &th);
+    assert!(
+        findings.iter().all(|f| f.id.as_str() != ids::POD_DOWN && f.id.as_str() != ids::NODE_ISOLATED),
+        "{findings:#?}"
+    );
+}
+
+#[test]
+fn finding_ids_are_valid_and_unique() {
+    let set: std::collections::BTreeSet<&str> = ids::ALL.iter().copied().collect();
+    assert_eq!(set.len(), ids::ALL.len());
+    for id in ids::ALL {
+        assert!(netdiag_model::FindingId::new(id).is_ok(), "{id}");
+    }
+}
+
+#[test]
+fn path_mtu_is_read_from_the_agents_detail() {
+    let cases = [
+        (
+            "path MTU below the interface MTU: path MTU to 10.244.2.2 is 1400 bytes, below the route MTU 1500",
+            Some(1400),
+        ),
+        ("path MTU to fd00::1 is 1280 bytes (or larger), below", Some(1280)),
+        ("path MTU below the interface MTU", None),
+        ("path MTU to 10.0.0.1 is  bytes", None),
+        ("", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(parse_path_mtu(text), want, "{text:?}");
+    }
+}
+
+/// An arbitrary result for one planned probe.
+fn arbitrary(source: &Source, target: &Target, kind: ProbeKind, pick: usize, at: UnixMillis) -> ProbeResult {
+    let outcome = Outcome::ALL[pick % Outcome::ALL.len()];
+    ProbeResult {
+        source: source.clone(),
+        target: target.clone(),
+        kind,
+        outcome,
+        rtt: None,
+        at,
+        detail: Detail::lossy(if pick.is_multiple_of(3) {
+            "path MTU to 10.0.0.1 is 99999999999999999999 bytes"
+        } else {
+            ""
+        }),
+        burst: (kind == ProbeKind::Icmp).then(|| Burst::new(10, (pick % 11) as u32).unwrap()),
+        http_status: None,
+        path_mtu: pick.is_multiple_of(5).then(|| PathMtu::new(1200).unwrap()),
+        answers: vec![],
+        nameserver: None,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn diagnose_never_panics_and_is_deterministic(
+        picks in proptest::collection::vec(0usize..1000, 1..400),
+        stale in proptest::collection::vec(any::<bool>(), 3),
+        keepalive in "[0-9a-z ]{0,12}",
+    ) {
+        let world = World::healthy();
+        let inv = world.inventory();
+        let index = InventoryIndex::new(&inv);
+        let mut m = Matrix::default();
+        for (n, (agent, source, target, kind)) in sim::plan(&inv).into_iter().enumerate() {
+            let pick = picks[n % picks.len()].wrapping_mul(n + 1);
+            let silent = stale[n % 3];
+            let at = UnixMillis::new(now().get() - if silent { 40_000 } else { 5_000 }).unwrap();
+            m.record(&agent, &arbitrary(&source, &target, kind, pick, at), &index, at);
+        }
+        let mut inspections = world.inspections();
+        for (_, report) in inspections.values_mut() {
+            for s in &mut report.sysctls {
+                s.value = netdiag_model::text::Text::lossy(&keepalive);
+            }
+        }
+        let a = diagnose(&m, &inspections, &inv, now());
+        let b = diagnose(&m, &inspections, &inv, now());
+        prop_assert_eq!(&a, &b);
+        for w in a.windows(2) {
+            prop_assert!(w[0].severity >= w[1].severity);
+        }
+        // Without inspections, only the matrix speaks.
+        let bare = diagnose(&m, &BTreeMap::new(), &inv, now());
+        prop_assert!(bare.iter().all(|f| !f.id.as_str().starts_with("keepalive")));
+    }
+}

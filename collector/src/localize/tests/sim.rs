@@ -1,0 +1,881 @@
+//! A scenario builder for localization tests: the default lab's inventory (3 nodes, CoreDNS on
+//! node-1, PD/TiKV/TiDB/discovery spread over them), the probes its agents would run (the
+//! shape of `agent/src/plan.rs`), and a small model of the lab's network that answers each
+//! probe the way a lab with the given faults would — so a test says "every probe to pd-1 times
+//! out" by naming the fault, not by hand-writing hundreds of results. Inspections (NAT rules,
+//! routes, links, sysctls, resolv.conf) come from the same model.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use netdiag_model::dns::{DnsName, DnsTransport, RecordType};
+use netdiag_model::inspect::InspectionReport;
+use netdiag_model::inventory::{Inventory, Protocol, TrafficPolicy};
+use netdiag_model::probe::{ProbeKind, ServiceVia, Source, Target};
+use netdiag_model::result::{Burst, Detail, PathMtu, ProbeResult, Rtt};
+use netdiag_model::{
+    DnsFailure, IcmpFailure, MtuFailure, NodeName, Outcome, PodRef, Port, ServiceRef, TcpFailure, UnixMillis,
+};
+use serde_json::json;
+
+use crate::matrix::{InventoryIndex, Matrix};
+
+pub(super) const INVENTORY: &str = r#"
+version: 1
+cluster:
+  name: lab
+  domain: cluster.local
+  pod_cidrs: [10.244.0.0/16]
+  service_cidrs: [10.96.0.0/16]
+  node_cidrs: [172.29.0.0/24]
+  dns_ips: [10.96.0.10]
+  proxy_mode: iptables
+nodes:
+  - {name: node-1, ips: [172.29.0.11], pod_cidrs: [10.244.1.0/24]}
+  - {name: node-2, ips: [172.29.0.12], pod_cidrs: [10.244.2.0/24]}
+  - {name: node-3, ips: [172.29.0.13], pod_cidrs: [10.244.3.0/24]}
+pods:
+  - {namespace: kube-system, name: coredns-0, node: node-1, ips: [10.244.1.2], ports: [{port: 53, protocol: UDP}, {port: 53}]}
+  - {namespace: tidb, name: demo-pd-0, node: node-1, ips: [10.244.1.3], ports: [{port: 2379}, {port: 2380}]}
+  - {namespace: tidb, name: demo-tikv-0, node: node-1, ips: [10.244.1.4], ports: [{port: 20160}]}
+  - {namespace: tidb, name: demo-pd-1, node: node-2, ips: [10.244.2.2], ports: [{port: 2379}, {port: 2380}]}
+  - {namespace: tidb, name: demo-tikv-1, node: node-2, ips: [10.244.2.3], ports: [{port: 20160}]}
+  - {namespace: tidb, name: demo-tidb-0, node: node-2, ips: [10.244.2.4], ports: [{port: 4000}]}
+  - {namespace: tidb, name: demo-pd-2, node: node-3, ips: [10.244.3.2], ports: [{port: 2379}, {port: 2380}]}
+  - {namespace: tidb, name: demo-tikv-2, node: node-3, ips: [10.244.3.3], ports: [{port: 20160}]}
+  - {namespace: tidb, name: demo-tidb-1, node: node-3, ips: [10.244.3.4], ports: [{port: 4000}]}
+  - {namespace: tidb, name: demo-discovery-7c9f8d6b5-x2k8p, node: node-3, ips: [10.244.3.5], ports: [{port: 10261}]}
+services:
+  - namespace: kube-system
+    name: kube-dns
+    type: ClusterIP
+    cluster_ips: [10.96.0.10]
+    ports: [{name: dns, port: 53, target_port: 53, protocol: UDP}, {name: dns-tcp, port: 53, target_port: 53}]
+    endpoints: [{ip: 10.244.1.2, pod: kube-system/coredns-0, node: node-1, ready: true}]
+  - namespace: tidb
+    name: demo-pd
+    type: ClusterIP
+    cluster_ips: [10.96.0.20]
+    ports: [{name: client, port: 2379, target_port: 2379}]
+    endpoints:
+      - {ip: 10.244.1.3, pod: tidb/demo-pd-0, node: node-1, ready: true}
+      - {ip: 10.244.2.2, pod: tidb/demo-pd-1, node: node-2, ready: true}
+      - {ip: 10.244.3.2, pod: tidb/demo-pd-2, node: node-3, ready: true}
+  - namespace: tidb
+    name: demo-pd-peer
+    type: ClusterIP
+    ports: [{name: peer, port: 2380, target_port: 2380}, {name: client, port: 2379, target_port: 2379}]
+    endpoints:
+      - {ip: 10.244.1.3, pod: tidb/demo-pd-0, node: node-1, hostname: demo-pd-0, ready: true}
+      - {ip: 10.244.2.2, pod: tidb/demo-pd-1, node: node-2, hostname: demo-pd-1, ready: true}
+      - {ip: 10.244.3.2, pod: tidb/demo-pd-2, node: node-3, hostname: demo-pd-2, ready: true}
+  - namespace: tidb
+    name: demo-tikv-peer
+    type: ClusterIP
+    ports: [{name: peer, port: 20160, target_port: 20160}]
+    endpoints:
+      - {ip: 10.244.1.4, pod: tidb/demo-tikv-0, node: node-1, hostname: demo-tikv-0, ready: true}
+      - {ip: 10.244.2.3, pod: tidb/demo-tikv-1, node: node-2, hostname: demo-tikv-1, ready: true}
+      - {ip: 10.244.3.3, pod: tidb/demo-tikv-2, node: node-3, hostname: demo-tikv-2, ready: true}
+  - namespace: tidb
+    name: demo-tidb
+    type: NodePort
+    cluster_ips: [10.96.0.40]
+    ports: [{name: mysql-client, port: 4000, target_port: 4000, node_port: 30400}]
+    endpoints:
+      - {ip: 10.244.2.4, pod: tidb/demo-tidb-0, node: node-2, ready: true}
+      - {ip: 10.244.3.4, pod: tidb/demo-tidb-1, node: node-3, ready: true}
+  - namespace: tidb
+    name: demo-discovery
+    type: ClusterIP
+    cluster_ips: [10.96.0.50]
+    ports: [{name: discovery, port: 10261, target_port: 10261}]
+    endpoints: [{ip: 10.244.3.5, pod: tidb/demo-discovery-7c9f8d6b5-x2k8p, node: node-3, ready: true}]
+"#;
+
+/// The instant every scenario is judged at; samples are spread over the 25 s up to it.
+pub(super) fn now() -> UnixMillis {
+    t(55_000)
+}
+
+fn t(ms: i64) -> UnixMillis {
+    UnixMillis::new(1_700_000_000_000 + ms).unwrap_or_else(|_| unreachable!())
+}
+
+pub(super) fn node(s: &str) -> NodeName {
+    s.parse().unwrap()
+}
+
+pub(super) fn pod(s: &str) -> PodRef {
+    s.parse().unwrap()
+}
+
+fn svc(s: &str) -> ServiceRef {
+    s.parse().unwrap()
+}
+
+/// Samples per cell; the lab's agents probe every few seconds.
+const SAMPLES: i64 = 6;
+
+/// FNV-1a: a deterministic hash for the model's coin flips.
+fn hash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A uniform draw in [0, 1) from `s` (FNV then splitmix64's finalizer, so strings that differ
+/// in their last character land far apart).
+fn coin(s: &str) -> f64 {
+    let mut z = hash(s).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The lab, with the faults a scenario injects.
+#[derive(Debug, Clone, Default)]
+pub(super) struct World {
+    pods_down: Vec<PodRef>,
+    ports_closed: Vec<(PodRef, u16)>,
+    ports_dropped: Vec<(PodRef, u16)>,
+    isolated: Vec<NodeName>,
+    pairs_cut: Vec<(NodeName, NodeName)>,
+    routes_missing: Vec<(NodeName, NodeName)>,
+    dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
+    nodeport_missing: Vec<(NodeName, u16)>,
+    dns_down: bool,
+    dns_blocked: Vec<NodeName>,
+    dns_servfail: bool,
+    names_missing: Vec<String>,
+    bad_resolver: Vec<(PodRef, IpAddr)>,
+    mtu: Option<(NodeName, u32)>,
+    loss: Option<(NodeName, f64)>,
+    keepalive_all: Option<u32>,
+    keepalive: Vec<(PodRef, u32)>,
+    idle_cut: Option<(NodeName, u32)>,
+    conntrack_unreported: bool,
+    silent: Vec<NodeName>,
+    quiet: Vec<NodeName>,
+    flaky: Option<(NodeName, f64)>,
+    flaky_results: Option<(NodeName, f64)>,
+    no_endpoints: Vec<ServiceRef>,
+    local_policy: Vec<ServiceRef>,
+    no_inspections: bool,
+    /// Node inspections predate the faults' route changes.
+    stale_routes: bool,
+    /// The samples (0 to `SAMPLES - 1`) during which the faults are in place; all by default.
+    active: Option<std::ops::Range<i64>>,
+}
+
+impl World {
+    pub(super) fn healthy() -> Self {
+        World::default()
+    }
+    pub(super) fn pod_down(mut self, p: &str) -> Self {
+        self.pods_down.push(pod(p));
+        self
+    }
+    pub(super) fn port_closed(mut self, p: &str, port: u16) -> Self {
+        self.ports_closed.push((pod(p), port));
+        self
+    }
+    pub(super) fn port_dropped(mut self, p: &str, port: u16) -> Self {
+        self.ports_dropped.push((pod(p), port));
+        self
+    }
+    pub(super) fn isolate(mut self, n: &str) -> Self {
+        self.isolated.push(node(n));
+        self
+    }
+    pub(super) fn cut_pair(mut self, a: &str, b: &str) -> Self {
+        self.pairs_cut.push((node(a), node(b)));
+        self
+    }
+    pub(super) fn route_missing(mut self, n: &str, peer: &str) -> Self {
+        self.routes_missing.push((node(n), node(peer)));
+        self
+    }
+    pub(super) fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
+        self.dnat_missing.push((node(n), svc(s), port));
+        self
+    }
+    pub(super) fn nodeport_missing(mut self, n: &str, port: u16) -> Self {
+        self.nodeport_missing.push((node(n), port));
+        self
+    }
+    pub(super) fn dns_down(mut self) -> Self {
+        self.dns_down = true;
+        self
+    }
+    pub(super) fn dns_block(mut self, n: &str) -> Self {
+        self.dns_blocked.push(node(n));
+        self
+    }
+    pub(super) fn dns_servfail(mut self) -> Self {
+        self.dns_servfail = true;
+        self
+    }
+    pub(super) fn name_missing(mut self, name: &str) -> Self {
+        self.names_missing.push(name.to_owned());
+        self
+    }
+    pub(super) fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
+        self.bad_resolver.push((pod(p), ns.parse().unwrap()));
+        self
+    }
+    pub(super) fn mtu(mut self, n: &str, size: u32) -> Self {
+        self.mtu = Some((node(n), size));
+        self
+    }
+    pub(super) fn loss(mut self, n: &str, share: f64) -> Self {
+        self.loss = Some((node(n), share));
+        self
+    }
+    pub(super) fn keepalive_all(mut self, secs: u32) -> Self {
+        self.keepalive_all = Some(secs);
+        self
+    }
+    pub(super) fn keepalive(mut self, p: &str, secs: u32) -> Self {
+        self.keepalive.push((pod(p), secs));
+        self
+    }
+    pub(super) fn idle_cut(mut self, n: &str, secs: u32) -> Self {
+        self.idle_cut = Some((node(n), secs));
+        self
+    }
+    pub(super) fn conntrack_unreported(mut self) -> Self {
+        self.conntrack_unreported = true;
+        self
+    }
+    /// The node's agent stopped reporting 35 s ago, after a burst of failures.
+    pub(super) fn silent(mut self, n: &str) -> Self {
+        self.silent.push(node(n));
+        self
+    }
+    /// The node's agent went quiet 10 s ago (less than the 30 s staleness bound), its last
+    /// results from before the faults.
+    pub(super) fn quiet(mut self, n: &str) -> Self {
+        self.quiet.push(node(n));
+        self
+    }
+    /// The node's agent reports `share` of its cells as failing, at random.
+    pub(super) fn flaky(mut self, n: &str, share: f64) -> Self {
+        self.flaky = Some((node(n), share));
+        self
+    }
+    /// The node's agent reports `share` of its results as failing, at random.
+    pub(super) fn flaky_results(mut self, n: &str, share: f64) -> Self {
+        self.flaky_results = Some((node(n), share));
+        self
+    }
+    pub(super) fn no_endpoints(mut self, s: &str) -> Self {
+        self.no_endpoints.push(svc(s));
+        self
+    }
+    pub(super) fn local_policy(mut self, s: &str) -> Self {
+        self.local_policy.push(svc(s));
+        self
+    }
+    /// The faults broke out before the last `n` samples only.
+    pub(super) fn just_broke(mut self, n: i64) -> Self {
+        self.active = Some(SAMPLES - n..SAMPLES);
+        self
+    }
+    /// The faults were healed before the last `n` samples.
+    pub(super) fn just_healed(mut self, n: i64) -> Self {
+        self.active = Some(0..SAMPLES - n);
+        self
+    }
+    pub(super) fn stale_routes(mut self) -> Self {
+        self.stale_routes = true;
+        self
+    }
+    pub(super) fn no_inspections(mut self) -> Self {
+        self.no_inspections = true;
+        self
+    }
+
+    /// The inventory, with the scenario's changes.
+    pub(super) fn inventory(&self) -> Inventory {
+        let mut inv = Inventory::from_yaml(INVENTORY).unwrap();
+        for s in &mut inv.services {
+            if self.no_endpoints.contains(&s.service_ref()) {
+                s.endpoints.clear();
+            }
+            if self.local_policy.contains(&s.service_ref()) {
+                s.external_traffic_policy = TrafficPolicy::Local;
+            }
+        }
+        inv
+    }
+
+    /// The matrix after every agent reported its probes `SAMPLES` times.
+    pub(super) fn matrix(&self) -> Matrix {
+        let inv = self.inventory();
+        let index = InventoryIndex::new(&inv);
+        let mut m = Matrix::default();
+        for (agent, source, target, kind) in plan(&inv) {
+            for k in 0..SAMPLES {
+                let (at, result) = if self.silent.contains(&agent) {
+                    let at = t(k * 4_000);
+                    (at, self.failing(&source, &target, kind, at))
+                } else if self.quiet.contains(&agent) {
+                    if k > 3 {
+                        continue;
+                    }
+                    let at = t(30_000 + k * 5_000);
+                    (at, World::default().result(&inv, &agent, &source, &target, kind, k, at))
+                } else if self.active.as_ref().is_none_or(|r| r.contains(&k)) {
+                    let at = t(30_000 + k * 5_000);
+                    (at, self.result(&inv, &agent, &source, &target, kind, k, at))
+                } else {
+                    let at = t(30_000 + k * 5_000);
+                    (at, World::default().result(&inv, &agent, &source, &target, kind, k, at))
+                };
+                m.record(&agent, &result, &index, at);
+            }
+        }
+        m
+    }
+
+    /// The latest inspection of every node and pod.
+    pub(super) fn inspections(&self) -> BTreeMap<Source, (NodeName, InspectionReport)> {
+        let inv = self.inventory();
+        let mut out = BTreeMap::new();
+        if self.no_inspections {
+            return out;
+        }
+        for n in &inv.nodes {
+            let report = self.node_report(&inv, &n.name);
+            out.insert(Source::Node(n.name.clone()), (n.name.clone(), report));
+        }
+        for p in &inv.pods {
+            let report = self.pod_report(&p.pod_ref());
+            out.insert(Source::Pod(p.pod_ref()), (p.node.clone(), report));
+        }
+        out
+    }
+
+    fn node_report(&self, inv: &Inventory, n: &NodeName) -> InspectionReport {
+        let me = inv.node(n).unwrap();
+        let mut routes =
+            vec![json!({"destination": "172.29.0.0/24", "device": "eth0", "table": 254, "metric": 0})];
+        for peer in inv.nodes.iter().filter(|p| &p.name != n) {
+            if !self.stale_routes && self.routes_missing.contains(&(n.clone(), peer.name.clone())) {
+                continue;
+            }
+            routes.push(json!({
+                "destination": peer.pod_cidrs[0].to_string(),
+                "gateway": peer.ips[0].to_string(),
+                "device": "eth0",
+                "table": 254,
+                "metric": 0,
+            }));
+        }
+        let mut nat = Vec::new();
+        for s in &inv.services {
+            let targets = |target_port: Port, node_local: Option<&NodeName>| -> Vec<serde_json::Value> {
+                s.ready_endpoints()
+                    .filter(|e| node_local.is_none_or(|n| e.node.as_ref() == Some(n)))
+                    .map(
+                        |e| json!({"ip": e.ip.to_string(), "port": target_port.get(), "chain": "KUBE-SEP-X"}),
+                    )
+                    .collect()
+            };
+            for p in &s.ports {
+                let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
+                let name = match &p.name {
+                    Some(pn) => format!("{}:{pn}", s.service_ref()),
+                    None => s.service_ref().to_string(),
+                };
+                for vip in &s.cluster_ips {
+                    if self.dnat_missing.contains(&(n.clone(), s.service_ref(), p.port.get())) {
+                        continue;
+                    }
+                    nat.push(json!({
+                        "service": name, "vip": vip.to_string(), "port": p.port.get(), "protocol": proto,
+                        "targets": targets(p.target_port, None), "node_port": false,
+                    }));
+                }
+                if let Some(np) = p.node_port {
+                    if self.nodeport_missing.contains(&(n.clone(), np.get())) {
+                        continue;
+                    }
+                    let local = (s.external_traffic_policy == TrafficPolicy::Local).then_some(n);
+                    nat.push(json!({
+                        "service": name, "port": np.get(), "protocol": proto,
+                        "targets": targets(p.target_port, local), "node_port": true,
+                    }));
+                }
+            }
+        }
+        let mut sysctls = vec![json!({"key": "net.ipv4.ip_forward", "value": "1"})];
+        if !self.conntrack_unreported {
+            let cut = match &self.idle_cut {
+                Some((c, secs)) if c == n => *secs,
+                _ => 432_000,
+            };
+            sysctls.push(json!({"key": "net.netfilter.nf_conntrack_tcp_timeout_established", "value": cut.to_string()}));
+        }
+        report(json!({
+            "source": {"node": n.to_string()},
+            "at": now().get(),
+            "links": [
+                {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
+                {"name": "eth0", "index": 2, "up": true, "mtu": 1500, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth"},
+            ],
+            "routes": routes,
+            "neighbours": [],
+            "nat_services": nat,
+            "sysctls": sysctls,
+            "resolv_conf": null,
+            "proxy_mode": "iptables",
+            "errors": [],
+        }))
+    }
+
+    fn pod_report(&self, p: &PodRef) -> InspectionReport {
+        let keepalive = self
+            .keepalive
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, s)| *s)
+            .or(self.keepalive_all)
+            .unwrap_or(7200);
+        let nameserver = self
+            .bad_resolver
+            .iter()
+            .find(|(q, _)| q == p)
+            .map_or_else(|| "10.96.0.10".to_owned(), |(_, ns)| ns.to_string());
+        report(json!({
+            "source": {"pod": p.to_string()},
+            "at": now().get(),
+            "links": [
+                {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
+                {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": [], "kind": "veth"},
+            ],
+            "routes": [{"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0}],
+            "neighbours": [],
+            "nat_services": [],
+            "sysctls": [{"key": "net.ipv4.tcp_keepalive_time", "value": keepalive.to_string()}],
+            "resolv_conf": {
+                "nameservers": [nameserver],
+                "search": [format!("{}.svc.cluster.local", p.namespace), "svc.cluster.local", "cluster.local"],
+                "ndots": 5, "timeout_secs": 5, "attempts": 2,
+            },
+            "proxy_mode": null,
+            "errors": [],
+        }))
+    }
+
+    /// A failing result of the probe's kind (for silent agents and flaky cells).
+    fn failing(&self, source: &Source, target: &Target, kind: ProbeKind, at: UnixMillis) -> ProbeResult {
+        let outcome = match kind {
+            ProbeKind::Icmp | ProbeKind::Mtu => Outcome::Icmp(IcmpFailure::Timeout),
+            ProbeKind::Tcp | ProbeKind::Http => Outcome::Tcp(TcpFailure::Timeout),
+            ProbeKind::Dns => Outcome::Dns(DnsFailure::Timeout),
+        };
+        let mut r = base(source, target, kind, outcome, at);
+        if kind == ProbeKind::Icmp {
+            r.burst = Burst::new(3, 0).ok();
+        }
+        r
+    }
+
+    /// How a pod-network path from `source` (on `from`) to a destination on `to` fares.
+    fn path(
+        &self,
+        source: &Source,
+        from: &NodeName,
+        to: &NodeName,
+        dst_pod: Option<&PodRef>,
+    ) -> Option<Outcome> {
+        if let Source::Pod(p) = source
+            && self.pods_down.contains(p)
+        {
+            return Some(Outcome::Tcp(TcpFailure::Unreachable));
+        }
+        if dst_pod.is_some_and(|p| self.pods_down.contains(p)) {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        if from == to {
+            return None;
+        }
+        let timeout = Some(Outcome::Tcp(TcpFailure::Timeout));
+        if self.isolated.contains(from) || self.isolated.contains(to) {
+            return timeout;
+        }
+        if self.pairs_cut.iter().any(|(a, b)| (a == from && b == to) || (a == to && b == from)) {
+            return timeout;
+        }
+        if dst_pod.is_some() && self.routes_missing.contains(&(from.clone(), to.clone())) {
+            return Some(Outcome::Tcp(TcpFailure::Unreachable));
+        }
+        if matches!(source, Source::Pod(_)) && self.routes_missing.contains(&(to.clone(), from.clone())) {
+            return timeout;
+        }
+        None
+    }
+
+    /// TCP to a pod's port, from `source` on `from`.
+    fn tcp_to_pod(
+        &self,
+        inv: &Inventory,
+        source: &Source,
+        from: &NodeName,
+        p: &PodRef,
+        port: u16,
+    ) -> Option<Outcome> {
+        let to = inv.pod(p).map(|i| i.node.clone())?;
+        // A pod reaches its own address over loopback, interface down or not.
+        let itself = matches!(source, Source::Pod(s) if s == p);
+        if let Some(o) = self.path(source, from, &to, Some(p)).filter(|_| !itself) {
+            return Some(o);
+        }
+        if self.ports_closed.contains(&(p.clone(), port)) {
+            return Some(Outcome::Tcp(TcpFailure::Refused));
+        }
+        if self.ports_dropped.contains(&(p.clone(), port)) {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        let is_dns = p.name.as_str().starts_with("coredns") && port == 53;
+        if is_dns && (self.dns_down || self.dns_blocked.contains(from)) {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        None
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn result(
+        &self,
+        inv: &Inventory,
+        agent: &NodeName,
+        source: &Source,
+        target: &Target,
+        kind: ProbeKind,
+        k: i64,
+        at: UnixMillis,
+    ) -> ProbeResult {
+        let cell = format!("{source}|{target}|{kind}");
+        if let Some((n, share)) = &self.flaky
+            && n == agent
+            && coin(&cell) < *share
+        {
+            return self.failing(source, target, kind, at);
+        }
+        if let Some((n, share)) = &self.flaky_results
+            && n == agent
+            && coin(&format!("{cell}|{k}")) < *share
+        {
+            return self.failing(source, target, kind, at);
+        }
+        let pick = |n: usize| ((hash(&cell) as usize) + k as usize) % n.max(1);
+        match (kind, target) {
+            (ProbeKind::Icmp, Target::Pod { pod: p, .. }) => {
+                let to = inv.pod(p).map(|i| i.node.clone()).unwrap_or_else(|| agent.clone());
+                self.icmp(source, target, agent, &to, Some(p), k, at)
+            }
+            (ProbeKind::Icmp, Target::Node { node: to, .. }) => {
+                self.icmp(source, target, agent, to, None, k, at)
+            }
+            (ProbeKind::Mtu, Target::Pod { pod: p, ip, .. }) => {
+                let to = inv.pod(p).map(|i| i.node.clone()).unwrap_or_else(|| agent.clone());
+                if let Some(o) = self.path(source, agent, &to, Some(p)) {
+                    let outcome = if o == Outcome::Tcp(TcpFailure::Unreachable) {
+                        Outcome::Icmp(IcmpFailure::Unreachable)
+                    } else {
+                        Outcome::Icmp(IcmpFailure::Timeout)
+                    };
+                    return base(source, target, kind, outcome, at);
+                }
+                match &self.mtu {
+                    Some((n, size)) if agent != &to && (n == agent || n == &to) => ProbeResult {
+                        path_mtu: PathMtu::new(*size).ok(),
+                        detail: Detail::lossy(&format!(
+                            "path MTU to {ip} is {size} bytes, below the route MTU 1500: {}-byte echoes vanished \
+                             without an ICMP error (a path-MTU black hole)",
+                            size + 1
+                        )),
+                        ..base(source, target, kind, Outcome::Mtu(MtuFailure::Reduced), at)
+                    },
+                    _ => ProbeResult {
+                        path_mtu: PathMtu::new(1500).ok(),
+                        ..base(source, target, kind, Outcome::Ok, at)
+                    },
+                }
+            }
+            (ProbeKind::Tcp, Target::Pod { pod: p, port: Some(port), .. }) => {
+                let o = self.tcp_to_pod(inv, source, agent, p, port.get());
+                base(source, target, kind, o.unwrap_or(Outcome::Ok), at)
+            }
+            (ProbeKind::Tcp, Target::Service { via: ServiceVia::Endpoint(p), port, .. }) => {
+                let o = self.tcp_to_pod(inv, source, agent, p, port.get());
+                base(source, target, kind, o.unwrap_or(Outcome::Ok), at)
+            }
+            (ProbeKind::Tcp, Target::Service { service, port, via: ServiceVia::ClusterIp, .. }) => {
+                let info = inv.service(service).unwrap();
+                let backends: Vec<_> = info.ready_endpoints().collect();
+                let outcome = if let Source::Pod(p) = source
+                    && self.pods_down.contains(p)
+                {
+                    Outcome::Tcp(TcpFailure::Unreachable)
+                } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
+                    Outcome::Tcp(TcpFailure::Unreachable)
+                } else if backends.is_empty() {
+                    Outcome::Tcp(TcpFailure::Refused)
+                } else {
+                    let b = backends[pick(backends.len())];
+                    let target_port =
+                        info.ports.iter().find(|sp| sp.port == *port).map_or(*port, |sp| sp.target_port);
+                    let bp = b.pod.clone().unwrap();
+                    self.tcp_to_pod(inv, source, agent, &bp, target_port.get()).unwrap_or(Outcome::Ok)
+                };
+                base(source, target, kind, outcome, at)
+            }
+            (ProbeKind::Tcp, Target::Service { service, port, via: ServiceVia::NodePort, ip }) => {
+                let to = inv.nodes.iter().find(|n| n.ips.contains(ip)).unwrap().name.clone();
+                let info = inv.service(service).unwrap();
+                let local = info.external_traffic_policy == TrafficPolicy::Local;
+                let backends: Vec<_> =
+                    info.ready_endpoints().filter(|e| !local || e.node.as_ref() == Some(&to)).collect();
+                let outcome = if let Some(o) = self.path(source, agent, &to, None) {
+                    o
+                } else if self.nodeport_missing.contains(&(to.clone(), port.get())) {
+                    Outcome::Tcp(TcpFailure::Refused)
+                } else if backends.is_empty() {
+                    Outcome::Tcp(TcpFailure::Timeout)
+                } else {
+                    let b = backends[pick(backends.len())];
+                    let bp = b.pod.clone().unwrap();
+                    let target_port =
+                        info.ports.iter().find(|sp| sp.node_port == Some(*port)).unwrap().target_port;
+                    self.tcp_to_pod(inv, &Source::Node(to.clone()), &to, &bp, target_port.get())
+                        .unwrap_or(Outcome::Ok)
+                };
+                base(source, target, kind, outcome, at)
+            }
+            (ProbeKind::Dns, Target::Dns { name, nameserver, .. }) => {
+                self.dns(inv, agent, source, target, name, *nameserver, at)
+            }
+            _ => base(source, target, kind, Outcome::Ok, at),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn icmp(
+        &self,
+        source: &Source,
+        target: &Target,
+        from: &NodeName,
+        to: &NodeName,
+        dst_pod: Option<&PodRef>,
+        k: i64,
+        at: UnixMillis,
+    ) -> ProbeResult {
+        if let Some(o) = self.path(source, from, to, dst_pod) {
+            let outcome = if o == Outcome::Tcp(TcpFailure::Unreachable) {
+                Outcome::Icmp(IcmpFailure::Unreachable)
+            } else {
+                Outcome::Icmp(IcmpFailure::Timeout)
+            };
+            return ProbeResult {
+                burst: Burst::new(3, 0).ok(),
+                ..base(source, target, ProbeKind::Icmp, outcome, at)
+            };
+        }
+        let survive = match &self.loss {
+            Some((n, p)) if from != to && (n == from || n == to) => (1.0 - p) * (1.0 - p),
+            _ => 1.0,
+        };
+        let received =
+            (0..3).filter(|j| coin(&format!("{source}|{target}|{k}|{j}")) < survive).count() as u32;
+        let outcome = if received > 0 { Outcome::Ok } else { Outcome::Icmp(IcmpFailure::Timeout) };
+        ProbeResult {
+            burst: Burst::new(3, received).ok(),
+            ..base(source, target, ProbeKind::Icmp, outcome, at)
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dns(
+        &self,
+        inv: &Inventory,
+        agent: &NodeName,
+        source: &Source,
+        target: &Target,
+        name: &DnsName,
+        nameserver: Option<IpAddr>,
+        at: UnixMillis,
+    ) -> ProbeResult {
+        let fail = |f: DnsFailure| base(source, target, ProbeKind::Dns, Outcome::Dns(f), at);
+        if let Source::Pod(p) = source {
+            if self.pods_down.contains(p) {
+                return fail(DnsFailure::NoNameserver);
+            }
+            if nameserver.is_none() && self.bad_resolver.iter().any(|(q, _)| q == p) {
+                return fail(DnsFailure::Timeout);
+            }
+        }
+        let kube_dns = svc("kube-system/kube-dns");
+        if self.dnat_missing.iter().any(|(n, s, port)| n == agent && *s == kube_dns && *port == 53) {
+            return fail(DnsFailure::Timeout);
+        }
+        let coredns = pod("kube-system/coredns-0");
+        if self.dns_blocked.contains(agent) || self.dns_down {
+            return fail(DnsFailure::Timeout);
+        }
+        if self.path(source, agent, &node("node-1"), Some(&coredns)).is_some() {
+            return fail(DnsFailure::Timeout);
+        }
+        if self.dns_servfail {
+            return fail(DnsFailure::ServFail);
+        }
+        let asked = name.as_str().trim_end_matches('.');
+        if self.names_missing.iter().any(|m| m == asked) {
+            return fail(DnsFailure::NxDomain);
+        }
+        let answer = inv
+            .services
+            .iter()
+            .find(|s| asked.starts_with(&format!("{}.{}", s.name, s.namespace)))
+            .map(|s| {
+                if s.is_headless() {
+                    s.endpoints.iter().map(|e| e.ip).collect()
+                } else {
+                    s.cluster_ips.clone()
+                }
+            })
+            .unwrap_or_default();
+        if answer.is_empty() {
+            return fail(DnsFailure::NxDomain);
+        }
+        ProbeResult {
+            answers: answer,
+            nameserver: Some(nameserver.unwrap_or_else(|| "10.96.0.10".parse().unwrap())),
+            ..base(source, target, ProbeKind::Dns, Outcome::Ok, at)
+        }
+    }
+}
+
+fn report(value: serde_json::Value) -> InspectionReport {
+    serde_json::from_value(value).unwrap()
+}
+
+/// A result with the usual fields for its outcome.
+fn base(source: &Source, target: &Target, kind: ProbeKind, outcome: Outcome, at: UnixMillis) -> ProbeResult {
+    let outcome = match (kind, outcome) {
+        // The model keeps each kind's outcomes to its layers.
+        (ProbeKind::Icmp | ProbeKind::Mtu, Outcome::Tcp(TcpFailure::Unreachable)) => {
+            Outcome::Icmp(IcmpFailure::Unreachable)
+        }
+        (ProbeKind::Icmp | ProbeKind::Mtu, Outcome::Tcp(_)) => Outcome::Icmp(IcmpFailure::Timeout),
+        (_, o) => o,
+    };
+    ProbeResult {
+        source: source.clone(),
+        target: target.clone(),
+        kind,
+        outcome,
+        rtt: outcome.is_ok().then(|| Rtt::from_micros(300, false).unwrap()),
+        at,
+        detail: Detail::default(),
+        burst: None,
+        http_status: None,
+        path_mtu: None,
+        answers: vec![],
+        nameserver: None,
+    }
+}
+
+/// What each agent probes, in the shape of `agent/src/plan.rs`: from every pod, ICMP and TCP
+/// to every other pod and port, TCP to every VIP and endpoint, DNS for `<svc>.<ns>` through
+/// resolv.conf and each nameserver directly over UDP and TCP; from every node, ICMP to the
+/// other nodes and every pod, NodePorts on every node, path MTU to one pod per other node.
+pub(super) fn plan(inv: &Inventory) -> Vec<(NodeName, Source, Target, ProbeKind)> {
+    let mut out = Vec::new();
+    for me in &inv.pods {
+        let agent = me.node.clone();
+        let source = Source::Pod(me.pod_ref());
+        let mut add = |target: Target, kind| out.push((agent.clone(), source.clone(), target, kind));
+        for other in inv.pods.iter().filter(|p| p.pod_ref() != me.pod_ref()) {
+            for &ip in &other.ips {
+                add(Target::Pod { pod: other.pod_ref(), ip, port: None }, ProbeKind::Icmp);
+                for cp in other.ports.iter().filter(|c| c.protocol == Protocol::Tcp) {
+                    add(Target::Pod { pod: other.pod_ref(), ip, port: Some(cp.port) }, ProbeKind::Tcp);
+                }
+            }
+        }
+        for s in &inv.services {
+            let tcp = || s.ports.iter().filter(|p| p.protocol == Protocol::Tcp);
+            for &vip in &s.cluster_ips {
+                for p in tcp() {
+                    add(
+                        Target::Service {
+                            service: s.service_ref(),
+                            ip: vip,
+                            port: p.port,
+                            via: ServiceVia::ClusterIp,
+                        },
+                        ProbeKind::Tcp,
+                    );
+                }
+            }
+            for e in s.ready_endpoints() {
+                let Some(p) = &e.pod else { continue };
+                for sp in tcp() {
+                    let via = ServiceVia::Endpoint(p.clone());
+                    add(
+                        Target::Service { service: s.service_ref(), ip: e.ip, port: sp.target_port, via },
+                        ProbeKind::Tcp,
+                    );
+                }
+            }
+            let name = DnsName::new(format!("{}.{}", s.name, s.namespace)).unwrap();
+            add(
+                Target::Dns { name, record: RecordType::A, nameserver: None, transport: DnsTransport::Udp },
+                ProbeKind::Dns,
+            );
+        }
+        for &ns in &inv.cluster.dns_ips {
+            let name = DnsName::new("kube-dns.kube-system.svc.cluster.local.").unwrap();
+            for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
+                let target = Target::Dns {
+                    name: name.clone(),
+                    record: RecordType::A,
+                    nameserver: Some(ns),
+                    transport,
+                };
+                add(target, ProbeKind::Dns);
+            }
+        }
+    }
+    for me in &inv.nodes {
+        let agent = me.name.clone();
+        let source = Source::Node(agent.clone());
+        let mut add = |target: Target, kind| out.push((agent.clone(), source.clone(), target, kind));
+        for other in inv.nodes.iter().filter(|n| n.name != me.name) {
+            add(Target::Node { node: other.name.clone(), ip: other.ips[0], port: None }, ProbeKind::Icmp);
+            if let Some(p) = inv.pods_on(&other.name).next() {
+                add(Target::Pod { pod: p.pod_ref(), ip: p.ips[0], port: None }, ProbeKind::Mtu);
+            }
+        }
+        for p in &inv.pods {
+            add(Target::Pod { pod: p.pod_ref(), ip: p.ips[0], port: None }, ProbeKind::Icmp);
+        }
+        for s in &inv.services {
+            for sp in s.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+                let Some(np) = sp.node_port else { continue };
+                for n in &inv.nodes {
+                    let target = Target::Service {
+                        service: s.service_ref(),
+                        ip: n.ips[0],
+                        port: np,
+                        via: ServiceVia::NodePort,
+                    };
+                    add(target, ProbeKind::Tcp);
+                }
+            }
+        }
+    }
+    out
+}
