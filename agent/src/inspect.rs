@@ -22,7 +22,7 @@ pub mod sysctls;
 mod testing;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 use netdiag_model::UnixMillis;
 use netdiag_model::inspect::{InspectionReport, ResolvConf};
@@ -149,24 +149,11 @@ fn cap_to_limits(report: &mut InspectionReport, errors: &mut Vec<String>) {
     }
 }
 
-/// The wall clock, clamped into the model's range (a clock before 1970 reads as 1970).
 fn now() -> UnixMillis {
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    let ms = i64::try_from(ms).unwrap_or(UnixMillis::MAX).clamp(1, UnixMillis::MAX);
-    UnixMillis::new(ms).unwrap_or_else(|_| unreachable!("{ms} was clamped into UnixMillis' range"))
+    UnixMillis::saturating_from_system_time(SystemTime::now())
 }
 
-/// `err` and its sources, `: `-separated (our messages never repeat their source's).
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut line = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        line.push_str(": ");
-        line.push_str(&s.to_string());
-        source = s.source();
-    }
-    line
-}
+pub(crate) use netdiag_model::error_chain;
 
 #[cfg(test)]
 mod tests {

@@ -159,7 +159,7 @@ async fn session(
     let channel = tokio::select! {
         c = endpoint.connect() => match c {
             Ok(c) => c,
-            Err(e) => return SessionEnd::Lost(format!("cannot connect: {}", chain(&e))),
+            Err(e) => return SessionEnd::Lost(format!("cannot connect: {}", netdiag_model::error_chain(&e))),
         },
         () = stopped(shutdown) => return SessionEnd::Shutdown,
     };
@@ -247,17 +247,6 @@ async fn session(
             },
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 #[cfg(test)]

@@ -25,8 +25,7 @@ use crate::sink::Sink;
 
 /// The collector's clock, as the pure code wants it.
 pub fn now() -> UnixMillis {
-    UnixMillis::from_system_time(SystemTime::now())
-        .unwrap_or_else(|_| UnixMillis::new(0).unwrap_or_else(|_| unreachable!()))
+    UnixMillis::saturating_from_system_time(SystemTime::now())
 }
 
 /// Ingest counters for metrics.

@@ -117,14 +117,4 @@ fn batch(program: &str, netns: Option<&str>, lines: &[String]) -> Result<(), Com
     run(None, program, &args, Some(&text)).map(drop)
 }
 
-/// An error and its sources as one line (`a: b: c`), for messages that embed another error.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use netdiag_model::error_chain;

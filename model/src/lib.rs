@@ -39,5 +39,5 @@ pub use run::{
     RunUpdate, StepName, StepStatus,
 };
 pub use session::{AgentMessage, AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
-pub use text::{Text, TextError};
+pub use text::{Text, TextError, error_chain};
 pub use time::UnixMillis;

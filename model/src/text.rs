@@ -206,6 +206,19 @@ macro_rules! token_type {
 }
 pub(crate) use token_type;
 
+/// An error and its sources as one line, `outer: inner: innermost` (netdiag's messages never
+/// repeat their source's, so nothing is said twice).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        line.push_str(": ");
+        line.push_str(&s.to_string());
+        source = s.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -256,5 +269,14 @@ mod tests {
             let t = Text::<32>::lossy(&s);
             proptest::prop_assert!(Text::<32>::new(t.into_string()).is_ok());
         }
+    }
+
+    #[test]
+    fn error_chains_join_every_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the inventory")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
+        assert_eq!(error_chain(&e), "reading the inventory: no such file");
     }
 }

@@ -37,6 +37,14 @@ impl UnixMillis {
         Self::new(ms)
     }
 
+    /// `t` clamped into the representable range (before 1970 reads as the first millisecond):
+    /// for clocks, which must always yield an instant.
+    pub fn saturating_from_system_time(t: SystemTime) -> Self {
+        let ms =
+            t.duration_since(UNIX_EPOCH).map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(Self::MAX));
+        Self(ms.clamp(1, Self::MAX))
+    }
+
     pub fn to_system_time(self) -> SystemTime {
         // `self.0` is in 1..=MAX, so it is positive and the addition cannot overflow.
         UNIX_EPOCH + Duration::from_millis(self.0.unsigned_abs())
@@ -172,5 +180,15 @@ mod tests {
         assert_eq!(json, r#"{"a":1500,"b":7,"c":null,"d":9}"#);
         assert_eq!(serde_json::from_str::<S>(&json).unwrap(), s);
         assert!(serde_json::from_str::<UnixMillis>("0").is_err());
+    }
+
+    #[test]
+    fn clocks_saturate_into_range() {
+        use std::time::{Duration, UNIX_EPOCH};
+        assert_eq!(UnixMillis::saturating_from_system_time(UNIX_EPOCH).get(), 1);
+        let late = UNIX_EPOCH + Duration::from_secs(400_000_000_000);
+        assert_eq!(UnixMillis::saturating_from_system_time(late).get(), UnixMillis::MAX);
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
+        assert_eq!(UnixMillis::saturating_from_system_time(t).get(), 1_795_000_000_123);
     }
 }

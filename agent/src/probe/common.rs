@@ -4,7 +4,7 @@
 
 use std::io;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use netdiag_model::probe::{ProbeKind, Target};
 use netdiag_model::result::{Detail, ProbeResult, Rtt};
@@ -76,17 +76,10 @@ pub(crate) fn human(d: Duration) -> String {
     }
 }
 
-/// The wall clock as the model's instant, clamped into its range (a clock before 1970 reads as
-/// the first millisecond rather than failing the probe).
+/// The wall clock as the model's instant (a clock before 1970 reads as the first millisecond
+/// rather than failing the probe).
 pub(crate) fn now() -> UnixMillis {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .clamp(1, UnixMillis::MAX);
-    match UnixMillis::new(ms) {
-        Ok(t) => t,
-        Err(_) => unreachable!("{ms} was clamped into UnixMillis' range"),
-    }
+    UnixMillis::saturating_from_system_time(SystemTime::now())
 }
 
 /// A result with only the common fields set; probes fill in their own with struct update.
@@ -127,17 +120,7 @@ pub(crate) fn finished(r: ProbeResult) -> ProbeResult {
     r
 }
 
-/// An error and its sources as one line, `outer: inner: innermost`, for a result's detail.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut next = e.source();
-    while let Some(inner) = next {
-        out.push_str(": ");
-        out.push_str(&inner.to_string());
-        next = inner.source();
-    }
-    out
-}
+pub(crate) use netdiag_model::error_chain as chain;
 
 /// What a failed send (or connect) says about the network, by errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
