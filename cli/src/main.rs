@@ -46,14 +46,10 @@ enum Command {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The daemons set up their own logging (and the agent may enter a namespace first).
-    match cli.command {
-        Command::Agent(a) => return netdiag_agent::cli::run(a),
-        Command::Collector(c) => return netdiag_collector::cli::run(c),
-        _ => {}
+    let daemon = matches!(cli.command, Command::Agent(_) | Command::Collector(_));
+    if !daemon {
+        init_logging(&cli.log);
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     match run(cli.command) {
         Ok(code) => code,
         Err(e) => {
@@ -63,6 +59,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+fn init_logging(log: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
 fn run(command: Command) -> Result<std::process::ExitCode> {
     match command {
         Command::Lab(args) => lab_cmd::run(args),
@@ -70,6 +72,7 @@ fn run(command: Command) -> Result<std::process::ExitCode> {
         Command::Matrix(args) => query_cmd::matrix(args),
         Command::Diagnose(args) => query_cmd::diagnose(args),
         Command::Agents(args) => query_cmd::agents(args),
-        Command::Agent(_) | Command::Collector(_) => Ok(std::process::ExitCode::SUCCESS),
+        Command::Agent(a) => Ok(netdiag_agent::cli::run(a)),
+        Command::Collector(c) => Ok(netdiag_collector::cli::run(c)),
     }
 }

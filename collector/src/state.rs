@@ -135,9 +135,14 @@ impl CollectorState {
 
     /// The findings, most severe first (see [`crate::localize`]).
     pub fn diagnosis(&self, now: UnixMillis) -> Diagnosis {
-        let inventory = self.inventory();
         let inspections = self.inspections();
-        let findings = self.with_matrix(|m| crate::localize::diagnose(m, &inspections, &inventory, now));
+        // Borrow the inventory under its read lock (same lock order as ingest: inventory, then
+        // matrix) instead of cloning it for every request.
+        let inventory = match self.inventory.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let findings = self.with_matrix(|m| crate::localize::diagnose(m, &inspections, &inventory.0, now));
         Diagnosis { findings, generated_at: now }
     }
 
