@@ -18,6 +18,7 @@ pub mod plan;
 pub mod probe;
 pub mod result;
 pub mod run;
+pub mod run_plan;
 pub mod session;
 pub mod text;
 pub mod time;
@@ -38,6 +39,7 @@ pub use run::{
     ProbeRunEvent, ProbeRunRequest, RunDone, RunId, RunProgress, RunRequest, RunStep, RunTarget, RunTimeout,
     RunUpdate, StepName, StepStatus,
 };
+pub use run_plan::{PlannedStep, RunPlan, RunPlanError, StepAction};
 pub use session::{AgentMessage, AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
 pub use text::{Text, TextError, error_chain};
 pub use time::UnixMillis;

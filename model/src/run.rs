@@ -15,6 +15,7 @@ use crate::limits::{MAX_DETAIL_BYTES, MAX_LINE_BYTES, MAX_RUN_TIMEOUT, OutOfRang
 use crate::names::{NameError, NodeName, PodRef, Port, ServiceRef};
 use crate::probe::Source;
 use crate::result::ProbeResult;
+use crate::run_plan::RunPlan;
 use crate::text::{Text, TextError, check_token, excerpt, is_id_char, token_type};
 
 fn check_run_id(s: &str) -> Result<(), TextError> {
@@ -192,6 +193,8 @@ pub struct RunRequest {
     /// Per probe step.
     #[serde(rename = "timeout_ms")]
     pub timeout: RunTimeout,
+    /// The concrete steps, expanded by the collector from its inventory.
+    pub plan: RunPlan,
 }
 
 /// The CLI asks the collector for an on-demand run.

@@ -8,6 +8,7 @@ use netdiag_model::inspect::{NatServiceNameError, UnknownProtocol};
 use netdiag_model::plan::{PlannedProbeError, ScheduleError};
 use netdiag_model::result::{BurstError, ResultInvariant};
 use netdiag_model::run::RunTargetError;
+use netdiag_model::run_plan::RunPlanError;
 use netdiag_model::{NameError, OutOfRange, TextError};
 
 /// Why a field was rejected.
@@ -53,6 +54,10 @@ pub enum ErrorKind {
     Protocol(#[from] UnknownProtocol),
     #[error(transparent)]
     Culprit(#[from] UnknownCulpritKind),
+    #[error("{value:?} is not an address with a port (ip:port or [v6]:port)")]
+    BadSocketAddr { value: String },
+    #[error(transparent)]
+    RunPlan(#[from] RunPlanError),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +160,7 @@ from_model_error!(
     NatServiceNameError,
     UnknownProtocol,
     UnknownCulpritKind,
+    RunPlanError,
 );
 
 /// Adds path segments to an error on its way out of a field's conversion.

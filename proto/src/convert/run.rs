@@ -1,20 +1,26 @@
 //! On-demand runs: `RunRequest` and `RunTarget` (collector → agent), `RunProgress`, `RunStep`
 //! and `RunDone` (agent → collector), `ProbeRunRequest` and `ProbeRunEvent` (CLI ↔ collector).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use netdiag_model::inspect::NatProtocol;
 use netdiag_model::limits::{MAX_DETAIL_BYTES, MAX_STEP_ELAPSED, MAX_STEP_EVIDENCE, OutOfRange};
+use netdiag_model::run_plan::{MAX_ALLOWED_RANGES, MAX_RUN_STEPS, MAX_STEP_ADDRESSES};
+use netdiag_model::text::excerpt;
 use netdiag_model::{
-    DnsName, HttpPath, NodeName, ProbeResult, ProbeRunEvent, ProbeRunRequest, RunDone, RunId, RunProgress,
-    RunRequest, RunStep, RunTarget, RunTimeout, RunUpdate, Source, StepName, Text,
+    DnsName, HttpPath, NodeName, PlannedStep, ProbeResult, ProbeRunEvent, ProbeRunRequest, RunDone, RunId,
+    RunPlan, RunProgress, RunRequest, RunStep, RunTarget, RunTimeout, RunUpdate, Source, StepAction,
+    StepName, Text,
 };
 
 use super::enums::{self, wire};
 use super::error::{At, ConvertError, ErrorKind};
 use super::field::{
-    Result, ip, list, micros_u64, non_empty, opt_port, opt_port_to_wire, opt_str, opt_to_wire, port, required,
+    Result, ip, list, micros_u64, net, non_empty, opt_port, opt_port_to_wire, opt_str, opt_to_wire, port,
+    required,
 };
-use super::target::{pod_ref, req_service_ref, req_source};
+use super::target::{pod_ref, req_service_ref, req_source, service_ref};
 use crate::v1;
 
 /// The outer `port` belongs to pod, DNS and node targets; the others carry their own.
@@ -85,6 +91,7 @@ impl TryFrom<v1::RunRequest> for RunRequest {
             target: required(r.target).and_then(TryInto::try_into).at("target")?,
             http_path: opt_str(r.http_path, HttpPath::new).at("http_path")?,
             timeout: RunTimeout::from_millis(r.timeout_ms).at("timeout_ms")?,
+            plan: required(r.plan).and_then(TryInto::try_into).at("plan")?,
         })
     }
 }
@@ -97,6 +104,107 @@ impl From<RunRequest> for v1::RunRequest {
             target: Some(r.target.into()),
             http_path: opt_to_wire(r.http_path),
             timeout_ms: r.timeout.as_millis(),
+            plan: Some(r.plan.into()),
+        }
+    }
+}
+
+fn socket_addr(s: &str) -> Result<SocketAddr> {
+    if s.is_empty() {
+        return Err(ErrorKind::Missing.into());
+    }
+    s.parse().map_err(|_| ErrorKind::BadSocketAddr { value: excerpt(s) }.into())
+}
+
+impl TryFrom<v1::PlannedStep> for PlannedStep {
+    type Error = ConvertError;
+    fn try_from(s: v1::PlannedStep) -> Result<Self> {
+        use v1::planned_step::Action;
+        let action = match required(s.action).at("action")? {
+            Action::Probe(p) => StepAction::Probe { probe: p.try_into().at("probe")? },
+            Action::ProbeAnswers(a) => StepAction::ProbeAnswers {
+                resolve_step: a.resolve_step,
+                kind: enums::probe_kind(a.kind).at("kind").at("probe_answers")?,
+                port: opt_port(a.port).at("port").at("probe_answers")?,
+                http_path: opt_str(a.http_path, HttpPath::new).at("http_path").at("probe_answers")?,
+            },
+            Action::NatRules(n) => StepAction::NatRules {
+                service: n.service.map(service_ref).transpose().at("service").at("nat_rules")?,
+                vip: ip(&n.vip).at("vip").at("nat_rules")?,
+                port: port(n.port).at("port").at("nat_rules")?,
+                protocol: n
+                    .protocol
+                    .parse::<NatProtocol>()
+                    .map_err(ConvertError::from)
+                    .at("protocol")
+                    .at("nat_rules")?,
+                expected: list(n.expected, MAX_STEP_ADDRESSES, |e| socket_addr(&e))
+                    .at("expected")
+                    .at("nat_rules")?,
+                node_port: n.node_port,
+            },
+            Action::Routes(r) => StepAction::Routes {
+                destinations: list(r.destinations, MAX_STEP_ADDRESSES, |d| ip(&d))
+                    .at("destinations")
+                    .at("routes")?,
+            },
+        };
+        Ok(PlannedStep {
+            name: StepName::new(s.name).at("name")?,
+            description: Text::new(s.description).at("description")?,
+            action,
+        })
+    }
+}
+
+impl From<PlannedStep> for v1::PlannedStep {
+    fn from(s: PlannedStep) -> Self {
+        use v1::planned_step::Action;
+        let action = match s.action {
+            StepAction::Probe { probe } => Action::Probe(probe.into()),
+            StepAction::ProbeAnswers { resolve_step, kind, port, http_path } => {
+                Action::ProbeAnswers(v1::ProbeAnswers {
+                    resolve_step,
+                    kind: wire::<v1::ProbeKind, _>(kind),
+                    port: opt_port_to_wire(port),
+                    http_path: opt_to_wire(http_path),
+                })
+            }
+            StepAction::NatRules { service, vip, port, protocol, expected, node_port } => {
+                Action::NatRules(v1::NatRulesCheck {
+                    service: service.map(Into::into),
+                    vip: vip.to_string(),
+                    port: port.get().into(),
+                    protocol: protocol.as_str().to_owned(),
+                    expected: expected.iter().map(ToString::to_string).collect(),
+                    node_port,
+                })
+            }
+            StepAction::Routes { destinations } => Action::Routes(v1::RoutesCheck {
+                destinations: destinations.iter().map(ToString::to_string).collect(),
+            }),
+        };
+        v1::PlannedStep { name: s.name.into(), description: s.description.into(), action: Some(action) }
+    }
+}
+
+impl TryFrom<v1::RunPlan> for RunPlan {
+    type Error = ConvertError;
+    fn try_from(p: v1::RunPlan) -> Result<Self> {
+        let plan = RunPlan {
+            steps: list(p.steps, MAX_RUN_STEPS, PlannedStep::try_from).at("steps")?,
+            allowed: list(p.allowed, MAX_ALLOWED_RANGES, |n| net(&n)).at("allowed")?,
+        };
+        plan.check().map_err(ConvertError::from).at("steps")?;
+        Ok(plan)
+    }
+}
+
+impl From<RunPlan> for v1::RunPlan {
+    fn from(p: RunPlan) -> Self {
+        v1::RunPlan {
+            steps: p.steps.into_iter().map(Into::into).collect(),
+            allowed: p.allowed.iter().map(ToString::to_string).collect(),
         }
     }
 }

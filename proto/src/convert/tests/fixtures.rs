@@ -245,6 +245,59 @@ pub(super) fn run_request(target: RunTarget) -> RunRequest {
         target,
         http_path: Some("/health".parse().unwrap()),
         timeout: RunTimeout::from_millis(1500).unwrap(),
+        plan: run_plan(),
+    }
+}
+
+/// One step of every action.
+pub(super) fn run_plan() -> RunPlan {
+    let source = Source::Pod(pod("tidb/demo-tikv-0"));
+    let step = |name: &str, action| PlannedStep {
+        name: name.parse().unwrap(),
+        description: text(&format!("the {name} step")),
+        action,
+    };
+    RunPlan {
+        steps: vec![
+            step(
+                "resolve",
+                StepAction::Probe {
+                    probe: PlannedProbe {
+                        source: source.clone(),
+                        target: Target::Dns {
+                            name: "demo-pd.tidb".parse().unwrap(),
+                            record: RecordType::A,
+                            nameserver: None,
+                            transport: DnsTransport::Udp,
+                        },
+                        kind: ProbeKind::Dns,
+                        http_path: None,
+                    },
+                },
+            ),
+            step(
+                "http",
+                StepAction::ProbeAnswers {
+                    resolve_step: 0,
+                    kind: ProbeKind::Http,
+                    port: Some(port(2379)),
+                    http_path: Some("/pd/api/v1/members".parse().unwrap()),
+                },
+            ),
+            step(
+                "nat-rules",
+                StepAction::NatRules {
+                    service: Some("tidb/demo-pd".parse().unwrap()),
+                    vip: ip("10.96.0.20"),
+                    port: port(2379),
+                    protocol: NatProtocol::Tcp,
+                    expected: vec!["10.244.1.2:2379".parse().unwrap(), "[fd00::2]:2379".parse().unwrap()],
+                    node_port: false,
+                },
+            ),
+            step("routes", StepAction::Routes { destinations: vec![ip("10.244.2.2"), ip("fd00::3")] }),
+        ],
+        allowed: vec!["10.244.0.0/16".parse().unwrap(), "fd00::/64".parse().unwrap()],
     }
 }
 

@@ -52,6 +52,100 @@ fn runs_round_trip() {
     }
 }
 
+fn plan_step(r: &mut v1::RunRequest, i: usize) -> &mut v1::planned_step::Action {
+    r.plan.as_mut().unwrap().steps[i].action.as_mut().unwrap()
+}
+
+#[test]
+fn hostile_run_plans() {
+    use v1::planned_step::Action;
+    let valid = v1::RunRequest::from(run_request(run_targets()[2].clone()));
+    check_rejects::<RunRequest, _>(
+        &valid,
+        &[
+            ("no plan", |r| r.plan = None, "plan", "is missing"),
+            (
+                "unset action",
+                |r| r.plan.as_mut().unwrap().steps[1].action = None,
+                "plan.steps[1].action",
+                "is missing",
+            ),
+            (
+                "bad step name",
+                |r| r.plan.as_mut().unwrap().steps[0].name = "NAT rules".into(),
+                "plan.steps[0].name",
+                "step name",
+            ),
+            (
+                "answers of a later step",
+                |r| {
+                    if let Action::ProbeAnswers(a) = plan_step(r, 1) {
+                        a.resolve_step = 3
+                    }
+                },
+                "plan.steps",
+                "not an earlier DNS probe step",
+            ),
+            (
+                "answers without port",
+                |r| {
+                    if let Action::ProbeAnswers(a) = plan_step(r, 1) {
+                        a.port = 0
+                    }
+                },
+                "plan.steps",
+                "needs a port",
+            ),
+            (
+                "bad expected endpoint",
+                |r| {
+                    if let Action::NatRules(n) = plan_step(r, 2) {
+                        n.expected.push("10.244.1.2".into())
+                    }
+                },
+                "plan.steps[2].nat_rules.expected[2]",
+                "not an address with a port",
+            ),
+            (
+                "bad protocol",
+                |r| {
+                    if let Action::NatRules(n) = plan_step(r, 2) {
+                        n.protocol = "icmp".into()
+                    }
+                },
+                "plan.steps[2].nat_rules.protocol",
+                "use tcp, udp or sctp",
+            ),
+            (
+                "bad route destination",
+                |r| {
+                    if let Action::Routes(x) = plan_step(r, 3) {
+                        x.destinations[0] = "10.244.2".into()
+                    }
+                },
+                "plan.steps[3].routes.destinations[0]",
+                "not an IP address",
+            ),
+            (
+                "bad allowed range",
+                |r| r.plan.as_mut().unwrap().allowed.push("10.0.0.0/33".into()),
+                "plan.allowed[2]",
+                "CIDR",
+            ),
+            (
+                "too many steps",
+                |r| {
+                    let p = r.plan.as_mut().unwrap();
+                    let first = p.steps[3].clone();
+                    p.steps.resize(513, first);
+                },
+                "plan.steps",
+                "more than the 512",
+            ),
+        ],
+    );
+}
+
 fn kind(r: &mut v1::RunRequest) -> &mut Kind {
     r.target.as_mut().and_then(|t| t.kind.as_mut()).unwrap()
 }
