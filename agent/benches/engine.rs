@@ -44,7 +44,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use netdiag_agent::plan::{PlanOptions, derive_plan};
+use netdiag_agent::plan::{PlanOptions, SourcePods, derive_plan};
 use netdiag_agent::probe::icmp::Pinger;
 use netdiag_agent::probe::{ICMP_PAYLOAD, tcp};
 use netdiag_agent::source::SourceNs;
@@ -832,7 +832,7 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
     let plan = derive_plan(
         &inv,
         &node.name,
-        &PlanOptions { schedule, http_checks: vec![], mtu: true },
+        &PlanOptions { schedule, http_checks: vec![], mtu: true, sources: SourcePods::KnownNetns },
         NonZeroU64::MIN,
     );
     let mut planned_by_kind = BTreeMap::new();

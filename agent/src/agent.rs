@@ -1,6 +1,10 @@
 //! The agent's main loop: load the inventory, keep the probe sources in line with it, run the
 //! probe plan (derived locally until the collector sends one), inspect every source and send
 //! reports that changed, and stream it all through the uplink. Ends cleanly on stop.
+//!
+//! With `--inventory kubernetes` there is no file: the hello announces
+//! [`Capability::CollectorInventory`], the collector sends this node's pods (sources follow
+//! them through namespace discovery) and the plan; nothing is probed before the first plan.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
@@ -9,21 +13,22 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use netdiag_model::inspect::InspectionReport;
-use netdiag_model::inventory::Inventory;
+use netdiag_model::inventory::{ClusterInfo, INVENTORY_VERSION, Inventory, NodeInfo, ProxyMode};
 use netdiag_model::plan::{PlannedProbe, ProbePlan};
 use netdiag_model::probe::Source;
 use netdiag_model::result::Seq;
-use netdiag_model::run::{RunDone, RunProgress, RunUpdate};
+use netdiag_model::run::RunProgress;
 use netdiag_model::session::{AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::{AgentConfig, InventorySource};
 use crate::inspect::{self, InspectScope};
 use crate::metrics::AgentMetrics;
-use crate::plan::{PlanOptions, derive_plan};
+use crate::plan::{PlanOptions, SourcePods, derive_plan};
+use crate::run::Runs;
 use crate::shutdown::stopped;
-use crate::sources::{Discovery, Sources};
+use crate::sources::{Discovery, Sources, inventory_from_collector};
 use crate::uplink::{self, Backoff, Outbound, UplinkConfig, UplinkStats};
 
 /// How often the inventory file is re-read and the sources refreshed.
@@ -51,8 +56,31 @@ pub enum AgentError {
     UnknownNode { node: String, path: String },
 }
 
-fn load_inventory(source: &InventorySource) -> Result<(Inventory, Option<SystemTime>), AgentError> {
+/// Before the collector's first pod list: this node and nothing else.
+fn empty_inventory(node: &netdiag_model::NodeName) -> Inventory {
+    Inventory {
+        version: INVENTORY_VERSION,
+        cluster: ClusterInfo {
+            name: String::new(),
+            domain: String::new(),
+            pod_cidrs: vec![],
+            service_cidrs: vec![],
+            node_cidrs: vec![],
+            dns_ips: vec![],
+            proxy_mode: ProxyMode::Iptables,
+        },
+        nodes: vec![NodeInfo { name: node.clone(), ips: vec![], pod_cidrs: vec![], netns: None }],
+        pods: vec![],
+        services: vec![],
+    }
+}
+
+fn load_inventory(
+    source: &InventorySource,
+    node: &netdiag_model::NodeName,
+) -> Result<(Inventory, Option<SystemTime>), AgentError> {
     match source {
+        InventorySource::Kubernetes => Ok((empty_inventory(node), None)),
         InventorySource::File(path) => {
             let shown = path.display().to_string();
             let text = std::fs::read_to_string(path)
@@ -74,19 +102,24 @@ fn hello(cfg: &AgentConfig, inv: &Inventory) -> Hello {
         AgentVersion::new("0.0.0").unwrap_or_else(|_| unreachable!("a constant token"))
     });
     let instance = format!("{}-{}-{:x}", cfg.node, std::process::id(), fastrand::u64(..));
+    let mut capabilities: std::collections::BTreeSet<Capability> = [
+        Capability::Icmp,
+        Capability::Tcp,
+        Capability::Dns,
+        Capability::Http,
+        Capability::Mtu,
+        Capability::InspectIptables,
+        Capability::InspectNftables,
+        Capability::OnDemand,
+    ]
+    .into();
+    if cfg.inventory == InventorySource::Kubernetes {
+        capabilities.insert(Capability::CollectorInventory);
+    }
     Hello {
         node: cfg.node.clone(),
         agent_version: version,
-        capabilities: [
-            Capability::Icmp,
-            Capability::Tcp,
-            Capability::Dns,
-            Capability::Http,
-            Capability::Mtu,
-            Capability::InspectIptables,
-            Capability::InspectNftables,
-        ]
-        .into(),
+        capabilities,
         pods: inv
             .pods_on(&cfg.node)
             .map(|p| LocalPod { pod: p.pod_ref(), ips: p.ips.clone(), host_network: false })
@@ -171,13 +204,15 @@ async fn inspect_all(
 
 /// Runs the agent until `stop` turns true.
 pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
-    let (mut inv, mut inv_mtime) = load_inventory(&cfg.inventory)?;
-    if inv.node(&cfg.node).is_none() {
-        let InventorySource::File(path) = &cfg.inventory;
+    let (mut inv, mut inv_mtime) = load_inventory(&cfg.inventory, &cfg.node)?;
+    if let InventorySource::File(path) = &cfg.inventory
+        && inv.node(&cfg.node).is_none()
+    {
         return Err(
             AgentError::UnknownNode { node: cfg.node.to_string(), path: path.display().to_string() }.into()
         );
     }
+    let from_collector = cfg.inventory == InventorySource::Kubernetes;
     let discovery = Discovery::default();
     let sources = Arc::new(RwLock::new(Sources::default()));
     let metrics = Arc::new(AgentMetrics::default());
@@ -196,12 +231,18 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (ready_tx, ready_rx) = watch::channel(true);
+    // Read the TLS files now: a bad file is a start-up error, not a reconnect loop.
+    let tls = match &cfg.tls {
+        Some(files) => Some(files.load()?),
+        None => None,
+    };
     let uplink_cfg = UplinkConfig {
         collector: cfg.collector.clone(),
         hello: hello(&cfg, &inv),
         limits: cfg.buffer,
         backoff: Backoff::default(),
         connect_timeout: Duration::from_secs(3),
+        tls,
     };
     let uplink = tokio::spawn(uplink::run(uplink_cfg, out_rx, in_tx, stats_tx, stop.clone()));
     let app = crate::metrics::router(metrics.clone(), stats_rx, ready_rx);
@@ -215,15 +256,36 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     });
     info!(node = %cfg.node, listen = %cfg.listen, collector = %cfg.collector, "agent started");
 
-    let opts = PlanOptions { schedule: cfg.schedule, http_checks: cfg.http_checks.clone(), mtu: true };
+    let opts = PlanOptions {
+        schedule: cfg.schedule,
+        http_checks: cfg.http_checks.clone(),
+        mtu: true,
+        sources: SourcePods::KnownNetns,
+    };
     let mut generation = NonZeroU64::MIN;
     let mut collector_plan = false;
-    let mut plan_stop = start_plan(
-        derive_plan(&inv, &cfg.node, &opts, generation),
-        sources.clone(),
-        metrics.clone(),
-        out_tx.clone(),
-    );
+    // Without an inventory nothing is probed until the collector's plan arrives.
+    let mut plan_stop = if from_collector {
+        watch::channel(false).0
+    } else {
+        start_plan(
+            derive_plan(&inv, &cfg.node, &opts, generation),
+            sources.clone(),
+            metrics.clone(),
+            out_tx.clone(),
+        )
+    };
+    // On-demand runs: each on its own task, their progress forwarded to the uplink.
+    let runs = Runs::new(cfg.node.clone());
+    let (progress_tx, mut progress_rx) = mpsc::channel::<RunProgress>(256);
+    let progress_out = out_tx.clone();
+    tokio::spawn(async move {
+        while let Some(p) = progress_rx.recv().await {
+            if progress_out.send(Outbound::RunProgress(p)).await.is_err() {
+                return;
+            }
+        }
+    });
     let mut last_reports = BTreeMap::new();
     inspect_all(&sources, &mut last_reports, &out_tx, None, true).await;
 
@@ -233,9 +295,10 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
         tokio::select! {
             () = stopped(&mut stop) => break,
             _ = refresh_tick.tick() => {
-                let InventorySource::File(path) = &cfg.inventory;
-                if modified(path) != inv_mtime {
-                    match load_inventory(&cfg.inventory) {
+                if let InventorySource::File(path) = &cfg.inventory
+                    && modified(path) != inv_mtime
+                {
+                    match load_inventory(&cfg.inventory, &cfg.node) {
                         Ok((new, mtime)) => {
                             inv = new;
                             inv_mtime = mtime;
@@ -264,21 +327,25 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
                 Some(CollectorMessage::Inspect(only)) => {
                     inspect_all(&sources, &mut last_reports, &out_tx, only.as_ref(), true).await;
                 }
-                Some(CollectorMessage::Run(req)) => {
-                    let done = RunProgress {
-                        run_id: req.run_id,
-                        update: RunUpdate::Done(RunDone::Failed {
-                            error: netdiag_model::text::Text::lossy("this agent version does not run on-demand probes; upgrade the agent"),
-                        }),
-                    };
-                    let _ = out_tx.send(Outbound::RunProgress(done)).await;
+                Some(CollectorMessage::Run(req)) => runs.start(req, sources.clone(), progress_tx.clone()),
+                Some(CollectorMessage::Cancel(run_id)) => {
+                    if !runs.cancel(&run_id, progress_tx.clone()) {
+                        debug!(run = %run_id, "cancel for a run not in progress (already ended)");
+                    }
                 }
-                Some(CollectorMessage::Cancel(_) | CollectorMessage::Ack(_)) => {}
+                Some(CollectorMessage::Pods(pods)) if from_collector => {
+                    inv = inventory_from_collector(&cfg.node, &pods);
+                    info!(pods = inv.pods.len(), "pods from the collector");
+                    refresh(&inv);
+                }
+                Some(CollectorMessage::Pods(_)) => debug!("pods from the collector ignored: this agent reads an inventory file"),
+                Some(CollectorMessage::Ack(_)) => {}
             },
         }
     }
     let _ = plan_stop.send(true);
     let _ = ready_tx.send(false);
+    drop(progress_tx);
     drop(out_tx);
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     info!("agent stopped");

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use netdiag_model::NodeName;
 use netdiag_model::plan::Schedule;
+use netdiag_proto::tls::ClientTlsFiles;
 use serde::Deserialize;
 
 use crate::buffer::BufferLimits;
@@ -18,16 +19,22 @@ use crate::plan::HttpCheck;
 pub enum InventorySource {
     /// A static inventory file (what `netdiag lab` writes).
     File(PathBuf),
+    /// `kubernetes`: no file; the collector (which watches the API server) sends this node's
+    /// pods and the probe plan.
+    Kubernetes,
 }
 
 impl std::str::FromStr for InventorySource {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<Self, ConfigError> {
+        if s == "kubernetes" {
+            return Ok(InventorySource::Kubernetes);
+        }
         match s.split_once(':') {
             Some(("file", path)) if !path.is_empty() => Ok(InventorySource::File(PathBuf::from(path))),
             _ => Err(ConfigError::Invalid {
                 field: "inventory",
-                message: format!("{s:?} is not an inventory source; use file:<path>"),
+                message: format!("{s:?} is not an inventory source; use file:<path> or kubernetes"),
             }),
         }
     }
@@ -79,7 +86,7 @@ pub struct AgentArgs {
     /// Collector session address, e.g. http://172.29.0.1:7700.
     #[arg(long, env = "NETDIAG_COLLECTOR")]
     pub collector: Option<String>,
-    /// Inventory source: file:<path>.
+    /// Inventory source: file:<path>, or kubernetes (pods and plans from the collector).
     #[arg(long, env = "NETDIAG_INVENTORY")]
     pub inventory: Option<String>,
     /// Where /metrics and /healthz listen.
@@ -100,6 +107,19 @@ pub struct AgentArgs {
     /// Log format: text or json.
     #[arg(long, env = "NETDIAG_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// CA certificate (PEM) that signed the collector's certificate; required for an https://
+    /// collector.
+    #[arg(long, env = "NETDIAG_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's certificate (PEM), for a collector that requires client certificates (mTLS).
+    #[arg(long, env = "NETDIAG_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "NETDIAG_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// The name the collector's certificate must carry, when not the --collector URL's host.
+    #[arg(long, env = "NETDIAG_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// The YAML config file: the same settings as the flags, plus HTTP checks.
@@ -118,6 +138,10 @@ struct FileConfig {
     #[serde(default)]
     http_checks: Vec<HttpCheck>,
     buffer_capacity: Option<usize>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +161,8 @@ pub struct AgentConfig {
     pub http_checks: Vec<HttpCheck>,
     pub buffer: BufferLimits,
     pub log_format: LogFormat,
+    /// TLS files for an `https://` collector.
+    pub tls: Option<ClientTlsFiles>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
@@ -165,6 +191,13 @@ impl AgentConfig {
                 message: format!("{collector:?} must be an http:// or https:// address"),
             });
         }
+        let tls = tls_files(
+            &collector,
+            args.tls_ca.clone().or(file.tls_ca),
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.tls_server_name.clone().or(file.tls_server_name),
+        )?;
         let inventory: InventorySource = args
             .inventory
             .clone()
@@ -219,8 +252,47 @@ impl AgentConfig {
             http_checks: file.http_checks,
             buffer,
             log_format,
+            tls,
         })
     }
+}
+
+/// TLS settings must fit the collector's scheme: https:// needs the CA to verify it by; http://
+/// takes none (a stray file would suggest encryption that is not happening).
+fn tls_files(
+    collector: &str,
+    ca: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    server_name: Option<String>,
+) -> Result<Option<ClientTlsFiles>, ConfigError> {
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(ConfigError::Invalid {
+                field: "tls_cert",
+                message: "--tls-cert and --tls-key go together".into(),
+            });
+        }
+    };
+    if collector.starts_with("https://") {
+        let ca = ca.ok_or_else(|| ConfigError::Invalid {
+            field: "tls_ca",
+            message: format!(
+                "the collector {collector} is https://: give --tls-ca, the CA certificate that signed the \
+                 collector's certificate"
+            ),
+        })?;
+        return Ok(Some(ClientTlsFiles { ca, identity, server_name }));
+    }
+    if ca.is_some() || identity.is_some() || server_name.is_some() {
+        return Err(ConfigError::Invalid {
+            field: "collector",
+            message: format!("TLS files are given but the collector {collector} is http://; use https://"),
+        });
+    }
+    Ok(None)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -248,6 +320,7 @@ mod tests {
         assert_eq!(cfg.node.as_str(), "node-1");
         assert_eq!(cfg.collector, "http://10.0.0.1:7700");
         assert_eq!(cfg.inventory, InventorySource::File("/x.yaml".into()));
+        assert_eq!("kubernetes".parse::<InventorySource>().unwrap(), InventorySource::Kubernetes);
         assert_eq!(cfg.schedule.interval(), Duration::from_secs(10));
         assert_eq!(cfg.schedule.timeout(), Duration::from_millis(500));
         assert_eq!(cfg.http_checks.len(), 1);
@@ -284,5 +357,38 @@ mod tests {
         assert!(
             parse_duration("1h").is_err() && parse_duration("").is_err() && parse_duration("-1s").is_err()
         );
+    }
+
+    #[test]
+    fn tls_fits_the_collector_scheme() {
+        let base = ["netdiag-agent", "--node", "n", "--inventory", "file:/x"];
+        let load = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            AgentConfig::load(&AgentArgs::try_parse_from(args).unwrap())
+        };
+        let ok = load(&["--collector", "https://c:7700", "--tls-ca", "/ca.crt"]).unwrap();
+        assert_eq!(ok.tls.unwrap().ca, PathBuf::from("/ca.crt"));
+        let mtls = load(&[
+            "--collector",
+            "https://c:7700",
+            "--tls-ca",
+            "/ca",
+            "--tls-cert",
+            "/c",
+            "--tls-key",
+            "/k",
+        ])
+        .unwrap();
+        assert!(mtls.tls.unwrap().identity.is_some());
+        assert!(load(&["--collector", "http://c:7700"]).unwrap().tls.is_none());
+        let cases: [(&[&str], &str); 3] = [
+            (&["--collector", "https://c:7700"], "give --tls-ca"),
+            (&["--collector", "http://c:7700", "--tls-ca", "/ca"], "use https://"),
+            (&["--collector", "https://c:7700", "--tls-ca", "/ca", "--tls-cert", "/c"], "go together"),
+        ];
+        for (extra, words) in cases {
+            let e = load(extra).unwrap_err().to_string();
+            assert!(e.contains(words), "{extra:?}: {e}");
+        }
     }
 }

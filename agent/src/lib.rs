@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod plan;
 pub mod probe;
 pub mod resolv_conf;
+pub mod run;
 pub mod scheduler;
 pub mod shutdown;
 pub mod source;

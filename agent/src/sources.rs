@@ -3,14 +3,22 @@
 //! inventory does not name, from namespace discovery mapped by pod IPs). A pod whose
 //! namespace disappears (pod deleted) or is replaced (same path, new inode) has its source
 //! dropped: its parked thread ends and its sockets close once in-flight probes finish.
+//!
+//! With `--inventory kubernetes` the inventory is [`inventory_from_collector`]: the pods the
+//! collector sent, all found by discovery. A pod's resolv.conf is, in order: the inventory's
+//! path, `/proc/<pid>/root/etc/resolv.conf` of a process in its namespace, or — when neither
+//! exists (no process found, or the lab, whose pods have no processes of their own) — the
+//! ClusterFirst file kubelet would write from the cluster DNS, written under
+//! [`Discovery::resolv_dir`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use netdiag_model::NodeName;
-use netdiag_model::inventory::{Inventory, PodInfo};
+use netdiag_model::inventory::{ClusterInfo, INVENTORY_VERSION, Inventory, NodeInfo, PodInfo, ProxyMode};
 use netdiag_model::probe::Source;
+use netdiag_model::session::NodePods;
 use netdiag_netns::{NetnsId, netns_id};
 use tracing::{debug, info, warn};
 
@@ -32,11 +40,91 @@ pub struct SourceEntry {
 pub struct Discovery {
     pub netns_dir: PathBuf,
     pub proc_dir: Option<PathBuf>,
+    /// Where ClusterFirst resolv.conf files are written for pods whose own cannot be read.
+    pub resolv_dir: PathBuf,
 }
 
 impl Default for Discovery {
     fn default() -> Self {
-        Self { netns_dir: PathBuf::from("/var/run/netns"), proc_dir: Some(PathBuf::from("/proc")) }
+        Self {
+            netns_dir: PathBuf::from("/var/run/netns"),
+            proc_dir: Some(PathBuf::from("/proc")),
+            resolv_dir: std::env::temp_dir().join("netdiag-agent-resolv"),
+        }
+    }
+}
+
+/// The inventory of an agent without one: its node and the pods the collector sent (no
+/// services: the collector's plans name every target themselves).
+pub fn inventory_from_collector(node: &NodeName, pods: &NodePods) -> Inventory {
+    Inventory {
+        version: INVENTORY_VERSION,
+        cluster: ClusterInfo {
+            name: String::new(),
+            domain: pods.cluster_domain.to_string(),
+            pod_cidrs: vec![],
+            service_cidrs: vec![],
+            node_cidrs: vec![],
+            dns_ips: pods.dns_ips.clone(),
+            proxy_mode: ProxyMode::Iptables,
+        },
+        nodes: vec![NodeInfo {
+            name: node.clone(),
+            ips: pods.node_ips.clone(),
+            pod_cidrs: vec![],
+            netns: None,
+        }],
+        pods: pods
+            .pods
+            .iter()
+            // A hostNetwork pod shares the node's namespace: the node source covers it.
+            .filter(|p| !p.host_network)
+            .map(|p| PodInfo {
+                namespace: p.pod.namespace.clone(),
+                name: p.pod.name.clone(),
+                node: node.clone(),
+                ips: p.ips.clone(),
+                labels: Default::default(),
+                ports: vec![],
+                netns: None,
+                resolv_conf: None,
+            })
+            .collect(),
+        services: vec![],
+    }
+}
+
+/// What kubelet writes into a ClusterFirst pod's resolv.conf.
+pub fn cluster_first_resolv_conf(pod: &PodInfo, cluster: &ClusterInfo) -> String {
+    let d = cluster.domain.trim_end_matches('.');
+    let mut text = format!(
+        "# netdiag-agent: kubelet's ClusterFirst resolv.conf for {} (its own could not be read)\n",
+        pod.pod_ref()
+    );
+    for ip in cluster.dns_ips.iter().take(crate::resolv_conf::MAXNS) {
+        text.push_str(&format!("nameserver {ip}\n"));
+    }
+    text.push_str(&format!("search {ns}.svc.{d} svc.{d} {d}\noptions ndots:5\n", ns = pod.namespace));
+    text
+}
+
+/// Writes `pod`'s ClusterFirst resolv.conf under `dir` (when the cluster DNS is known).
+fn write_cluster_first(dir: &Path, pod: &PodInfo, cluster: &ClusterInfo) -> Option<PathBuf> {
+    if cluster.dns_ips.is_empty() {
+        return None;
+    }
+    let path = dir.join(format!("{}_{}.conf", pod.namespace, pod.name));
+    let text = cluster_first_resolv_conf(pod, cluster);
+    if std::fs::read_to_string(&path).is_ok_and(|old| old == text) {
+        return Some(path);
+    }
+    let written = std::fs::create_dir_all(dir).and_then(|()| std::fs::write(&path, text));
+    match written {
+        Ok(()) => Some(path),
+        Err(e) => {
+            warn!(pod = %pod.pod_ref(), path = %path.display(), error = %e, "cannot write the pod's ClusterFirst resolv.conf; its DNS probes will fail locally");
+            None
+        }
     }
 }
 
@@ -91,7 +179,7 @@ impl Sources {
         }
 
         let local: Vec<&PodInfo> = inv.pods_on(node).collect();
-        let wanted = self.locate(&local, discovery, &mut report);
+        let wanted = self.locate(&local, &inv.cluster, discovery, &mut report);
 
         let stale: Vec<Source> = self
             .entries
@@ -133,6 +221,7 @@ impl Sources {
     fn locate(
         &self,
         local: &[&PodInfo],
+        cluster: &ClusterInfo,
         discovery: &Discovery,
         report: &mut RefreshReport,
     ) -> BTreeMap<Source, (PathBuf, Option<PathBuf>, NetnsId)> {
@@ -161,8 +250,11 @@ impl Sources {
                 let hit = mapped.get(&pod.pod_ref()).and_then(|id| found.iter().find(|f| f.id == *id));
                 match hit {
                     Some(f) => {
-                        let resolv =
-                            pod.resolv_conf.clone().or_else(|| resolv_conf_via_proc(f.paths.as_slice()));
+                        let resolv = pod
+                            .resolv_conf
+                            .clone()
+                            .or_else(|| resolv_conf_via_proc(f.paths.as_slice()))
+                            .or_else(|| write_cluster_first(&discovery.resolv_dir, pod, cluster));
                         wanted.insert(source, (f.path().to_path_buf(), resolv, f.id));
                     }
                     None => {
@@ -183,4 +275,52 @@ fn resolv_conf_via_proc(paths: &[PathBuf]) -> Option<PathBuf> {
         let candidate = proc_pid.join("root/etc/resolv.conf");
         candidate.exists().then_some(candidate)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use netdiag_model::session::LocalPod;
+
+    use super::*;
+
+    fn pods() -> NodePods {
+        let pod = |name: &str, ip: &str, host_network| LocalPod {
+            pod: name.parse().unwrap(),
+            ips: vec![ip.parse().unwrap()],
+            host_network,
+        };
+        NodePods {
+            pods: vec![
+                pod("tidb/demo-pd-0", "10.244.1.5", false),
+                pod("kube-system/proxy-x", "172.29.0.11", true),
+            ],
+            node_ips: vec!["172.29.0.11".parse().unwrap()],
+            dns_ips: vec!["10.96.0.10".parse().unwrap()],
+            cluster_domain: "cluster.local".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_collectors_pods_become_an_inventory_of_this_node() {
+        let node: NodeName = "node-1".parse().unwrap();
+        let inv = inventory_from_collector(&node, &pods());
+        inv.validate().unwrap();
+        let local: Vec<String> = inv.pods_on(&node).map(|p| p.pod_ref().to_string()).collect();
+        assert_eq!(local, ["tidb/demo-pd-0"], "hostNetwork pods are the node source");
+        assert!(inv.pods.iter().all(|p| p.netns.is_none() && p.resolv_conf.is_none()), "found by discovery");
+        assert_eq!(inv.node(&node).unwrap().ips, pods().node_ips);
+        assert_eq!((inv.cluster.domain.as_str(), &inv.cluster.dns_ips), ("cluster.local", &pods().dns_ips));
+    }
+
+    #[test]
+    fn cluster_first_is_what_kubelet_writes() {
+        let node: NodeName = "node-1".parse().unwrap();
+        let inv = inventory_from_collector(&node, &pods());
+        let text = cluster_first_resolv_conf(&inv.pods[0], &inv.cluster);
+        let conf = crate::resolv_conf::parse(&text);
+        let search: Vec<String> = conf.search.iter().map(ToString::to_string).collect();
+        assert_eq!(search, ["tidb.svc.cluster.local", "svc.cluster.local", "cluster.local"]);
+        assert_eq!(conf.nameservers.iter().map(|n| n.ip).collect::<Vec<_>>(), inv.cluster.dns_ips);
+        assert_eq!(conf.options.ndots, 5);
+    }
 }

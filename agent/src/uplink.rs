@@ -2,14 +2,15 @@
 //! [`ResultBuffer`] (batched, numbered, kept until acknowledged, bounded while the collector is
 //! away), inspection reports and run progress are sent as they come; the collector's plans,
 //! runs, cancels and inspect requests come back out. Reconnects with exponential backoff and
-//! full jitter, and resumes from the first unacknowledged batch.
+//! full jitter, and resumes from the first unacknowledged batch. Batches go in the tabled wire
+//! form when the collector's session response announces it reads it, plain otherwise.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use netdiag_model::inspect::InspectionReport;
 use netdiag_model::probe::Source;
-use netdiag_model::result::{ProbeResult, Seq};
+use netdiag_model::result::{ProbeResult, ResultBatch, Seq};
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::{AgentMessage, CollectorMessage, Hello};
 use netdiag_proto::v1;
@@ -60,6 +61,8 @@ pub struct UplinkConfig {
     pub limits: BufferLimits,
     pub backoff: Backoff,
     pub connect_timeout: Duration,
+    /// TLS toward an `https://` collector (its CA, and this agent's certificate for mTLS).
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// Counters the agent's metrics read.
@@ -136,6 +139,25 @@ fn take(item: Outbound, buffer: &mut ResultBuffer, inspections: &mut BTreeMap<So
     }
 }
 
+/// Whether the collector's session response says it reads tabled result batches.
+fn accepts_result_tables(headers: &tonic::metadata::MetadataMap) -> bool {
+    headers
+        .get(netdiag_proto::ACCEPTS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| netdiag_proto::accepts(v, netdiag_proto::ACCEPTS_RESULT_TABLES))
+}
+
+/// A batch on the wire: tabled (each distinct source and target once) for a collector that
+/// reads that form, plain otherwise.
+fn encode_batch(batch: &ResultBatch, tabled: bool) -> v1::AgentMessage {
+    if tabled {
+        let body = v1::agent_message::Body::Results(netdiag_proto::convert::tabled_result_batch(batch));
+        v1::AgentMessage { body: Some(body) }
+    } else {
+        AgentMessage::Results(batch.clone()).into()
+    }
+}
+
 fn publish(stats: &watch::Sender<UplinkStats>, buffer: &ResultBuffer) {
     stats.send_modify(|s| {
         s.dropped_results = buffer.dropped_total();
@@ -156,6 +178,19 @@ async fn session(
         Ok(e) => e.connect_timeout(cfg.connect_timeout).tcp_nodelay(true),
         Err(e) => return SessionEnd::Lost(format!("bad collector address {:?}: {e}", cfg.collector)),
     };
+    let endpoint = match &cfg.tls {
+        Some(tls) => match endpoint.tls_config(tls.clone()) {
+            Ok(e) => e,
+            Err(e) => {
+                return SessionEnd::Lost(format!(
+                    "TLS toward {}: {}",
+                    cfg.collector,
+                    netdiag_model::error_chain(&e)
+                ));
+            }
+        },
+        None => endpoint,
+    };
     let channel = tokio::select! {
         c = endpoint.connect() => match c {
             Ok(c) => c,
@@ -172,8 +207,8 @@ async fn session(
     if tx.send(AgentMessage::Hello(hello).into()).await.is_err() {
         return SessionEnd::Lost("session closed before hello".into());
     }
-    let mut replies = match client.session(ReceiverStream::new(rx)).await {
-        Ok(r) => r.into_inner(),
+    let (tabled, mut replies) = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => (accepts_result_tables(r.metadata()), r.into_inner()),
         Err(status) => return SessionEnd::Lost(format!("collector refused the session: {status}")),
     };
     info!(collector = %cfg.collector, resume_from = %buffer.first_unacked(), "connected to the collector");
@@ -191,7 +226,7 @@ async fn session(
     loop {
         buffer.cut(Instant::now());
         for batch in buffer.batches_after(sent_upto) {
-            match tx.try_send(AgentMessage::Results(batch.clone()).into()) {
+            match tx.try_send(encode_batch(batch, tabled)) {
                 Ok(()) => {
                     sent_upto = Some(batch.seq);
                     stats.send_modify(|s| s.batches_sent += 1);
@@ -211,7 +246,7 @@ async fn session(
                 // Last chance for what is buffered: cut and send, without waiting for acks.
                 buffer.cut(Instant::now() + Duration::from_secs(3600));
                 for batch in buffer.batches_after(sent_upto) {
-                    let _ = tx.try_send(AgentMessage::Results(batch.clone()).into());
+                    let _ = tx.try_send(encode_batch(batch, tabled));
                 }
                 return SessionEnd::Shutdown;
             }

@@ -159,7 +159,7 @@ async fn pod_namespaces_come_and_go_without_leaking_threads_or_fds() {
     let node: netdiag_model::NodeName = "node-1".parse().unwrap();
     let base_text = std::fs::read_to_string(lab.state.inventory_path()).unwrap();
     let base = Inventory::from_yaml(&base_text).unwrap();
-    let discovery = Discovery { netns_dir: "/nonexistent".into(), proc_dir: None };
+    let discovery = Discovery { netns_dir: "/nonexistent".into(), proc_dir: None, ..Discovery::default() };
     let scratch = format!("{}-pod-churn-x", lab.name());
     let scratch_path = LabPlan::netns_path(&scratch);
     struct DeleteOnDrop(String);

@@ -1,5 +1,7 @@
 //! The uplink against a real collector session service on loopback: the collector is stopped
 //! and started again while the agent streams, and every result still arrives exactly once.
+//! Also the wire forms: tabled batches only to a collector that announces it reads them, and an
+//! older agent's plain batches still accepted.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,10 +16,13 @@ use netdiag_collector::ingest::Ingest;
 use netdiag_collector::sink::Recorder;
 use netdiag_model::outcome::Outcome;
 use netdiag_model::probe::{ProbeKind, Target};
-use netdiag_model::result::{Detail, ProbeResult, Seq};
-use netdiag_model::session::{AgentVersion, Hello, InstanceId};
+use netdiag_model::result::{Detail, ProbeResult, ResultBatch, Seq};
+use netdiag_model::session::{AgentMessage, AgentVersion, Hello, InstanceId};
 use netdiag_model::time::UnixMillis;
+use netdiag_proto::v1;
 use tokio::sync::{mpsc, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 
 fn result(id: i64) -> ProbeResult {
     ProbeResult {
@@ -98,6 +103,7 @@ fn uplink_config(addr: SocketAddr, limits: BufferLimits) -> UplinkConfig {
         limits,
         backoff: Backoff { min: Duration::from_millis(20), max: Duration::from_millis(200) },
         connect_timeout: Duration::from_millis(500),
+        tls: None,
     }
 }
 
@@ -195,4 +201,151 @@ async fn buffer_is_bounded_while_the_collector_is_away_and_drops_are_reported() 
     let ids: Vec<i64> = batches.iter().flat_map(|b| b.results.iter().map(|r| r.at.get())).collect();
     assert_eq!(ids, (801..=1000).collect::<Vec<_>>(), "oldest dropped first");
     assert_eq!(batches.iter().map(|b| b.dropped).sum::<u64>(), 800, "the drop count reaches the collector");
+}
+
+/// A stand-in collector that keeps the result batches exactly as they came over the wire and
+/// acknowledges them; `announce` makes it say it reads tabled batches, as the real one does.
+#[derive(Clone)]
+struct WireCollector {
+    batches: Arc<std::sync::Mutex<Vec<v1::ResultBatch>>>,
+    announce: bool,
+}
+
+type ReplyStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<v1::CollectorMessage, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl v1::agent_session_server::AgentSession for WireCollector {
+    type SessionStream = ReplyStream;
+
+    async fn session(
+        &self,
+        request: tonic::Request<tonic::Streaming<v1::AgentMessage>>,
+    ) -> Result<tonic::Response<ReplyStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(64);
+        let batches = self.batches.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(msg)) = inbound.next().await {
+                if let Some(v1::agent_message::Body::Results(b)) = msg.body {
+                    let ack = v1::CollectorMessage {
+                        body: Some(v1::collector_message::Body::Ack(v1::Ack { seq: b.seq })),
+                    };
+                    batches.lock().unwrap().push(b);
+                    let _ = tx.send(Ok(ack)).await;
+                }
+            }
+        });
+        let mut response = tonic::Response::new(Box::pin(ReceiverStream::new(rx)) as ReplyStream);
+        if self.announce {
+            response.metadata_mut().insert(
+                netdiag_proto::ACCEPTS_HEADER,
+                tonic::metadata::MetadataValue::from_static("other-thing, result-tables"),
+            );
+        }
+        Ok(response)
+    }
+}
+
+/// Streams `n` results through an uplink to a [`WireCollector`]; returns the raw batches.
+async fn wire_batches(announce: bool, n: i64) -> Vec<v1::ResultBatch> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let collector = WireCollector { batches: Arc::default(), announce };
+    let service = v1::agent_session_server::AgentSessionServer::new(collector.clone());
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let (out_tx, out_rx) = mpsc::channel(1024);
+    let (in_tx, _in_rx) = mpsc::channel(16);
+    let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = BufferLimits { batch_size: 10, linger: Duration::from_millis(10), capacity: 1_000 };
+    let agent = tokio::spawn(uplink::run(uplink_config(addr, limits), out_rx, in_tx, stats_tx, stop_rx));
+    for id in 1..=n {
+        let mut r = result(id);
+        // Two sources and three targets, repeated: what the tables are for.
+        if id % 2 == 0 {
+            r.source = "tidb/demo-pd-1".parse().unwrap();
+        }
+        r.target = Target::Pod {
+            pod: format!("tidb/demo-tikv-{}", id % 3).parse().unwrap(),
+            ip: format!("10.244.2.{}", id % 3 + 1).parse().unwrap(),
+            port: None,
+        };
+        out_tx.send(Outbound::Result(Box::new(r))).await.unwrap();
+    }
+    let mut stats = stats_rx.clone();
+    tokio::time::timeout(Duration::from_secs(10), stats.wait_for(|s| s.acked_results == n as u64))
+        .await
+        .expect("every result acknowledged")
+        .unwrap();
+    stop_tx.send(true).unwrap();
+    agent.await.unwrap();
+    server.abort();
+    collector.batches.lock().unwrap().clone()
+}
+
+/// The results the real conversion reads from raw batches, by id.
+fn converted(batches: Vec<v1::ResultBatch>) -> Vec<ProbeResult> {
+    let mut results: Vec<ProbeResult> =
+        batches.into_iter().flat_map(|b| ResultBatch::try_from(b).unwrap().results).collect();
+    results.sort_by_key(|r| r.at);
+    results
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_go_tabled_only_to_a_collector_that_reads_them() {
+    let tabled = wire_batches(true, 60).await;
+    assert!(!tabled.is_empty());
+    for b in &tabled {
+        assert!(
+            b.sources.len() <= 2 && b.targets.len() <= 3,
+            "{} sources, {} targets",
+            b.sources.len(),
+            b.targets.len()
+        );
+        assert!(
+            b.results.iter().all(|r| r.source.is_none() && r.source_ref.is_some() && r.target_ref.is_some())
+        );
+    }
+    // A collector that does not announce the tabled form (an older one) gets plain batches.
+    let plain = wire_batches(false, 60).await;
+    for b in &plain {
+        assert!(b.sources.is_empty() && b.targets.is_empty());
+        assert!(b.results.iter().all(|r| r.source.is_some() && r.target.is_some() && r.source_ref.is_none()));
+    }
+    // Both carry the same results.
+    let (tabled, plain) = (converted(tabled), converted(plain));
+    assert_eq!(tabled.len(), 60);
+    assert_eq!(tabled, plain);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_agents_plain_batches_are_still_accepted() {
+    // An agent from before the tabled form: a raw client that sends plain batches and ignores
+    // the collector's headers.
+    let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let collector = start_collector(addr).await;
+    let mut client =
+        v1::agent_session_client::AgentSessionClient::connect(format!("http://{addr}")).await.unwrap();
+    let batch = ResultBatch { seq: Seq::FIRST, results: (1..=5).map(result).collect(), dropped: 0 };
+    let messages: Vec<v1::AgentMessage> =
+        vec![AgentMessage::Hello(hello()).into(), AgentMessage::Results(batch.clone()).into()];
+    let response = client.session(tokio_stream::iter(messages)).await.unwrap();
+    assert_eq!(
+        response.metadata().get(netdiag_proto::ACCEPTS_HEADER).and_then(|v| v.to_str().ok()),
+        Some(netdiag_proto::ACCEPTS_RESULT_TABLES),
+        "the collector announces what it reads"
+    );
+    let mut replies = response.into_inner();
+    let ack =
+        tokio::time::timeout(Duration::from_secs(10), replies.message()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(ack.body, Some(v1::collector_message::Body::Ack(v1::Ack { seq: 1 }))), "{ack:?}");
+    drop(replies);
+    let rec = collector.stop().await;
+    let got: Vec<ResultBatch> = rec.snapshot().into_values().flat_map(|a| a.batches).collect();
+    assert_eq!(got, vec![batch]);
 }

@@ -14,6 +14,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use netdiag_collector::matrix::MatrixConfig;
 use netdiag_collector::metrics::CollectorMetrics;
+use netdiag_collector::runs::auth::ApiToken;
+use netdiag_collector::runs::config::RunsConfig;
 use netdiag_collector::state::{CollectorState, now};
 use netdiag_lab::control;
 use netdiag_lab::plan::LabPlan;
@@ -130,12 +132,25 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
     let collector = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
     let metrics = Arc::new(CollectorMetrics::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // On-demand runs: loopback callers only, unless NETDIAG_API_TOKEN is set (then the token).
+    let runs = match std::env::var("NETDIAG_API_TOKEN") {
+        Ok(t) => RunsConfig {
+            token: Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?),
+            ..RunsConfig::default()
+        },
+        Err(_) => RunsConfig::default(),
+    };
     let server = tokio::spawn(netdiag_collector::server::serve(
         collector.clone(),
         metrics,
-        agents_listener,
-        http,
-        Some(state.inventory_path()),
+        netdiag_collector::server::ServeConfig {
+            agents: agents_listener,
+            // The lab is sealed: its agents reach the collector only over the lab's own underlay.
+            agents_transport: netdiag_collector::agents_tls::AgentsTransport::insecure(),
+            http,
+            inventory: netdiag_collector::server::InventorySource::File(state.inventory_path()),
+            runs,
+        },
         stop_rx,
     ));
     let mut agents = spawn_agents(state, plan, &args.interval)?;

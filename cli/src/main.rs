@@ -5,6 +5,7 @@
 mod demo;
 mod lab_cmd;
 mod output;
+mod probe_cmd;
 mod query_cmd;
 
 use anyhow::Result;
@@ -37,6 +38,9 @@ enum Command {
     Diagnose(query_cmd::DiagnoseArgs),
     /// The agents the collector knows.
     Agents(query_cmd::AgentsArgs),
+    /// Probe now from a pod or node to a target, step by step as the runbook walks it; exits 0
+    /// when no problem is found, 1 with a verdict, 2 when the run could not be done.
+    Probe(probe_cmd::ProbeArgs),
     /// Run a node agent (as `netdiag-agent`).
     Agent(netdiag_agent::cli::AgentCli),
     /// Run the collector (as `netdiag-collector`).
@@ -72,6 +76,7 @@ fn run(command: Command) -> Result<std::process::ExitCode> {
         Command::Matrix(args) => query_cmd::matrix(args),
         Command::Diagnose(args) => query_cmd::diagnose(args),
         Command::Agents(args) => query_cmd::agents(args),
+        Command::Probe(args) => probe_cmd::run(args),
         Command::Agent(a) => Ok(netdiag_agent::cli::run(a)),
         Command::Collector(c) => Ok(netdiag_collector::cli::run(c)),
     }

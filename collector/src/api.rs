@@ -7,6 +7,7 @@
 //! | `GET /api/v1/matrix?level=pod\|node&kind=icmp\|tcp\|dns\|http\|mtu\|all` | [`v1::MatrixResponse`] |
 //! | `GET /api/v1/diagnosis` | [`v1::DiagnosisResponse`], most severe first |
 //! | `GET /api/v1/agents` | [`v1::AgentsResponse`] |
+//! | `POST /api/v1/probe` | [`v1::ProbeResponse`] once the run is done ([`probe`]) |
 //! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //! | `GET /healthz` | 200 `ok` while the process serves |
 //! | `GET /readyz` | [`v1::Readiness`]: 200 once the inventory has a node, else 503 |
@@ -16,6 +17,14 @@
 //! (naming it and its allowed values), 404 for an unknown `/api/…` path, 500 if a handler
 //! task died. JSON answers carry `Cache-Control: no-store`.
 //!
+//! `POST /api/v1/probe` (body [`v1::ProbeRequest`]) refuses with 400 (a bad body, naming the
+//! field), 401 (`WWW-Authenticate: Bearer`; the token is missing or wrong), 403 (no token is
+//! configured and the caller is not on loopback, or the target is outside the cluster's ranges
+//! and the allow-list), 404 (an unknown pod, service or node, named), 429 (`Retry-After`: the
+//! caller's rate limit or the cap on concurrent runs) or 503 (the source's agent is not
+//! connected). A run that hits the collector's time limit is still a 200: `done.end` is
+//! `failed` with the reason in `done.error`, and the steps that finished are there.
+//!
 //! Readiness deliberately does not wait for agents: in a cluster the agents reach the collector
 //! through its Service, which only routes to ready pods, so "ready once an agent connected"
 //! would never become true. The inventory is what the collector needs to place results.
@@ -24,6 +33,7 @@
 //! has one); unknown `/api/…` paths are answered by a wildcard route instead.
 
 mod params;
+mod probe;
 mod routes;
 pub mod v1;
 
@@ -33,9 +43,10 @@ mod tests;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 
 use crate::metrics::CollectorMetrics;
+use crate::runs::dispatch::Dispatcher;
 use crate::state::CollectorState;
 
 /// What every handler reads.
@@ -43,19 +54,23 @@ use crate::state::CollectorState;
 struct Shared {
     state: Arc<CollectorState>,
     metrics: Arc<CollectorMetrics>,
+    runs: Dispatcher,
 }
 
-/// The collector's HTTP app: API, metrics, health and UI.
-pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>) -> Router {
+/// The collector's HTTP app: API, metrics, health and UI. Serve it with
+/// `into_make_service_with_connect_info::<SocketAddr>()`: on-demand runs need the caller's
+/// address (without it a caller is never taken for loopback).
+pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: Dispatcher) -> Router {
     Router::new()
         .route("/api/v1/matrix", get(routes::matrix))
         .route("/api/v1/diagnosis", get(routes::diagnosis))
         .route("/api/v1/agents", get(routes::agents))
+        .route("/api/v1/probe", post(probe::probe))
         .route("/api", any(routes::api_not_found))
         .route("/api/{*rest}", any(routes::api_not_found))
         .route("/metrics", get(routes::metrics))
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .merge(crate::ui::router())
-        .with_state(Shared { state, metrics })
+        .with_state(Shared { state, metrics, runs })
 }

@@ -5,14 +5,21 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use ipnet::IpNet;
 use netdiag_model::inventory::Inventory;
 use socket2::{Domain, Socket, Type};
 
+use crate::agents_tls::AgentsTlsArgs;
+use crate::kube_inventory::{self, KubeArgs};
 use crate::matrix::MatrixConfig;
 use crate::metrics::CollectorMetrics;
+use crate::runs::auth::ApiToken;
+use crate::runs::config::{DEFAULT_MAX_CONCURRENT, DEFAULT_PER_MINUTE, RunsConfig};
+use crate::server::InventorySource;
 use crate::state::CollectorState;
 
 /// `netdiag-collector` / `netdiag collector` arguments.
@@ -23,7 +30,8 @@ use crate::state::CollectorState;
     about = "netdiag collector: connectivity matrix, diagnosis, API and UI"
 )]
 pub struct CollectorCli {
-    /// Inventory source: file:<path> (what `netdiag lab` writes).
+    /// Inventory source: file:<path> (what `netdiag lab` writes, re-read when it changes) or
+    /// kubernetes (watch the API server; see --kubeconfig and the cluster flags below).
     #[arg(long, env = "NETDIAG_INVENTORY")]
     pub inventory: String,
     /// Where agents connect (gRPC session service).
@@ -38,6 +46,68 @@ pub struct CollectorCli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "NETDIAG_LOG", default_value = "info")]
     pub log: String,
+    /// A file holding the token on-demand runs must present (`Authorization: Bearer …`); without
+    /// it the token is NETDIAG_API_TOKEN; without either, runs are taken only from loopback.
+    #[arg(long, env = "NETDIAG_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// A range on-demand runs may target besides the cluster's pod, service and node ranges
+    /// (CIDR; repeat the flag, or comma-separate in the env).
+    #[arg(long = "run-allow", env = "NETDIAG_RUN_ALLOW", value_delimiter = ',', value_name = "CIDR")]
+    pub run_allow: Vec<IpNet>,
+    /// The hard limit on one on-demand run (500ms, 30s, 2m; at most 10m).
+    #[arg(long, env = "NETDIAG_RUN_TIMEOUT", default_value = "30s", value_parser = parse_limit)]
+    pub run_timeout: Duration,
+    /// On-demand runs in flight at once, over every caller.
+    #[arg(long, env = "NETDIAG_MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT)]
+    pub max_concurrent_runs: usize,
+    /// On-demand runs a minute per caller address (also the burst).
+    #[arg(long, env = "NETDIAG_RUNS_PER_MINUTE", default_value_t = DEFAULT_PER_MINUTE)]
+    pub runs_per_minute: u32,
+    #[command(flatten)]
+    pub agents_tls: AgentsTlsArgs,
+    #[command(flatten)]
+    pub plans: crate::plans::PlanArgs,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// A run limit: `500ms`, `30s`, `2m`; from 100 ms to 10 minutes.
+fn parse_limit(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if d < Duration::from_millis(100) || d > netdiag_model::limits::MAX_RUN_TIMEOUT {
+        return Err(format!("{s:?} is outside 100ms to 10m"));
+    }
+    Ok(d)
+}
+
+impl CollectorCli {
+    /// The on-demand run settings; the token from --api-token-file, else NETDIAG_API_TOKEN.
+    pub fn runs_config(&self) -> anyhow::Result<RunsConfig> {
+        let token = match &self.api_token_file {
+            Some(path) => Some(ApiToken::from_file(path).context("--api-token-file")?),
+            None => match std::env::var("NETDIAG_API_TOKEN") {
+                Ok(t) => Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?),
+                Err(_) => None,
+            },
+        };
+        Ok(RunsConfig {
+            token,
+            allow: self.run_allow.clone(),
+            run_limit: self.run_timeout,
+            max_concurrent: self.max_concurrent_runs.max(1),
+            per_minute: self.runs_per_minute.max(1),
+            ..RunsConfig::default()
+        })
+    }
 }
 
 /// Binds a TCP listener, inside `netns` when given.
@@ -55,22 +125,36 @@ pub fn bind(addr: SocketAddr, netns: Option<&std::path::Path>) -> anyhow::Result
 }
 
 pub fn load_inventory(source: &str) -> anyhow::Result<(Inventory, PathBuf)> {
-    let path = source
-        .strip_prefix("file:")
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .with_context(|| format!("{source:?} is not an inventory source; use file:<path>"))?;
+    let path =
+        source.strip_prefix("file:").filter(|p| !p.is_empty()).map(PathBuf::from).with_context(|| {
+            format!("{source:?} is not an inventory source; use file:<path> or kubernetes")
+        })?;
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read the inventory {}", path.display()))?;
     let inv = Inventory::from_yaml(&text).with_context(|| format!("inventory {}", path.display()))?;
     Ok((inv, path))
 }
 
+/// The first inventory and where its changes come from: the file, or the Kubernetes API.
+async fn inventory_source(cli: &CollectorCli) -> anyhow::Result<(Inventory, InventorySource)> {
+    if cli.inventory != "kubernetes" {
+        let (inventory, path) = load_inventory(&cli.inventory)?;
+        return Ok((inventory, InventorySource::File(path)));
+    }
+    let config = kube_inventory::client_config(cli.kube.kubeconfig.as_deref()).await?;
+    let updates = kube_inventory::start(config, cli.kube.settings(), kube_inventory::READY_WITHIN).await?;
+    let first = updates.borrow().clone();
+    Ok((first, InventorySource::Watch(updates)))
+}
+
 async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
-    let (inventory, path) = load_inventory(&cli.inventory)?;
+    let (inventory, source) = inventory_source(&cli).await?;
+    let runs = cli.runs_config()?;
     let agents = bind(cli.agents_listen, cli.agents_netns.as_deref())?;
     let http = bind(cli.http, None)?;
+    let plans = cli.plans.config().map_err(anyhow::Error::msg)?;
     let state = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
+    state.set_plans_config(plans);
     let metrics = Arc::new(CollectorMetrics::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -81,7 +165,10 @@ async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    crate::server::serve(state, metrics, agents, http, Some(path), stop_rx).await?;
+    let transport = cli.agents_tls.load()?;
+    let config =
+        crate::server::ServeConfig { agents, agents_transport: transport, http, inventory: source, runs };
+    crate::server::serve(state, metrics, config, stop_rx).await?;
     Ok(())
 }
 
@@ -103,5 +190,44 @@ pub fn run(cli: CollectorCli) -> ExitCode {
             eprintln!("netdiag-collector: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_flags_have_defaults_and_parse() {
+        let cli = CollectorCli::try_parse_from([
+            "netdiag-collector",
+            "--inventory",
+            "file:/x",
+            "--run-allow",
+            "192.0.2.0/24",
+            "--run-allow",
+            "fd00::/8",
+            "--run-timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(cli.run_allow.len(), 2);
+        assert_eq!(cli.run_timeout, Duration::from_secs(120));
+        assert_eq!(cli.max_concurrent_runs, DEFAULT_MAX_CONCURRENT);
+        let defaults = CollectorCli::try_parse_from(["netdiag-collector", "--inventory", "file:/x"]).unwrap();
+        assert_eq!(defaults.run_timeout, Duration::from_secs(30));
+        for bad in ["0s", "11m", "5h", "x"] {
+            assert!(parse_limit(bad).is_err(), "{bad}");
+        }
+        assert!(
+            CollectorCli::try_parse_from([
+                "netdiag-collector",
+                "--inventory",
+                "file:/x",
+                "--run-allow",
+                "10.0.0.1/33"
+            ])
+            .is_err()
+        );
     }
 }

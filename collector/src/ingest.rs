@@ -1,6 +1,7 @@
 //! The agent session service (`netdiag.v1.AgentSession`): one bidirectional stream per agent.
 //! Hello first; then result batches (acknowledged by sequence, duplicates after a reconnect
-//! counted once), inspection reports and run progress. A misbehaving agent is cut off with a
+//! counted once), inspection reports and run progress (routed by run id to the run's caller,
+//! see [`crate::runs::registry`]). A misbehaving agent is cut off with a
 //! logged reason; the others never notice.
 
 use std::collections::HashMap;
@@ -16,9 +17,11 @@ use netdiag_proto::v1::agent_session_server::{AgentSession, AgentSessionServer};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
+use crate::plans::Planner;
 use crate::sink::Sink;
 
 /// Largest message an agent may send (a full batch is far smaller).
@@ -56,6 +59,8 @@ pub struct Ingest {
     instances: Arc<Mutex<HashMap<(NodeName, InstanceId), InstanceState>>>,
     sessions: Arc<Mutex<HashMap<NodeName, Outbox>>>,
     shutdown: watch::Receiver<bool>,
+    /// Pods and plans for agents without an inventory, sent after their hello.
+    planner: Option<Arc<Planner>>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -67,7 +72,13 @@ impl std::fmt::Debug for Ingest {
 impl Ingest {
     /// `shutdown` turning true ends every session after its last acknowledgement went out.
     pub fn new(sink: Arc<dyn Sink>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { sink, instances: Arc::default(), sessions: Arc::default(), shutdown }
+        Self { sink, instances: Arc::default(), sessions: Arc::default(), shutdown, planner: None }
+    }
+
+    /// Sends `planner`'s pods and plan to every agent that asks for them in its hello.
+    pub fn with_planner(mut self, planner: Arc<Planner>) -> Self {
+        self.planner = Some(planner);
+        self
     }
 
     /// The tonic service with the message size limit applied.
@@ -84,6 +95,11 @@ impl Ingest {
             Some(tx) => tx.send(Ok(msg.into())).await.is_ok(),
             None => false,
         }
+    }
+
+    /// Whether `node`'s agent has a session up (what [`Self::send_to`] needs).
+    pub fn is_connected(&self, node: &NodeName) -> bool {
+        self.sessions.lock().is_ok_and(|s| s.get(node).is_some_and(|tx| !tx.is_closed()))
     }
 
     /// Accepts a batch unless this instance already delivered it; true when new.
@@ -109,6 +125,9 @@ impl Ingest {
         self.sink.agent_connected(&hello);
         if let Ok(mut s) = self.sessions.lock() {
             s.insert(node.clone(), tx.clone());
+        }
+        for msg in self.planner.as_ref().map(|p| p.on_hello(&hello)).unwrap_or_default() {
+            let _ = tx.send(Ok(msg.into())).await;
         }
         let mut shutdown = self.shutdown.clone();
         let mut strikes = 0u32;
@@ -211,6 +230,12 @@ impl AgentSession for Ingest {
         };
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(self.clone().run_session(hello, inbound, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response: Response<SessionStream> = Response::new(Box::pin(ReceiverStream::new(rx)));
+        // Agents send result batches in the tabled form only to a collector that says it reads
+        // it (both forms are accepted regardless).
+        if let Ok(accepts) = MetadataValue::try_from(netdiag_proto::ACCEPTS_RESULT_TABLES) {
+            response.metadata_mut().insert(netdiag_proto::ACCEPTS_HEADER, accepts);
+        }
+        Ok(response)
     }
 }

@@ -2,13 +2,17 @@
 //! localizes failures and serves the HTTP API, the web UI, Prometheus metrics and the CLI's
 //! gRPC queries.
 
+pub mod agents_tls;
 pub mod api;
 pub mod cli;
 pub mod ingest;
+pub mod kube_inventory;
 pub mod localize;
 pub mod matrix;
 pub mod metrics;
+pub mod plans;
 pub mod query;
+pub mod runs;
 pub mod server;
 pub mod sink;
 pub mod state;

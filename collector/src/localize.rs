@@ -24,12 +24,12 @@
 
 mod context;
 mod evidence;
-mod report;
+pub(crate) mod report;
 mod rules;
 mod thresholds;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::BTreeMap;
 

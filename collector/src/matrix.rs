@@ -12,6 +12,7 @@
 //! an agent that invents targets.
 
 pub mod cell;
+mod intern;
 pub mod key;
 pub mod placement;
 pub mod sketch;
@@ -24,12 +25,19 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use hashbrown::HashMap;
+use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::result::{ProbeResult, ResultBatch};
 use netdiag_model::{MatrixLevel, MatrixQuery, MatrixSnapshot, NodeName, UnixMillis};
 
 use self::cell::CellState;
 pub use self::cell::{CellStats, LastError};
-pub use self::key::{Destination, NodeDestination, NodeKey, PodKey};
+use self::intern::{Id, Interner};
+use self::key::node_destination;
+pub use self::key::{
+    Destination, DestinationRef, NodeDestination, NodeDestinationRef, NodeKey, NodeKeyRef, PlacedBatch,
+    PodKey, PodKeyRef,
+};
 pub use self::placement::InventoryIndex;
 pub use self::window::WindowSpec;
 
@@ -74,13 +82,98 @@ pub struct MatrixCounters {
 }
 
 /// The matrix. `Send + Sync`; the caller holds it behind whatever lock it likes.
+///
+/// Sources, destinations and node names are interned ([`intern`]) and cells keyed by the ids,
+/// so a result finds its cell by hashing its names against small tables and comparing integers,
+/// and one for an existing cell clones nothing. Each cell also keeps its full key, for the
+/// ordered views (`pod_cells`, `node_cells`, `snapshot`), which sort on the way out.
 #[derive(Debug, Clone)]
 pub struct Matrix {
     config: MatrixConfig,
-    pods: BTreeMap<PodKey, CellState>,
-    nodes: BTreeMap<NodeKey, CellState>,
+    sources: Interner<Source>,
+    destinations: Interner<Destination>,
+    /// Reporting agents' nodes (the node level's sources and every cell's agent).
+    node_names: Interner<NodeName>,
+    node_destinations: Interner<NodeDestination>,
+    pods: Level<PodKey>,
+    nodes: Level<NodeKey>,
     agents: BTreeMap<NodeName, UnixMillis>,
     counters: MatrixCounters,
+}
+
+/// A cell's key as interned ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct CellIds {
+    source: Id,
+    destination: Id,
+    kind: ProbeKind,
+}
+
+#[derive(Debug, Clone)]
+struct Cell<K> {
+    state: CellState,
+    key: K,
+}
+
+/// One level's cells: a dense vector, and an index from ids to positions in it. The index's
+/// entries are small (a lookup stays in cache); a cell is touched only once found.
+#[derive(Debug, Clone)]
+struct Level<K> {
+    index: HashMap<CellIds, u32>,
+    cells: Vec<(CellIds, Cell<K>)>,
+}
+
+impl<K> Default for Level<K> {
+    fn default() -> Self {
+        Level { index: HashMap::new(), cells: Vec::new() }
+    }
+}
+
+impl<K> Level<K> {
+    fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    fn position(&self, ids: &CellIds) -> Option<usize> {
+        self.index.get(ids).and_then(|&i| usize::try_from(i).ok())
+    }
+
+    fn get(&self, ids: &CellIds) -> Option<&Cell<K>> {
+        self.position(ids).and_then(|i| self.cells.get(i)).map(|(_, c)| c)
+    }
+
+    fn get_mut(&mut self, ids: &CellIds) -> Option<&mut Cell<K>> {
+        self.position(ids).and_then(|i| self.cells.get_mut(i)).map(|(_, c)| c)
+    }
+
+    /// Adds a cell for ids not yet in the level; false (nothing added) past `u32::MAX` cells.
+    fn insert(&mut self, ids: CellIds, cell: Cell<K>) -> bool {
+        let Ok(position) = u32::try_from(self.cells.len()) else { return false };
+        self.index.insert(ids, position);
+        self.cells.push((ids, cell));
+        true
+    }
+
+    /// Keeps the cells `keep` accepts (and re-indexes them when any went).
+    fn retain(&mut self, mut keep: impl FnMut(&Cell<K>) -> bool) {
+        let before = self.cells.len();
+        self.cells.retain(|(_, c)| keep(c));
+        if self.cells.len() == before {
+            return;
+        }
+        self.index.clear();
+        for (position, (ids, _)) in (0u32..).zip(&self.cells) {
+            self.index.insert(*ids, position);
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &CellIds> + '_ {
+        self.cells.iter().map(|(ids, _)| ids)
+    }
+
+    fn values(&self) -> impl Iterator<Item = &Cell<K>> + '_ {
+        self.cells.iter().map(|(_, c)| c)
+    }
 }
 
 impl Default for Matrix {
@@ -89,39 +182,47 @@ impl Default for Matrix {
     }
 }
 
-/// Counts a result into `map[key]`, creating the cell when there is room.
-fn record_into<K: Ord>(
-    map: &mut BTreeMap<K, CellState>,
-    key: K,
-    config: &MatrixConfig,
-    agent: &NodeName,
-    result: &ProbeResult,
-    at: UnixMillis,
-    now: UnixMillis,
-) -> Result<bool, Full> {
-    if let Some(cell) = map.get_mut(&key) {
-        return Ok(cell.record(&config.window, agent, result, at, now));
-    }
-    if map.len() >= config.max_cells {
-        return Err(Full);
-    }
-    let mut cell = CellState::new(&config.window, agent, at);
-    let counted = cell.record(&config.window, agent, result, at, now);
-    if counted {
-        map.insert(key, cell);
-    }
-    Ok(counted)
+/// A level's cells in key order.
+fn sorted<K: Ord>(level: &Level<K>) -> Vec<&Cell<K>> {
+    let mut cells: Vec<&Cell<K>> = level.values().collect();
+    cells.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    cells
 }
 
-/// A level is at `max_cells`.
-struct Full;
+/// Whether the ids below `slots` appear in `ids`, by id.
+fn used(slots: usize, ids: impl Iterator<Item = Id>) -> Vec<bool> {
+    let mut used = vec![false; slots];
+    for id in ids {
+        if let Some(u) = usize::try_from(id).ok().and_then(|i| used.get_mut(i)) {
+            *u = true;
+        }
+    }
+    used
+}
+
+fn is_used(used: &[bool], id: Id) -> bool {
+    usize::try_from(id).ok().and_then(|i| used.get(i)).copied().unwrap_or(false)
+}
+
+/// What became of one result at one level.
+enum Recorded {
+    Counted,
+    /// Outside the window (or older than its slot holds).
+    TooOld,
+    /// The level is at `max_cells`.
+    Full,
+}
 
 impl Matrix {
     pub fn new(config: MatrixConfig) -> Self {
         Matrix {
             config,
-            pods: BTreeMap::new(),
-            nodes: BTreeMap::new(),
+            sources: Interner::default(),
+            destinations: Interner::default(),
+            node_names: Interner::default(),
+            node_destinations: Interner::default(),
+            pods: Level::default(),
+            nodes: Level::default(),
             agents: BTreeMap::new(),
             counters: MatrixCounters::default(),
         }
@@ -159,24 +260,9 @@ impl Matrix {
     /// hearing from that agent). `index` places destinations for the node level.
     pub fn record(&mut self, node: &NodeName, result: &ProbeResult, index: &InventoryIndex, now: UnixMillis) {
         self.agent_seen(node, now);
-        let at = result.at.min(now);
-        if !self.config.window.contains(at, now) {
-            self.counters.too_old += 1;
-            return;
-        }
-        let pod_key = PodKey::of(result, index);
-        match record_into(&mut self.pods, pod_key, &self.config, node, result, at, now) {
-            Ok(true) => self.counters.recorded += 1,
-            Ok(false) => self.counters.too_old += 1,
-            Err(Full) => self.counters.refused_full += 1,
-        }
-        match NodeKey::of(node, result, index) {
-            Some(key) => {
-                if let Err(Full) = record_into(&mut self.nodes, key, &self.config, node, result, at, now) {
-                    self.counters.refused_full += 1;
-                }
-            }
-            None => self.counters.unplaced += 1,
+        if let Some(agent) = self.node_names.intern(node, NodeName::clone) {
+            let destination = node_destination(&result.target, index);
+            self.record_one(node, agent, result, destination, index, now);
         }
     }
 
@@ -188,10 +274,117 @@ impl Matrix {
         index: &InventoryIndex,
         now: UnixMillis,
     ) {
+        self.record_placed(node, &PlacedBatch::new(batch, index), now);
+    }
+
+    /// [`Matrix::record_batch`] with the node-level destinations already placed.
+    pub fn record_placed(&mut self, node: &NodeName, placed: &PlacedBatch<'_>, now: UnixMillis) {
         self.agent_seen(node, now);
-        for result in &batch.results {
-            self.record(node, result, index, now);
+        let Some(agent) = self.node_names.intern(node, NodeName::clone) else { return };
+        for (result, destination) in placed.iter() {
+            self.record_one(node, agent, result, destination, placed.index, now);
         }
+    }
+
+    /// [`Matrix::record`] once the agent was heard from and interned as `agent`, and the
+    /// result's node-level destination placed.
+    fn record_one(
+        &mut self,
+        node: &NodeName,
+        agent: Id,
+        result: &ProbeResult,
+        destination: Option<NodeDestinationRef<'_>>,
+        index: &InventoryIndex,
+        now: UnixMillis,
+    ) {
+        let at = result.at.min(now);
+        if !self.config.window.contains(at, now) {
+            self.counters.too_old += 1;
+            return;
+        }
+        match self.record_pod(node, agent, result, index, at, now) {
+            Recorded::Counted => self.counters.recorded += 1,
+            Recorded::TooOld => self.counters.too_old += 1,
+            Recorded::Full => self.counters.refused_full += 1,
+        }
+        match destination {
+            Some(destination) => {
+                let key = NodeKeyRef { source: node, destination, kind: result.kind };
+                if let Recorded::Full = self.record_node(node, agent, key, result, at, now) {
+                    self.counters.refused_full += 1;
+                }
+            }
+            None => self.counters.unplaced += 1,
+        }
+    }
+
+    fn record_pod(
+        &mut self,
+        node: &NodeName,
+        agent: Id,
+        result: &ProbeResult,
+        index: &InventoryIndex,
+        at: UnixMillis,
+        now: UnixMillis,
+    ) -> Recorded {
+        let spec = &self.config.window;
+        let key = PodKeyRef::of(result, index);
+        let ids = self.sources.get(key.source).zip(self.destinations.get(&key.destination));
+        let cell = ids.and_then(|(source, destination)| {
+            self.pods.get_mut(&CellIds { source, destination, kind: key.kind })
+        });
+        if let Some(cell) = cell {
+            return counted(cell.state.record(spec, agent, node, result, at, now));
+        }
+        if self.pods.len() >= self.config.max_cells {
+            return Recorded::Full;
+        }
+        let mut state = CellState::new(spec, agent, node, at);
+        if !state.record(spec, agent, node, result, at, now) {
+            return Recorded::TooOld;
+        }
+        let source = self.sources.intern(key.source, Source::clone);
+        let destination = self.destinations.intern(&key.destination, |d| d.into_owned());
+        let Some((source, destination)) = source.zip(destination) else { return Recorded::Full };
+        let cell = Cell { key: key.into_owned(), state };
+        if !self.pods.insert(CellIds { source, destination, kind: key.kind }, cell) {
+            return Recorded::Full;
+        }
+        Recorded::Counted
+    }
+
+    fn record_node(
+        &mut self,
+        node: &NodeName,
+        agent: Id,
+        key: NodeKeyRef<'_>,
+        result: &ProbeResult,
+        at: UnixMillis,
+        now: UnixMillis,
+    ) -> Recorded {
+        let spec = &self.config.window;
+        // The node level's source is the reporting agent's node: `agent` itself.
+        let cell = self.node_destinations.get(&key.destination).and_then(|destination| {
+            self.nodes.get_mut(&CellIds { source: agent, destination, kind: key.kind })
+        });
+        if let Some(cell) = cell {
+            return counted(cell.state.record(spec, agent, node, result, at, now));
+        }
+        if self.nodes.len() >= self.config.max_cells {
+            return Recorded::Full;
+        }
+        let mut state = CellState::new(spec, agent, node, at);
+        if !state.record(spec, agent, node, result, at, now) {
+            return Recorded::TooOld;
+        }
+        let Some(destination) = self.node_destinations.intern(&key.destination, |d| d.into_owned()) else {
+            return Recorded::Full;
+        };
+        let cell = Cell { key: key.into_owned(), state };
+        if !self.nodes.insert(CellIds { source: agent, destination, kind: key.kind }, cell) {
+            return Recorded::Full;
+        }
+        Recorded::Counted
     }
 
     fn pod_stats(&self, cell: &CellState, now: UnixMillis) -> CellStats {
@@ -204,22 +397,28 @@ impl Matrix {
 
     /// One pod-level cell at `now`.
     pub fn pod_cell(&self, key: &PodKey, now: UnixMillis) -> Option<CellStats> {
-        self.pods.get(key).map(|c| self.pod_stats(c, now))
+        let source = self.sources.get(&key.source)?;
+        let destination = self.destinations.get(&key.destination)?;
+        let cell = self.pods.get(&CellIds { source, destination, kind: key.kind })?;
+        Some(self.pod_stats(&cell.state, now))
     }
 
     /// One node-level cell at `now`.
     pub fn node_cell(&self, key: &NodeKey, now: UnixMillis) -> Option<CellStats> {
-        self.nodes.get(key).map(|c| self.node_stats(c, now))
+        let source = self.node_names.get(&key.source)?;
+        let destination = self.node_destinations.get(&key.destination)?;
+        let cell = self.nodes.get(&CellIds { source, destination, kind: key.kind })?;
+        Some(self.node_stats(&cell.state, now))
     }
 
     /// Every pod-level cell at `now`, in key order (source, destination, kind).
     pub fn pod_cells(&self, now: UnixMillis) -> impl Iterator<Item = (&PodKey, CellStats)> + '_ {
-        self.pods.iter().map(move |(k, c)| (k, self.pod_stats(c, now)))
+        sorted(&self.pods).into_iter().map(move |c| (&c.key, self.pod_stats(&c.state, now)))
     }
 
     /// Every node-level cell at `now`, in key order (source, destination, kind).
     pub fn node_cells(&self, now: UnixMillis) -> impl Iterator<Item = (&NodeKey, CellStats)> + '_ {
-        self.nodes.iter().map(move |(k, c)| (k, self.node_stats(c, now)))
+        sorted(&self.nodes).into_iter().map(move |c| (&c.key, self.node_stats(&c.state, now)))
     }
 
     /// The API's view at `now`: the query's level and kind, ordered by source, destination and
@@ -227,38 +426,49 @@ impl Matrix {
     pub fn snapshot(&self, query: &MatrixQuery, now: UnixMillis) -> MatrixSnapshot {
         let wanted = |kind| query.kind.is_none_or(|k| k == kind);
         let cells = match query.level {
-            MatrixLevel::Pod => self
-                .pods
-                .iter()
-                .filter(|(k, _)| wanted(k.kind))
-                .map(|(k, c)| {
-                    let (source, destination) = k.labels();
-                    self.pod_stats(c, now).to_matrix_cell(&source, &destination, k.kind)
+            MatrixLevel::Pod => sorted(&self.pods)
+                .into_iter()
+                .filter(|c| wanted(c.key.kind))
+                .map(|c| {
+                    let (source, destination) = c.key.labels();
+                    self.pod_stats(&c.state, now).to_matrix_cell(&source, &destination, c.key.kind)
                 })
                 .collect(),
-            MatrixLevel::Node => self
-                .nodes
-                .iter()
-                .filter(|(k, _)| wanted(k.kind))
-                .map(|(k, c)| {
-                    let (source, destination) = k.labels();
-                    self.node_stats(c, now).to_matrix_cell(&source, &destination, k.kind)
+            MatrixLevel::Node => sorted(&self.nodes)
+                .into_iter()
+                .filter(|c| wanted(c.key.kind))
+                .map(|c| {
+                    let (source, destination) = c.key.labels();
+                    self.node_stats(&c.state, now).to_matrix_cell(&source, &destination, c.key.kind)
                 })
                 .collect(),
         };
         MatrixSnapshot { cells, generated_at: now }
     }
 
-    /// Removes cells without a result for longer than `expire_after`, and agents silent that
-    /// long that no cell refers to. Returns the number of cells removed.
+    /// Removes cells without a result for longer than `expire_after`, the interned names no
+    /// cell refers to any more, and agents silent that long that no cell refers to. Returns the
+    /// number of cells removed.
     pub fn expire(&mut self, now: UnixMillis) -> usize {
         let keep = self.config.expire_after;
         let before = self.pods.len() + self.nodes.len();
-        self.pods.retain(|_, c| now.since(c.last_update()) <= keep);
-        self.nodes.retain(|_, c| now.since(c.last_update()) <= keep);
+        self.pods.retain(|c| now.since(c.state.last_update()) <= keep);
+        self.nodes.retain(|c| now.since(c.state.last_update()) <= keep);
         let removed = before - (self.pods.len() + self.nodes.len());
-        let referenced: BTreeSet<&NodeName> =
-            self.pods.values().chain(self.nodes.values()).map(CellState::agent).collect();
+
+        let sources = used(self.sources.slots(), self.pods.keys().map(|k| k.source));
+        self.sources.purge(|id| is_used(&sources, id));
+        let destinations = used(self.destinations.slots(), self.pods.keys().map(|k| k.destination));
+        self.destinations.purge(|id| is_used(&destinations, id));
+        let node_destinations =
+            used(self.node_destinations.slots(), self.nodes.keys().map(|k| k.destination));
+        self.node_destinations.purge(|id| is_used(&node_destinations, id));
+        let states = || self.pods.values().map(|c| &c.state).chain(self.nodes.values().map(|c| &c.state));
+        let names = states().map(CellState::agent_id).chain(self.nodes.keys().map(|k| k.source));
+        let names = used(self.node_names.slots(), names);
+        self.node_names.purge(|id| is_used(&names, id));
+
+        let referenced: BTreeSet<&NodeName> = states().map(CellState::agent).collect();
         self.agents.retain(|node, &mut seen| now.since(seen) <= keep || referenced.contains(node));
         removed
     }
@@ -269,27 +479,53 @@ impl Matrix {
     }
 
     /// An estimate of the bytes the matrix holds: every cell's key and state, its window ring
-    /// and sketch bins, and the agents' table (map node overhead not counted).
+    /// and sketch bins, the interned names and the agents' table (map overhead not counted).
     pub fn retained_bytes(&self) -> usize {
         let pods: usize = self
             .pods
-            .iter()
-            .map(|(k, c)| size_of::<PodKey>() + size_of::<CellState>() + pod_key_heap(k) + c.heap_bytes())
+            .values()
+            .map(|c| {
+                size_of::<(CellIds, u32, CellIds, Cell<PodKey>)>()
+                    + pod_key_heap(&c.key)
+                    + c.state.heap_bytes()
+            })
             .sum();
         let nodes: usize = self
             .nodes
-            .iter()
-            .map(|(k, c)| {
-                size_of::<NodeKey>() + size_of::<CellState>() + k.source.as_str().len() + c.heap_bytes()
+            .values()
+            .map(|c| {
+                size_of::<(CellIds, u32, CellIds, Cell<NodeKey>)>()
+                    + c.key.source.as_str().len()
+                    + c.state.heap_bytes()
             })
             .sum();
+        let interned = self
+            .sources
+            .iter()
+            .map(|(_, s)| size_of::<Source>() + s.to_string().len())
+            .sum::<usize>()
+            + self
+                .destinations
+                .iter()
+                .map(|(_, d)| size_of::<Destination>() + d.to_string().len())
+                .sum::<usize>()
+            + self.node_names.iter().map(|(_, n)| size_of::<NodeName>() + n.as_str().len()).sum::<usize>()
+            + self
+                .node_destinations
+                .iter()
+                .map(|(_, d)| size_of::<NodeDestination>() + d.to_string().len())
+                .sum::<usize>();
         let agents: usize = self
             .agents
             .keys()
             .map(|n| size_of::<NodeName>() + size_of::<UnixMillis>() + n.as_str().len())
             .sum();
-        pods + nodes + agents
+        pods + nodes + interned + agents
     }
+}
+
+fn counted(counted: bool) -> Recorded {
+    if counted { Recorded::Counted } else { Recorded::TooOld }
 }
 
 /// Approximate heap bytes of a pod key: the lengths of its names.

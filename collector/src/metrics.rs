@@ -32,21 +32,26 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use hashbrown::{Equivalent, HashMap};
 
 use netdiag_model::agents::AgentInfo;
 use netdiag_model::matrix::{CellStatus, MatrixLevel};
 use netdiag_model::probe::{ProbeKind, Target};
 use netdiag_model::result::{ProbeResult, ResultBatch};
-use netdiag_model::{NodeName, Severity, UnixMillis};
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use netdiag_model::{NodeName, Outcome, Severity, UnixMillis};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
+};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::matrix::{InventoryIndex, MatrixCounters, NodeDestination, NodeKey};
+use crate::matrix::{InventoryIndex, MatrixCounters, NodeDestination, NodeDestinationRef, PlacedBatch};
 use crate::state::{CollectorState, IngestCounters};
 
 /// The `Content-Type` of [`CollectorMetrics::render`]'s output.
@@ -77,8 +82,138 @@ struct PairLabels {
     kind: &'static str,
 }
 
-fn rtt_histogram() -> Histogram {
-    Histogram::new(RTT_BUCKETS)
+/// Bucket counts (the last one `+Inf`), sum and count of RTTs in seconds.
+#[derive(Debug, Clone, Default)]
+struct RttCounts {
+    buckets: [u64; RTT_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl RttCounts {
+    fn observe(&mut self, seconds: f64) {
+        let i = RTT_BUCKETS.iter().position(|&le| seconds <= le).unwrap_or(RTT_BUCKETS.len());
+        if let Some(b) = self.buckets.get_mut(i) {
+            *b += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+
+    fn merge(&mut self, other: &RttCounts) {
+        for (a, b) in self.buckets.iter_mut().zip(other.buckets) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+}
+
+/// A classic Prometheus histogram over [`RTT_BUCKETS`] that takes a whole batch's samples under
+/// one lock (`prometheus_client`'s `Histogram` takes one per sample).
+#[derive(Debug, Clone, Default)]
+struct RttHistogram {
+    inner: Arc<Mutex<RttCounts>>,
+}
+
+impl RttHistogram {
+    fn add(&self, counts: &RttCounts) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.merge(counts);
+        }
+    }
+}
+
+impl TypedMetric for RttHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for RttHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        let counts = self.inner.lock().map(|c| c.clone()).unwrap_or_default();
+        let bounds = RTT_BUCKETS.iter().copied().chain([f64::INFINITY]);
+        let buckets: Vec<(f64, u64)> = bounds.zip(counts.buckets).collect();
+        encoder.encode_histogram::<NoLabelSet>(counts.sum, counts.count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A node-level destination as a label: a node or pseudo-destination, or None for [`UNKNOWN`].
+type DestLabel<'a> = Option<NodeDestinationRef<'a>>;
+
+fn dest_label_text(dest: DestLabel<'_>) -> String {
+    dest.map_or_else(|| UNKNOWN.to_owned(), |d| d.to_string())
+}
+
+/// One `probe_results` series of a reporting node, owned (the cache's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ResultSeries {
+    dest: Option<NodeDestination>,
+    kind: ProbeKind,
+    outcome: Outcome,
+}
+
+impl Hash for ResultSeries {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        ResultGroup {
+            dest: self.dest.as_ref().map(NodeDestination::as_ref),
+            kind: self.kind,
+            outcome: self.outcome,
+        }
+        .hash(state);
+    }
+}
+
+/// A batch's results grouped by series, borrowed from the batch and the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct ResultGroup<'a> {
+    dest: DestLabel<'a>,
+    kind: ProbeKind,
+    outcome: Outcome,
+}
+
+impl Equivalent<ResultSeries> for ResultGroup<'_> {
+    fn equivalent(&self, key: &ResultSeries) -> bool {
+        self.dest == key.dest.as_ref().map(NodeDestination::as_ref)
+            && self.kind == key.kind
+            && self.outcome == key.outcome
+    }
+}
+
+/// One `probe_rtt_seconds` series of a reporting node, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RttSeries {
+    dest: Option<NodeDestination>,
+    kind: ProbeKind,
+}
+
+impl Hash for RttSeries {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        RttGroup { dest: self.dest.as_ref().map(NodeDestination::as_ref), kind: self.kind }.hash(state);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RttGroup<'a> {
+    dest: DestLabel<'a>,
+    kind: ProbeKind,
+}
+
+impl Equivalent<RttSeries> for RttGroup<'_> {
+    fn equivalent(&self, key: &RttSeries) -> bool {
+        self.dest == key.dest.as_ref().map(NodeDestination::as_ref) && self.kind == key.kind
+    }
+}
+
+/// The series handles of one reporting node, so a batch touches each of its series once
+/// without formatting or hashing label strings.
+#[derive(Debug, Default)]
+struct NodeSeries {
+    results: HashMap<ResultSeries, Counter>,
+    rtt: HashMap<RttSeries, RttHistogram>,
 }
 
 /// The metrics fed at ingest, and the registry they are exposed from.
@@ -86,14 +221,16 @@ fn rtt_histogram() -> Histogram {
 pub struct CollectorMetrics {
     registry: Registry,
     results: Family<ResultLabels, Counter>,
-    rtt: Family<PairLabels, Histogram, fn() -> Histogram>,
+    rtt: Family<PairLabels, RttHistogram>,
+    /// Handles into `results` and `rtt` per reporting node (bounded like the labels).
+    series: Mutex<HashMap<NodeName, NodeSeries>>,
 }
 
 impl Default for CollectorMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let results = Family::<ResultLabels, Counter>::default();
-        let rtt = Family::<PairLabels, Histogram, fn() -> Histogram>::new_with_constructor(rtt_histogram);
+        let rtt = Family::<PairLabels, RttHistogram>::default();
         registry.register(
             "probe_results",
             "Probe results received, by reporting node, node pair, probe kind and outcome",
@@ -105,25 +242,32 @@ impl Default for CollectorMetrics {
             Unit::Seconds,
             rtt.clone(),
         );
-        CollectorMetrics { registry, results, rtt }
+        CollectorMetrics { registry, results, rtt, series: Mutex::default() }
     }
 }
 
-/// The node-level destination of a result as a bounded label: a node the inventory knows, a
-/// pseudo-destination (`svc/*`, `dns/*`, `external/*`) or [`UNKNOWN`].
-fn destination_label(node: &NodeName, result: &ProbeResult, index: &InventoryIndex) -> String {
+/// The destination label of a result whose node-level destination is `placed`: a node the
+/// inventory knows, a pseudo-destination (`svc/*`, `dns/*`, `external/*`) or None ([`UNKNOWN`]).
+fn destination_label<'a>(
+    result: &ProbeResult,
+    placed: Option<NodeDestinationRef<'a>>,
+    index: &'a InventoryIndex,
+) -> DestLabel<'a> {
     if let Target::Node { node: named, ip, .. } = &result.target {
         // The only destination an agent names itself: keep it only if the inventory agrees.
         return match index.node_with_ip(*ip) {
-            Some(known) if known == named => known.to_string(),
-            _ => UNKNOWN.to_owned(),
+            Some(known) if known == named => Some(NodeDestinationRef::Node(known)),
+            _ => None,
         };
     }
-    match NodeKey::of(node, result, index).map(|k| k.destination) {
-        Some(NodeDestination::Node(n)) => n.to_string(),
-        Some(pseudo) => pseudo.to_string(),
-        None => UNKNOWN.to_owned(),
-    }
+    placed
+}
+
+/// A batch's results of one series: how many, and the RTTs of the successful ones.
+#[derive(Debug, Default)]
+struct GroupCounts {
+    results: u64,
+    rtt: RttCounts,
 }
 
 impl CollectorMetrics {
@@ -134,22 +278,69 @@ impl CollectorMetrics {
     /// Counts a batch `node`'s agent sent (call once per accepted, non-duplicate batch);
     /// `index` places destinations on nodes.
     pub fn observe_batch(&self, node: &NodeName, batch: &ResultBatch, index: &InventoryIndex) {
-        for result in &batch.results {
-            self.observe(node, result, index);
-        }
+        self.observe_placed(node, &PlacedBatch::new(batch, index));
     }
 
-    fn observe(&self, node: &NodeName, result: &ProbeResult, index: &InventoryIndex) {
-        let pair = format!("{node}->{}", destination_label(node, result, index));
-        let kind = result.kind.as_str();
-        let labels =
-            ResultLabels { node: node.to_string(), node_pair: pair, kind, outcome: result.outcome.as_str() };
-        self.results.get_or_create(&labels).inc();
-        if result.outcome.is_ok()
-            && let Some(rtt) = result.rtt
-        {
-            let labels = PairLabels { node: labels.node, node_pair: labels.node_pair, kind };
-            self.rtt.get_or_create(&labels).observe(rtt.as_duration().as_secs_f64());
+    /// [`CollectorMetrics::observe_batch`] with the destinations already placed. The batch is
+    /// grouped by series first, so each series is touched once per batch.
+    pub fn observe_placed(&self, node: &NodeName, placed: &PlacedBatch<'_>) {
+        let mut groups: HashMap<ResultGroup<'_>, GroupCounts> = HashMap::new();
+        for (result, destination) in placed.iter() {
+            let dest = destination_label(result, destination, placed.index);
+            let group =
+                groups.entry(ResultGroup { dest, kind: result.kind, outcome: result.outcome }).or_default();
+            group.results += 1;
+            if result.outcome.is_ok()
+                && let Some(rtt) = result.rtt
+            {
+                group.rtt.observe(rtt.as_duration().as_secs_f64());
+            }
+        }
+        let Ok(mut series) = self.series.lock() else { return };
+        let series = match series.get_mut(node) {
+            Some(s) => s,
+            None => series.entry(node.clone()).or_default(),
+        };
+        for (group, counts) in groups {
+            let counter = match series.results.get(&group) {
+                Some(c) => c,
+                None => {
+                    let labels = ResultLabels {
+                        node: node.to_string(),
+                        node_pair: format!("{node}->{}", dest_label_text(group.dest)),
+                        kind: group.kind.as_str(),
+                        outcome: group.outcome.as_str(),
+                    };
+                    let counter = self.results.get_or_create_owned(&labels);
+                    let key = ResultSeries {
+                        dest: group.dest.map(NodeDestinationRef::into_owned),
+                        kind: group.kind,
+                        outcome: group.outcome,
+                    };
+                    series.results.entry(key).or_insert(counter)
+                }
+            };
+            counter.inc_by(counts.results);
+            if counts.rtt.count == 0 {
+                continue;
+            }
+            // RTTs come from successful results only: one group per (destination, kind).
+            let rtt_group = RttGroup { dest: group.dest, kind: group.kind };
+            let histogram = match series.rtt.get(&rtt_group) {
+                Some(h) => h,
+                None => {
+                    let labels = PairLabels {
+                        node: node.to_string(),
+                        node_pair: format!("{node}->{}", dest_label_text(group.dest)),
+                        kind: group.kind.as_str(),
+                    };
+                    let histogram = self.rtt.get_or_create_owned(&labels);
+                    let key =
+                        RttSeries { dest: group.dest.map(NodeDestinationRef::into_owned), kind: group.kind };
+                    series.rtt.entry(key).or_insert(histogram)
+                }
+            };
+            histogram.add(&counts.rtt);
         }
     }
 
@@ -340,5 +531,91 @@ impl prometheus_client::collector::Collector for StateSnapshot {
             per_node(|a| a.results_dropped).map(|(l, v)| (l, ConstCounter::new(v))),
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netdiag_model::inventory::Inventory;
+    use netdiag_model::outcome::TcpFailure;
+    use netdiag_model::result::{Detail, Rtt, Seq};
+
+    use super::*;
+
+    const INVENTORY: &str = "version: 1\ncluster: {name: t, domain: cluster.local, pod_cidrs: [10.244.0.0/16], service_cidrs: [10.96.0.0/16], node_cidrs: [172.29.0.0/24], dns_ips: [10.96.0.10], proxy_mode: iptables}\nnodes:\n  - {name: node-1, ips: [172.29.0.11], pod_cidrs: [10.244.1.0/24]}\n  - {name: node-2, ips: [172.29.0.12], pod_cidrs: [10.244.2.0/24]}\npods:\n  - {namespace: tidb, name: pd-0, node: node-1, ips: [10.244.1.2]}\n  - {namespace: tidb, name: pd-1, node: node-2, ips: [10.244.2.2]}\nservices: []\n";
+
+    fn result(target: Target, kind: ProbeKind, outcome: Outcome, rtt_us: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            source: "tidb/pd-0".parse().unwrap(),
+            target,
+            kind,
+            outcome,
+            rtt: rtt_us.map(|us| Rtt::from_micros(us, false).unwrap()),
+            at: UnixMillis::new(1_700_000_000_000).unwrap(),
+            detail: Detail::default(),
+            burst: None,
+            http_status: None,
+            path_mtu: None,
+            answers: vec![],
+            nameserver: None,
+        }
+    }
+
+    /// The value of the sample line that starts with `series`.
+    fn value(text: &str, series: &str) -> f64 {
+        let line =
+            text.lines().find(|l| l.starts_with(series)).unwrap_or_else(|| panic!("{series}:\n{text}"));
+        line.rsplit_once(' ').unwrap().1.parse().unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_counted_per_series_with_its_rtts_bucketed() {
+        let index = InventoryIndex::new(&Inventory::from_yaml(INVENTORY).unwrap());
+        let pd1 = || Target::Pod {
+            pod: "tidb/pd-1".parse().unwrap(),
+            ip: "10.244.2.2".parse().unwrap(),
+            port: Some(netdiag_model::Port::new(2379).unwrap()),
+        };
+        // An agent naming a node the inventory does not have at that address.
+        let invented =
+            Target::Node { node: "node-9".parse().unwrap(), ip: "172.29.0.12".parse().unwrap(), port: None };
+        let timeout = Outcome::Tcp(TcpFailure::Timeout);
+        let batch = ResultBatch {
+            seq: Seq::FIRST,
+            results: vec![
+                result(pd1(), ProbeKind::Tcp, Outcome::Ok, Some(100)),
+                result(pd1(), ProbeKind::Tcp, timeout, None),
+                result(pd1(), ProbeKind::Tcp, Outcome::Ok, Some(250)),
+                result(invented, ProbeKind::Icmp, Outcome::Ok, Some(300)),
+                result(pd1(), ProbeKind::Tcp, Outcome::Ok, Some(3_000)),
+                result(pd1(), ProbeKind::Tcp, timeout, None),
+            ],
+            dropped: 0,
+        };
+        let metrics = CollectorMetrics::new();
+        let node: NodeName = "node-1".parse().unwrap();
+        metrics.observe_batch(&node, &batch, &index);
+        metrics.observe_batch(&node, &batch, &index);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        let pair = r#"node="node-1",node_pair="node-1->node-2",kind="tcp""#;
+        assert_eq!(value(&text, &format!(r#"netdiag_probe_results_total{{{pair},outcome="ok"}}"#)), 6.0);
+        assert_eq!(
+            value(&text, &format!(r#"netdiag_probe_results_total{{{pair},outcome="tcp_timeout"}}"#)),
+            4.0
+        );
+        let unknown = r#"netdiag_probe_results_total{node="node-1",node_pair="node-1->unknown",kind="icmp",outcome="ok"}"#;
+        assert_eq!(value(&text, unknown), 2.0);
+        // Buckets are cumulative; a value on a bound counts in it.
+        for (le, n) in [("0.0001", 2.0), ("0.00025", 4.0), ("0.001", 4.0), ("0.005", 6.0), ("+Inf", 6.0)] {
+            assert_eq!(
+                value(&text, &format!(r#"netdiag_probe_rtt_seconds_bucket{{le="{le}",{pair}}}"#)),
+                n,
+                "le {le}"
+            );
+        }
+        assert_eq!(value(&text, &format!("netdiag_probe_rtt_seconds_count{{{pair}}}")), 6.0);
+        let sum = value(&text, &format!("netdiag_probe_rtt_seconds_sum{{{pair}}}"));
+        assert!((sum - 2.0 * (0.0001 + 0.00025 + 0.003)).abs() < 1e-12, "{sum}");
     }
 }

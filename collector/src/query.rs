@@ -1,25 +1,36 @@
 //! The gRPC query service (`netdiag.v1.Query`) the CLI uses: the same matrix, diagnosis and
-//! agent list as the HTTP API, from the same [`CollectorState`].
+//! agent list as the HTTP API, from the same [`CollectorState`], and on-demand runs
+//! (`RunProbe`) through the same [`Dispatcher`] as `POST /api/v1/probe`, streamed as they
+//! happen. A run's token travels as `authorization: Bearer …` metadata; refusals map to
+//! InvalidArgument / Unauthenticated / PermissionDenied / NotFound / ResourceExhausted (with
+//! `retry-after` metadata) / Unavailable with the HTTP API's messages. The response metadata
+//! carries the run id (`netdiag-run-id`). Dropping the stream cancels the run on the agent.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use netdiag_model::matrix::MatrixQuery;
+use netdiag_model::run::ProbeRunRequest;
 use netdiag_proto::v1;
 use netdiag_proto::v1::query_server::{Query, QueryServer};
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Request, Response, Status};
 
+use crate::runs::auth::Credentials;
+use crate::runs::dispatch::{Caller, Dispatcher, RefusalKind, Refused};
 use crate::state::{CollectorState, now};
 
 #[derive(Debug, Clone)]
 pub struct QueryService {
     state: Arc<CollectorState>,
+    runs: Dispatcher,
 }
 
 impl QueryService {
-    pub fn new(state: Arc<CollectorState>) -> Self {
-        Self { state }
+    pub fn new(state: Arc<CollectorState>, runs: Dispatcher) -> Self {
+        Self { state, runs }
     }
 
     pub fn into_service(self) -> QueryServer<Self> {
@@ -28,6 +39,38 @@ impl QueryService {
 }
 
 type RunStream = Pin<Box<dyn Stream<Item = Result<v1::ProbeRunEvent, Status>> + Send + 'static>>;
+
+/// The metadata key of the run id in `RunProbe`'s response.
+pub const RUN_ID_METADATA: &str = "netdiag-run-id";
+
+fn status(r: Refused) -> Status {
+    let code = match r.kind {
+        RefusalKind::BadRequest => Code::InvalidArgument,
+        RefusalKind::Unauthenticated => Code::Unauthenticated,
+        RefusalKind::Forbidden => Code::PermissionDenied,
+        RefusalKind::NotFound => Code::NotFound,
+        RefusalKind::TooManyRequests => Code::ResourceExhausted,
+        RefusalKind::Unavailable => Code::Unavailable,
+    };
+    let mut status = Status::new(code, r.message.clone());
+    if let Some(secs) = r.retry_after_secs() {
+        status.metadata_mut().insert("retry-after", MetadataValue::from(secs));
+    }
+    status
+}
+
+/// The caller's address (served through axum: `ConnectInfo`; through tonic's own server: the
+/// remote address) and token.
+fn caller<T>(request: &Request<T>) -> Caller {
+    let addr = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| request.remote_addr())
+        .map(|a| a.ip());
+    let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
+    Caller { addr, credentials: Credentials::from_header(auth) }
+}
 
 #[tonic::async_trait]
 impl Query for QueryService {
@@ -49,8 +92,18 @@ impl Query for QueryService {
 
     type RunProbeStream = RunStream;
 
-    async fn run_probe(&self, _request: Request<v1::ProbeRunRequest>) -> Result<Response<RunStream>, Status> {
-        Err(Status::unimplemented("on-demand probe runs are not available in this collector version"))
+    async fn run_probe(&self, request: Request<v1::ProbeRunRequest>) -> Result<Response<RunStream>, Status> {
+        let admitted = self.runs.admit(&caller(&request)).map_err(status)?;
+        let run = ProbeRunRequest::try_from(request.into_inner())
+            .map_err(|e| Status::invalid_argument(format!("bad probe request: {e}")))?;
+        let stream = self.runs.start(admitted, run).await.map_err(status)?;
+        let run_id = MetadataValue::try_from(stream.run_id().as_str()).ok();
+        let events = stream.into_stream().map(|event| Ok(v1::ProbeRunEvent::from(event)));
+        let mut response = Response::new(Box::pin(events) as RunStream);
+        if let Some(id) = run_id {
+            response.metadata_mut().insert(RUN_ID_METADATA, id);
+        }
+        Ok(response)
     }
 
     async fn list_agents(
@@ -60,3 +113,6 @@ impl Query for QueryService {
         Ok(Response::new(self.state.agents(now()).into()))
     }
 }
+
+#[cfg(test)]
+mod tests;

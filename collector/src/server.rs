@@ -10,11 +10,15 @@ use std::time::{Duration, SystemTime};
 
 use netdiag_model::inventory::Inventory;
 use tokio::sync::watch;
+use tonic::service::interceptor::InterceptedService;
 use tracing::{info, warn};
 
+use crate::agents_tls::{self, AgentsTransport};
 use crate::ingest::Ingest;
 use crate::metrics::CollectorMetrics;
 use crate::query::QueryService;
+use crate::runs::config::RunsConfig;
+use crate::runs::dispatch::Dispatcher;
 use crate::state::{CollectorState, now};
 
 /// How often the inventory file is checked for changes and stale matrix cells are dropped.
@@ -28,6 +32,8 @@ pub enum ServerError {
     Http(#[source] std::io::Error),
     #[error("cannot use a listener")]
     Listener(#[source] std::io::Error),
+    #[error("cannot set up TLS for the agents' session service")]
+    Tls(#[source] tonic::transport::Error),
 }
 
 /// Resolves once `stop` turns true.
@@ -39,15 +45,39 @@ fn modified(path: &PathBuf) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// Serves until `stop` turns true. `inventory_file`, when given, is re-read when it changes.
+/// Where inventory changes come from while the collector runs.
+#[derive(Debug)]
+pub enum InventorySource {
+    /// The inventory given at start, for good.
+    Fixed,
+    /// A file re-read when it changes (`--inventory file:<path>`).
+    File(PathBuf),
+    /// Each new value replaces the inventory (`--inventory kubernetes`).
+    Watch(watch::Receiver<Inventory>),
+}
+
+/// What a collector serves with, besides its state.
+#[derive(Debug)]
+pub struct ServeConfig {
+    /// The agents' session service listener, and how agents may reach it.
+    pub agents: std::net::TcpListener,
+    pub agents_transport: AgentsTransport,
+    /// The HTTP API, UI, metrics and the CLI's gRPC queries.
+    pub http: std::net::TcpListener,
+    /// Where inventory changes come from (a file re-read when it changes, or a channel).
+    pub inventory: InventorySource,
+    /// Who may start on-demand runs, and their limits.
+    pub runs: RunsConfig,
+}
+
+/// Serves until `stop` turns true.
 pub async fn serve(
     state: Arc<CollectorState>,
     metrics: Arc<CollectorMetrics>,
-    agents: std::net::TcpListener,
-    http: std::net::TcpListener,
-    inventory_file: Option<PathBuf>,
+    config: ServeConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
+    let ServeConfig { agents, agents_transport, http, inventory, runs } = config;
     agents.set_nonblocking(true).map_err(ServerError::Listener)?;
     http.set_nonblocking(true).map_err(ServerError::Listener)?;
     let agents = tokio::net::TcpListener::from_std(agents).map_err(ServerError::Listener)?;
@@ -59,17 +89,49 @@ pub async fn serve(
     );
 
     state.attach_metrics(metrics.clone());
-    let ingest = Ingest::new(state.clone(), stop.clone());
-    let sessions =
-        tonic::transport::Server::builder().add_service(ingest.into_service()).serve_with_incoming_shutdown(
+    // Pods and plans for agents without an inventory: on hello, and what changed every round.
+    let planner = crate::plans::Planner::new(state.clone(), state.plans_config());
+    let ingest = Ingest::new(state.clone(), stop.clone()).with_planner(planner.clone());
+    tokio::spawn(planner.run(ingest.clone(), stop.clone()));
+    if runs.token.is_none() {
+        info!("no API token configured: on-demand runs are accepted only from loopback callers");
+    }
+    let dispatcher = Dispatcher::new(state.clone(), ingest.clone(), runs);
+    info!(transport = agents_transport.describe(), "agents' session service");
+    let mut sessions = tonic::transport::Server::builder();
+    if let Some(tls) = agents_transport.tls.clone() {
+        sessions = sessions.tls_config(tls).map_err(ServerError::Tls)?;
+    }
+    let sessions = sessions
+        .add_service(InterceptedService::new(ingest.into_service(), agents_tls::gate(&agents_transport)))
+        .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(agents),
             stopped(stop.clone()),
         );
 
     let grpc =
-        tonic::service::Routes::new(QueryService::new(state.clone()).into_service()).into_axum_router();
-    let app = crate::api::router(state.clone(), metrics).merge(grpc);
-    let api = axum::serve(http, app).with_graceful_shutdown(stopped(stop.clone()));
+        tonic::service::Routes::new(QueryService::new(state.clone(), dispatcher.clone()).into_service())
+            .into_axum_router();
+    let app = crate::api::router(state.clone(), metrics, dispatcher).merge(grpc);
+    // The caller's address decides loopback-only runs and keys the rate limit.
+    let api = axum::serve(http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(stopped(stop.clone()));
+
+    let (inventory_file, mut inventory_updates) = match inventory {
+        InventorySource::Fixed => (None, None),
+        InventorySource::File(path) => (Some(path), None),
+        InventorySource::Watch(rx) => (None, Some(rx)),
+    };
+    let follow = async {
+        let Some(rx) = inventory_updates.as_mut() else { return std::future::pending::<()>().await };
+        // A closed channel (the source stopped) keeps the last inventory.
+        while rx.changed().await.is_ok() {
+            let inv = rx.borrow_and_update().clone();
+            info!(pods = inv.pods.len(), services = inv.services.len(), "inventory updated");
+            state.set_inventory(inv);
+        }
+        std::future::pending::<()>().await
+    };
 
     let housekeeping = async {
         let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
@@ -100,5 +162,6 @@ pub async fn serve(
         r = sessions => r.map_err(ServerError::Sessions),
         r = api => r.map_err(ServerError::Http),
         () = housekeeping => Ok(()),
+        () = follow => Ok(()),
     }
 }

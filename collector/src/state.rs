@@ -17,10 +17,10 @@ use netdiag_model::result::ResultBatch;
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
 use netdiag_model::time::UnixMillis;
-use tokio::sync::broadcast;
 
-use crate::matrix::{InventoryIndex, Matrix, MatrixConfig};
+use crate::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch};
 use crate::metrics::CollectorMetrics;
+use crate::runs::registry::RunRegistry;
 use crate::sink::Sink;
 
 /// The collector's clock, as the pure code wants it.
@@ -52,28 +52,39 @@ pub struct CollectorState {
     inspections: Mutex<BTreeMap<Source, (NodeName, InspectionReport)>>,
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
-    runs: broadcast::Sender<(NodeName, RunProgress)>,
+    runs: Arc<RunRegistry>,
     metrics: OnceLock<Arc<CollectorMetrics>>,
+    plans: OnceLock<crate::plans::PlansConfig>,
 }
 
 impl CollectorState {
     pub fn new(inventory: Inventory, config: MatrixConfig) -> Self {
         let index = InventoryIndex::new(&inventory);
-        let (runs, _) = broadcast::channel(1024);
         Self {
             matrix: Mutex::new(Matrix::new(config)),
             inventory: RwLock::new((inventory, index)),
             inspections: Mutex::default(),
             agents: Mutex::default(),
             counters: Mutex::default(),
-            runs,
+            runs: Arc::default(),
             metrics: OnceLock::new(),
+            plans: OnceLock::new(),
         }
     }
 
     /// Feeds every accepted batch to `metrics` too (the per-node-pair series).
     pub fn attach_metrics(&self, metrics: Arc<CollectorMetrics>) {
         let _ = self.metrics.set(metrics);
+    }
+
+    /// How plans are computed for agents without an inventory (set before serving; the default
+    /// otherwise). False when already set.
+    pub fn set_plans_config(&self, config: crate::plans::PlansConfig) -> bool {
+        self.plans.set(config).is_ok()
+    }
+
+    pub fn plans_config(&self) -> crate::plans::PlansConfig {
+        self.plans.get().cloned().unwrap_or_default()
     }
 
     pub fn set_inventory(&self, inventory: Inventory) {
@@ -123,9 +134,9 @@ impl CollectorState {
         self.counters.lock().map(|c| c.clone()).unwrap_or_default()
     }
 
-    /// Progress of on-demand runs as agents report it.
-    pub fn subscribe_runs(&self) -> broadcast::Receiver<(NodeName, RunProgress)> {
-        self.runs.subscribe()
+    /// The on-demand runs in flight, where agents' run progress is routed by run id.
+    pub fn run_registry(&self) -> &Arc<RunRegistry> {
+        &self.runs
     }
 
     /// Forgets matrix cells nobody updated for a long time.
@@ -191,6 +202,7 @@ impl Sink for CollectorState {
         {
             e.info.connected = false;
         }
+        self.runs.agent_gone(node);
     }
 
     fn results(&self, node: &NodeName, batch: ResultBatch) {
@@ -198,11 +210,13 @@ impl Sink for CollectorState {
         let n = batch.results.len() as u64;
         let dropped = batch.dropped;
         if let Ok(inv) = self.inventory.read() {
+            // Node-level destinations placed once, for both the metrics and the matrix.
+            let placed = PlacedBatch::new(&batch, &inv.1);
             if let Some(metrics) = self.metrics.get() {
-                metrics.observe_batch(node, &batch, &inv.1);
+                metrics.observe_placed(node, &placed);
             }
             if let Ok(mut m) = self.matrix.lock() {
-                m.record_batch(node, &batch, &inv.1, now);
+                m.record_placed(node, &placed, now);
             }
         }
         if let Ok(mut agents) = self.agents.lock()
@@ -230,7 +244,7 @@ impl Sink for CollectorState {
     }
 
     fn run_progress(&self, node: &NodeName, progress: RunProgress) {
-        let _ = self.runs.send((node.clone(), progress));
+        self.runs.deliver(node, progress);
     }
 
     fn duplicate_batch(&self, _node: &NodeName) {

@@ -232,6 +232,14 @@ pub fn peer_routes(plan: &LabPlan, peer: &NodePlan) -> Vec<String> {
     routes
 }
 
+/// `ip route` lines (after `ip -n <node>`) that send a node's own Service VIP traffic to the
+/// underlay, so kube-proxy's OUTPUT DNAT gets to rewrite it.
+pub fn service_routes(plan: &LabPlan) -> Vec<String> {
+    std::iter::once(format!("route replace {} dev {UPLINK_IF}", plan.service_cidr))
+        .chain(plan.service_cidr_v6.map(|c| format!("route replace {c} dev {UPLINK_IF}")))
+        .collect()
+}
+
 /// Whether the faults delete `node`'s routes to `peer`.
 pub fn route_missing(faults: &[ActiveFault], node: &NodePlan, peer: &NodePlan) -> bool {
     specs(faults).any(

@@ -186,6 +186,13 @@ pub fn reconcile(
 
     for node in &plan.nodes {
         let mut lines = Vec::new();
+        if old.is_none() {
+            // The node's own traffic to a Service VIP needs a route before kube-proxy's OUTPUT
+            // DNAT rewrites it (a real node's default route serves); the lab's nodes have none,
+            // so the service CIDR points at the underlay, which stays sealed: a VIP whose DNAT
+            // is missing times out there, as it would behind a real default gateway.
+            lines.extend(desired::service_routes(plan));
+        }
         for peer in plan.nodes.iter().filter(|p| p.name != node.name) {
             let missing = desired::route_missing(new, node, peer);
             let was_missing = old.map(|o| desired::route_missing(o, node, peer));

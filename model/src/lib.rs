@@ -40,6 +40,8 @@ pub use run::{
     RunUpdate, StepName, StepStatus,
 };
 pub use run_plan::{PlannedStep, RunPlan, RunPlanError, StepAction};
-pub use session::{AgentMessage, AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
+pub use session::{
+    AgentMessage, AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod, NodePods,
+};
 pub use text::{Text, TextError, error_chain};
 pub use time::UnixMillis;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::num::NonZeroU16;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,18 +74,20 @@ fn check_label(what: &'static str, s: &str) -> Result<(), NameError> {
     Ok(())
 }
 
+// Names are shared, immutable text (`Arc<str>`): cloning one — a result batch's table entry
+// into each of its results, a cell's key — is a reference count, not an allocation.
 macro_rules! validated_string {
     ($(#[$doc:meta])* $ty:ident, $what:literal, $check:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(try_from = "String", into = "String")]
-        pub struct $ty(String);
+        pub struct $ty(Arc<str>);
 
         impl $ty {
             pub fn new(s: impl Into<String>) -> Result<Self, NameError> {
                 let s = s.into();
                 $check($what, &s)?;
-                Ok(Self(s))
+                Ok(Self(Arc::from(s)))
             }
 
             pub fn as_str(&self) -> &str {
@@ -101,14 +104,15 @@ macro_rules! validated_string {
 
         impl From<$ty> for String {
             fn from(n: $ty) -> String {
-                n.0
+                String::from(&*n.0)
             }
         }
 
         impl FromStr for $ty {
             type Err = NameError;
             fn from_str(s: &str) -> Result<Self, NameError> {
-                Self::new(s)
+                $check($what, s)?;
+                Ok(Self(Arc::from(s)))
             }
         }
 

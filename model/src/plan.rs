@@ -1,4 +1,8 @@
-//! Probe plans: what an agent probes continuously, how often and how hard.
+//! Probe plans: what an agent probes continuously, how often and how hard; [`derive`] computes
+//! a node's full plan from the inventory and [`sample`] the sampled one for large clusters.
+
+pub mod derive;
+pub mod sample;
 
 use std::num::{NonZeroU32, NonZeroU64};
 use std::time::Duration;
@@ -10,6 +14,9 @@ use crate::limits::{
     MAX_CONCURRENCY, MAX_INTERVAL, MAX_PROBES_PER_SECOND, MIN_INTERVAL, MIN_TIMEOUT, OutOfRange,
 };
 use crate::probe::{KindTargetError, ProbeKind, Source, Target};
+
+pub use self::derive::{HttpCheck, PlanOptions, SourcePods, derive_plan};
+pub use self::sample::{PlanPolicy, Sampler};
 
 /// A schedule that could not work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dns::DnsName;
 use crate::inspect::InspectionReport;
 use crate::names::{NodeName, PodRef};
 use crate::plan::ProbePlan;
@@ -47,6 +48,8 @@ pub enum Capability {
     InspectIptables,
     InspectNftables,
     OnDemand,
+    /// No inventory of its own: the collector sends its node's pods ([`NodePods`]) and plans.
+    CollectorInventory,
 }
 
 impl Capability {
@@ -60,6 +63,7 @@ impl Capability {
             Capability::InspectIptables => "inspect_iptables",
             Capability::InspectNftables => "inspect_nftables",
             Capability::OnDemand => "on_demand",
+            Capability::CollectorInventory => "collector_inventory",
         }
     }
 }
@@ -76,6 +80,18 @@ pub struct LocalPod {
     pub pod: PodRef,
     pub ips: Vec<IpAddr>,
     pub host_network: bool,
+}
+
+/// The pods on an agent's node as the collector's inventory has them (sent to agents with
+/// [`Capability::CollectorInventory`]; each replaces the previous one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePods {
+    pub pods: Vec<LocalPod>,
+    pub node_ips: Vec<IpAddr>,
+    /// The cluster DNS service IPs and domain: a ClusterFirst pod's resolv.conf as kubelet
+    /// writes it, for a pod whose own resolv.conf cannot be read.
+    pub dns_ips: Vec<IpAddr>,
+    pub cluster_domain: DnsName,
 }
 
 /// The first message of every session.
@@ -112,6 +128,8 @@ pub enum CollectorMessage {
     Cancel(RunId),
     /// Inspect this source now; None: everything the agent inspects.
     Inspect(Option<Source>),
+    /// The pods on the agent's node (agents with [`Capability::CollectorInventory`]).
+    Pods(NodePods),
 }
 
 #[cfg(test)]

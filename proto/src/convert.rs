@@ -27,3 +27,4 @@ mod target;
 mod tests;
 
 pub use self::error::{ConvertError, ErrorKind};
+pub use self::result::tabled_result_batch;

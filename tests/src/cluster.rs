@@ -10,15 +10,21 @@ use std::time::{Duration, Instant};
 
 use netdiag_agent::buffer::BufferLimits;
 use netdiag_agent::config::{AgentConfig, InventorySource, LogFormat};
+use netdiag_collector::agents_tls::AgentsTransport;
 use netdiag_collector::matrix::{MatrixConfig, WindowSpec};
 use netdiag_collector::metrics::CollectorMetrics;
+use netdiag_collector::plans::PlansConfig;
+use netdiag_collector::runs::config::RunsConfig;
+use netdiag_collector::server::InventorySource as CollectorInventory;
 use netdiag_collector::state::{CollectorState, now};
 use netdiag_lab::plan::LabPlan;
 use netdiag_model::finding::Diagnosis;
 use netdiag_model::inventory::Inventory;
-use netdiag_model::plan::Schedule;
+use netdiag_model::plan::{PlanPolicy, Schedule};
+use netdiag_proto::tls::ClientTlsFiles;
 use tokio::sync::watch;
 
+use crate::kube::KubeApi;
 use crate::lab::TestLab;
 
 /// A lab with a collector and agents running.
@@ -29,8 +35,37 @@ pub struct LabCluster {
     /// The collector's HTTP API and UI on the host's loopback.
     pub http: SocketAddr,
     pub interval: Duration,
+    /// In kubernetes mode, the fake API server the collector watches.
+    pub kube: Option<KubeApi>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// How a [`LabCluster`] runs.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub runs: RunsConfig,
+    /// The collector takes its inventory from a fake Kubernetes API server.
+    pub kubernetes: bool,
+    /// The agents' session service; by default plain gRPC, explicitly allowed: the lab is sealed.
+    pub agents_transport: AgentsTransport,
+    /// TLS files the agents connect with (`https://`); None: plain gRPC.
+    pub agent_tls: Option<ClientTlsFiles>,
+    /// Agents run with `--inventory kubernetes`: no file, their pods and plans come from the
+    /// collector (planning with the cluster's interval as its base).
+    pub agents_without_inventory: bool,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            runs: RunsConfig::default(),
+            kubernetes: false,
+            agents_transport: AgentsTransport::insecure(),
+            agent_tls: None,
+            agents_without_inventory: false,
+        }
+    }
 }
 
 impl LabCluster {
@@ -40,13 +75,48 @@ impl LabCluster {
     }
 
     pub fn start(lab: TestLab, interval: Duration) -> Self {
+        Self::start_with(lab, interval, RunsConfig::default())
+    }
+
+    /// [`Self::start`] with on-demand run settings of one's own (token, limits).
+    pub fn start_with(lab: TestLab, interval: Duration, runs: RunsConfig) -> Self {
+        Self::start_opts(lab, interval, ClusterOptions { runs, ..ClusterOptions::default() })
+    }
+
+    /// [`Self::start`] with the collector in `kubernetes` mode: its inventory comes from a fake
+    /// API server seeded with the lab's inventory file (agents still read the file).
+    pub fn start_kubernetes(lab: TestLab, interval: Duration) -> Self {
+        Self::start_opts(lab, interval, ClusterOptions { kubernetes: true, ..ClusterOptions::default() })
+    }
+
+    /// [`Self::start`] with every option spelled out.
+    pub fn start_opts(lab: TestLab, interval: Duration, opts: ClusterOptions) -> Self {
+        let ClusterOptions { runs, kubernetes, agents_transport, agent_tls, agents_without_inventory } = opts;
         let inventory =
             Inventory::from_yaml(&std::fs::read_to_string(lab.state.inventory_path()).expect("inventory"))
                 .expect("lab inventory parses");
+        let (inventory, source, kube) = if kubernetes {
+            let (kube, first, updates) = KubeApi::start(&inventory);
+            (first, CollectorInventory::Watch(updates), Some(kube))
+        } else {
+            (inventory, CollectorInventory::File(lab.state.inventory_path()), None)
+        };
         // A window of a few rounds: the matrix forgets a healed fault quickly.
         let window = WindowSpec::new(interval * 8, 8).expect("window");
         let config = MatrixConfig { window, agent_stale_after: interval * 5, ..MatrixConfig::default() };
         let collector = Arc::new(CollectorState::new(inventory, config));
+        let schedule =
+            Schedule::new(interval, interval.min(Duration::from_millis(800)), 64, 2000).expect("schedule");
+        if agents_without_inventory {
+            let policy = PlanPolicy { base_interval: interval, ..PlanPolicy::default() };
+            let refresh_every = interval * 2;
+            collector.set_plans_config(PlansConfig {
+                policy,
+                schedule,
+                refresh_every,
+                ..PlansConfig::default()
+            });
+        }
         let (stop, stop_rx) = watch::channel(false);
         let agents_listener = netdiag_collector::cli::bind(
             SocketAddr::new(lab.plan.control_ip.into(), 0),
@@ -61,7 +131,6 @@ impl LabCluster {
         {
             let state = collector.clone();
             let stop = stop_rx.clone();
-            let inventory_path = lab.state.inventory_path();
             threads.push(std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -72,9 +141,13 @@ impl LabCluster {
                 if let Err(e) = rt.block_on(netdiag_collector::server::serve(
                     state,
                     metrics,
-                    agents_listener,
-                    http_listener,
-                    Some(inventory_path),
+                    netdiag_collector::server::ServeConfig {
+                        agents: agents_listener,
+                        agents_transport,
+                        http: http_listener,
+                        inventory: source,
+                        runs,
+                    },
                     stop,
                 )) {
                     eprintln!("collector failed: {:#}", anyhow::Error::from(e));
@@ -84,14 +157,21 @@ impl LabCluster {
         for node in &lab.plan.nodes {
             let cfg = AgentConfig {
                 node: node.name.clone(),
-                collector: format!("http://{agents_addr}"),
-                inventory: InventorySource::File(lab.state.inventory_path()),
+                collector: match &agent_tls {
+                    Some(_) => format!("https://{agents_addr}"),
+                    None => format!("http://{agents_addr}"),
+                },
+                inventory: if agents_without_inventory {
+                    InventorySource::Kubernetes
+                } else {
+                    InventorySource::File(lab.state.inventory_path())
+                },
                 listen: "127.0.0.1:0".parse().expect("addr"),
-                schedule: Schedule::new(interval, interval.min(Duration::from_millis(800)), 64, 2000)
-                    .expect("schedule"),
+                schedule,
                 http_checks: vec![],
                 buffer: BufferLimits::default(),
                 log_format: LogFormat::Text,
+                tls: agent_tls.clone(),
             };
             let path = LabPlan::netns_path(&node.netns);
             let stop = stop_rx.clone();
@@ -108,7 +188,7 @@ impl LabCluster {
                 }
             }));
         }
-        LabCluster { lab, collector, http, interval, stop, threads }
+        LabCluster { lab, collector, http, interval, kube, stop, threads }
     }
 
     pub fn diagnosis(&self) -> Diagnosis {

@@ -2,6 +2,9 @@
 //! ([`lab::TestLab`]), and plain-socket probes run from inside lab namespaces ([`probe`]), so
 //! the lab is checked without netdiag's own agent.
 
+pub mod certs;
 pub mod cluster;
+pub mod http;
+pub mod kube;
 pub mod lab;
 pub mod probe;

@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use netdiag_model::text::excerpt;
 use serde::Serialize;
@@ -23,30 +23,36 @@ type Pairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 pub(super) struct ApiError {
     status: StatusCode,
     body: ErrorResponse,
+    /// `Retry-After`, `WWW-Authenticate`, …
+    pub(super) headers: HeaderMap,
 }
 
 impl ApiError {
+    pub(super) fn new(status: StatusCode, body: ErrorResponse) -> Self {
+        ApiError { status, body, headers: HeaderMap::new() }
+    }
+
     fn internal(what: &str) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            body: ErrorResponse::new(format!("{what} failed inside the collector: see its log")),
-        }
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorResponse::new(format!("{what} failed inside the collector: see its log")),
+        )
     }
 }
 
 impl From<ParamError> for ApiError {
     fn from(e: ParamError) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, body: e.to_response() }
+        ApiError::new(StatusCode::BAD_REQUEST, e.to_response())
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, no_store(), Json(self.body)).into_response()
+        (self.status, self.headers, no_store(), Json(self.body)).into_response()
     }
 }
 
-fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
+pub(super) fn no_store() -> [(header::HeaderName, HeaderValue); 1] {
     [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))]
 }
 
@@ -99,14 +105,14 @@ pub(super) async fn agents(State(s): State<Shared>, query: Pairs) -> Result<Resp
 
 /// Any other `/api/…` path or method: a JSON 404 rather than an empty one.
 pub(super) async fn api_not_found(method: Method, uri: Uri) -> ApiError {
-    ApiError {
-        status: StatusCode::NOT_FOUND,
-        body: ErrorResponse::new(format!(
-            "no API endpoint {method} {}: the API has GET /api/v1/matrix, GET /api/v1/diagnosis and GET \
-             /api/v1/agents",
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorResponse::new(format!(
+            "no API endpoint {method} {}: the API has GET /api/v1/matrix, GET /api/v1/diagnosis, GET \
+             /api/v1/agents and POST /api/v1/probe",
             excerpt(uri.path())
         )),
-    }
+    )
 }
 
 /// `GET /metrics`.

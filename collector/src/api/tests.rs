@@ -24,6 +24,8 @@ use super::router;
 use super::v1::{self, DiagnosisResponse};
 use crate::matrix::{InventoryIndex, MatrixConfig};
 use crate::metrics::CollectorMetrics;
+use crate::runs::config::RunsConfig;
+use crate::runs::dispatch::Dispatcher;
 use crate::sink::Sink;
 use crate::state::{CollectorState, now};
 
@@ -222,8 +224,17 @@ struct Lab {
 
 impl Lab {
     fn app(&self) -> Router {
-        router(self.state.clone(), self.metrics.clone())
+        app_for(self.state.clone(), self.metrics.clone())
     }
+}
+
+/// The router over `state`, with default run settings and no agent session (the Sink is fed
+/// directly), so runs are refused with 503.
+fn app_for(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>) -> Router {
+    let (_, stop) = tokio::sync::watch::channel(false);
+    let ingest = crate::ingest::Ingest::new(state.clone(), stop);
+    let runs = Dispatcher::new(state.clone(), ingest, RunsConfig::default());
+    router(state, metrics, runs)
 }
 
 fn lab() -> Lab {
@@ -386,7 +397,7 @@ async fn the_diagnosis_has_the_contract_shape() {
     assert!(severities.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "most severe first: {severities:?}");
 
     let healthy = Arc::new(CollectorState::new(inventory(), MatrixConfig::default()));
-    let (status, body) = get_json(router(healthy, lab.metrics.clone()), "/api/v1/diagnosis").await;
+    let (status, body) = get_json(app_for(healthy, lab.metrics.clone()), "/api/v1/diagnosis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["findings"], json!([]), "empty list when everything is healthy");
 }
@@ -632,7 +643,7 @@ async fn healthz_always_and_readyz_once_there_is_an_inventory() {
     empty.pods.clear();
     empty.services.clear();
     let state = Arc::new(CollectorState::new(empty, MatrixConfig::default()));
-    let app = || router(state.clone(), lab.metrics.clone());
+    let app = || app_for(state.clone(), lab.metrics.clone());
     let (status, _, _) = get(app(), "/healthz").await;
     assert_eq!(status, StatusCode::OK);
     let (status, body) = get_json(app(), "/readyz").await;
@@ -653,7 +664,7 @@ async fn unknown_api_paths_are_json_404s_and_wrong_methods_405s() {
         (Method::GET, "/api/v1/nope"),
         (Method::GET, "/api/v2/matrix"),
         (Method::GET, "/api"),
-        (Method::POST, "/api/v1/probe"),
+        (Method::POST, "/api/v1/probes"),
     ] {
         let (status, headers, body) = send(lab.app(), method.clone(), uri).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{method} {uri}");
@@ -719,5 +730,195 @@ async fn the_ui_is_served_from_the_binary_with_its_test_hooks() {
     assert_eq!(headers[header::CONTENT_TYPE], "text/css; charset=utf-8");
     for asset in [&html, &js, &css] {
         assert!(!asset.contains("http://") && !asset.contains("https://"), "no other origin is referenced");
+    }
+}
+
+// --- POST /api/v1/probe ---
+
+mod probe {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use axum::extract::ConnectInfo;
+    use netdiag_model::run::{RunDone, RunProgress, RunStep, RunUpdate, StepName, StepStatus};
+
+    use super::*;
+    use crate::runs::auth::ApiToken;
+    use crate::runs::testkit::{PROMPTLY, Rig};
+
+    const BODY: &str = r#"{"from": "tidb/demo-pd-0", "to": "svc/tidb/demo-pd:2379"}"#;
+
+    fn post(body: &str, from: Option<&str>, token: Option<&str>) -> Request<Body> {
+        let mut r = Request::builder().method(Method::POST).uri("/api/v1/probe");
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let mut request = r.body(Body::from(body.to_owned())).unwrap();
+        if let Some(ip) = from {
+            let addr = SocketAddr::new(ip.parse().unwrap(), 40000);
+            request.extensions_mut().insert(ConnectInfo(addr));
+        }
+        request
+    }
+
+    async fn call(app: Router, request: Request<Body>) -> (StatusCode, header::HeaderMap, Value) {
+        let response = oneshot(app, request).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    fn app(rig: &Rig) -> Router {
+        router(rig.state.clone(), Arc::new(CollectorMetrics::new()), rig.dispatcher.clone())
+    }
+
+    fn error(body: &Value) -> &str {
+        body["error"].as_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_is_required_when_configured() {
+        let rig =
+            Rig::new(RunsConfig { token: Some(ApiToken::new("s3cret").unwrap()), ..RunsConfig::default() })
+                .await;
+        let (status, headers, body) = call(app(&rig), post(BODY, Some("127.0.0.1"), None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(error(&body).contains("Authorization: Bearer"), "{body}");
+        let (status, _, body) = call(app(&rig), post(BODY, Some("127.0.0.1"), Some("wrong"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(error(&body).contains("does not match"), "{body}");
+        // The right token passes authentication, from anywhere; then no agent: 503.
+        let (status, _, body) = call(app(&rig), post(BODY, Some("10.1.2.3"), Some("s3cret"))).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(error(&body), "the agent on node-1 is not connected; check `netdiag agents`");
+    }
+
+    #[tokio::test]
+    async fn without_a_token_only_loopback_callers() {
+        let rig = Rig::new(RunsConfig::default()).await;
+        for from in [Some("10.1.2.3"), None] {
+            let (status, _, body) = call(app(&rig), post(BODY, from, None)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{from:?}");
+            assert!(error(&body).contains("only from loopback"), "{body}");
+        }
+        let (status, _, _) = call(app(&rig), post(BODY, Some("::1"), None)).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn bad_bodies_unknown_things_and_outside_targets_are_refused_with_the_reason() {
+        let rig = Rig::new(RunsConfig::default()).await;
+        let cases = [
+            (r#"{"from": "tidb/demo-pd-0"}"#, StatusCode::BAD_REQUEST, "to: is required"),
+            (
+                r#"{"from": "tidb/demo-pd-0", "to": "x/y", "port": 1}"#,
+                StatusCode::BAD_REQUEST,
+                "port: unknown field",
+            ),
+            ("not json", StatusCode::BAD_REQUEST, "not JSON"),
+            (r#"{"from": "tidb/ghost", "to": "tidb/demo-pd-1"}"#, StatusCode::NOT_FOUND, "tidb/ghost"),
+            (r#"{"from": "tidb/demo-pd-0", "to": "svc/tidb/nope:80"}"#, StatusCode::NOT_FOUND, "tidb/nope"),
+            (r#"{"from": "node/node-9", "to": "tidb/demo-pd-1"}"#, StatusCode::NOT_FOUND, "node-9"),
+            (
+                r#"{"from": "tidb/demo-pd-0", "to": "8.8.8.8:53"}"#,
+                StatusCode::FORBIDDEN,
+                "is outside cluster ranges",
+            ),
+        ];
+        for (body, want, text) in cases {
+            let (status, _, answer) = call(app(&rig), post(body, Some("127.0.0.1"), None)).await;
+            assert_eq!(status, want, "{body}: {answer}");
+            assert!(error(&answer).contains(text), "{body}: {answer}");
+        }
+        let (_, _, answer) =
+            call(app(&rig), post(r#"{"from": 1, "to": "a/b"}"#, Some("127.0.0.1"), None)).await;
+        assert_eq!(answer["parameter"], "from", "{answer}");
+    }
+
+    #[tokio::test]
+    async fn the_call_past_the_rate_limit_is_a_429_with_retry_after() {
+        let rig = Rig::new(RunsConfig { per_minute: 2, ..RunsConfig::default() }).await;
+        for _ in 0..2 {
+            let (status, _, _) = call(app(&rig), post(BODY, Some("127.0.0.1"), None)).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let (status, headers, body) = call(app(&rig), post(BODY, Some("127.0.0.1"), None)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "30");
+        assert!(error(&body).contains("at most 2 a minute"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_concurrency_cap_is_a_429_with_retry_after() {
+        let rig = Rig::new(RunsConfig { max_concurrent: 1, ..RunsConfig::default() }).await;
+        let mut agent = rig.agent("node-1").await;
+        let first = tokio::spawn(oneshot(app(&rig), post(BODY, Some("127.0.0.1"), None)));
+        let _ = agent.run_request().await;
+        let (status, headers, body) = call(app(&rig), post(BODY, Some("127.0.0.1"), None)).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        first.abort();
+    }
+
+    fn step(index: u32) -> RunStep {
+        RunStep {
+            index,
+            name: StepName::new("tcp").unwrap(),
+            description: Text::new("TCP connect 10.96.0.20:2379 (service tidb/demo-pd)").unwrap(),
+            status: StepStatus::Ok,
+            result: None,
+            evidence: vec![Text::new("SYN-ACK in 0.2 ms").unwrap()],
+            elapsed: Duration::from_micros(2500),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_answers_its_steps_verdict_and_end_in_the_contract_shape() {
+        let rig = Rig::new(RunsConfig::default()).await;
+        let mut agent = rig.agent("node-1").await;
+        let body = r#"{"from": "tidb/demo-pd-0", "to": "svc/tidb/demo-pd:2379", "timeout_ms": 500}"#;
+        let response = tokio::spawn(call(app(&rig), post(body, Some("127.0.0.1"), None)));
+        let run = agent.run_request().await;
+        assert_eq!(run.timeout.as_millis(), 500);
+        // Finished out of order; answered in the runbook's.
+        for index in [1, 0] {
+            agent
+                .send(RunProgress { run_id: run.run_id.clone(), update: RunUpdate::Step(step(index)) })
+                .await;
+        }
+        agent
+            .send(RunProgress { run_id: run.run_id.clone(), update: RunUpdate::Done(RunDone::Completed) })
+            .await;
+        let (status, headers, body) = tokio::time::timeout(PROMPTLY, response).await.unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+        assert_eq!(keys(&body), set(&["run_id", "from", "to", "steps", "verdict", "done", "elapsed_ms"]));
+        assert_eq!(body["run_id"], run.run_id.as_str());
+        assert_eq!(body["from"], "tidb/demo-pd-0");
+        assert_eq!(body["to"], "svc/tidb/demo-pd:2379");
+        assert_eq!(body["done"], json!({"end": "completed", "error": null}));
+        let steps = body["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 2);
+        assert_eq!(steps[0]["index"], 0);
+        assert_eq!(
+            steps[1],
+            json!({"index": 1, "name": "tcp", "description": "TCP connect 10.96.0.20:2379 (service tidb/demo-pd)",
+                   "status": "ok", "elapsed_ms": 2.5, "evidence": ["SYN-ACK in 0.2 ms"], "result": null})
+        );
+        if !body["verdict"].is_null() {
+            assert_eq!(keys(&body["verdict"]), set(&FINDING_FIELDS), "a finding as in /diagnosis");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_caller_hanging_up_cancels_the_run_on_the_agent() {
+        let rig = Rig::new(RunsConfig::default()).await;
+        let mut agent = rig.agent("node-1").await;
+        let pending = tokio::spawn(oneshot(app(&rig), post(BODY, Some("127.0.0.1"), None)));
+        let run = agent.run_request().await;
+        pending.abort(); // drops the handler's future, as hyper does when the connection closes
+        agent.expect_cancel(&run.run_id).await;
     }
 }

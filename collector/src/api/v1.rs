@@ -14,6 +14,8 @@ use netdiag_model::agents::AgentInfo;
 use netdiag_model::finding::{Culprit as ModelCulprit, CulpritKind, Diagnosis, Finding as ModelFinding};
 use netdiag_model::matrix::{CellStatus, MatrixCell as ModelCell, MatrixLevel, MatrixSnapshot};
 use netdiag_model::probe::ProbeKind;
+use netdiag_model::result::ProbeResult;
+use netdiag_model::run::{ProbeRunRequest, RunDone, RunId, RunStep, StepStatus as ModelStepStatus};
 use netdiag_model::{Severity as ModelSeverity, UnixMillis};
 use serde::{Deserialize, Serialize};
 
@@ -356,5 +358,207 @@ pub struct ErrorResponse {
 impl ErrorResponse {
     pub fn new(error: impl Into<String>) -> Self {
         ErrorResponse { error: error.into(), parameter: None, allowed: Vec::new() }
+    }
+}
+
+// --- POST /api/v1/probe ---
+
+/// `POST /api/v1/probe`'s body: `{"from", "to", "http_path"?, "timeout_ms"?}` (unknown fields
+/// are refused, naming them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    /// `<ns>/<pod>` or `node/<name>`.
+    pub from: String,
+    /// `<ns>/<pod>[:<port>]`, `svc/<ns>/<name>:<port>`, `node/<name>[:<port>]`, `<ip>[:<port>]`
+    /// or `<dns name>[:<port>]`.
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_path: Option<String>,
+    /// Each probe step's timeout; the collector's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u32>,
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Ok,
+    Failed,
+    Skipped,
+    Warning,
+}
+
+impl From<ModelStepStatus> for StepStatus {
+    fn from(s: ModelStepStatus) -> Self {
+        match s {
+            ModelStepStatus::Ok => StepStatus::Ok,
+            ModelStepStatus::Failed => StepStatus::Failed,
+            ModelStepStatus::Skipped => StepStatus::Skipped,
+            ModelStepStatus::Warning => StepStatus::Warning,
+        }
+    }
+}
+
+/// A probe step's result, summarized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepResult {
+    pub kind: Kind,
+    /// What was probed, as a person reads it: `service tidb/demo-pd (10.96.0.20:2379)`.
+    pub target: String,
+    /// A stable name: `ok`, `tcp_timeout`, `dns_nxdomain`, … (as in the metrics).
+    pub outcome: String,
+    /// One line: the outcome in words, the RTT, counts and the agent's detail.
+    pub summary: String,
+    pub rtt_ms: Option<f64>,
+    /// ICMP and MTU probes: packets sent and received; `null` for other kinds.
+    pub sent: Option<u32>,
+    pub received: Option<u32>,
+    pub http_status: Option<u16>,
+    pub path_mtu: Option<u32>,
+    /// DNS probes: the addresses answered.
+    pub answers: Vec<String>,
+    /// The agent's detail (an error text); `null` when there is none.
+    pub detail: Option<String>,
+}
+
+fn summary(r: &ProbeResult) -> String {
+    let mut s = r.outcome.to_string();
+    if let Some(rtt) = r.rtt {
+        s.push_str(&format!(", rtt {rtt}"));
+    }
+    if let Some(b) = r.burst {
+        s.push_str(&format!(", {}/{} received", b.received(), b.sent()));
+    }
+    if let Some(code) = r.http_status {
+        s.push_str(&format!(", HTTP {}", code.get()));
+    }
+    if let Some(mtu) = r.path_mtu {
+        s.push_str(&format!(", path MTU {}", mtu.get()));
+    }
+    if !r.answers.is_empty() {
+        let answers: Vec<String> = r.answers.iter().map(ToString::to_string).collect();
+        s.push_str(&format!(", answers {}", answers.join(" ")));
+    }
+    if !r.detail.is_empty() {
+        s.push_str(&format!(": {}", r.detail.as_str()));
+    }
+    s
+}
+
+impl From<&ProbeResult> for StepResult {
+    fn from(r: &ProbeResult) -> Self {
+        StepResult {
+            kind: r.kind.into(),
+            target: r.target.to_string(),
+            outcome: r.outcome.as_str().to_owned(),
+            summary: summary(r),
+            rtt_ms: r.rtt.map(|rtt| millis(rtt.as_duration())),
+            sent: r.burst.map(|b| b.sent()),
+            received: r.burst.map(|b| b.received()),
+            http_status: r.http_status.map(|c| c.get()),
+            path_mtu: r.path_mtu.map(|m| m.get()),
+            answers: r.answers.iter().map(ToString::to_string).collect(),
+            detail: (!r.detail.is_empty()).then(|| r.detail.as_str().to_owned()),
+        }
+    }
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeStep {
+    /// The step's place in the runbook's order (steps may finish out of order).
+    pub index: u32,
+    /// `resolve`, `icmp`, `tcp`, `http`, `nat-rules`, `routes`, …
+    pub name: String,
+    pub description: String,
+    pub status: StepStatus,
+    pub elapsed_ms: f64,
+    pub evidence: Vec<String>,
+    /// `null` when the step was not a probe.
+    pub result: Option<StepResult>,
+}
+
+impl From<&RunStep> for ProbeStep {
+    fn from(s: &RunStep) -> Self {
+        ProbeStep {
+            index: s.index,
+            name: s.name.as_str().to_owned(),
+            description: s.description.as_str().to_owned(),
+            status: s.status.into(),
+            elapsed_ms: millis(s.elapsed),
+            evidence: s.evidence.iter().map(|e| e.as_str().to_owned()).collect(),
+            result: s.result.as_deref().map(StepResult::from),
+        }
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunEnd {
+    /// Every step ran (whatever the network verdict).
+    Completed,
+    /// The agent cancelled it.
+    Cancelled,
+    /// The run could not be carried out (the time limit, the agent went away, …): `error` says
+    /// why. This is not a network verdict.
+    Failed,
+}
+
+/// `{"end": "completed" | "cancelled" | "failed", "error": null | "…"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDoneJson {
+    pub end: RunEnd,
+    pub error: Option<String>,
+}
+
+impl From<&RunDone> for RunDoneJson {
+    fn from(d: &RunDone) -> Self {
+        match d {
+            RunDone::Completed => RunDoneJson { end: RunEnd::Completed, error: None },
+            RunDone::Cancelled => RunDoneJson { end: RunEnd::Cancelled, error: None },
+            RunDone::Failed { error } => {
+                RunDoneJson { end: RunEnd::Failed, error: Some(error.as_str().to_owned()) }
+            }
+        }
+    }
+}
+
+/// `POST /api/v1/probe`'s answer (and `netdiag probe -o json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeResponse {
+    pub run_id: String,
+    pub from: String,
+    pub to: String,
+    /// In the runbook's order.
+    pub steps: Vec<ProbeStep>,
+    /// A finding as in `/api/v1/diagnosis`; `null` when the run found no problem (or did not
+    /// complete).
+    pub verdict: Option<Finding>,
+    pub done: RunDoneJson,
+    pub elapsed_ms: f64,
+}
+
+impl ProbeResponse {
+    pub fn new(
+        run_id: &RunId,
+        request: &ProbeRunRequest,
+        steps: &[RunStep],
+        verdict: Option<ModelFinding>,
+        done: &RunDone,
+        elapsed: Duration,
+    ) -> Self {
+        let mut steps: Vec<ProbeStep> = steps.iter().map(ProbeStep::from).collect();
+        steps.sort_by_key(|s| s.index);
+        ProbeResponse {
+            run_id: run_id.as_str().to_owned(),
+            from: request.from.to_string(),
+            to: request.to.to_string(),
+            steps,
+            verdict: verdict.map(Finding::from),
+            done: done.into(),
+            elapsed_ms: millis(elapsed),
+        }
     }
 }

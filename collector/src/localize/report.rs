@@ -107,7 +107,7 @@ impl Draft {
     }
 
     /// The finding, with `affected` capped at `max_affected` entries plus "and N more".
-    fn into_finding(self, max_affected: usize) -> Option<Finding> {
+    pub(crate) fn into_finding(self, max_affected: usize) -> Option<Finding> {
         let id = FindingId::new(self.id).ok()?;
         let mut affected: Vec<Text<_>> =
             self.affected.iter().take(max_affected).map(|a| Text::lossy(a)).collect();

@@ -4,7 +4,7 @@
 //! agents must give nothing. A proptest feeds arbitrary outcomes and checks `diagnose` neither
 //! panics nor wavers.
 
-mod sim;
+pub(crate) mod sim;
 
 use std::collections::BTreeMap;
 

@@ -9,6 +9,7 @@ use netdiag_model::result::ProbeResult;
 use netdiag_model::text::Text;
 use netdiag_model::{CellStatus, MatrixCell, NodeName, Outcome, Ratio, UnixMillis};
 
+use super::intern::Id;
 use super::status::{self, Context};
 use super::window::{Sample, SampleClass, Window, WindowSpec};
 
@@ -56,7 +57,9 @@ pub struct LastError {
 /// One cell's memory: constant in the number of samples.
 #[derive(Debug, Clone)]
 pub(super) struct CellState {
-    /// The agent whose results fill this cell (the latest one, should a pod move).
+    /// The agent whose results fill this cell (the latest one, should a pod move), as the
+    /// matrix interned it (compared per result) and by name.
+    agent_id: Id,
     agent: NodeName,
     window: Window,
     last_outcome: Outcome,
@@ -69,8 +72,9 @@ pub(super) struct CellState {
 }
 
 impl CellState {
-    pub(super) fn new(spec: &WindowSpec, agent: &NodeName, at: UnixMillis) -> Self {
+    pub(super) fn new(spec: &WindowSpec, agent_id: Id, agent: &NodeName, at: UnixMillis) -> Self {
         CellState {
+            agent_id,
             agent: agent.clone(),
             window: Window::new(spec),
             last_outcome: Outcome::Ok,
@@ -81,11 +85,12 @@ impl CellState {
         }
     }
 
-    /// Counts `result` (taken at `at`, already clamped to `now`); false when it fell outside
-    /// the window.
+    /// Counts `result` (taken at `at`, already clamped to `now`) reported by `agent` (interned
+    /// as `agent_id`); false when it fell outside the window.
     pub(super) fn record(
         &mut self,
         spec: &WindowSpec,
+        agent_id: Id,
         agent: &NodeName,
         result: &ProbeResult,
         at: UnixMillis,
@@ -95,7 +100,8 @@ impl CellState {
         if !self.window.add(spec, at, now, &sample) {
             return false;
         }
-        if &self.agent != agent {
+        if self.agent_id != agent_id {
+            self.agent_id = agent_id;
             self.agent = agent.clone();
         }
         match sample.class {
@@ -125,6 +131,10 @@ impl CellState {
 
     pub(super) fn agent(&self) -> &NodeName {
         &self.agent
+    }
+
+    pub(super) fn agent_id(&self) -> Id {
+        self.agent_id
     }
 
     pub(super) fn last_update(&self) -> UnixMillis {

@@ -27,11 +27,14 @@
 //! node level (counted in [`crate::matrix::MatrixCounters::unplaced`]).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+
+use hashbrown::Equivalent;
 
 use netdiag_model::dns::{DnsName, DnsTransport, RecordType};
 use netdiag_model::probe::{ProbeKind, ServiceVia, Source, Target};
-use netdiag_model::result::ProbeResult;
+use netdiag_model::result::{ProbeResult, ResultBatch};
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
 
 use super::placement::{InventoryIndex, Place};
@@ -63,8 +66,9 @@ pub enum NodeAddr {
     Ip(IpAddr),
 }
 
-/// What a pod-level cell's probes aimed at.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// What a pod-level cell's probes aimed at. Its `Hash` is its [`DestinationRef`]'s, so cells
+/// are found from a result's borrowed target without cloning a name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Destination {
     Pod { pod: PodRef, port: Option<Port>, family: IpFamily },
     Service { service: ServiceRef, port: Port, family: IpFamily },
@@ -78,36 +82,119 @@ pub enum Destination {
 impl Destination {
     /// The destination of `target`; `index` names the node behind a NodePort's IP.
     pub fn of(target: &Target, index: &InventoryIndex) -> Self {
+        DestinationRef::of(target, index).into_owned()
+    }
+
+    /// The borrowed form (what `Hash` and map lookups use).
+    pub fn as_ref(&self) -> DestinationRef<'_> {
+        match self {
+            Destination::Pod { pod, port, family } => {
+                DestinationRef::Pod { pod, port: *port, family: *family }
+            }
+            Destination::Service { service, port, family } => {
+                DestinationRef::Service { service, port: *port, family: *family }
+            }
+            Destination::Endpoint { service, pod, port, family } => {
+                DestinationRef::Endpoint { service, pod, port: *port, family: *family }
+            }
+            Destination::NodePort { node, port } => {
+                let node = match node {
+                    NodeAddr::Node(name, family) => NodeAddrRef::Node(name, *family),
+                    NodeAddr::Ip(ip) => NodeAddrRef::Ip(*ip),
+                };
+                DestinationRef::NodePort { node, port: *port }
+            }
+            Destination::Node { node, port, family } => {
+                DestinationRef::Node { node, port: *port, family: *family }
+            }
+            Destination::Dns { name, record, nameserver, transport } => {
+                DestinationRef::Dns { name, record: *record, nameserver: *nameserver, transport: *transport }
+            }
+            Destination::Address { ip, port } => DestinationRef::Address { ip: *ip, port: *port },
+        }
+    }
+}
+
+impl Hash for Destination {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+/// A NodePort's node, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeAddrRef<'a> {
+    Node(&'a NodeName, IpFamily),
+    Ip(IpAddr),
+}
+
+/// A [`Destination`] borrowed from a result's target and the inventory: what the matrix looks
+/// cells up with, so a result that lands in an existing cell clones nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DestinationRef<'a> {
+    Pod { pod: &'a PodRef, port: Option<Port>, family: IpFamily },
+    Service { service: &'a ServiceRef, port: Port, family: IpFamily },
+    Endpoint { service: &'a ServiceRef, pod: &'a PodRef, port: Port, family: IpFamily },
+    NodePort { node: NodeAddrRef<'a>, port: Port },
+    Node { node: &'a NodeName, port: Option<Port>, family: IpFamily },
+    Dns { name: &'a DnsName, record: RecordType, nameserver: Option<IpAddr>, transport: DnsTransport },
+    Address { ip: IpAddr, port: Option<Port> },
+}
+
+impl<'a> DestinationRef<'a> {
+    /// The destination of `target`; `index` names the node behind a NodePort's IP.
+    pub fn of(target: &'a Target, index: &'a InventoryIndex) -> Self {
         match target {
             Target::Pod { pod, ip, port } => {
-                Destination::Pod { pod: pod.clone(), port: *port, family: IpFamily::of(*ip) }
+                DestinationRef::Pod { pod, port: *port, family: IpFamily::of(*ip) }
             }
             Target::Service { service, ip, port, via } => {
-                let (service, port, family) = (service.clone(), *port, IpFamily::of(*ip));
+                let (port, family) = (*port, IpFamily::of(*ip));
                 match via {
-                    ServiceVia::ClusterIp => Destination::Service { service, port, family },
-                    ServiceVia::Endpoint(pod) => {
-                        Destination::Endpoint { service, pod: pod.clone(), port, family }
-                    }
+                    ServiceVia::ClusterIp => DestinationRef::Service { service, port, family },
+                    ServiceVia::Endpoint(pod) => DestinationRef::Endpoint { service, pod, port, family },
                     ServiceVia::NodePort => {
                         let node = match index.node_with_ip(*ip) {
-                            Some(name) => NodeAddr::Node(name.clone(), family),
-                            None => NodeAddr::Ip(*ip),
+                            Some(name) => NodeAddrRef::Node(name, family),
+                            None => NodeAddrRef::Ip(*ip),
                         };
-                        Destination::NodePort { node, port }
+                        DestinationRef::NodePort { node, port }
                     }
                 }
             }
             Target::Node { node, ip, port } => {
-                Destination::Node { node: node.clone(), port: *port, family: IpFamily::of(*ip) }
+                DestinationRef::Node { node, port: *port, family: IpFamily::of(*ip) }
             }
-            Target::Dns { name, record, nameserver, transport } => Destination::Dns {
-                name: name.clone(),
-                record: *record,
-                nameserver: *nameserver,
-                transport: *transport,
-            },
-            Target::Address { ip, port } => Destination::Address { ip: *ip, port: *port },
+            Target::Dns { name, record, nameserver, transport } => {
+                DestinationRef::Dns { name, record: *record, nameserver: *nameserver, transport: *transport }
+            }
+            Target::Address { ip, port } => DestinationRef::Address { ip: *ip, port: *port },
+        }
+    }
+
+    pub fn into_owned(self) -> Destination {
+        match self {
+            DestinationRef::Pod { pod, port, family } => Destination::Pod { pod: pod.clone(), port, family },
+            DestinationRef::Service { service, port, family } => {
+                Destination::Service { service: service.clone(), port, family }
+            }
+            DestinationRef::Endpoint { service, pod, port, family } => {
+                Destination::Endpoint { service: service.clone(), pod: pod.clone(), port, family }
+            }
+            DestinationRef::NodePort { node, port } => {
+                let node = match node {
+                    NodeAddrRef::Node(name, family) => NodeAddr::Node(name.clone(), family),
+                    NodeAddrRef::Ip(ip) => NodeAddr::Ip(ip),
+                };
+                Destination::NodePort { node, port }
+            }
+            DestinationRef::Node { node, port, family } => {
+                Destination::Node { node: node.clone(), port, family }
+            }
+            DestinationRef::Dns { name, record, nameserver, transport } => {
+                Destination::Dns { name: name.clone(), record, nameserver, transport }
+            }
+            DestinationRef::Address { ip, port } => Destination::Address { ip, port },
         }
     }
 }
@@ -167,7 +254,8 @@ impl fmt::Display for Destination {
 
 /// A pod-level cell: the probe's source (a pod, or a node probing from its own namespace), its
 /// destination and its kind. Ordered by source, destination, kind: the snapshot's order.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Hashed as its [`PodKeyRef`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct PodKey {
     pub source: Source,
     pub destination: Destination,
@@ -176,11 +264,11 @@ pub struct PodKey {
 
 impl PodKey {
     pub fn of(result: &ProbeResult, index: &InventoryIndex) -> Self {
-        PodKey {
-            source: result.source.clone(),
-            destination: Destination::of(&result.target, index),
-            kind: result.kind,
-        }
+        PodKeyRef::of(result, index).into_owned()
+    }
+
+    pub fn as_ref(&self) -> PodKeyRef<'_> {
+        PodKeyRef { source: &self.source, destination: self.destination.as_ref(), kind: self.kind }
     }
 
     /// `(source label, destination label)` as the API shows them.
@@ -189,8 +277,48 @@ impl PodKey {
     }
 }
 
-/// Where a node-level cell's probes went.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+impl Hash for PodKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+/// A [`PodKey`] borrowed from a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PodKeyRef<'a> {
+    pub source: &'a Source,
+    pub destination: DestinationRef<'a>,
+    pub kind: ProbeKind,
+}
+
+impl<'a> PodKeyRef<'a> {
+    pub fn of(result: &'a ProbeResult, index: &'a InventoryIndex) -> Self {
+        PodKeyRef {
+            source: &result.source,
+            destination: DestinationRef::of(&result.target, index),
+            kind: result.kind,
+        }
+    }
+
+    pub fn into_owned(self) -> PodKey {
+        PodKey { source: self.source.clone(), destination: self.destination.into_owned(), kind: self.kind }
+    }
+}
+
+impl Equivalent<Destination> for DestinationRef<'_> {
+    fn equivalent(&self, key: &Destination) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+impl Equivalent<PodKey> for PodKeyRef<'_> {
+    fn equivalent(&self, key: &PodKey) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// Where a node-level cell's probes went. Hashed as its [`NodeDestinationRef`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum NodeDestination {
     Node(NodeName),
     /// Every Service ClusterIP (`svc/*`).
@@ -201,19 +329,69 @@ pub enum NodeDestination {
     External,
 }
 
-impl fmt::Display for NodeDestination {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl NodeDestination {
+    pub fn as_ref(&self) -> NodeDestinationRef<'_> {
         match self {
-            NodeDestination::Node(n) => n.fmt(f),
-            NodeDestination::Services => f.write_str("svc/*"),
-            NodeDestination::Dns => f.write_str("dns/*"),
-            NodeDestination::External => f.write_str("external/*"),
+            NodeDestination::Node(n) => NodeDestinationRef::Node(n),
+            NodeDestination::Services => NodeDestinationRef::Services,
+            NodeDestination::Dns => NodeDestinationRef::Dns,
+            NodeDestination::External => NodeDestinationRef::External,
         }
     }
 }
 
+impl Hash for NodeDestination {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+/// A [`NodeDestination`] borrowed from a result or the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeDestinationRef<'a> {
+    Node(&'a NodeName),
+    Services,
+    Dns,
+    External,
+}
+
+impl NodeDestinationRef<'_> {
+    pub fn into_owned(self) -> NodeDestination {
+        match self {
+            NodeDestinationRef::Node(n) => NodeDestination::Node(n.clone()),
+            NodeDestinationRef::Services => NodeDestination::Services,
+            NodeDestinationRef::Dns => NodeDestination::Dns,
+            NodeDestinationRef::External => NodeDestination::External,
+        }
+    }
+}
+
+impl Equivalent<NodeDestination> for NodeDestinationRef<'_> {
+    fn equivalent(&self, key: &NodeDestination) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+impl fmt::Display for NodeDestinationRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NodeDestinationRef::Node(n) => n.fmt(f),
+            NodeDestinationRef::Services => f.write_str("svc/*"),
+            NodeDestinationRef::Dns => f.write_str("dns/*"),
+            NodeDestinationRef::External => f.write_str("external/*"),
+        }
+    }
+}
+
+impl fmt::Display for NodeDestination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.as_ref().fmt(f)
+    }
+}
+
 /// A node-level cell: reporting node to destination node (or pseudo-destination), per kind.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Hashed as its [`NodeKeyRef`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct NodeKey {
     pub source: NodeName,
     pub destination: NodeDestination,
@@ -224,32 +402,100 @@ impl NodeKey {
     /// The node-level cell of a result reported by `node`'s agent; None when the inventory
     /// cannot place a pod or endpoint target.
     pub fn of(node: &NodeName, result: &ProbeResult, index: &InventoryIndex) -> Option<Self> {
-        let by_ip = |ip: IpAddr| match index.place_of_ip(ip) {
-            Some(Place::Node(n)) => NodeDestination::Node(n.clone()),
-            Some(Place::ServiceVip) => NodeDestination::Services,
-            None => NodeDestination::External,
-        };
-        let pod_node = |pod: &PodRef, ip: IpAddr| match index.node_of_pod(pod) {
-            Some(n) => Some(NodeDestination::Node(n.clone())),
-            None => match index.place_of_ip(ip) {
-                Some(Place::Node(n)) => Some(NodeDestination::Node(n.clone())),
-                _ => None,
-            },
-        };
-        let destination = match &result.target {
-            Target::Pod { pod, ip, .. } => pod_node(pod, *ip)?,
-            Target::Service { via: ServiceVia::Endpoint(pod), ip, .. } => pod_node(pod, *ip)?,
-            Target::Service { via: ServiceVia::ClusterIp, .. } => NodeDestination::Services,
-            Target::Service { via: ServiceVia::NodePort, ip, .. } => by_ip(*ip),
-            Target::Node { node, .. } => NodeDestination::Node(node.clone()),
-            Target::Dns { .. } => NodeDestination::Dns,
-            Target::Address { ip, .. } => by_ip(*ip),
-        };
-        Some(NodeKey { source: node.clone(), destination, kind: result.kind })
+        NodeKeyRef::of(node, result, index).map(NodeKeyRef::into_owned)
+    }
+
+    pub fn as_ref(&self) -> NodeKeyRef<'_> {
+        NodeKeyRef { source: &self.source, destination: self.destination.as_ref(), kind: self.kind }
     }
 
     /// `(source label, destination label)` as the API shows them.
     pub fn labels(&self) -> (String, String) {
         (self.source.to_string(), self.destination.to_string())
     }
+}
+
+impl Hash for NodeKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+/// A [`NodeKey`] borrowed from a result and the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeKeyRef<'a> {
+    pub source: &'a NodeName,
+    pub destination: NodeDestinationRef<'a>,
+    pub kind: ProbeKind,
+}
+
+impl<'a> NodeKeyRef<'a> {
+    /// See [`NodeKey::of`].
+    pub fn of(node: &'a NodeName, result: &'a ProbeResult, index: &'a InventoryIndex) -> Option<Self> {
+        Some(NodeKeyRef {
+            source: node,
+            destination: node_destination(&result.target, index)?,
+            kind: result.kind,
+        })
+    }
+
+    pub fn into_owned(self) -> NodeKey {
+        NodeKey { source: self.source.clone(), destination: self.destination.into_owned(), kind: self.kind }
+    }
+}
+
+impl Equivalent<NodeKey> for NodeKeyRef<'_> {
+    fn equivalent(&self, key: &NodeKey) -> bool {
+        *self == key.as_ref()
+    }
+}
+
+/// A batch with the node-level destination of each of its results, placed once for both the
+/// matrix and the metrics.
+#[derive(Debug)]
+pub struct PlacedBatch<'a> {
+    pub(crate) batch: &'a ResultBatch,
+    pub(crate) index: &'a InventoryIndex,
+    /// By result, in order: None when the inventory cannot place a pod or endpoint target.
+    pub(crate) destinations: Vec<Option<NodeDestinationRef<'a>>>,
+}
+
+impl<'a> PlacedBatch<'a> {
+    pub fn new(batch: &'a ResultBatch, index: &'a InventoryIndex) -> Self {
+        let destinations = batch.results.iter().map(|r| node_destination(&r.target, index)).collect();
+        PlacedBatch { batch, index, destinations }
+    }
+
+    /// Each result with its node-level destination.
+    pub(crate) fn iter(
+        &self,
+    ) -> impl Iterator<Item = (&'a ProbeResult, Option<NodeDestinationRef<'a>>)> + '_ {
+        self.batch.results.iter().zip(self.destinations.iter().copied())
+    }
+}
+
+/// The node (or pseudo-destination) `target` lives on; None when the inventory cannot place a
+/// pod or endpoint target.
+pub fn node_destination<'a>(target: &'a Target, index: &'a InventoryIndex) -> Option<NodeDestinationRef<'a>> {
+    let by_ip = |ip: IpAddr| match index.place_of_ip(ip) {
+        Some(Place::Node(n)) => NodeDestinationRef::Node(n),
+        Some(Place::ServiceVip) => NodeDestinationRef::Services,
+        None => NodeDestinationRef::External,
+    };
+    let pod_node = |pod: &PodRef, ip: IpAddr| match index.node_of_pod(pod) {
+        Some(n) => Some(NodeDestinationRef::Node(n)),
+        None => match index.place_of_ip(ip) {
+            Some(Place::Node(n)) => Some(NodeDestinationRef::Node(n)),
+            _ => None,
+        },
+    };
+    Some(match target {
+        Target::Pod { pod, ip, .. } => pod_node(pod, *ip)?,
+        Target::Service { via: ServiceVia::Endpoint(pod), ip, .. } => pod_node(pod, *ip)?,
+        Target::Service { via: ServiceVia::ClusterIp, .. } => NodeDestinationRef::Services,
+        Target::Service { via: ServiceVia::NodePort, ip, .. } => by_ip(*ip),
+        Target::Node { node, .. } => NodeDestinationRef::Node(node),
+        Target::Dns { .. } => NodeDestinationRef::Dns,
+        Target::Address { ip, .. } => by_ip(*ip),
+    })
 }

@@ -2,8 +2,9 @@
 //! snapshot that answers "which node runs this pod / owns this IP" and "is this a Service VIP"
 //! without scanning the inventory per result.
 
-use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+
+use hashbrown::{HashMap, HashSet};
 
 use netdiag_model::inventory::Inventory;
 use netdiag_model::{NodeName, PodRef};

@@ -661,6 +661,34 @@ fn expire_forgets_cells_without_results() {
 }
 
 #[test]
+fn names_forgotten_by_expire_never_mix_cells_when_their_ids_come_back() {
+    let config = MatrixConfig { expire_after: Duration::from_secs(300), ..MatrixConfig::default() };
+    let mut m = Matrix::new(config);
+    let idx = index();
+    let (n1, n2) = (node("node-1"), node("node-2"));
+    let to_tidb = pod_target("tidb/tidb-0", "10.244.3.2", port(4000));
+    m.record(&n1, &tcp("tidb/pd-0", pd1_2379(), Outcome::Tcp(TcpFailure::Refused), t(0.0)), &idx, t(0.0));
+    assert_eq!(m.expire(t(400.0)), 2);
+    assert_eq!(m.retained_bytes(), 0, "cells, names and the silent agent all forgotten");
+    // New names take the freed ids; then the first cell comes back under fresh ids.
+    m.record(
+        &n2,
+        &tcp("tidb/pd-1", to_tidb.clone(), Outcome::Tcp(TcpFailure::Timeout), t(401.0)),
+        &idx,
+        t(401.0),
+    );
+    m.record(&n1, &tcp("tidb/pd-0", pd1_2379(), Outcome::Ok, t(402.0)), &idx, t(402.0));
+    assert_eq!(m.cell_counts(), (2, 2));
+    let back = m.pod_cell(&pod_key("tidb/pd-0", &pd1_2379(), ProbeKind::Tcp), t(402.0)).unwrap();
+    assert_eq!((back.successes, back.failures, back.agent.as_str()), (1, 0, "node-1"));
+    let other = m.pod_cell(&pod_key("tidb/pd-1", &to_tidb, ProbeKind::Tcp), t(402.0)).unwrap();
+    assert_eq!((other.successes, other.failures, other.agent.as_str()), (0, 1, "node-2"));
+    let node_level =
+        m.node_cell(&node_key("node-1", NodeDestination::Node(node("node-2")), ProbeKind::Tcp), t(402.0));
+    assert_eq!(node_level.map(|c| (c.successes, c.failures)), Some((1, 0)));
+}
+
+#[test]
 fn levels_stop_growing_at_max_cells() {
     let mut m = Matrix::new(MatrixConfig { max_cells: 2, ..MatrixConfig::default() });
     let now = t(1.0);

@@ -43,6 +43,7 @@ wire_enum!(capability, "capability", Capability => Capability {
     InspectIptables => InspectIptables,
     InspectNftables => InspectNftables,
     OnDemand => OnDemand,
+    CollectorInventory => CollectorInventory,
 });
 wire_enum!(record_type, "record type", RecordType => RecordType { A => A, Aaaa => Aaaa });
 wire_enum!(dns_transport, "DNS transport", DnsTransport => DnsTransport { Udp => Udp, Tcp => Tcp });

@@ -23,6 +23,11 @@ pub enum ErrorKind {
     UnknownEnum { what: &'static str, value: i32 },
     #[error("{value:?} is not an IP address")]
     BadIp { value: String },
+    #[error("an IP address is 4 or 16 bytes, not {len}")]
+    BadIpBytes { len: usize },
+    /// An index into one of a result batch's tables that is not there.
+    #[error("{index} is not an index into the batch's {len} {table}")]
+    BadRef { index: u32, len: usize, table: &'static str },
     #[error("{value:?} is not a network in CIDR notation (address/prefix)")]
     BadNetwork { value: String },
     #[error("has {len} entries, more than the {max} allowed")]

@@ -24,6 +24,35 @@ pub(crate) fn ip(s: &str) -> Result<IpAddr> {
     s.parse().map_err(|_| ErrorKind::BadIp { value: excerpt(s) }.into())
 }
 
+/// An address sent either as text (`ip`) or as 4 or 16 bytes in network order (`ip_bytes`):
+/// exactly one of the two; errors name the field at fault.
+pub(crate) fn ip_or_bytes(text: &str, bytes: &[u8]) -> Result<IpAddr> {
+    match (text.is_empty(), bytes.is_empty()) {
+        (true, true) => Err(ConvertError::from(ErrorKind::Missing)).at("ip"),
+        (false, true) => ip(text).at("ip"),
+        (true, false) => ip_from_bytes(bytes).at("ip_bytes"),
+        (false, false) => Err(ErrorKind::Conflict("set either ip or ip_bytes, not both")).at("ip_bytes"),
+    }
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Result<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Ok(IpAddr::from(v4));
+    }
+    match <[u8; 16]>::try_from(bytes) {
+        Ok(v6) => Ok(IpAddr::from(v6)),
+        Err(_) => Err(ErrorKind::BadIpBytes { len: bytes.len() }.into()),
+    }
+}
+
+/// An address as `ip_bytes`: 4 or 16 bytes in network order.
+pub(crate) fn ip_to_bytes(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    }
+}
+
 /// An empty string means "none".
 pub(crate) fn opt_ip(s: &str) -> Result<Option<IpAddr>> {
     if s.is_empty() { Ok(None) } else { ip(s).map(Some) }
@@ -98,7 +127,12 @@ pub(crate) fn list<W, M>(
     if items.len() > max {
         return Err(ErrorKind::TooMany { len: items.len(), max }.into());
     }
-    items.into_iter().enumerate().map(|(i, item)| convert(item).at_index(i)).collect()
+    // Sized up front: collecting through `Result` would grow the vector step by step.
+    let mut out = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        out.push(convert(item).at_index(i)?);
+    }
+    Ok(out)
 }
 
 /// Whole milliseconds of a duration the model keeps within u32 range.

@@ -1,13 +1,13 @@
 //! The session stream: `Hello`, `AgentMessage` (agent → collector) and `CollectorMessage`
 //! (collector → agent), with the small messages only they carry (`Ack`, `CancelRun`,
-//! `InspectRequest`).
+//! `InspectRequest`, `NodePods`).
 
 use std::collections::BTreeSet;
 
 use netdiag_model::limits::{MAX_CAPABILITIES, MAX_IPS, MAX_LOCAL_PODS};
 use netdiag_model::{
-    AgentMessage, AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod, NodeName, RunId,
-    Seq,
+    AgentMessage, AgentVersion, Capability, CollectorMessage, DnsName, Hello, InstanceId, LocalPod, NodeName,
+    NodePods, RunId, Seq,
 };
 
 use super::enums::{self, wire};
@@ -39,6 +39,29 @@ impl From<LocalPod> for v1::LocalPod {
             name: p.pod.name.into(),
             ips: p.ips.iter().map(ToString::to_string).collect(),
             host_network: p.host_network,
+        }
+    }
+}
+
+impl TryFrom<v1::NodePods> for NodePods {
+    type Error = ConvertError;
+    fn try_from(p: v1::NodePods) -> Result<Self> {
+        Ok(NodePods {
+            pods: list(p.pods, MAX_LOCAL_PODS, LocalPod::try_from).at("pods")?,
+            node_ips: list(p.node_ips, MAX_IPS, |s| ip(&s)).at("node_ips")?,
+            dns_ips: list(p.dns_ips, MAX_IPS, |s| ip(&s)).at("dns_ips")?,
+            cluster_domain: DnsName::new(p.cluster_domain).at("cluster_domain")?,
+        })
+    }
+}
+
+impl From<NodePods> for v1::NodePods {
+    fn from(p: NodePods) -> Self {
+        v1::NodePods {
+            pods: p.pods.into_iter().map(Into::into).collect(),
+            node_ips: p.node_ips.iter().map(ToString::to_string).collect(),
+            dns_ips: p.dns_ips.iter().map(ToString::to_string).collect(),
+            cluster_domain: p.cluster_domain.into(),
         }
     }
 }
@@ -108,6 +131,7 @@ impl TryFrom<v1::CollectorMessage> for CollectorMessage {
             Body::Run(r) => CollectorMessage::Run(r.try_into().at("run")?),
             Body::Cancel(c) => CollectorMessage::Cancel(RunId::new(c.run_id).at("run_id").at("cancel")?),
             Body::Inspect(i) => CollectorMessage::Inspect(opt_source(i.source).at("source").at("inspect")?),
+            Body::Pods(p) => CollectorMessage::Pods(p.try_into().at("pods")?),
         })
     }
 }
@@ -121,6 +145,7 @@ impl From<CollectorMessage> for v1::CollectorMessage {
             CollectorMessage::Run(r) => Body::Run(r.into()),
             CollectorMessage::Cancel(id) => Body::Cancel(v1::CancelRun { run_id: id.into() }),
             CollectorMessage::Inspect(s) => Body::Inspect(v1::InspectRequest { source: s.map(Into::into) }),
+            CollectorMessage::Pods(p) => Body::Pods(p.into()),
         };
         v1::CollectorMessage { body: Some(body) }
     }

@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::matrix::{InventoryIndex, Matrix};
 
-pub(super) const INVENTORY: &str = r#"
+pub(crate) const INVENTORY: &str = r#"
 version: 1
 cluster:
   name: lab

@@ -39,6 +39,9 @@ where
 
 fn valid_agent_messages() -> Vec<Vec<u8>> {
     let progress = RunProgress { run_id: "run-1".parse().unwrap(), update: RunUpdate::Step(run_step()) };
+    let tabled = v1::AgentMessage {
+        body: Some(v1::agent_message::Body::Results(crate::convert::tabled_result_batch(&batch()))),
+    };
     [
         AgentMessage::Hello(hello()),
         AgentMessage::Results(batch()),
@@ -46,7 +49,9 @@ fn valid_agent_messages() -> Vec<Vec<u8>> {
         AgentMessage::RunProgress(progress),
     ]
     .into_iter()
-    .map(|m| v1::AgentMessage::from(m).encode_to_vec())
+    .map(v1::AgentMessage::from)
+    .chain([tabled])
+    .map(|m| m.encode_to_vec())
     .collect()
 }
 
@@ -106,6 +111,14 @@ fn wire_u32() -> BoxedStrategy<u32> {
     prop_oneof![Just(0u32), Just(1), Just(80), Just(1400), Just(65_535), Just(65_536), any::<u32>()].boxed()
 }
 
+fn wire_ip_bytes() -> BoxedStrategy<Vec<u8>> {
+    prop_oneof![Just(vec![]), Just(vec![10, 0, 0, 1]), prop::collection::vec(any::<u8>(), 0..20)].boxed()
+}
+
+fn wire_ref() -> BoxedStrategy<Option<u32>> {
+    prop_oneof![Just(None), (0..3u32).prop_map(Some), any::<u32>().prop_map(Some)].boxed()
+}
+
 fn wire_enum() -> BoxedStrategy<i32> {
     prop_oneof![0..6i32, 0..62i32, any::<i32>()].boxed()
 }
@@ -128,27 +141,23 @@ fn source() -> BoxedStrategy<Option<v1::Source>> {
 
 fn target() -> BoxedStrategy<Option<v1::Target>> {
     use v1::target::Kind;
-    let kind =
-        prop_oneof![
-            (pod_name(), wire_string(), wire_u32()).prop_map(|(pod, ip, port)| Kind::Pod(v1::PodTarget {
-                pod,
-                ip,
-                port
-            })),
-            (pod_name(), wire_string(), wire_u32(), pod_name(), any::<bool>()).prop_map(
-                |(service, ip, port, endpoint, node_port)| {
-                    Kind::Service(v1::ServiceTarget { service, ip, port, endpoint, node_port })
-                }
-            ),
-            (wire_string(), wire_string(), wire_u32())
-                .prop_map(|(node, ip, port)| Kind::Node(v1::NodeTarget { node, ip, port })),
-            (wire_string(), wire_enum(), wire_string(), wire_enum()).prop_map(
-                |(name, record_type, nameserver, transport)| {
-                    Kind::Dns(v1::DnsTarget { name, record_type, nameserver, transport })
-                }
-            ),
-            (wire_string(), wire_u32()).prop_map(|(ip, port)| Kind::Address(v1::AddressTarget { ip, port })),
-        ];
+    let kind = prop_oneof![
+        (pod_name(), wire_string(), wire_u32(), wire_ip_bytes())
+            .prop_map(|(pod, ip, port, ip_bytes)| { Kind::Pod(v1::PodTarget { pod, ip, port, ip_bytes }) }),
+        (pod_name(), wire_string(), wire_u32(), pod_name(), any::<bool>(), wire_ip_bytes()).prop_map(
+            |(service, ip, port, endpoint, node_port, ip_bytes)| {
+                Kind::Service(v1::ServiceTarget { service, ip, port, endpoint, node_port, ip_bytes })
+            }
+        ),
+        (wire_string(), wire_string(), wire_u32(), wire_ip_bytes())
+            .prop_map(|(node, ip, port, ip_bytes)| Kind::Node(v1::NodeTarget { node, ip, port, ip_bytes })),
+        (wire_string(), wire_enum(), wire_string(), wire_enum()).prop_map(
+            |(name, record_type, nameserver, transport)| {
+                Kind::Dns(v1::DnsTarget { name, record_type, nameserver, transport })
+            }
+        ),
+        (wire_string(), wire_u32()).prop_map(|(ip, port)| Kind::Address(v1::AddressTarget { ip, port })),
+    ];
     prop::option::of(prop::option::of(kind).prop_map(|kind| v1::Target { kind })).boxed()
 }
 
@@ -161,18 +170,18 @@ fn probe_result() -> BoxedStrategy<v1::ProbeResult> {
             prop_oneof![Just(0i64), 1..2_000_000_000_000i64, any::<i64>()],
         ),
         (wire_string(), wire_u32(), wire_u32(), wire_u32(), wire_u32()),
-        (prop::collection::vec(wire_string(), 0..3), wire_string()),
+        (prop::collection::vec(wire_string(), 0..3), wire_string(), wire_ref(), wire_ref()),
     )
         .prop_map(
             |(
                 (source, target, kind, outcome),
                 (rtt_us, rtt_lower_bound, at_unix_ms),
                 (detail, sent, received, http_status, path_mtu),
-                (answers, nameserver),
+                (answers, nameserver, source_ref, target_ref),
             )| {
                 v1::ProbeResult {
                     source,
-                    target,
+                    target: target.map(Box::new),
                     kind,
                     outcome,
                     rtt_us,
@@ -185,6 +194,8 @@ fn probe_result() -> BoxedStrategy<v1::ProbeResult> {
                     path_mtu,
                     answers,
                     nameserver,
+                    source_ref,
+                    target_ref,
                 }
             },
         )
@@ -217,9 +228,13 @@ proptest! {
     }
 
     #[test]
-    fn assembled_results_never_panic(r in probe_result()) {
+    fn assembled_results_never_panic(
+        r in probe_result(),
+        sources in prop::collection::vec(source().prop_filter_map("unset", |s| s), 0..3),
+        targets in prop::collection::vec(target().prop_filter_map("unset", |t| t), 0..3),
+    ) {
         convert_is_stable::<ProbeResult, v1::ProbeResult>(r.clone());
-        let batch = v1::ResultBatch { seq: 1, results: vec![r], dropped: 0 };
+        let batch = v1::ResultBatch { seq: 1, results: vec![r], dropped: 0, sources, targets };
         convert_is_stable::<AgentMessage, v1::AgentMessage>(v1::AgentMessage {
             body: Some(v1::agent_message::Body::Results(batch)),
         });

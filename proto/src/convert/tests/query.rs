@@ -146,9 +146,9 @@ fn hostile_agent_lists() {
             ),
             (
                 "capability",
-                |l| l.agents[0].capabilities = vec![9],
+                |l| l.agents[0].capabilities = vec![99],
                 "agents[0].capabilities[0]",
-                "9 is not a known capability",
+                "99 is not a known capability",
             ),
             (
                 "since",

@@ -41,7 +41,7 @@ fn hostile_batches() {
             ("unset target", |b| b.results[0].target = None, "results[0].target", "is missing"),
             (
                 "unset target kind",
-                |b| b.results[0].target = Some(v1::Target { kind: None }),
+                |b| b.results[0].target = Some(Box::new(v1::Target { kind: None })),
                 "results[0].target.kind",
                 "is missing",
             ),
@@ -160,4 +160,157 @@ fn oversized_batches_are_refused_before_conversion() {
     let err = ResultBatch::try_from(b).unwrap_err();
     assert_eq!(err.path(), "results");
     assert!(err.to_string().contains("100001 entries, more than the 100000 allowed"), "{err}");
+}
+
+// --- the tabled form ---
+
+fn tabled() -> v1::ResultBatch {
+    crate::convert::tabled_result_batch(&batch())
+}
+
+fn table_pod_target(b: &mut v1::ResultBatch) -> &mut v1::PodTarget {
+    b.targets
+        .iter_mut()
+        .find_map(|t| match t.kind.as_mut() {
+            Some(v1::target::Kind::Pod(p)) => Some(p),
+            _ => None,
+        })
+        .expect("the batch has a pod target")
+}
+
+#[test]
+fn tabled_batches_round_trip_and_share_their_entries() {
+    let wire = tabled();
+    // Sources: tidb/demo-tikv-0 (four results) and node-1; every target is distinct.
+    assert_eq!((wire.sources.len(), wire.targets.len()), (2, 5));
+    assert!(wire.results.iter().all(|r| r.source.is_none() && r.target.is_none()));
+    assert_eq!(wire.results.iter().map(|r| r.source_ref).collect::<Vec<_>>(), [0, 1, 0, 0, 0].map(Some));
+    // Pod, service and node addresses travel as bytes (the pod's is IPv6: 16 bytes).
+    assert_eq!(table_pod_target(&mut wire.clone()).ip_bytes.len(), 16);
+    assert!(table_pod_target(&mut wire.clone()).ip.is_empty());
+    let bytes = prost::Message::encode_to_vec(&wire);
+    let decoded: v1::ResultBatch = prost::Message::decode(bytes.as_slice()).unwrap();
+    assert_eq!(ResultBatch::try_from(decoded), Ok(batch()));
+    assert!(bytes.len() < prost::Message::encoded_len(&v1::ResultBatch::from(batch())));
+    let empty = ResultBatch { results: vec![], ..batch() };
+    assert_eq!(ResultBatch::try_from(crate::convert::tabled_result_batch(&empty)), Ok(empty));
+}
+
+#[test]
+fn plain_and_tabled_results_mix_in_one_batch() {
+    // An old agent's batch has no tables at all (results_and_batches_round_trip); a batch may
+    // also mix the two forms, result by result.
+    let mut b = tabled();
+    b.results[1] = v1::ProbeResult::from(batch().results[1].clone());
+    assert_eq!(ResultBatch::try_from(b), Ok(batch()));
+}
+
+#[test]
+fn hostile_tabled_batches() {
+    check_rejects::<ResultBatch, _>(
+        &tabled(),
+        &[
+            (
+                "source index past the table",
+                |b| b.results[1].source_ref = Some(2),
+                "results[1].source_ref",
+                "2 is not an index into the batch's 2 sources",
+            ),
+            (
+                "target index u32::MAX",
+                |b| b.results[0].target_ref = Some(u32::MAX),
+                "results[0].target_ref",
+                "4294967295 is not an index into the batch's 5 targets",
+            ),
+            (
+                "index into an empty table",
+                |b| b.sources.clear(),
+                "results[0].source_ref",
+                "0 is not an index into the batch's 0 sources",
+            ),
+            (
+                "both inline and by index",
+                |b| b.results[2].source = Some(v1::Source::from(batch().results[2].source.clone())),
+                "results[2].source_ref",
+                "either source or source_ref",
+            ),
+            ("neither", |b| b.results[3].target_ref = None, "results[3].target", "is missing"),
+            (
+                "ip bytes of length 5",
+                |b| table_pod_target(b).ip_bytes = vec![10, 0, 0, 1, 7],
+                "targets[3].pod.ip_bytes",
+                "an IP address is 4 or 16 bytes, not 5",
+            ),
+            (
+                "ip as text and as bytes",
+                |b| table_pod_target(b).ip = "fd00:10:244::2".into(),
+                "targets[3].pod.ip_bytes",
+                "either ip or ip_bytes",
+            ),
+            ("no ip at all", |b| table_pod_target(b).ip_bytes.clear(), "targets[3].pod.ip", "is missing"),
+            (
+                "bad name in the source table",
+                |b| match b.sources[0].kind.as_mut() {
+                    Some(v1::source::Kind::Pod(p)) => p.name = "Not_A_Name".into(),
+                    _ => panic!("source 0 is a pod"),
+                },
+                "sources[0].pod.name",
+                "not a valid name",
+            ),
+            (
+                // The entry is valid alone; the result using it must still fit its kind.
+                "a table target that does not fit the result's kind",
+                |b| b.results[0].target_ref = Some(2),
+                "results[0].target",
+                "needs a",
+            ),
+            (
+                "oversized table",
+                |b| b.targets = vec![v1::Target::default(); 100_001],
+                "targets",
+                "100001 entries, more than the 100000 allowed",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_result_outside_a_batch_cannot_use_an_index() {
+    let mut r = v1::ProbeResult::from(batch().results[0].clone());
+    r.source = None;
+    r.source_ref = Some(0);
+    let err = ProbeResult::try_from(r).unwrap_err();
+    assert_eq!(err.path(), "source_ref");
+    assert!(err.to_string().contains("only a result inside a batch"), "{err}");
+}
+
+#[test]
+fn ipv4_bytes_convert() {
+    let mut b = tabled();
+    let p = table_pod_target(&mut b);
+    p.ip_bytes = vec![10, 244, 1, 2];
+    let got = ResultBatch::try_from(b).unwrap();
+    match &got.results[3].target {
+        netdiag_model::Target::Pod { ip, .. } => {
+            assert_eq!(*ip, "10.244.1.2".parse::<std::net::IpAddr>().unwrap())
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_tabled_batch_shares_its_recurring_names() {
+    // tcp (service tidb/demo-pd) and http (pod tidb/demo-pd-0) name namespace "tidb" in two
+    // different table targets: converted once, the same text in memory.
+    let got = ResultBatch::try_from(tabled()).unwrap();
+    let namespace = |t: &netdiag_model::Target| match t {
+        netdiag_model::Target::Service { service, .. } => service.namespace.as_str().as_ptr(),
+        netdiag_model::Target::Pod { pod, .. } => pod.namespace.as_str().as_ptr(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(namespace(&got.results[0].target), namespace(&got.results[3].target));
+    // The plain form converts each result on its own.
+    let plain = ResultBatch::try_from(v1::ResultBatch::from(batch())).unwrap();
+    assert_eq!(plain, got);
+    assert_ne!(namespace(&plain.results[0].target), namespace(&plain.results[3].target));
 }

@@ -1,7 +1,9 @@
 //! The session stream: `Hello`, and both `AgentMessage` and `CollectorMessage` with every body;
 //! errors deep inside a body carry the body's name in their path.
 
-use netdiag_model::{AgentMessage, CollectorMessage, Hello, RunDone, RunProgress, RunUpdate, Seq, Source};
+use netdiag_model::{
+    AgentMessage, CollectorMessage, Hello, LocalPod, NodePods, RunDone, RunProgress, RunUpdate, Seq, Source,
+};
 
 use super::fixtures::*;
 use crate::v1;
@@ -36,9 +38,81 @@ fn session_messages_round_trip() {
         CollectorMessage::Cancel("run-42".parse().unwrap()),
         CollectorMessage::Inspect(None),
         CollectorMessage::Inspect(Some(Source::Pod(pod("tidb/demo-pd-0")))),
+        CollectorMessage::Pods(node_pods()),
+        CollectorMessage::Pods(NodePods { pods: vec![], node_ips: vec![], dns_ips: vec![], ..node_pods() }),
     ] {
         round_trip::<CollectorMessage, v1::CollectorMessage>(m);
     }
+}
+
+fn node_pods() -> NodePods {
+    NodePods {
+        pods: vec![
+            LocalPod {
+                pod: pod("tidb/demo-pd-0"),
+                ips: vec!["10.244.1.5".parse().unwrap(), "fd42:244:0:1::5".parse().unwrap()],
+                host_network: false,
+            },
+            LocalPod {
+                pod: pod("kube-system/coredns-0"),
+                ips: vec!["10.244.1.2".parse().unwrap()],
+                host_network: false,
+            },
+        ],
+        node_ips: vec!["172.29.0.11".parse().unwrap()],
+        dns_ips: vec!["10.96.0.10".parse().unwrap(), "fd42:96::a".parse().unwrap()],
+        cluster_domain: "cluster.local".parse().unwrap(),
+    }
+}
+
+fn pods_of(m: &mut v1::CollectorMessage) -> &mut v1::NodePods {
+    match down(m) {
+        Down::Pods(p) => p,
+        _ => panic!("not node pods"),
+    }
+}
+
+#[test]
+fn hostile_node_pods() {
+    let valid = v1::CollectorMessage::from(CollectorMessage::Pods(node_pods()));
+    check_rejects::<CollectorMessage, _>(
+        &valid,
+        &[
+            (
+                "bad pod name",
+                |m| pods_of(m).pods[1].name = "Core_DNS".into(),
+                "pods.pods[1].name",
+                "Core_DNS",
+            ),
+            (
+                "bad pod ip",
+                |m| pods_of(m).pods[0].ips[0] = "10.244.1".into(),
+                "pods.pods[0].ips[0]",
+                "not an IP",
+            ),
+            (
+                "too many pods",
+                |m| pods_of(m).pods = vec![v1::LocalPod::default(); 4097],
+                "pods.pods",
+                "more than the 4096",
+            ),
+            ("bad node ip", |m| pods_of(m).node_ips[0] = "node-1".into(), "pods.node_ips[0]", "not an IP"),
+            ("bad dns ip", |m| pods_of(m).dns_ips[1] = "::g".into(), "pods.dns_ips[1]", "not an IP"),
+            (
+                "too many dns ips",
+                |m| pods_of(m).dns_ips = vec!["10.96.0.10".into(); 65],
+                "pods.dns_ips",
+                "more than the 64",
+            ),
+            ("no domain", |m| pods_of(m).cluster_domain = String::new(), "pods.cluster_domain", ""),
+            (
+                "bad domain",
+                |m| pods_of(m).cluster_domain = "cluster..local".into(),
+                "pods.cluster_domain",
+                "",
+            ),
+        ],
+    );
 }
 
 #[test]

@@ -1,18 +1,15 @@
-//! The derived plan on the default lab's inventory.
+//! The derived plan on the default lab's inventory (`testdata/lab-inventory.json`, what
+//! `netdiag lab` writes for the default topology).
 
 use std::time::Duration;
 
 use super::*;
-use netdiag_lab::plan::LabPlan;
-use netdiag_lab::topology::Topology;
 
-fn inventory() -> Inventory {
-    LabPlan::from_topology(&Topology::default_lab().unwrap())
-        .unwrap()
-        .inventory(std::path::Path::new("/run/x"))
+pub(crate) fn inventory() -> Inventory {
+    Inventory::from_yaml(include_str!("../testdata/lab-inventory.json")).unwrap()
 }
 
-fn opts() -> PlanOptions {
+pub(crate) fn opts() -> PlanOptions {
     PlanOptions {
         schedule: Schedule::new(Duration::from_secs(2), Duration::from_secs(1), 64, 500).unwrap(),
         http_checks: vec![HttpCheck {
@@ -21,6 +18,7 @@ fn opts() -> PlanOptions {
             path: HttpPath::new("/pd/api/v1/members").unwrap(),
         }],
         mtu: true,
+        sources: SourcePods::KnownNetns,
     }
 }
 
@@ -106,4 +104,17 @@ fn dns_names_nameservers_http_nodeports_and_mtu() {
     let mtu = count(&plan, |p| p.source == node && p.kind == ProbeKind::Mtu);
     assert_eq!(mtu, 2, "one pod on each other node");
     assert!(plan.probes.iter().all(|p| p.check().is_ok()));
+}
+
+#[test]
+fn pods_without_a_namespace_are_sources_only_when_asked() {
+    let mut inv = inventory();
+    for pod in &mut inv.pods {
+        pod.netns = None;
+    }
+    let node = "node-1".parse().unwrap();
+    let known = derive_plan(&inv, &node, &opts(), NonZeroU64::MIN);
+    assert!(known.probes.iter().all(|p| matches!(p.source, Source::Node(_))));
+    let all = derive_plan(&inv, &node, &PlanOptions { sources: SourcePods::All, ..opts() }, NonZeroU64::MIN);
+    assert_eq!(all, plan_for("node-1"), "the same plan as when every namespace is known");
 }

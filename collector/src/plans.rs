@@ -1,0 +1,312 @@
+//! Probe plans computed by the collector (issue 6) for agents that announced
+//! [`Capability::CollectorInventory`] (`--inventory kubernetes`: no inventory of their own, so the
+//! API server sees one watcher, the collector's). On such an agent's hello it gets its node's
+//! pods ([`NodePods`]) and plan; every [`PlansConfig::refresh_every`] each connected one is
+//! recomputed — the inventory may have changed, a node pair may have started or stopped failing
+//! — and sent only when it differs from what that node last got. Plans come from
+//! [`netdiag_model::plan::Sampler`]: the full plan below [`PlanPolicy::full_mesh_below`] nodes,
+//! sampled above, failing node pairs (node-level matrix cells failed or degraded) probed fully.
+//!
+//! Generations increase per node and start at the collector's start time in milliseconds, so a
+//! restarted collector's plans still replace the ones its predecessor sent. What is remembered per
+//! node is a digest of the last plan and pod list, not the plan itself (5 000 plans would be
+//! hundreds of MB). Agents that read an inventory file derive their own plans and get none.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::num::NonZeroU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use netdiag_model::inventory::Inventory;
+use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
+use netdiag_model::plan::{HttpCheck, PlanOptions, PlanPolicy, ProbePlan, Sampler, Schedule, SourcePods};
+use netdiag_model::session::{Capability, CollectorMessage, Hello, LocalPod, NodePods};
+use netdiag_model::{DnsName, NodeName};
+use tokio::sync::watch;
+use tracing::{debug, info};
+
+use crate::ingest::Ingest;
+use crate::state::{CollectorState, now};
+
+/// How the collector plans for agents without an inventory. Flags for it are not wired yet:
+/// [`Default`] is what a collector runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlansConfig {
+    pub policy: PlanPolicy,
+    /// Timeout, concurrency and rate of every plan; its interval is replaced by the policy's.
+    pub schedule: Schedule,
+    /// HTTP checks every pod source runs against a service VIP.
+    pub http_checks: Vec<HttpCheck>,
+    /// How often plans are recomputed and changed ones sent.
+    pub refresh_every: Duration,
+}
+
+impl Default for PlansConfig {
+    fn default() -> Self {
+        let policy = PlanPolicy::default();
+        // The agent's own defaults: 1 s timeout, 64 in flight, 500 per second.
+        let schedule = Schedule::new(policy.base_interval, Duration::from_secs(1), 64, 500)
+            .unwrap_or_else(|_| unreachable!("a constant schedule within the model's limits"));
+        Self { policy, schedule, http_checks: Vec::new(), refresh_every: Duration::from_secs(10) }
+    }
+}
+
+/// The plan flags of the collector's command line (for agents started with
+/// `--inventory kubernetes`, which take their plans from it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PlanArgs {
+    /// Clusters with fewer nodes get the full mesh; larger ones a sampled plan.
+    #[arg(long, env = "NETDIAG_FULL_MESH_BELOW", default_value_t = PlanPolicy::default().full_mesh_below)]
+    pub full_mesh_below: usize,
+    /// In a sampled plan: peer nodes each node probes (and is probed by).
+    #[arg(long, env = "NETDIAG_PEERS_PER_NODE", default_value_t = PlanPolicy::default().peers_per_node)]
+    pub peers_per_node: usize,
+    /// In a sampled plan: pods of each peer node that a node's pods probe.
+    #[arg(long, env = "NETDIAG_PODS_PER_PEER", default_value_t = PlanPolicy::default().pods_per_peer)]
+    pub pods_per_peer: usize,
+    /// Probe interval below the full-mesh threshold, in seconds; larger clusters get a multiple.
+    #[arg(long, env = "NETDIAG_PROBE_INTERVAL_SECS", default_value_t = PlanPolicy::default().base_interval.as_secs())]
+    pub probe_interval_secs: u64,
+    /// The probe interval never grows past this, in seconds.
+    #[arg(long, env = "NETDIAG_MAX_PROBE_INTERVAL_SECS", default_value_t = PlanPolicy::default().max_interval.as_secs())]
+    pub max_probe_interval_secs: u64,
+}
+
+impl PlanArgs {
+    /// The plans configuration; an error names the flag out of range.
+    pub fn config(&self) -> Result<PlansConfig, String> {
+        if self.peers_per_node == 0 {
+            return Err("--peers-per-node must be at least 1: every node needs probers".into());
+        }
+        if self.probe_interval_secs == 0 || self.max_probe_interval_secs < self.probe_interval_secs {
+            return Err(format!(
+                "--probe-interval-secs ({}) must be at least 1 and at most --max-probe-interval-secs ({})",
+                self.probe_interval_secs, self.max_probe_interval_secs
+            ));
+        }
+        let policy = PlanPolicy {
+            full_mesh_below: self.full_mesh_below,
+            peers_per_node: self.peers_per_node,
+            pods_per_peer: self.pods_per_peer,
+            base_interval: Duration::from_secs(self.probe_interval_secs),
+            max_interval: Duration::from_secs(self.max_probe_interval_secs),
+        };
+        let base = PlansConfig::default();
+        let schedule = Schedule::new(
+            policy.base_interval,
+            base.schedule.timeout(),
+            base.schedule.max_concurrency().get(),
+            base.schedule.max_probes_per_second().get(),
+        )
+        .map_err(|e| format!("--probe-interval-secs: {e}"))?;
+        Ok(PlansConfig { policy, schedule, ..base })
+    }
+}
+
+/// What a node was last sent.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sent {
+    generation: u64,
+    plan: Option<u64>,
+    pods: Option<u64>,
+}
+
+/// The inventory and failing pairs plans are computed from, refreshed every round.
+#[derive(Debug)]
+struct Basis {
+    inventory: Arc<Inventory>,
+    failing: BTreeSet<(NodeName, NodeName)>,
+}
+
+/// Computes and remembers plans; cheap to share.
+#[derive(Debug)]
+pub struct Planner {
+    state: Arc<CollectorState>,
+    config: PlansConfig,
+    /// First generation handed out: the collector's start time in milliseconds.
+    epoch: u64,
+    basis: Mutex<Option<Arc<Basis>>>,
+    /// Nodes whose agents take plans from us, and what they last got.
+    sent: Mutex<HashMap<NodeName, Sent>>,
+}
+
+fn digest(v: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// Node pairs whose node-level cells (any kind) are failed or degraded.
+pub fn failing_pairs(snapshot: &MatrixSnapshot) -> BTreeSet<(NodeName, NodeName)> {
+    snapshot
+        .cells
+        .iter()
+        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Degraded))
+        .filter_map(|c| {
+            Some((NodeName::new(c.source.as_str()).ok()?, NodeName::new(c.destination.as_str()).ok()?))
+        })
+        .collect()
+}
+
+/// `node`'s pods as the inventory has them, with the cluster DNS.
+pub fn node_pods(sampler: &Sampler<'_>, inv: &Inventory, node: &NodeName) -> NodePods {
+    NodePods {
+        pods: sampler
+            .pods_on(node)
+            .iter()
+            .map(|p| LocalPod { pod: p.pod_ref(), ips: p.ips.clone(), host_network: false })
+            .collect(),
+        node_ips: inv.node(node).map(|n| n.ips.clone()).unwrap_or_default(),
+        dns_ips: inv.cluster.dns_ips.clone(),
+        cluster_domain: DnsName::new(inv.cluster.domain.trim_end_matches('.'))
+            .or_else(|_| DnsName::new("cluster.local"))
+            .unwrap_or_else(|_| unreachable!("a constant name")),
+    }
+}
+
+impl Planner {
+    pub fn new(state: Arc<CollectorState>, config: PlansConfig) -> Arc<Self> {
+        Arc::new(Self {
+            state,
+            config,
+            epoch: u64::try_from(now().get()).unwrap_or(1).max(1),
+            basis: Mutex::default(),
+            sent: Mutex::default(),
+        })
+    }
+
+    fn options(&self) -> PlanOptions {
+        PlanOptions {
+            schedule: self.config.schedule,
+            http_checks: self.config.http_checks.clone(),
+            mtu: true,
+            sources: SourcePods::All,
+        }
+    }
+
+    /// Re-reads the inventory and, for a sampled cluster, the failing node pairs.
+    fn reload(&self) -> Arc<Basis> {
+        let inventory = self.state.inventory();
+        let failing = if inventory.nodes.len() >= self.config.policy.full_mesh_below {
+            let query = MatrixQuery { level: MatrixLevel::Node, kind: None };
+            failing_pairs(&self.state.matrix(&query, now()))
+        } else {
+            BTreeSet::new()
+        };
+        let basis = Arc::new(Basis { inventory: Arc::new(inventory), failing });
+        if let Ok(mut b) = self.basis.lock() {
+            *b = Some(basis.clone());
+        }
+        basis
+    }
+
+    fn basis(&self) -> Arc<Basis> {
+        let cached = self.basis.lock().ok().and_then(|b| b.clone());
+        cached.unwrap_or_else(|| self.reload())
+    }
+
+    /// The messages `node` should get now: pods and plan when they differ from what it last
+    /// got (everything when `fresh`).
+    fn messages_for(
+        &self,
+        sampler: &Sampler<'_>,
+        inv: &Inventory,
+        node: &NodeName,
+        fresh: bool,
+    ) -> Vec<CollectorMessage> {
+        let pods = node_pods(sampler, inv, node);
+        let mut plan: ProbePlan = sampler.plan(node, &self.options(), NonZeroU64::MIN);
+        let (pods_digest, plan_digest) = (digest(&pods_key(&pods)), digest(&(plan.schedule, &plan.probes)));
+        let Ok(mut sent) = self.sent.lock() else { return Vec::new() };
+        let entry = sent.entry(node.clone()).or_default();
+        let mut out = Vec::new();
+        if fresh || entry.pods != Some(pods_digest) {
+            entry.pods = Some(pods_digest);
+            out.push(CollectorMessage::Pods(pods));
+        }
+        if fresh || entry.plan != Some(plan_digest) {
+            entry.plan = Some(plan_digest);
+            entry.generation = entry.generation.saturating_add(1).max(self.epoch);
+            plan.generation = NonZeroU64::new(entry.generation).unwrap_or(NonZeroU64::MIN);
+            debug!(%node, generation = entry.generation, probes = plan.probes.len(), "plan computed");
+            out.push(CollectorMessage::Plan(plan));
+        }
+        out
+    }
+
+    /// What to send an agent that just said hello: its pods and plan when it takes them from
+    /// the collector, nothing otherwise.
+    pub fn on_hello(&self, hello: &Hello) -> Vec<CollectorMessage> {
+        if !hello.capabilities.contains(&Capability::CollectorInventory) {
+            return Vec::new();
+        }
+        let basis = self.basis();
+        let sampler = Sampler::new(&basis.inventory, &self.config.policy, &basis.failing);
+        if basis.inventory.node(&hello.node).is_none() {
+            info!(node = %hello.node, "an agent without an inventory connected from a node the inventory does not list; it gets an empty plan until the node appears");
+        }
+        self.messages_for(&sampler, &basis.inventory, &hello.node, true)
+    }
+
+    /// Recomputes every plan-taking node in `connected`; returns what changed.
+    pub fn refresh(&self, connected: impl Fn(&NodeName) -> bool) -> Vec<(NodeName, CollectorMessage)> {
+        let nodes: Vec<NodeName> = match self.sent.lock() {
+            Ok(mut sent) => {
+                sent.retain(|node, _| connected(node));
+                sent.keys().cloned().collect()
+            }
+            Err(_) => return Vec::new(),
+        };
+        let basis = self.reload();
+        if nodes.is_empty() {
+            return Vec::new();
+        }
+        let sampler = Sampler::new(&basis.inventory, &self.config.policy, &basis.failing);
+        nodes
+            .into_iter()
+            .flat_map(|node| {
+                let msgs = self.messages_for(&sampler, &basis.inventory, &node, false);
+                msgs.into_iter().map(move |m| (node.clone(), m))
+            })
+            .collect()
+    }
+
+    /// Refreshes every [`PlansConfig::refresh_every`] and sends what changed, until `stop`.
+    pub async fn run(self: Arc<Self>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(self.config.refresh_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                _ = tick.tick() => {}
+            }
+            let changes = self.refresh(|node| ingest.is_connected(node));
+            if !changes.is_empty() {
+                info!(messages = changes.len(), "sending changed plans and pod lists");
+            }
+            for (node, msg) in changes {
+                if !ingest.send_to(&node, msg).await {
+                    // Gone: its next hello gets everything afresh.
+                    if let Ok(mut sent) = self.sent.lock() {
+                        sent.remove(&node);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The parts of a pod list that matter, hashable.
+fn pods_key(p: &NodePods) -> impl Hash + '_ {
+    let pods: Vec<_> = p.pods.iter().map(|lp| (&lp.pod, &lp.ips, lp.host_network)).collect();
+    (pods, &p.node_ips, &p.dns_ips, p.cluster_domain.as_str())
+}
+
+/// Resolves once `stop` turns true (without holding the non-`Send` guard).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[cfg(test)]
+mod tests;

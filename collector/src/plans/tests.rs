@@ -1,0 +1,163 @@
+//! The planner without a network: who gets pods and plans, when changes are sent, generations.
+
+use std::collections::BTreeSet;
+
+use netdiag_model::matrix::{MatrixCell, Ratio};
+use netdiag_model::probe::{ProbeKind, Source};
+use netdiag_model::result::Seq;
+use netdiag_model::session::{AgentVersion, InstanceId};
+use netdiag_model::text::Text;
+
+use super::*;
+use crate::localize::tests::sim::INVENTORY;
+use crate::matrix::MatrixConfig;
+
+fn inventory() -> Inventory {
+    Inventory::from_yaml(INVENTORY).unwrap()
+}
+
+fn planner() -> (Arc<CollectorState>, Arc<Planner>) {
+    let state = Arc::new(CollectorState::new(inventory(), MatrixConfig::default()));
+    let planner = Planner::new(state.clone(), PlansConfig::default());
+    (state, planner)
+}
+
+fn hello(node: &str, collector_inventory: bool) -> Hello {
+    let mut capabilities: BTreeSet<Capability> = [Capability::Icmp, Capability::Tcp].into();
+    if collector_inventory {
+        capabilities.insert(Capability::CollectorInventory);
+    }
+    Hello {
+        node: node.parse().unwrap(),
+        agent_version: AgentVersion::new("0.1.0").unwrap(),
+        capabilities,
+        pods: vec![],
+        node_ips: vec![],
+        first_unacked_seq: Seq::FIRST,
+        instance_id: InstanceId::new(format!("{node}-test")).unwrap(),
+    }
+}
+
+fn split(msgs: Vec<CollectorMessage>) -> (Option<NodePods>, Option<ProbePlan>) {
+    let (mut pods, mut plan) = (None, None);
+    for m in msgs {
+        match m {
+            CollectorMessage::Pods(p) => pods = Some(p),
+            CollectorMessage::Plan(p) => plan = Some(p),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (pods, plan)
+}
+
+#[test]
+fn agents_with_an_inventory_get_nothing() {
+    let (_, planner) = planner();
+    assert!(planner.on_hello(&hello("node-1", false)).is_empty());
+    assert!(planner.refresh(|_| true).is_empty(), "and are not refreshed either");
+}
+
+#[test]
+fn agents_without_one_get_their_pods_then_their_plan() {
+    let (_, planner) = planner();
+    let msgs = planner.on_hello(&hello("node-1", true));
+    assert!(matches!(msgs.first(), Some(CollectorMessage::Pods(_))), "pods first, so sources exist");
+    let (pods, plan) = split(msgs);
+    let (pods, plan) = (pods.unwrap(), plan.unwrap());
+    let inv = inventory();
+    let node = "node-1".parse().unwrap();
+    let want: Vec<String> = inv.pods_on(&node).map(|p| p.pod_ref().to_string()).collect();
+    assert_eq!(pods.pods.iter().map(|p| p.pod.to_string()).collect::<Vec<_>>(), want);
+    assert_eq!(pods.dns_ips, inv.cluster.dns_ips);
+    assert_eq!(pods.cluster_domain.as_str(), "cluster.local");
+    assert!(plan.generation.get() >= planner.epoch, "generations start at the collector's start");
+    let sources: BTreeSet<Source> = plan.probes.iter().map(|p| p.source.clone()).collect();
+    assert_eq!(sources.len(), want.len() + 1, "the node and every pod on it: {sources:?}");
+    assert_eq!(plan.schedule.interval(), PlanPolicy::default().base_interval);
+}
+
+#[test]
+fn only_changes_are_sent_and_generations_grow() {
+    let (state, planner) = planner();
+    let (_, first) = split(planner.on_hello(&hello("node-1", true)));
+    let (_, other) = split(planner.on_hello(&hello("node-2", true)));
+    assert!(planner.refresh(|_| true).is_empty(), "nothing changed");
+
+    // A pod on node-2 goes away: node-2's pod list changes; every plan that targeted it too.
+    let mut inv = inventory();
+    let gone = inv.pods.iter().position(|p| p.node.as_str() == "node-2").unwrap();
+    inv.pods.remove(gone);
+    state.set_inventory(inv);
+    let changes = planner.refresh(|_| true);
+    let to = |node: &str| -> Vec<&CollectorMessage> {
+        changes.iter().filter(|(n, _)| n.as_str() == node).map(|(_, m)| m).collect()
+    };
+    assert!(
+        matches!(to("node-2")[..], [CollectorMessage::Pods(_), CollectorMessage::Plan(_)]),
+        "{changes:?}"
+    );
+    match to("node-1")[..] {
+        [CollectorMessage::Plan(p)] => assert!(p.generation > first.unwrap().generation),
+        ref other => panic!("node-1 should get only a new plan: {other:?}"),
+    }
+    let Some(CollectorMessage::Plan(p)) = to("node-2").last().copied() else { unreachable!() };
+    assert!(p.generation > other.unwrap().generation);
+
+    // A node whose agent left is forgotten; its next hello gets everything again.
+    assert!(planner.refresh(|n| n.as_str() != "node-1").is_empty());
+    let (pods, plan) = split(planner.on_hello(&hello("node-1", true)));
+    assert!(pods.is_some() && plan.is_some());
+}
+
+#[test]
+fn failing_pairs_are_failed_or_degraded_node_cells() {
+    let cell = |src: &str, dst: &str, status| MatrixCell {
+        source: Text::lossy(src),
+        destination: Text::lossy(dst),
+        kind: ProbeKind::Icmp,
+        status,
+        loss_ratio: Ratio::new(0.0).unwrap(),
+        rtt_p50: None,
+        rtt_p99: None,
+        last_error: Text::lossy(""),
+        samples: 3,
+        last_update: None,
+    };
+    let snapshot = MatrixSnapshot {
+        cells: vec![
+            cell("node-1", "node-2", CellStatus::Failed),
+            cell("node-2", "node-3", CellStatus::Degraded),
+            cell("node-3", "node-1", CellStatus::Ok),
+            cell("node-1", "node-3", CellStatus::Unknown),
+            cell("node-1", "tidb/demo-pd", CellStatus::Failed),
+        ],
+        generated_at: now(),
+    };
+    let names = |a: &str, b: &str| (a.parse().unwrap(), b.parse().unwrap());
+    let want: BTreeSet<(NodeName, NodeName)> = [names("node-1", "node-2"), names("node-2", "node-3")].into();
+    assert_eq!(failing_pairs(&snapshot), want);
+}
+
+#[test]
+fn plan_flags_become_the_policy_or_say_what_is_wrong() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        plans: super::PlanArgs,
+    }
+    let parse =
+        |args: &[&str]| Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap().plans;
+    let defaults = parse(&[]).config().unwrap();
+    assert_eq!(defaults.policy, netdiag_model::plan::PlanPolicy::default());
+    let custom =
+        parse(&["--peers-per-node", "3", "--probe-interval-secs", "10", "--max-probe-interval-secs", "30"])
+            .config()
+            .unwrap();
+    assert_eq!(custom.policy.peers_per_node, 3);
+    assert_eq!(custom.schedule.interval(), std::time::Duration::from_secs(10));
+    let e = parse(&["--peers-per-node", "0"]).config().unwrap_err();
+    assert!(e.contains("--peers-per-node"), "{e}");
+    let e = parse(&["--probe-interval-secs", "90"]).config().unwrap_err();
+    assert!(e.contains("--max-probe-interval-secs"), "{e}");
+}

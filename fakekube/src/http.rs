@@ -1,0 +1,233 @@
+//! The fake's HTTP side: the paths kube-rs asks for (`/version`, discovery, and list, get and
+//! watch of the four kinds, cluster-wide and namespaced) answered from the [`Store`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::store::{Filter, Kind, Store, status, watch_line};
+
+/// What the handlers share with [`crate::FakeKube`].
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Mutex<Store>,
+    pub bookmark_every: Mutex<Duration>,
+}
+
+impl Shared {
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bookmark_every(&self) -> Duration {
+        *self.bookmark_every.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+fn json_response(code: StatusCode, body: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn failure(code: StatusCode, reason: &str, message: &str) -> Response {
+    json_response(code, &status(code.as_u16(), reason, message))
+}
+
+/// The request's path split into what it names.
+enum Target {
+    Version,
+    Discovery(Value),
+    Collection { kind: Kind, namespace: Option<String> },
+    Object { kind: Kind, namespace: Option<String>, name: String },
+}
+
+fn route(path: &str) -> Option<Target> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (api_version, rest) = match parts.as_slice() {
+        ["version"] => return Some(Target::Version),
+        ["api"] => return Some(Target::Discovery(api_versions())),
+        ["apis"] => return Some(Target::Discovery(api_groups())),
+        ["api", "v1"] => return Some(Target::Discovery(resource_list("v1"))),
+        ["apis", "discovery.k8s.io", "v1"] => {
+            return Some(Target::Discovery(resource_list("discovery.k8s.io/v1")));
+        }
+        ["api", "v1", rest @ ..] => ("v1", rest),
+        ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io/v1", rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some((*ns).to_string()), rest),
+        _ => (None, rest),
+    };
+    let kind = Kind::from_path(api_version, rest.first()?)?;
+    if namespace.is_some() && !kind.namespaced() {
+        return None;
+    }
+    match rest {
+        [_] => Some(Target::Collection { kind, namespace }),
+        [_, name] => Some(Target::Object { kind, namespace, name: (*name).to_string() }),
+        _ => None,
+    }
+}
+
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if method != Method::GET {
+        return failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the fake API server only reads");
+    }
+    match route(uri.path()) {
+        None => {
+            failure(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
+        }
+        Some(Target::Version) => json_response(StatusCode::OK, &version()),
+        Some(Target::Discovery(body)) => json_response(StatusCode::OK, &body),
+        Some(Target::Object { kind, namespace, name }) => {
+            match shared.store().get(kind, namespace.as_deref().unwrap_or(""), &name) {
+                Some(o) => json_response(StatusCode::OK, o),
+                None => failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{} \"{name}\" not found", kind.plural()),
+                ),
+            }
+        }
+        Some(Target::Collection { kind, namespace }) => {
+            let filter = match Filter::parse(
+                namespace,
+                query.get("labelSelector").map(String::as_str),
+                query.get("fieldSelector").map(String::as_str),
+            ) {
+                Ok(f) => f,
+                Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e),
+            };
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                watch(shared, kind, filter, &query)
+            } else {
+                let (items, rv) = shared.store().list(kind, &filter);
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "kind": format!("{}List", kind.kind()),
+                        "apiVersion": kind.api_version(),
+                        "metadata": { "resourceVersion": rv.to_string() },
+                        "items": items,
+                    }),
+                )
+            }
+        }
+    }
+}
+
+/// A watch: replayed or initial events, then live ones and bookmarks, newline-delimited, until
+/// `timeoutSeconds`, the client leaving, or the fake closing its watches.
+fn watch(shared: Arc<Shared>, kind: Kind, filter: Filter, query: &HashMap<String, String>) -> Response {
+    let rv = query.get("resourceVersion").cloned().unwrap_or_default();
+    let timeout = query.get("timeoutSeconds").and_then(|t| t.parse::<u64>().ok()).unwrap_or(1800).min(3600);
+    let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true");
+    let (out_tx, out_rx) = mpsc::channel::<Result<String, Infallible>>(64);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let opened = shared.store().open_watch(kind, filter, &rv, tx);
+    let every = shared.bookmark_every();
+    tokio::spawn(async move {
+        let opened = match opened {
+            Ok(o) => o,
+            Err(status) => {
+                let _ = out_tx.send(Ok(watch_line("ERROR", &status))).await;
+                return;
+            }
+        };
+        for line in opened.first {
+            if out_tx.send(Ok(line)).await.is_err() {
+                shared.store().close_watch(opened.id);
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(Duration::from_secs(timeout));
+        tokio::pin!(deadline);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        loop {
+            tokio::select! {
+                line = rx.recv() => match line {
+                    Some(line) => if out_tx.send(Ok(line)).await.is_err() { break },
+                    None => break,
+                },
+                _ = tick.tick(), if bookmarks => {
+                    if !shared.store().bookmark(opened.id) { continue }
+                }
+                () = &mut deadline => break,
+            }
+        }
+        shared.store().close_watch(opened.id);
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(out_rx, |mut rx| async move {
+        rx.recv().await.map(|line| (line, rx))
+    }));
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": "33",
+        "gitVersion": "v1.33.0-fakekube",
+        "gitCommit": "0000000000000000000000000000000000000000",
+        "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z",
+        "goVersion": "go1.24.0",
+        "compiler": "gc",
+        "platform": "linux/amd64",
+    })
+}
+
+fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1" }],
+    })
+}
+
+fn api_groups() -> Value {
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": [{
+            "name": "discovery.k8s.io",
+            "versions": [{ "groupVersion": "discovery.k8s.io/v1", "version": "v1" }],
+            "preferredVersion": { "groupVersion": "discovery.k8s.io/v1", "version": "v1" },
+        }],
+    })
+}
+
+fn resource_list(group_version: &str) -> Value {
+    let resources: Vec<Value> = Kind::ALL
+        .into_iter()
+        .filter(|k| k.api_version() == group_version)
+        .map(|k| {
+            json!({
+                "name": k.plural(),
+                "singularName": k.kind().to_lowercase(),
+                "namespaced": k.namespaced(),
+                "kind": k.kind(),
+                "verbs": ["get", "list", "watch"],
+            })
+        })
+        .collect();
+    json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources })
+}

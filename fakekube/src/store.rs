@@ -1,0 +1,436 @@
+//! The fake API server's state, with no I/O: the objects of each kind, one resource version
+//! counter for all of them (as etcd's revision), the event history a watch resumes from, the
+//! floor below which a resumed watch is told `410 Gone`, and the open watches, each fed through
+//! its own channel so events and bookmarks reach it in resource-version order.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The resources the fake serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Pod,
+    Service,
+    EndpointSlice,
+    Node,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node];
+
+    pub fn kind(self) -> &'static str {
+        match self {
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Node => "Node",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::EndpointSlice => "discovery.k8s.io/v1",
+            _ => "v1",
+        }
+    }
+
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Node => "nodes",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Node
+    }
+
+    /// The kind a `Kind` string names (`Pod`, `Service`, `EndpointSlice`, `Node`).
+    pub fn from_kind(kind: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.kind() == kind)
+    }
+
+    /// The kind served at `<api_version>/<plural>`.
+    pub(crate) fn from_path(api_version: &str, plural: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.api_version() == api_version && k.plural() == plural)
+    }
+}
+
+/// What a list or watch asked for: a namespace and equality selectors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Filter {
+    pub namespace: Option<String>,
+    /// `key=value` label requirements.
+    pub labels: Vec<(String, String)>,
+    /// `a.b.c=value` field requirements.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Filter {
+    /// Parses `labelSelector`/`fieldSelector` equality terms (`a=b,c==d`); anything else is
+    /// refused rather than ignored, so a test never sees a silently unfiltered answer.
+    pub(crate) fn parse(
+        namespace: Option<String>,
+        labels: Option<&str>,
+        fields: Option<&str>,
+    ) -> Result<Self, String> {
+        fn terms(s: Option<&str>, what: &str) -> Result<Vec<(String, String)>, String> {
+            let Some(s) = s.filter(|s| !s.is_empty()) else { return Ok(Vec::new()) };
+            s.split(',')
+                .map(|t| {
+                    let (k, v) = t
+                        .split_once("==")
+                        .or_else(|| t.split_once('='))
+                        .filter(|(k, _)| !k.ends_with('!'))
+                        .ok_or_else(|| {
+                            format!("the fake API server supports only equality {what}s, not {t:?}")
+                        })?;
+                    Ok((k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect()
+        }
+        Ok(Filter {
+            namespace,
+            labels: terms(labels, "label selector")?,
+            fields: terms(fields, "field selector")?,
+        })
+    }
+
+    pub(crate) fn matches(&self, object: &Value) -> bool {
+        let meta = &object["metadata"];
+        if let Some(ns) = &self.namespace
+            && meta["namespace"].as_str() != Some(ns.as_str())
+        {
+            return false;
+        }
+        let labels_ok = self.labels.iter().all(|(k, v)| meta["labels"][k].as_str() == Some(v.as_str()));
+        let fields_ok = self.fields.iter().all(|(path, v)| {
+            let field = path.split('.').fold(object, |o, key| &o[key]);
+            match field {
+                Value::String(s) => s == v,
+                Value::Null => v.is_empty(),
+                other => v.as_str() == other.to_string().as_str(),
+            }
+        });
+        labels_ok && fields_ok
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Event {
+    kind: Kind,
+    rv: u64,
+    ty: EventType,
+    object: Value,
+}
+
+/// One line of a watch stream: `{"type":…,"object":…}` and a newline.
+pub(crate) fn watch_line(ty: &str, object: &Value) -> String {
+    let mut line = json!({ "type": ty, "object": object }).to_string();
+    line.push('\n');
+    line
+}
+
+/// The `Status` a failed request or an `ERROR` watch event carries.
+pub(crate) fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    })
+}
+
+#[derive(Debug)]
+struct Watch {
+    kind: Kind,
+    filter: Filter,
+    tx: UnboundedSender<String>,
+}
+
+/// Counters a test reads to see what the client did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lists served, per kind.
+    pub lists: BTreeMap<Kind, u64>,
+    /// Watches opened, per kind.
+    pub watches: BTreeMap<Kind, u64>,
+    /// Watches answered with `410 Gone` (`ERROR` … `Expired`).
+    pub gone: u64,
+    pub bookmarks: u64,
+}
+
+/// A watch that may start: its id and the lines to send first.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    pub id: u64,
+    pub first: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Store {
+    rv: u64,
+    /// Resource versions below this are compacted away: a watch from one gets `410 Gone`.
+    floor: u64,
+    objects: BTreeMap<Kind, BTreeMap<(String, String), Value>>,
+    history: Vec<Event>,
+    watches: HashMap<u64, Watch>,
+    next_watch: u64,
+    uids: u64,
+    pub stats: Stats,
+}
+
+impl Store {
+    pub(crate) fn new() -> Self {
+        Store { rv: 1, floor: 1, ..Store::default() }
+    }
+
+    pub(crate) fn resource_version(&self) -> u64 {
+        self.rv
+    }
+
+    /// Stores `object` (a full object with `kind`, `apiVersion` and `metadata`), as a create or
+    /// an update; returns its new resource version.
+    pub(crate) fn apply(&mut self, kind: Kind, mut object: Value) -> u64 {
+        let namespace = if kind.namespaced() {
+            let ns = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+            object["metadata"]["namespace"] = Value::String(ns.clone());
+            ns
+        } else {
+            String::new()
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let key = (namespace, name);
+        let existing = self.objects.get(&kind).and_then(|m| m.get(&key));
+        let uid = match existing.and_then(|o| o["metadata"]["uid"].as_str()) {
+            Some(uid) => uid.to_string(),
+            None => {
+                self.uids += 1;
+                format!("5f1c0c1e-0000-4000-8000-{:012x}", self.uids)
+            }
+        };
+        let ty = if existing.is_some() { EventType::Modified } else { EventType::Added };
+        self.rv += 1;
+        let meta = &mut object["metadata"];
+        meta["uid"] = Value::String(uid);
+        meta["resourceVersion"] = Value::String(self.rv.to_string());
+        if meta["creationTimestamp"].is_null() {
+            meta["creationTimestamp"] = Value::String("2026-01-01T00:00:00Z".into());
+        }
+        self.objects.entry(kind).or_default().insert(key, object.clone());
+        self.record(kind, ty, object);
+        self.rv
+    }
+
+    /// Deletes an object; false if there was none.
+    pub(crate) fn delete(&mut self, kind: Kind, namespace: &str, name: &str) -> bool {
+        let ns = if kind.namespaced() { namespace } else { "" };
+        let Some(mut object) =
+            self.objects.get_mut(&kind).and_then(|m| m.remove(&(ns.to_string(), name.to_string())))
+        else {
+            return false;
+        };
+        self.rv += 1;
+        object["metadata"]["resourceVersion"] = Value::String(self.rv.to_string());
+        self.record(kind, EventType::Deleted, object);
+        true
+    }
+
+    fn record(&mut self, kind: Kind, ty: EventType, object: Value) {
+        let rv = self.rv;
+        self.watches.retain(|_, w| {
+            w.kind != kind
+                || !w.filter.matches(&object)
+                || w.tx.send(watch_line(ty.as_str(), &object)).is_ok()
+        });
+        self.history.push(Event { kind, rv, ty, object });
+    }
+
+    pub(crate) fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Value> {
+        let ns = if kind.namespaced() { namespace } else { "" };
+        self.objects.get(&kind)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// The list's items (without `kind`/`apiVersion`, as the API server lists them) and its
+    /// resource version.
+    pub(crate) fn list(&mut self, kind: Kind, filter: &Filter) -> (Vec<Value>, u64) {
+        *self.stats.lists.entry(kind).or_default() += 1;
+        let items = self
+            .objects
+            .get(&kind)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|o| filter.matches(o))
+            .map(|o| {
+                let mut item = o.clone();
+                if let Some(map) = item.as_object_mut() {
+                    map.remove("kind");
+                    map.remove("apiVersion");
+                }
+                item
+            })
+            .collect();
+        (items, self.rv)
+    }
+
+    /// Opens a watch from `resource_version`: "" or "0" starts with an `ADDED` for every current
+    /// object; a version still in the history replays what came after it; an older one is
+    /// `Err(status)`, the `410 Expired` the caller sends as an `ERROR` event.
+    pub(crate) fn open_watch(
+        &mut self,
+        kind: Kind,
+        filter: Filter,
+        resource_version: &str,
+        tx: UnboundedSender<String>,
+    ) -> Result<Opened, Value> {
+        *self.stats.watches.entry(kind).or_default() += 1;
+        let first = match resource_version {
+            "" | "0" => self
+                .objects
+                .get(&kind)
+                .into_iter()
+                .flat_map(|m| m.values())
+                .filter(|o| filter.matches(o))
+                .map(|o| watch_line("ADDED", o))
+                .collect(),
+            rv => {
+                let from: u64 = rv.parse().map_err(|_| {
+                    status(400, "BadRequest", &format!("invalid resourceVersion {rv:?}: not a number"))
+                })?;
+                if from < self.floor {
+                    self.stats.gone += 1;
+                    return Err(status(
+                        410,
+                        "Expired",
+                        &format!("too old resource version: {from} ({})", self.floor),
+                    ));
+                }
+                self.history
+                    .iter()
+                    .filter(|e| e.kind == kind && e.rv > from && filter.matches(&e.object))
+                    .map(|e| watch_line(e.ty.as_str(), &e.object))
+                    .collect()
+            }
+        };
+        self.next_watch += 1;
+        let id = self.next_watch;
+        self.watches.insert(id, Watch { kind, filter, tx });
+        Ok(Opened { id, first })
+    }
+
+    /// Queues a bookmark at the current resource version on watch `id`, behind every event
+    /// already queued; false when the watch was closed.
+    pub(crate) fn bookmark(&mut self, id: u64) -> bool {
+        let Some(w) = self.watches.get(&id) else { return false };
+        let object = json!({
+            "kind": w.kind.kind(),
+            "apiVersion": w.kind.api_version(),
+            "metadata": { "resourceVersion": self.rv.to_string() },
+        });
+        if w.tx.send(watch_line("BOOKMARK", &object)).is_err() {
+            self.watches.remove(&id);
+            return false;
+        }
+        self.stats.bookmarks += 1;
+        true
+    }
+
+    pub(crate) fn close_watch(&mut self, id: u64) {
+        self.watches.remove(&id);
+    }
+
+    /// Ends every open watch stream (after what is already queued): clients reconnect.
+    pub(crate) fn close_watches(&mut self) {
+        self.watches.clear();
+    }
+
+    pub(crate) fn open_watches(&self) -> usize {
+        self.watches.len()
+    }
+
+    /// Compacts the history, as etcd does: a watch resumed from any version seen so far gets
+    /// `410 Gone`; then closes every watch so clients resume now.
+    pub(crate) fn expire_history(&mut self) {
+        self.rv += 1;
+        self.floor = self.rv;
+        self.history.clear();
+        self.close_watches();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, node: &str) -> Value {
+        json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": name, "namespace": "ns", "labels": {"app": name}}, "spec": {"nodeName": node}})
+    }
+
+    #[test]
+    fn versions_history_and_gone() {
+        let mut s = Store::new();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let rv1 = s.apply(Kind::Pod, pod("a", "n1"));
+        let rv2 = s.apply(Kind::Pod, pod("a", "n2"));
+        assert!(rv2 > rv1);
+        let (items, at) = s.list(Kind::Pod, &Filter::default());
+        assert_eq!((items.len(), at), (1, rv2));
+        assert!(items[0].get("kind").is_none(), "list items carry no kind");
+        // Resuming from rv1 replays the modification only.
+        let opened = s.open_watch(Kind::Pod, Filter::default(), &rv1.to_string(), tx.clone()).unwrap();
+        assert_eq!(opened.first.len(), 1);
+        assert!(opened.first[0].contains(r#""type":"MODIFIED""#), "{}", opened.first[0]);
+        assert!(s.delete(Kind::Pod, "ns", "a"));
+        assert!(!s.delete(Kind::Pod, "ns", "a"));
+        assert!(rx.try_recv().unwrap().contains(r#""type":"DELETED""#));
+        assert!(s.bookmark(opened.id));
+        assert!(rx.try_recv().unwrap().contains(r#""type":"BOOKMARK""#));
+        s.expire_history();
+        assert_eq!(s.open_watches(), 0);
+        assert!(!s.bookmark(opened.id));
+        let gone = s.open_watch(Kind::Pod, Filter::default(), &rv2.to_string(), tx.clone()).unwrap_err();
+        assert_eq!(gone["code"], 410);
+        assert_eq!(gone["reason"], "Expired");
+        let now = s.resource_version().to_string();
+        assert!(s.open_watch(Kind::Pod, Filter::default(), &now, tx).is_ok());
+    }
+
+    #[test]
+    fn filters_by_namespace_labels_and_fields() {
+        let mut s = Store::new();
+        s.apply(Kind::Pod, pod("a", "n1"));
+        s.apply(Kind::Pod, pod("b", "n2"));
+        let f = Filter::parse(None, None, Some("spec.nodeName=n2")).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 1);
+        let f = Filter::parse(Some("ns".into()), Some("app==a"), None).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 1);
+        let f = Filter::parse(Some("other".into()), None, None).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 0);
+        assert!(Filter::parse(None, Some("app!=a"), None).is_err());
+        assert!(Filter::parse(None, Some("app in (a)"), None).is_err());
+    }
+}

@@ -1,0 +1,235 @@
+//! Sampled plans for large clusters (issue 6), pure. Below [`PlanPolicy::full_mesh_below`] nodes
+//! every node gets the full plan ([`super::derive`]). From there on:
+//!
+//! * each node's pods probe every pod on their own node (ICMP, each TCP port), every service VIP
+//!   (cluster-wide targets), every service's DNS name and each cluster nameserver, as in the
+//!   full plan; service endpoints only where their pod is in reach;
+//! * each node probes `k` = [`PlanPolicy::peers_per_node`] peer nodes (ICMP, their NodePorts,
+//!   path MTU to one of their pods) and its pods probe `m` = [`PlanPolicy::pods_per_peer`] pods
+//!   of each peer;
+//! * a node pair in `failing` (either order) is probed fully: all of the peer's pods, both ways.
+//!
+//! Peers: nodes sit on a ring ordered by a stable 64-bit hash of their names, and each node's
+//! peers are the `k` that follow it — kubenurse's neighbourhood. Every node is then probed by
+//! exactly `k` others and probes exactly `k`, and a node joining moves `k` assignments (its `k`
+//! predecessors each swap their farthest peer for it). Per-prober rendezvous (HRW: the top `k`
+//! of `hash(prober, peer)`) moves as few, but leaves a node's in-degree Poisson(`k`)-distributed:
+//! at `k` = 8 and 5 000 nodes about two nodes would have no prober at all, and bounding both
+//! degrees with HRW costs O(N²) hashes. Pods per peer *are* chosen by rendezvous: the `m` with
+//! the highest `hash(prober node, pod)`, so different probers cover different pods of a peer and
+//! a pod coming or going changes only the choices it wins or loses.
+//!
+//! Interval: `base × ⌈N / full_mesh_below⌉`, at most `max_interval` (base below the threshold).
+//! The collector's intake grows with N × fan-out / interval; with a bounded fan-out this keeps it
+//! near what `full_mesh_below` nodes send at the base interval until the cap, and the step
+//! function leaves the interval (and so every plan) alone as single nodes come and go.
+//!
+//! Fan-out: with `L` pods on the node, `L_max` the most on any peer, the plan reaches at most
+//! `L + k·m` pods (`L + Σ pods of failing peers`) and `k` nodes (plus failing peers), whatever
+//! the cluster size; services and DNS names are cluster-wide and count once per pod source.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use crate::inventory::{Inventory, NodeInfo, PodInfo};
+use crate::names::NodeName;
+use crate::plan::derive::{EndpointReach, PlanOptions, Reach, mtu_target, plan_within};
+use crate::plan::{ProbePlan, Schedule};
+
+/// How the collector plans: full mesh below a threshold, sampled above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanPolicy {
+    /// Clusters with fewer nodes get the full plan.
+    pub full_mesh_below: usize,
+    /// `k`: peer nodes each node probes (and is probed by) in a sampled plan.
+    pub peers_per_node: usize,
+    /// `m`: pods of each peer node the node's pods probe.
+    pub pods_per_peer: usize,
+    /// The interval below the threshold, and the unit it grows by above.
+    pub base_interval: Duration,
+    /// The interval never grows past this.
+    pub max_interval: Duration,
+}
+
+impl Default for PlanPolicy {
+    fn default() -> Self {
+        Self {
+            full_mesh_below: 50,
+            peers_per_node: 8,
+            pods_per_peer: 2,
+            base_interval: Duration::from_secs(5),
+            max_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl PlanPolicy {
+    /// The probe interval for a cluster of `nodes` nodes (see the module doc).
+    pub fn interval(&self, nodes: usize) -> Duration {
+        if nodes < self.full_mesh_below {
+            return self.base_interval;
+        }
+        let steps = nodes.div_ceil(self.full_mesh_below.max(1));
+        let steps = u32::try_from(steps).unwrap_or(u32::MAX);
+        self.base_interval.saturating_mul(steps).min(self.max_interval).max(self.base_interval)
+    }
+
+    /// `template` with the interval for `nodes` nodes; `template` itself if that would not
+    /// make a valid schedule (a timeout above the interval, an interval past the model's limit).
+    pub fn schedule(&self, nodes: usize, template: Schedule) -> Schedule {
+        Schedule::new(
+            self.interval(nodes),
+            template.timeout(),
+            template.max_concurrency().get(),
+            template.max_probes_per_second().get(),
+        )
+        .unwrap_or(template)
+    }
+}
+
+/// A stable 64-bit hash (FNV-1a, then splitmix64's finalizer): the same in every process and
+/// release, so a collector restart moves nothing.
+fn hash(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0xff)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// Builds every node's plan over one inventory: the ring, pods by node and the failing pairs,
+/// computed once (O(N log N)), then one plan per node in time independent of N.
+#[derive(Debug)]
+pub struct Sampler<'a> {
+    inv: &'a Inventory,
+    policy: PlanPolicy,
+    /// Indices into `inv.nodes`, in ring order.
+    ring: Vec<usize>,
+    /// Node name → position on the ring.
+    position: HashMap<&'a str, usize>,
+    pods: HashMap<&'a str, Vec<&'a PodInfo>>,
+    failing: HashMap<&'a str, BTreeSet<&'a str>>,
+}
+
+impl<'a> Sampler<'a> {
+    /// `failing`: node pairs (either order) whose traffic fails now; they are probed fully.
+    pub fn new(inv: &'a Inventory, policy: &PlanPolicy, failing: &BTreeSet<(NodeName, NodeName)>) -> Self {
+        let mut ring: Vec<(u64, usize)> =
+            inv.nodes.iter().enumerate().map(|(i, n)| (hash(&[n.name.as_str()]), i)).collect();
+        ring.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0).then_with(|| inv.nodes[a.1].name.cmp(&inv.nodes[b.1].name))
+        });
+        let ring: Vec<usize> = ring.into_iter().map(|(_, i)| i).collect();
+        let position = ring.iter().enumerate().map(|(pos, &i)| (inv.nodes[i].name.as_str(), pos)).collect();
+        let mut pods: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
+        for pod in &inv.pods {
+            pods.entry(pod.node.as_str()).or_default().push(pod);
+        }
+        let known: HashMap<&str, &NodeInfo> = inv.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
+        let mut fail: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        for (a, b) in failing {
+            // Names borrowed from the inventory; a pair naming an unknown node means nothing.
+            let (Some(a), Some(b)) = (known.get(a.as_str()), known.get(b.as_str())) else { continue };
+            if a.name != b.name {
+                fail.entry(a.name.as_str()).or_default().insert(b.name.as_str());
+                fail.entry(b.name.as_str()).or_default().insert(a.name.as_str());
+            }
+        }
+        Self { inv, policy: policy.clone(), ring, position, pods, failing: fail }
+    }
+
+    /// Whether plans are sampled (the cluster is at or above the threshold).
+    pub fn is_sampled(&self) -> bool {
+        self.inv.nodes.len() >= self.policy.full_mesh_below
+    }
+
+    /// The `k` peers following `node` on the ring (every other node when there are fewer).
+    pub fn ring_peers(&self, node: &NodeName) -> Vec<&'a NodeName> {
+        let Some(&pos) = self.position.get(node.as_str()) else { return Vec::new() };
+        let n = self.ring.len();
+        let k = self.policy.peers_per_node.min(n.saturating_sub(1));
+        (1..=k).map(|step| &self.inv.nodes[self.ring[(pos + step) % n]].name).collect()
+    }
+
+    /// The pods on `node`, in inventory order.
+    pub fn pods_on(&self, node: &NodeName) -> &[&'a PodInfo] {
+        self.pods_of(node.as_str())
+    }
+
+    fn pods_of(&self, node: &str) -> &[&'a PodInfo] {
+        self.pods.get(node).map_or(&[], Vec::as_slice)
+    }
+
+    /// The `m` pods (with addresses) of `peer` that `prober`'s pods probe: highest
+    /// `hash(prober, pod)` first.
+    fn chosen_pods(&self, prober: &str, peer: &str) -> Vec<&'a PodInfo> {
+        let mut scored: Vec<(u64, &PodInfo)> = self
+            .pods_of(peer)
+            .iter()
+            .filter(|p| !p.ips.is_empty())
+            .map(|p| (hash(&[prober, p.namespace.as_str(), p.name.as_str()]), *p))
+            .collect();
+        scored.sort_unstable_by_key(|(score, _)| std::cmp::Reverse(*score));
+        scored.into_iter().take(self.policy.pods_per_peer).map(|(_, p)| p).collect()
+    }
+
+    /// What `node`'s sampled plan reaches.
+    fn reach(&self, node: &NodeName) -> Reach<'a> {
+        let me = node.as_str();
+        let failing = self.failing.get(me);
+        let mut peers: Vec<&'a NodeName> = self.ring_peers(node);
+        if let Some(f) = failing {
+            for name in f {
+                if let Some(&pos) = self.position.get(name)
+                    && !peers.iter().any(|p| p.as_str() == *name)
+                {
+                    peers.push(&self.inv.nodes[self.ring[pos]].name);
+                }
+            }
+        }
+        let info = |name: &str| self.position.get(name).map(|&pos| &self.inv.nodes[self.ring[pos]]);
+        let mut pods: Vec<&'a PodInfo> = self.pods_of(me).to_vec();
+        let mut reach_peers = Vec::with_capacity(peers.len());
+        for peer in &peers {
+            let Some(peer_info) = info(peer.as_str()) else { continue };
+            let full = failing.is_some_and(|f| f.contains(peer.as_str()));
+            let chosen =
+                if full { self.pods_of(peer.as_str()).to_vec() } else { self.chosen_pods(me, peer.as_str()) };
+            let mtu = mtu_target(chosen.iter().copied());
+            reach_peers.push((peer_info, mtu));
+            pods.extend(chosen);
+        }
+        let mut node_ports_on: Vec<&NodeInfo> = info(me).into_iter().collect();
+        node_ports_on.extend(reach_peers.iter().map(|(n, _)| *n));
+        let endpoints = EndpointReach::Within {
+            pods: pods.iter().map(|p| (p.namespace.as_str(), p.name.as_str())).collect(),
+            nodes: node_ports_on.iter().map(|n| n.name.as_str()).collect::<HashSet<_>>(),
+        };
+        Reach { peers: reach_peers, node_ports_on, pods, endpoints }
+    }
+
+    /// `node`'s plan: the full plan below the threshold, sampled above; the interval from
+    /// [`PlanPolicy::schedule`] with `opts.schedule` as the template.
+    pub fn plan(&self, node: &NodeName, opts: &PlanOptions, generation: NonZeroU64) -> ProbePlan {
+        let opts = PlanOptions {
+            schedule: self.policy.schedule(self.inv.nodes.len(), opts.schedule),
+            ..opts.clone()
+        };
+        if !self.is_sampled() {
+            return super::derive::derive_plan(self.inv, node, &opts, generation);
+        }
+        let local = self.pods_of(node.as_str());
+        plan_within(self.inv, node, local, &self.reach(node), &opts, generation)
+    }
+}
+
+#[cfg(test)]
+mod tests;

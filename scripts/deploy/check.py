@@ -1,0 +1,626 @@
+#!/usr/bin/env python3
+"""deploy/'s checks, run by scripts/check-deploy (which makes the venv and builds the binaries).
+
+1. render: `kubectl kustomize` of the base and the overlay; the Helm chart offline through Helm
+   v4's Go SDK (helm-python-sdk) with default values and with the values matching the overlay;
+   `helm lint --strict` of the chart with both value sets.
+2. schemas: every object of every rendering against Kubernetes KUBE_VERSION's schemas with
+   kubernetes-validate, strict (unknown fields are errors). Custom resources (ServiceMonitor,
+   PrometheusRule, cert-manager's Issuer/Certificate) have no schema there: they are listed as
+   skipped, and covered by the cross-reference checks below instead.
+3. agreement: each kustomize rendering and its Helm counterpart hold the same objects with the
+   same content, after removing what only Helm adds (see normalize()) and ignoring the Namespace
+   (only kustomize makes it: Helm leaves that to --create-namespace) and Secrets (only Helm makes
+   them: generated certificates and token; kustomize users create them, README.md says how).
+4. references: every Secret a pod mounts exists in the Helm rendering (or a Certificate writes
+   it); every port a Service, probe, NetworkPolicy or ServiceMonitor names is a container port.
+5. flags: every --flag in a container's command/args is in its binary's --help, and every
+   NETDIAG_* variable a container sets is one the binary reads ([env: …] in --help).
+6. metrics: every netdiag_* metric the alerts and the dashboard use is exported: the collector's
+   from a live scrape of a collector on loopback plus the table in collector/src/metrics.rs
+   (families with no sample yet are not in a scrape), the agent's from agent/src/metrics.rs.
+7. self-test: each checker is fed a broken input and must fail (so a check that passes means
+   something).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+KUBE_VERSION = "1.32.0"
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy/helm/netdiag"
+RELEASE = "netdiag"
+NAMESPACE = "netdiag"
+# The Helm values that match deploy/kustomize/overlays/cert-manager-monitoring.
+FULL_VALUES = {"tls": {"mode": "cert-manager"}, "monitoring": {"enabled": True}}
+PAIRS = [
+    ("deploy/kustomize/base", None, "defaults"),
+    ("deploy/kustomize/overlays/cert-manager-monitoring", FULL_VALUES, "tls.mode=cert-manager,monitoring.enabled=true"),
+]
+DASHBOARD_COPIES = ["deploy/kustomize/base/dashboards/netdiag.json", "deploy/helm/netdiag/dashboards/netdiag.json"]
+# Labels and annotations only Helm adds (the chart's version, the release's bookkeeping).
+HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
+HELM_ONLY_ANNOTATION_PREFIXES = ("meta.helm.sh/", "checksum/", "helm.sh/")
+WORKLOADS = {"Deployment", "DaemonSet", "StatefulSet", "Job", "Pod"}
+
+Obj = dict[str, Any]
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failed: list[str] = []
+        self.skipped: list[str] = []
+
+    def ok(self, what: str) -> None:
+        self.passed += 1
+        print(f"  ok    {what}")
+
+    def fail(self, what: str, details: list[str] | None = None) -> None:
+        self.failed.append(what)
+        print(f"  FAIL  {what}")
+        for d in details or []:
+            print(f"          {d}")
+
+    def skip(self, what: str) -> None:
+        self.skipped.append(what)
+        print(f"  skip  {what}")
+
+    def check(self, what: str, problems: list[str]) -> None:
+        if problems:
+            self.fail(what, problems)
+        else:
+            self.ok(what)
+
+
+def section(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def ident(o: Obj) -> str:
+    md = o.get("metadata") or {}
+    ns = md.get("namespace")
+    return f"{o.get('kind')}/{(ns + '/') if ns else ''}{md.get('name')}"
+
+
+def parse_docs(text: str, origin: str) -> list[Obj]:
+    objs = [d for d in yaml.safe_load_all(text) if d]
+    for d in objs:
+        if not isinstance(d, dict) or "kind" not in d:
+            raise ValueError(f"{origin}: a document that is not a Kubernetes object: {str(d)[:80]}")
+    return objs
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. render
+
+
+def render_kustomize(path: str) -> list[Obj]:
+    out = subprocess.run(["kubectl", "kustomize", str(ROOT / path)], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {path} failed: {out.stderr.strip()}")
+    return parse_docs(out.stdout, path)
+
+
+def render_helm(values: dict | None) -> list[Obj]:
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objs: list[Obj] = []
+    for name, text in sorted(files.items()):
+        if name.endswith(".txt") or not text.strip():
+            continue
+        objs.extend(parse_docs(text, name))
+    return objs
+
+
+def lint_helm(values: dict | None) -> list[str]:
+    report = helm.lint(
+        str(CHART), values, strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
+    names = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
+    problems = [f"{names.get(m['severity'], m['severity'])}: {m['path']}: {m['error']}"
+                for m in report.get("messages", []) if m.get("severity", 0) >= 2]
+    problems += [str(e) for e in report.get("errors", [])]
+    for m in report.get("messages", []):
+        if m.get("severity", 0) < 2:
+            print(f"          (lint {names.get(m['severity'])}: {m['path']}: {m['error']})")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. schemas
+
+
+def validate(objs: list[Obj]) -> tuple[list[str], set[str]]:
+    problems: list[str] = []
+    no_schema: set[str] = set()
+    for o in objs:
+        try:
+            kubernetes_validate.validate(o, KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            path = ".".join(str(p) for p in e.path)
+            problems.append(f"{ident(o)}: {path}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError:
+            no_schema.add(f"{o['kind']} ({o['apiVersion']})")
+    return problems, no_schema
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. agreement
+
+
+def _strip_metadata(md: dict) -> None:
+    labels = md.get("labels") or {}
+    for k in HELM_ONLY_LABELS:
+        labels.pop(k, None)
+    annotations = md.get("annotations") or {}
+    for k in list(annotations):
+        if k.startswith(HELM_ONLY_ANNOTATION_PREFIXES):
+            del annotations[k]
+    for k in ("labels", "annotations"):
+        if k in md and not md[k]:
+            del md[k]
+
+
+def normalize(o: Obj) -> Obj:
+    """The object without what only Helm adds: the labels helm.sh/chart,
+    app.kubernetes.io/managed-by and app.kubernetes.io/version, and annotations meta.helm.sh/*,
+    helm.sh/* and checksum/*, on the object and on its pod template."""
+    o = copy.deepcopy(o)
+    _strip_metadata(o.setdefault("metadata", {}))
+    template = (o.get("spec") or {}).get("template")
+    if isinstance(template, dict) and isinstance(template.get("metadata"), dict):
+        _strip_metadata(template["metadata"])
+    return o
+
+
+def diff(a: Any, b: Any, path: str = "") -> Iterator[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            p = f"{path}.{k}" if path else str(k)
+            if k not in a:
+                yield f"{p}: only in helm: {json.dumps(b[k])[:120]}"
+            elif k not in b:
+                yield f"{p}: only in kustomize: {json.dumps(a[k])[:120]}"
+            else:
+                yield from diff(a[k], b[k], p)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from diff(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: kustomize {json.dumps(a)[:120]} != helm {json.dumps(b)[:120]}"
+
+
+def compare(kustomize: list[Obj], helm_objs: list[Obj]) -> list[str]:
+    def keyed(objs: list[Obj], ignore: str) -> dict[str, Obj]:
+        return {ident(o): normalize(o) for o in objs if o["kind"] != ignore}
+
+    k = keyed(kustomize, "Namespace")
+    h = keyed(helm_objs, "Secret")
+    problems = [f"{i}: only in kustomize" for i in sorted(set(k) - set(h))]
+    problems += [f"{i}: only in helm" for i in sorted(set(h) - set(k))]
+    for i in sorted(set(k) & set(h)):
+        problems += [f"{i}: {d}" for d in list(diff(k[i], h[i]))[:10]]
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. references
+
+
+def pod_spec(o: Obj) -> dict | None:
+    if o["kind"] == "Pod":
+        return o.get("spec")
+    if o["kind"] in WORKLOADS:
+        return ((o.get("spec") or {}).get("template") or {}).get("spec")
+    return None
+
+
+def containers(o: Obj) -> list[dict]:
+    spec = pod_spec(o) or {}
+    return list(spec.get("initContainers") or []) + list(spec.get("containers") or [])
+
+
+def references(objs: list[Obj], secrets_must_exist: bool) -> tuple[list[str], set[str]]:
+    """Problems, and the Secrets the pods mount that the rendering does not make."""
+    problems: list[str] = []
+    secrets = {o["metadata"]["name"] for o in objs if o["kind"] == "Secret"}
+    secrets |= {o["spec"]["secretName"] for o in objs if o["kind"] == "Certificate"}
+    external: set[str] = set()
+    pods: dict[str, tuple[dict, dict]] = {}  # workload -> (pod labels, container ports by name)
+    for o in objs:
+        spec = pod_spec(o)
+        if spec is None:
+            continue
+        for v in spec.get("volumes") or []:
+            name = (v.get("secret") or {}).get("secretName")
+            if name and name not in secrets:
+                external.add(name)
+                if secrets_must_exist:
+                    problems.append(f"{ident(o)}: mounts Secret {name}, which nothing renders")
+        ports = {p["name"]: p for c in containers(o) for p in c.get("ports") or [] if "name" in p}
+        labels = o["spec"]["template"]["metadata"].get("labels") or {}
+        pods[ident(o)] = (labels, ports)
+        for c in containers(o):
+            for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+                port = ((c.get(probe) or {}).get("httpGet") or {}).get("port")
+                if isinstance(port, str) and port not in ports:
+                    problems.append(f"{ident(o)}: {c['name']}.{probe} uses port {port!r}, not a container port")
+
+    def selected(selector: dict) -> list[tuple[str, dict]]:
+        return [(w, ports) for w, (labels, ports) in pods.items()
+                if selector and all(labels.get(k) == v for k, v in selector.items())]
+
+    services: dict[str, dict] = {}
+    for o in objs:
+        if o["kind"] == "Service":
+            services[o["metadata"]["name"]] = o
+            targets = selected(o["spec"].get("selector") or {})
+            if not targets:
+                problems.append(f"{ident(o)}: its selector matches no workload")
+            for p in o["spec"].get("ports") or []:
+                tp = p.get("targetPort")
+                for w, ports in targets:
+                    if isinstance(tp, str) and tp not in ports:
+                        problems.append(f"{ident(o)}: targetPort {tp!r} is not a port of {w}")
+        elif o["kind"] == "NetworkPolicy":
+            targets = selected(o["spec"]["podSelector"].get("matchLabels") or {})
+            if not targets:
+                problems.append(f"{ident(o)}: its podSelector matches no workload")
+            for rule in o["spec"].get("ingress") or []:
+                for p in rule.get("ports") or []:
+                    for w, ports in targets:
+                        if isinstance(p.get("port"), str) and p["port"] not in ports:
+                            problems.append(f"{ident(o)}: port {p['port']!r} is not a port of {w}")
+        elif o["kind"] == "PodDisruptionBudget":
+            if not selected(o["spec"]["selector"].get("matchLabels") or {}):
+                problems.append(f"{ident(o)}: its selector matches no workload")
+    for o in objs:
+        if o["kind"] != "ServiceMonitor":
+            continue
+        sel = o["spec"]["selector"].get("matchLabels") or {}
+        svcs = [s for s in services.values()
+                if all((s["metadata"].get("labels") or {}).get(k) == v for k, v in sel.items())]
+        if not svcs:
+            problems.append(f"{ident(o)}: its selector matches no Service")
+        for ep in o["spec"].get("endpoints") or []:
+            for s in svcs:
+                if ep.get("port") not in {p.get("name") for p in s["spec"].get("ports") or []}:
+                    problems.append(f"{ident(o)}: endpoint port {ep.get('port')!r} is not a port of Service {s['metadata']['name']}")
+    for o in objs:
+        if o["kind"] != "PrometheusRule":
+            continue
+        for g in o["spec"]["groups"]:
+            for r in g["rules"]:
+                missing = [k for k in ("alert", "expr", "for") if k not in r]
+                if "severity" not in (r.get("labels") or {}):
+                    missing.append("labels.severity")
+                if missing:
+                    problems.append(f"{ident(o)}: rule {r.get('alert', '?')} lacks {', '.join(missing)}")
+    return problems, external
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. flags
+
+
+class Binaries:
+    """`--help` of the binaries manifests run, by file name."""
+
+    def __init__(self, paths: dict[str, str]) -> None:
+        self.paths = paths
+        self.helps: dict[str, str] = {}
+
+    def help(self, name: str) -> str | None:
+        if name not in self.helps:
+            path = self.paths.get(name)
+            if path is None:
+                return None
+            out = subprocess.run([path, "--help"], capture_output=True, text=True, timeout=30)
+            if out.returncode != 0:
+                raise RuntimeError(f"{path} --help failed: {out.stderr.strip()}")
+            self.helps[name] = out.stdout
+        return self.helps[name]
+
+
+def help_flags(text: str) -> set[str]:
+    return set(re.findall(r"(?m)^\s+(?:-[A-Za-z], )?(--[a-z0-9][a-z0-9-]*)", text))
+
+
+def help_env(text: str) -> set[str]:
+    return set(re.findall(r"\[env: ([A-Z0-9_]+)=", text))
+
+
+def check_flags(objs: list[Obj], bins: Binaries) -> tuple[list[str], int]:
+    problems: list[str] = []
+    checked = 0
+    for o in objs:
+        for c in containers(o):
+            command = c.get("command") or []
+            if not command:
+                problems.append(f"{ident(o)}: container {c['name']} sets no command: which binary's flags apply is unknown")
+                continue
+            binary = os.path.basename(command[0])
+            text = bins.help(binary)
+            if text is None:
+                problems.append(f"{ident(o)}: container {c['name']} runs {command[0]}, a binary this check does not know")
+                continue
+            flags, env = help_flags(text), help_env(text)
+            for token in list(command[1:]) + list(c.get("args") or []):
+                if token.startswith("--"):
+                    checked += 1
+                    flag = token.split("=", 1)[0]
+                    if flag not in flags:
+                        problems.append(f"{ident(o)}: {binary} has no {flag} (not in `{binary} --help`)")
+            for e in c.get("env") or []:
+                if e["name"].startswith("NETDIAG_"):
+                    checked += 1
+                    if e["name"] not in env:
+                        problems.append(f"{ident(o)}: {binary} reads no {e['name']} (not in `{binary} --help`)")
+    return problems, checked
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. metrics
+
+
+def used_metrics(objs: list[Obj]) -> dict[str, set[str]]:
+    """netdiag_* names in PrometheusRule expressions and the dashboard's queries, by where."""
+    used: dict[str, set[str]] = {}
+
+    def note(expr: str, where: str) -> None:
+        for name in re.findall(r"\bnetdiag_[a-z0-9_]+\b", expr):
+            used.setdefault(name, set()).add(where)
+
+    for o in objs:
+        if o["kind"] == "PrometheusRule":
+            for g in o["spec"]["groups"]:
+                for r in g["rules"]:
+                    note(r["expr"], f"alert {r.get('alert')}")
+        if o["kind"] == "ConfigMap" and "grafana_dashboard" in (o["metadata"].get("labels") or {}):
+            for key, text in (o.get("data") or {}).items():
+                for p in json.loads(text).get("panels", []):
+                    for t in p.get("targets", []):
+                        note(t.get("expr", ""), f"dashboard panel {p.get('title')!r}")
+    return used
+
+
+def with_suffixes(name: str, kind: str) -> set[str]:
+    if kind == "histogram":
+        return {name, f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+    if kind == "counter" and not name.endswith("_total"):
+        return {name, f"{name}_total"}
+    return {name}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+INVENTORY = """version: 1
+cluster:
+  name: check
+  domain: cluster.local
+  pod_cidrs: [10.244.0.0/16]
+  service_cidrs: [10.96.0.0/16]
+  node_cidrs: [192.0.2.0/24]
+  dns_ips: [10.96.0.10]
+  proxy_mode: iptables
+nodes:
+  - name: node-1
+    ips: [192.0.2.11]
+    pod_cidrs: [10.244.1.0/24]
+pods: []
+services: []
+"""
+
+
+def scrape_collector(binary: str) -> dict[str, str]:
+    """Metric families of a collector run on loopback with a one-node inventory: name -> type."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inv = Path(tmp) / "inventory.yaml"
+        inv.write_text(INVENTORY)
+        http, agents = free_port(), free_port()
+        proc = subprocess.Popen(
+            [binary, f"--inventory=file:{inv}", f"--http=127.0.0.1:{http}", f"--agents-listen=127.0.0.1:{agents}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=2) as r:
+                        text = r.read().decode()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError(f"the collector did not serve /metrics: {proc.stderr.read() if proc.poll() is not None else 'timeout'}")
+                    time.sleep(0.2)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", text))
+
+
+def declared_collector_metrics() -> dict[str, str]:
+    """The table in collector/src/metrics.rs's module docs: name -> type."""
+    text = (ROOT / "collector/src/metrics.rs").read_text()
+    return {m[0]: m[1].split()[0] for m in re.findall(r"//! \| `(netdiag_[a-z0-9_]+)` \| ([a-z]+)", text)}
+
+
+def declared_agent_metrics() -> set[str]:
+    """Names agent/src/metrics.rs registers, under its registry prefix, with the suffixes a
+    counter or histogram may carry (the source does not say which a family is at this point)."""
+    text = (ROOT / "agent/src/metrics.rs").read_text()
+    prefix = re.search(r'Registry::with_prefix\("([a-z_]+)"\)', text)
+    names: set[str] = set()
+    for n in re.findall(r'register(?:_with_unit)?\(\s*"([a-z0-9_]+)"', text):
+        full = f"{prefix.group(1)}_{n}" if prefix else n
+        names |= with_suffixes(full, "counter") | with_suffixes(full, "histogram")
+    return names
+
+
+def check_metrics(used: dict[str, set[str]], exported: set[str]) -> list[str]:
+    return [f"{name} (used by {', '.join(sorted(where))}) is not exported by the collector or the agent"
+            for name, where in sorted(used.items()) if name not in exported]
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. self-test
+
+
+def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[str]) -> None:
+    bogus = {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "bogus"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
+            "metadata": {"labels": {"a": "b"}},
+            "spec": {"containers": [{
+                "name": "agent", "image": "x", "command": ["/usr/local/bin/netdiag-agent"],
+                "args": ["--no-such-flag=1", "--node=n"], "env": [{"name": "NETDIAG_NO_SUCH", "value": "1"}],
+            }]}}},
+    }
+    problems, _ = check_flags([bogus], bins)
+    report.check("self-test: the flag check rejects --no-such-flag and NETDIAG_NO_SUCH",
+                 [] if any("--no-such-flag" in p for p in problems) and any("NETDIAG_NO_SUCH" in p for p in problems)
+                 else [f"it reported {problems}"])
+
+    typo = copy.deepcopy(bogus)
+    typo["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    clean, _ = validate([bogus])
+    problems, _ = validate([typo])
+    report.check("self-test: strict schema validation rejects an unknown field (and only that)",
+                 [] if problems and not clean else [f"clean: {clean}, with imagePullPolicyy: {problems}"])
+
+    workloads = [o for o in sample if o["kind"] in WORKLOADS]
+    changed = copy.deepcopy(workloads)
+    changed[0]["spec"]["template"]["spec"]["containers"][0].setdefault("args", []).append("--log=debug")
+    report.check("self-test: the agreement check notices a changed argument",
+                 [] if compare(workloads, changed) else ["an added argument went unnoticed"])
+
+    report.check("self-test: the metric check rejects an unknown metric",
+                 [] if check_metrics({"netdiag_no_such_metric": {"test"}}, exported) else ["it passed"])
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    report = Report()
+    bins = Binaries({
+        "netdiag-agent": os.environ.get("NETDIAG_AGENT_BIN", str(ROOT / "target/debug/netdiag-agent")),
+        "netdiag-collector": os.environ.get("NETDIAG_COLLECTOR_BIN", str(ROOT / "target/debug/netdiag-collector")),
+    })
+    print(f"check-deploy: Kubernetes {KUBE_VERSION} schemas (kubernetes-validate {kubernetes_validate.__version__}), "
+          f"Helm SDK {helm.helm_sdk_version()}, {subprocess.run(['kubectl', 'version', '--client'], capture_output=True, text=True).stdout.splitlines()[-1]}")
+
+    section("render and lint")
+    renderings: list[tuple[str, list[Obj], str, list[Obj], dict | None]] = []
+    for kpath, values, vdesc in PAIRS:
+        try:
+            k = render_kustomize(kpath)
+            report.ok(f"kubectl kustomize {kpath}: {len(k)} objects")
+        except Exception as e:  # noqa: BLE001 - reported, then the next rendering
+            report.fail(f"kubectl kustomize {kpath}", [str(e)])
+            continue
+        try:
+            h = render_helm(values)
+            report.ok(f"helm render deploy/helm/netdiag ({vdesc}): {len(h)} objects")
+        except Exception as e:  # noqa: BLE001
+            report.fail(f"helm render deploy/helm/netdiag ({vdesc})", [str(e)])
+            continue
+        report.check(f"helm lint --strict deploy/helm/netdiag ({vdesc})", lint_helm(values))
+        renderings.append((kpath, k, f"helm ({vdesc})", h, values))
+
+    copies = [(ROOT / p).read_bytes() for p in DASHBOARD_COPIES]
+    report.check(f"the dashboard's two copies are identical ({' = '.join(DASHBOARD_COPIES)})",
+                 [] if len(set(copies)) == 1 else [f"copy {DASHBOARD_COPIES[0]} over {DASHBOARD_COPIES[1]}"])
+
+    section(f"schemas (strict, Kubernetes {KUBE_VERSION})")
+    skipped: set[str] = set()
+    for kname, k, hname, h, _ in renderings:
+        for name, objs in ((kname, k), (hname, h)):
+            problems, no_schema = validate(objs)
+            skipped |= no_schema
+            checked = len(objs) - sum(1 for o in objs if f"{o['kind']} ({o['apiVersion']})" in no_schema)
+            report.check(f"{name}: {checked} objects valid", problems)
+    if skipped:
+        report.skip(f"no schema for {', '.join(sorted(skipped))}: kubernetes-validate ships only "
+                    "built-in kinds; these are checked by the agreement and reference checks instead")
+
+    section("kustomize and helm agree (ignoring Helm's own labels/annotations, the Namespace, Secrets)")
+    for kname, k, hname, h, _ in renderings:
+        report.check(f"{kname} = {hname}", compare(k, h))
+
+    section("references")
+    for kname, k, hname, h, _ in renderings:
+        problems, external = references(h, secrets_must_exist=True)
+        report.check(f"{hname}: mounted Secrets rendered, ports and selectors resolve", problems)
+        problems, external = references(k, secrets_must_exist=False)
+        report.check(f"{kname}: ports and selectors resolve (expects Secrets {', '.join(sorted(external)) or 'none'})", problems)
+
+    section("flags in the binaries' --help")
+    for kname, k, hname, h, _ in renderings:
+        for name, objs in ((kname, k), (hname, h)):
+            try:
+                problems, checked = check_flags(objs, bins)
+            except Exception as e:  # noqa: BLE001
+                report.fail(f"{name}: flags", [str(e)])
+                continue
+            report.check(f"{name}: {checked} flags and NETDIAG_* variables", problems)
+
+    section("metrics used by alerts and the dashboard")
+    try:
+        live = scrape_collector(bins.paths["netdiag-collector"])
+        report.ok(f"scraped {len(live)} metric families from a collector on loopback")
+    except Exception as e:  # noqa: BLE001
+        report.fail("scrape a collector's /metrics", [str(e)])
+        live = {}
+    exported: set[str] = set()
+    for name, kind in {**declared_collector_metrics(), **live}.items():
+        exported |= with_suffixes(name, kind)
+    exported |= declared_agent_metrics()
+    used: dict[str, set[str]] = {}
+    for _, k, _, h, _ in renderings:
+        for objs in (k, h):
+            for name, where in used_metrics(objs).items():
+                used.setdefault(name, set()).update(where)
+    report.check(f"{len(used)} metric names used are exported", check_metrics(used, exported))
+
+    section("self-test: each check can fail")
+    if renderings:
+        self_test(report, bins, renderings[0][3], exported)
+
+    print()
+    if report.failed:
+        print(f"check-deploy: FAILED: {len(report.failed)} of {report.passed + len(report.failed)} checks "
+              f"({len(report.skipped)} skipped):")
+        for f in report.failed:
+            print(f"  - {f}")
+        return 1
+    print(f"check-deploy: all {report.passed} checks ok ({len(report.skipped)} skipped)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
