@@ -3,6 +3,7 @@
 //! on the host's loopback) and one agent per node, each on its own thread whose runtime lives
 //! inside the node's namespace — as a hostNetwork DaemonSet pod lives in its node's.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -20,6 +21,7 @@ use netdiag_collector::state::{CollectorState, now};
 use netdiag_lab::plan::LabPlan;
 use netdiag_model::finding::Diagnosis;
 use netdiag_model::inventory::Inventory;
+use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
 use netdiag_model::plan::{PlanPolicy, Schedule};
 use netdiag_proto::tls::ClientTlsFiles;
 use tokio::sync::watch;
@@ -39,6 +41,23 @@ pub struct LabCluster {
     pub kube: Option<KubeApi>,
     stop: watch::Sender<bool>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Matrix cells keyed `<level> <source> -> <destination> <kind>`, with their status.
+pub type CellStatuses = BTreeMap<String, CellStatus>;
+
+/// What `got` lacks, holds besides, or holds with another status than `want`: a line each.
+pub fn cell_diff(want: &CellStatuses, got: &CellStatuses, got_label: &str) -> String {
+    let mut lines = Vec::new();
+    for (k, v) in want {
+        match got.get(k) {
+            None => lines.push(format!("missing  {k} ({v})")),
+            Some(g) if g != v => lines.push(format!("status   {k}: {v}, {got_label} {g}")),
+            Some(_) => {}
+        }
+    }
+    lines.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("extra    {k}")));
+    lines.join("\n  ")
 }
 
 /// How a [`LabCluster`] runs.
@@ -189,6 +208,33 @@ impl LabCluster {
             }));
         }
         LabCluster { lab, collector, http, interval, kube, stop, threads }
+    }
+
+    /// Waits until every node's agent is connected and has delivered a first round (more than
+    /// 100 results), then two more intervals so every cell has samples.
+    pub fn warm_up(&self) {
+        let nodes = self.lab.plan.nodes.len();
+        let ready = self.wait_for(Duration::from_secs(30), |c| {
+            let agents = c.collector.agents(now());
+            (agents.len() == nodes && agents.iter().all(|a| a.connected && a.results_received > 100))
+                .then_some(())
+        });
+        assert!(ready.is_some(), "agents never delivered a first round: {:#?}", self.collector.agents(now()));
+        std::thread::sleep(self.interval * 2);
+    }
+
+    /// Every pod- and node-level cell of the matrix, with its status.
+    pub fn cell_statuses(&self) -> CellStatuses {
+        let mut out = CellStatuses::new();
+        for level in [MatrixLevel::Pod, MatrixLevel::Node] {
+            for cell in self.collector.matrix(&MatrixQuery { level, kind: None }, now()).cells {
+                out.insert(
+                    format!("{level:?} {} -> {} {:?}", cell.source, cell.destination, cell.kind),
+                    cell.status,
+                );
+            }
+        }
+        out
     }
 
     pub fn diagnosis(&self) -> Diagnosis {

@@ -29,16 +29,6 @@ fn describe(findings: &[Finding]) -> String {
         .join("\n  ")
 }
 
-/// Waits for the first round of results so every cell has samples.
-fn warm_up(c: &LabCluster) {
-    let ready = c.wait_for(Duration::from_secs(30), |c| {
-        let agents = c.collector.agents(netdiag_collector::state::now());
-        (agents.len() == 3 && agents.iter().all(|a| a.connected && a.results_received > 100)).then_some(())
-    });
-    assert!(ready.is_some(), "agents never delivered a first round");
-    std::thread::sleep(INTERVAL * 2);
-}
-
 struct Case {
     fault: &'static str,
     id: &'static str,
@@ -49,7 +39,7 @@ struct Case {
 
 fn run_cases(cases: &[Case]) {
     let c = LabCluster::up(INTERVAL);
-    warm_up(&c);
+    c.warm_up();
     let healthy = c.diagnosis();
     assert!(healthy.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&healthy.findings));
     let mut report = Vec::new();
@@ -102,7 +92,7 @@ fn run_cases(cases: &[Case]) {
 #[test]
 fn healthy_lab_has_no_finding_for_the_whole_test() {
     let c = LabCluster::up(INTERVAL);
-    warm_up(&c);
+    c.warm_up();
     for _ in 0..20 {
         let d = c.diagnosis();
         assert!(d.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&d.findings));

@@ -6,54 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use netdiag_collector::state::now;
 use netdiag_model::inventory::Inventory;
-use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
-use netdiag_tests::cluster::LabCluster;
+use netdiag_model::matrix::CellStatus;
+use netdiag_tests::cluster::{LabCluster, cell_diff};
 use netdiag_tests::lab::TestLab;
 
 const INTERVAL: Duration = Duration::from_secs(2);
-
-type Cells = BTreeMap<String, CellStatus>;
-
-/// Waits for the first round of results so every cell has samples.
-fn warm_up(c: &LabCluster) {
-    let ready = c.wait_for(Duration::from_secs(30), |c| {
-        let agents = c.collector.agents(now());
-        (agents.len() == 3 && agents.iter().all(|a| a.connected && a.results_received > 100)).then_some(())
-    });
-    assert!(ready.is_some(), "agents never delivered a first round");
-    std::thread::sleep(INTERVAL * 2);
-}
-
-fn cells(c: &LabCluster) -> Cells {
-    let mut out = Cells::new();
-    for level in [MatrixLevel::Pod, MatrixLevel::Node] {
-        for cell in c.collector.matrix(&MatrixQuery { level, kind: None }, now()).cells {
-            out.insert(
-                format!("{level:?} {} -> {} {:?}", cell.source, cell.destination, cell.kind),
-                cell.status,
-            );
-        }
-    }
-    out
-}
-
-fn diff(want: &Cells, got: &Cells) -> String {
-    let mut lines = Vec::new();
-    for (k, v) in want {
-        match got.get(k) {
-            None => lines.push(format!("missing  {k} ({v})")),
-            Some(g) if g != v => lines.push(format!("status   {k}: file {v}, kubernetes {g}")),
-            Some(_) => {}
-        }
-    }
-    lines.extend(got.keys().filter(|k| !want.contains_key(*k)).map(|k| format!("extra    {k}")));
-    lines.join("\n  ")
-}
 
 /// The file's inventory as the Kubernetes API can tell it: no netns or resolv.conf paths, the
 /// cluster's pod range as the nodes' podCIDRs, lists in a canonical order.
@@ -76,8 +36,8 @@ fn as_the_api_tells_it(mut inv: Inventory) -> Inventory {
 fn kubernetes_mode_builds_the_same_matrix_as_the_inventory_file() {
     let file_cells = {
         let c = LabCluster::up(INTERVAL);
-        warm_up(&c);
-        cells(&c)
+        c.warm_up();
+        c.cell_statuses()
     };
     assert!(!file_cells.is_empty());
     assert!(file_cells.values().all(|s| *s == CellStatus::Ok), "a healthy lab in file mode: {file_cells:#?}");
@@ -91,9 +51,12 @@ fn kubernetes_mode_builds_the_same_matrix_as_the_inventory_file() {
     assert!(from_api.pods.iter().all(|p| p.netns.is_none()), "the collector's inventory came from the API");
     assert_eq!(from_api, as_the_api_tells_it(file), "the lab's inventory through the API");
 
-    warm_up(&c);
-    let same = c.wait_for(INTERVAL * 3, |c| (cells(c) == file_cells).then_some(()));
+    c.warm_up();
+    let same = c.wait_for(INTERVAL * 3, |c| (c.cell_statuses() == file_cells).then_some(()));
     if same.is_none() {
-        panic!("the kubernetes-mode matrix differs from file mode:\n  {}", diff(&file_cells, &cells(&c)));
+        panic!(
+            "the kubernetes-mode matrix differs from file mode:\n  {}",
+            cell_diff(&file_cells, &c.cell_statuses(), "kubernetes")
+        );
     }
 }

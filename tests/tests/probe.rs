@@ -19,17 +19,6 @@ use serde_json::{Value, json};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 
-fn warm_up(c: &LabCluster) {
-    let ready = c.wait_for(Duration::from_secs(30), |c| {
-        let agents = c.collector.agents(netdiag_collector::state::now());
-        (agents.len() == c.lab.plan.nodes.len()
-            && agents.iter().all(|a| a.connected && a.results_received > 100))
-        .then_some(())
-    });
-    assert!(ready.is_some(), "agents never delivered a first round");
-    std::thread::sleep(INTERVAL * 2);
-}
-
 /// One run through the HTTP API (loopback: no token needed when none is configured).
 fn probe(c: &LabCluster, from: &str, to: &str, http_path: Option<&str>) -> Value {
     let mut body = json!({"from": from, "to": to, "timeout_ms": 1500});
@@ -95,7 +84,7 @@ struct Case {
 
 fn run_cases(cases: &[Case]) {
     let c = LabCluster::up(INTERVAL);
-    warm_up(&c);
+    c.warm_up();
     let healthy = c.diagnosis();
     assert!(healthy.findings.is_empty(), "findings on a healthy lab: {}", describe(&healthy.findings));
     let mut report = Vec::new();
@@ -165,7 +154,7 @@ fn run_cases(cases: &[Case]) {
 #[test]
 fn a_healthy_lab_passes_every_step() {
     let c = LabCluster::up(INTERVAL);
-    warm_up(&c);
+    c.warm_up();
     for (from, to, http) in [
         ("tidb/demo-tikv-0", "svc/tidb/demo-pd:2379", Some("/pd/api/v1/members")),
         ("tidb/demo-pd-1", "demo-discovery.tidb:10261", None),
@@ -313,7 +302,7 @@ fn a_pod_whose_app_never_runs_is_a_source() {
     });
     assert!(!lab.pod("tidb/demo-backup-0").listen, "the topology edit took");
     let c = LabCluster::start(lab, INTERVAL);
-    warm_up(&c);
+    c.warm_up();
     let run = probe(&c, "tidb/demo-backup-0", "svc/tidb/demo-discovery:10261", None);
     assert_all_ok(&run, "from the crash-looping pod");
     let run = probe(&c, "tidb/demo-backup-0", "svc/tidb/demo-pd:2379", Some("/pd/api/v1/members"));
