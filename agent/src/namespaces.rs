@@ -1,18 +1,37 @@
 //! Finding the network namespaces on this node the way a real node has them — bind mounts
 //! under `/var/run/netns/` (containerd, CRI-O) and `/proc/<pid>/ns/net` (with hostPID) —
-//! deduplicated by inode, and mapping each to its pod by the pod IPs found inside it.
+//! deduplicated by inode, keeping those connected to the agent's own namespace, and mapping
+//! each to its pod by the pod IPs found inside it.
 //!
-//! The parsers and the mapping are pure; reading addresses happens on a short-lived thread
-//! inside each namespace (`netdiag_netns::run_in`), from `/proc/thread-self/net/…`, which shows
-//! the reading thread's namespace.
+//! A namespace is this node's when one of the agent's links (a pod veth's host end, routed or
+//! enslaved to a bridge; a netkit pair) has its other end there: the link's
+//! `IFLA_LINK_NETNSID` is that namespace's nsid as the agent's namespace names it
+//! (`RTM_GETNSID` with the namespace's fd). Other namespaces on the machine — another
+//! cluster's, with the same pod IPs — are never entered.
+//!
+//! The parsers, the locality rule ([`connected`]) and the mapping are pure; reading addresses
+//! happens on a short-lived thread inside each namespace (`netdiag_netns::run_in`), from
+//! `/proc/thread-self/net/…`, which shows the reading thread's namespace; nsids are asked
+//! over a blocking rtnetlink socket made by the calling thread, in the agent's namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use netdiag_model::PodRef;
 use netdiag_model::inventory::PodInfo;
 use netdiag_netns::{NetnsId, netns_id};
+use rtnetlink::packet_core::{
+    DecodeError, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+};
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::nsid::{NsidAttribute, NsidMessage};
+use rtnetlink::sys::protocols::NETLINK_ROUTE;
+use rtnetlink::sys::{Socket, SocketAddr};
+use tracing::{debug, warn};
 
 /// One namespace and every path that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +76,225 @@ pub fn discover(netns_dir: &Path, proc_dir: Option<&Path>, skip: Option<NetnsId>
         }
     }
     by_id.into_iter().map(|(id, paths)| FoundNetns { id, paths }).collect()
+}
+
+/// How the agent's namespace names another one (`ip netns list-id`): an id local to the
+/// agent's namespace, never negative (the kernel's −1 is "not assigned").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nsid(u32);
+
+impl Nsid {
+    /// The kernel's signed id; −1 (`NETNSA_NSID_NOT_ASSIGNED`) and any other negative is none.
+    pub fn from_kernel(id: i32) -> Option<Self> {
+        u32::try_from(id).ok().map(Self)
+    }
+}
+
+/// What the agent's namespace knows of the others: where its links' other ends live, and the
+/// nsid of each candidate namespace that has one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peers {
+    /// `IFLA_LINK_NETNSID` of every link of the agent's namespace that has one.
+    pub link_nsids: BTreeSet<Nsid>,
+    /// Each candidate's nsid; a candidate without one is absent.
+    pub nsids: BTreeMap<NetnsId, Nsid>,
+}
+
+/// The candidates connected to the agent's namespace: those holding the other end of one of
+/// its links. A candidate with no nsid is not connected. When the agent's namespace has no
+/// link into another namespace at all (a CNI without veth or netkit pairs: ipvlan, macvlan),
+/// locality cannot be told and every candidate is kept.
+pub fn connected(found: Vec<FoundNetns>, peers: &Peers) -> Vec<FoundNetns> {
+    if peers.link_nsids.is_empty() {
+        return found;
+    }
+    found
+        .into_iter()
+        .filter(|f| peers.nsids.get(&f.id).is_some_and(|n| peers.link_nsids.contains(n)))
+        .collect()
+}
+
+/// How long the kernel may take to answer one netlink request.
+const NETLINK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the agent's namespace could not be asked about its peers.
+#[derive(Debug, thiserror::Error)]
+pub enum PeersError {
+    #[error("cannot open a netlink socket in the agent's namespace")]
+    Socket(#[source] std::io::Error),
+    #[error("cannot open network namespace {path} to ask for its nsid (is it gone?)")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot send {what} over netlink")]
+    Send {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no answer to {what} over netlink (waited up to {}s)", NETLINK_TIMEOUT.as_secs())]
+    Receive {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel refused {what}")]
+    Refused {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot decode the kernel's answer to {what}")]
+    Decode {
+        what: &'static str,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+/// A blocking rtnetlink socket in the calling thread's namespace.
+struct Rtnl {
+    socket: Socket,
+    seq: u32,
+}
+
+impl Rtnl {
+    fn open() -> Result<Self, PeersError> {
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(PeersError::Socket)?;
+        socket.bind_auto().map_err(PeersError::Socket)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(PeersError::Socket)?;
+        socket2::SockRef::from(&socket)
+            .set_read_timeout(Some(NETLINK_TIMEOUT))
+            .map_err(PeersError::Socket)?;
+        Ok(Self { socket, seq: 0 })
+    }
+
+    /// Sends `msg` and hands every answer to `each` until the dump's end or the ack.
+    fn request(
+        &mut self,
+        what: &'static str,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+        mut each: impl FnMut(RouteNetlinkMessage),
+    ) -> Result<(), PeersError> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = flags;
+        req.header.sequence_number = self.seq;
+        req.finalize();
+        let mut buf = vec![0; req.buffer_len()];
+        req.serialize(&mut buf);
+        self.socket.send(&buf, 0).map_err(|source| PeersError::Send { what, source })?;
+        loop {
+            let (data, _) =
+                self.socket.recv_from_full().map_err(|source| PeersError::Receive { what, source })?;
+            let mut offset = 0;
+            while offset < data.len() {
+                let bytes = &data[offset..];
+                let len = NetlinkBuffer::new_checked(bytes)
+                    .map_err(|source| PeersError::Decode { what, source })?
+                    .length() as usize;
+                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                    .map_err(|source| PeersError::Decode { what, source })?;
+                // Netlink messages are 4-byte aligned within a datagram.
+                offset += len.max(1).next_multiple_of(4);
+                if msg.header.sequence_number != self.seq {
+                    continue;
+                }
+                match msg.payload {
+                    NetlinkPayload::Done(_) => return Ok(()),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(()),
+                            Some(_) => Err(PeersError::Refused { what, source: e.to_io() }),
+                        };
+                    }
+                    NetlinkPayload::InnerMessage(inner) => each(inner),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// `IFLA_LINK_NETNSID` of every link. Dumping links also makes the kernel assign an nsid
+    /// to each namespace a link's other end lives in, so ask this before [`Self::nsid_of`].
+    fn link_nsids(&mut self) -> Result<BTreeSet<Nsid>, PeersError> {
+        let mut out = BTreeSet::new();
+        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        self.request("a dump of the agent's links", msg, NLM_F_REQUEST | NLM_F_DUMP, |answer| {
+            if let RouteNetlinkMessage::NewLink(link) = answer {
+                out.extend(link.attributes.iter().filter_map(|a| match a {
+                    LinkAttribute::LinkNetNsId(id) => Nsid::from_kernel(*id),
+                    _ => None,
+                }));
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// The nsid the agent's namespace has for the namespace at `path`, if any. Asking never
+    /// assigns one (`RTM_GETNSID` answers −1 for a namespace it has no id for).
+    fn nsid_of(&mut self, path: &Path) -> Result<Option<Nsid>, PeersError> {
+        let file =
+            std::fs::File::open(path).map_err(|source| PeersError::Open { path: path.into(), source })?;
+        let fd = u32::try_from(file.as_raw_fd()).map_err(|_| PeersError::Open {
+            path: path.into(),
+            source: std::io::Error::other("negative fd"),
+        })?;
+        let mut msg = NsidMessage::default();
+        msg.attributes.push(NsidAttribute::Fd(fd));
+        let mut id = None;
+        self.request(
+            "an nsid request",
+            RouteNetlinkMessage::GetNsId(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+            |answer| {
+                if let RouteNetlinkMessage::NewNsId(m) = answer {
+                    id = m.attributes.iter().find_map(|a| match a {
+                        NsidAttribute::Id(id) => Nsid::from_kernel(*id),
+                        _ => None,
+                    });
+                }
+            },
+        )?;
+        drop(file);
+        Ok(id)
+    }
+}
+
+/// Asks the calling thread's namespace (the agent's) about its links and each candidate.
+/// A candidate that vanished or that the kernel refuses to name has no nsid.
+pub fn peers(candidates: &[FoundNetns]) -> Result<Peers, PeersError> {
+    let mut rtnl = Rtnl::open()?;
+    let link_nsids = rtnl.link_nsids()?;
+    let mut nsids = BTreeMap::new();
+    for f in candidates {
+        match rtnl.nsid_of(f.path()) {
+            Ok(Some(id)) => {
+                nsids.insert(f.id, id);
+            }
+            Ok(None) => {}
+            Err(e) => debug!(path = %f.path().display(), error = %e, "no nsid for a candidate namespace"),
+        }
+    }
+    Ok(Peers { link_nsids, nsids })
+}
+
+/// The namespaces of this node, as [`discover`] lists them (without the calling thread's own)
+/// narrowed to those [`connected`] to it. If the agent's namespace cannot be asked, every
+/// candidate is kept (the IP mapping alone decides) and a warning says why.
+pub fn discover_local(netns_dir: &Path, proc_dir: Option<&Path>) -> Vec<FoundNetns> {
+    let own = netdiag_netns::current_netns_id().ok();
+    let found = discover(netns_dir, proc_dir, own);
+    match peers(&found) {
+        Ok(p) => connected(found, &p),
+        Err(e) => {
+            warn!(error = %netdiag_model::error_chain(&e), "cannot tell this node's pod namespaces from others on the machine; mapping pods by IP among all of them");
+            found
+        }
+    }
 }
 
 /// Local addresses listed in `/proc/net/fib_trie` (the `/32 host LOCAL` leaves).
@@ -165,6 +403,66 @@ Local:
         let text = "fd420244000000010000000000000003 02 80 00 80     eth0\n00000000000000000000000000000001 01 80 10 80       lo\nshort\n";
         let ips = parse_if_inet6(text);
         assert_eq!(ips, vec!["fd42:244:0:1::3".parse::<Ipv6Addr>().unwrap(), Ipv6Addr::LOCALHOST]);
+    }
+
+    fn found(ino: u64) -> FoundNetns {
+        FoundNetns {
+            id: NetnsId { dev: 4, ino },
+            paths: vec![PathBuf::from(format!("/var/run/netns/ns{ino}"))],
+        }
+    }
+
+    fn peers(links: &[u32], nsids: &[(u64, u32)]) -> Peers {
+        Peers {
+            link_nsids: links.iter().map(|n| Nsid(*n)).collect(),
+            nsids: nsids.iter().map(|(ino, n)| (NetnsId { dev: 4, ino: *ino }, Nsid(*n))).collect(),
+        }
+    }
+
+    #[test]
+    fn kernel_nsids_below_zero_are_none() {
+        assert_eq!(Nsid::from_kernel(-1), None, "NETNSA_NSID_NOT_ASSIGNED");
+        assert_eq!(Nsid::from_kernel(i32::MIN), None);
+        assert_eq!(Nsid::from_kernel(0), Some(Nsid(0)));
+        assert_eq!(Nsid::from_kernel(7), Some(Nsid(7)));
+    }
+
+    #[test]
+    fn only_namespaces_at_the_other_end_of_a_link_are_local() {
+        /// The agent's link nsids, the candidates' (inode, nsid), the inodes kept.
+        type Case = (&'static [u32], &'static [(u64, u32)], &'static [u64]);
+        let cases: &[Case] = &[
+            // Two pods behind veths (nsids 0, 1); another cluster's pod has an nsid (2, e.g. from
+            // an `ip netns set`) but no link of ours ends there; 400 has no nsid at all.
+            (&[0, 1], &[(100, 0), (200, 1), (300, 2)], &[100, 200]),
+            // The underlay behind the node's uplink is connected too (it holds no pod IP).
+            (&[0, 5], &[(100, 0), (300, 5)], &[100, 300]),
+            // No candidate has an nsid: nothing is local.
+            (&[0, 1], &[], &[]),
+            // A link into a namespace that is not a candidate changes nothing.
+            (&[9], &[(100, 0)], &[]),
+            // No link into any other namespace (ipvlan/macvlan CNI): locality cannot be told.
+            (&[], &[(100, 0)], &[100, 200, 300, 400]),
+        ];
+        for (links, nsids, kept) in cases {
+            let all = vec![found(100), found(200), found(300), found(400)];
+            let got: Vec<u64> = connected(all, &peers(links, nsids)).iter().map(|f| f.id.ino).collect();
+            assert_eq!(&got, kept, "links {links:?}, nsids {nsids:?}");
+        }
+    }
+
+    #[test]
+    fn a_remote_duplicate_of_a_pod_ip_no_longer_hides_the_pod() {
+        // Two clusters on one machine: the same pod IP in our pod's namespace (100) and in
+        // another cluster's (300). Unfiltered, the address is ambiguous; connected, it maps.
+        let all = vec![found(100), found(300)];
+        let ip: IpAddr = "10.244.1.3".parse().unwrap();
+        let with_ips = |fs: &[FoundNetns]| fs.iter().map(|f| (f.id, vec![ip])).collect::<Vec<_>>();
+        let p = pod("pd-0", &["10.244.1.3"]);
+        assert!(map_pods(&with_ips(&all), &[&p]).is_empty(), "ambiguous among all");
+        let local = connected(all, &peers(&[0], &[(100, 0), (300, 3)]));
+        let map = map_pods(&with_ips(&local), &[&p]);
+        assert_eq!(map.get(&p.pod_ref()).map(|id| id.ino), Some(100));
     }
 
     fn pod(name: &str, ips: &[&str]) -> PodInfo {

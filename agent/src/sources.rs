@@ -1,8 +1,9 @@
 //! The set of places this agent probes from: the node itself and every local pod whose network
 //! namespace it can enter. Refreshed from the inventory (and, for pods whose namespace the
-//! inventory does not name, from namespace discovery mapped by pod IPs). A pod whose
-//! namespace disappears (pod deleted) or is replaced (same path, new inode) has its source
-//! dropped: its parked thread ends and its sockets close once in-flight probes finish.
+//! inventory does not name, from namespace discovery mapped by pod IPs among the namespaces
+//! connected to the agent's own: `namespaces::discover_local`). A pod whose namespace
+//! disappears (pod deleted) or is replaced (same path, new inode) has its source dropped: its
+//! parked thread ends and its sockets close once in-flight probes finish.
 //!
 //! With `--inventory kubernetes` the inventory is [`inventory_from_collector`]: the pods the
 //! collector sent, all found by discovery. A pod's resolv.conf is, in order: the inventory's
@@ -240,8 +241,7 @@ impl Sources {
             }
         }
         if !unnamed.is_empty() {
-            let own = netdiag_netns::current_netns_id().ok();
-            let found = namespaces::discover(&discovery.netns_dir, discovery.proc_dir.as_deref(), own);
+            let found = namespaces::discover_local(&discovery.netns_dir, discovery.proc_dir.as_deref());
             let with_ips: Vec<(NetnsId, Vec<std::net::IpAddr>)> =
                 found.iter().filter_map(|f| Some((f.id, namespaces::addresses_in(f.path()).ok()?))).collect();
             let mapped = namespaces::map_pods(&with_ips, &unnamed);

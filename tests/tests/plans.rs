@@ -18,18 +18,10 @@ use netdiag_tests::lab::TestLab;
 
 const INTERVAL: Duration = Duration::from_secs(2);
 
-/// The default lab on pod addresses of its own. Agents without an inventory find their pods'
-/// namespaces by the pod IPs inside, and ignore an address held by more than one namespace (it
-/// proves nothing); other labs running at the same time on this machine hold the default lab's
-/// pod IPs, so this one must not.
-fn own_pod_cidr() -> TestLab {
-    TestLab::with(|t| t.replace("pod_cidr: 10.244.0.0/16", "pod_cidr: 10.245.0.0/16"))
-}
-
 #[test]
 fn agents_without_an_inventory_fill_the_same_matrix() {
     let file_cells = {
-        let c = LabCluster::start(own_pod_cidr(), INTERVAL);
+        let c = LabCluster::start(TestLab::up(), INTERVAL);
         c.warm_up();
         c.cell_statuses()
     };
@@ -38,7 +30,7 @@ fn agents_without_an_inventory_fill_the_same_matrix() {
 
     let opts =
         ClusterOptions { kubernetes: true, agents_without_inventory: true, ..ClusterOptions::default() };
-    let c = LabCluster::start_opts(own_pod_cidr(), INTERVAL, opts);
+    let c = LabCluster::start_opts(TestLab::up(), INTERVAL, opts);
     c.warm_up();
     for agent in c.collector.agents(now()) {
         assert!(
