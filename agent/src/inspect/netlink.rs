@@ -57,26 +57,41 @@ pub struct NetlinkState {
     pub errors: Vec<String>,
 }
 
+/// An rtnetlink handle on a socket born in `src`'s namespace. The connection's driver task
+/// runs as long as the returned guard lives, and is aborted when it drops (a cancelled run
+/// included).
+pub(crate) async fn connect(src: &SourceNs) -> Result<(rtnetlink::Handle, DriverGuard), NetlinkError> {
+    let rt = tokio::runtime::Handle::current();
+    let (connection, handle, _messages) = src
+        .run(move || {
+            let _runtime = rt.enter();
+            rtnetlink::new_connection()
+        })
+        .await
+        .map_err(NetlinkError::Source)?
+        .map_err(NetlinkError::Socket)?;
+    Ok((handle, DriverGuard(tokio::spawn(connection))))
+}
+
+/// Aborts a netlink connection's driver task on drop.
+pub(crate) struct DriverGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Reads links (with addresses), main-table routes and neighbours of `src`'s namespace.
 pub async fn inspect_netlink(src: &SourceNs) -> NetlinkState {
     let mut out = NetlinkState::default();
-    let rt = tokio::runtime::Handle::current();
-    let opened = src.run(move || {
-        let _runtime = rt.enter();
-        rtnetlink::new_connection()
-    });
-    let (connection, handle, _messages) = match opened.await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
-            out.errors.push(super::error_chain(&NetlinkError::Socket(e)));
-            return out;
-        }
+    let (handle, _driver) = match connect(src).await {
+        Ok(c) => c,
         Err(e) => {
-            out.errors.push(super::error_chain(&NetlinkError::Source(e)));
+            out.errors.push(super::error_chain(&e));
             return out;
         }
     };
-    let driver = tokio::spawn(connection);
 
     // One dump at a time: the kernel answers a second dump on a socket with EBUSY.
     let links = dump("links", handle.link().get().execute()).await;
@@ -125,11 +140,10 @@ pub async fn inspect_netlink(src: &SourceNs) -> NetlinkState {
             Err(e) => out.errors.push(super::error_chain(&e)),
         }
     }
-    driver.abort();
     out
 }
 
-async fn dump<T>(
+pub(crate) async fn dump<T>(
     what: &'static str,
     stream: impl futures_util::Stream<Item = Result<T, rtnetlink::Error>>,
 ) -> Result<Vec<T>, NetlinkError> {

@@ -7,20 +7,15 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::Duration;
 
-use futures_util::TryStreamExt;
 use netdiag_model::inspect::{InterfaceName, Route};
 use netdiag_model::run::StepStatus;
 use netlink_packet_route::route::{RouteMessage, RouteType};
 use rtnetlink::RouteMessageBuilder;
 
 use super::report::StepReport;
-use crate::inspect::netlink::{link, routes_of};
-use crate::source::{SourceError, SourceNs};
-
-/// How long one netlink dump may take.
-const NETLINK_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::inspect::netlink::{NetlinkError, connect, dump, link, routes_of};
+use crate::source::SourceNs;
 
 /// What a matching route does with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,23 +52,6 @@ impl RouteKind {
 pub(crate) struct TypedRoute {
     pub(crate) route: Route,
     pub(crate) kind: RouteKind,
-}
-
-/// Why a namespace's routes could not be read.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RouteError {
-    #[error("could not open a netlink socket in the namespace")]
-    Source(#[source] SourceError),
-    #[error("could not open a netlink socket: is the agent missing CAP_NET_ADMIN?")]
-    Socket(#[source] std::io::Error),
-    #[error("dumping {what} over netlink")]
-    Dump {
-        what: &'static str,
-        #[source]
-        error: rtnetlink::Error,
-    },
-    #[error("dumping {what} over netlink took more than {}s: retry the run", NETLINK_TIMEOUT.as_secs())]
-    Timeout { what: &'static str },
 }
 
 /// The route the kernel's main table picks for `dst`: the longest matching prefix of the same
@@ -162,37 +140,9 @@ pub(crate) async fn routes_step(namespaces: &[(String, &SourceNs)], destinations
     routes_report(&tables, destinations)
 }
 
-/// Aborts the netlink connection's driver however the step ends (cancelled runs included).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-async fn dump<T>(
-    what: &'static str,
-    stream: impl futures_util::Stream<Item = Result<T, rtnetlink::Error>>,
-) -> Result<Vec<T>, RouteError> {
-    tokio::time::timeout(NETLINK_TIMEOUT, stream.try_collect::<Vec<T>>())
-        .await
-        .map_err(|_| RouteError::Timeout { what })?
-        .map_err(|error| RouteError::Dump { what, error })
-}
-
 /// The main table of `src`'s namespace, both families, with each route's type.
-pub(crate) async fn read_routes(src: &SourceNs) -> Result<Vec<TypedRoute>, RouteError> {
-    let rt = tokio::runtime::Handle::current();
-    let (connection, handle, _messages) = src
-        .run(move || {
-            let _runtime = rt.enter();
-            rtnetlink::new_connection()
-        })
-        .await
-        .map_err(RouteError::Source)?
-        .map_err(RouteError::Socket)?;
-    let _driver = AbortOnDrop(tokio::spawn(connection));
+pub(crate) async fn read_routes(src: &SourceNs) -> Result<Vec<TypedRoute>, NetlinkError> {
+    let (handle, _driver) = connect(src).await?;
     // One dump at a time: the kernel answers a second dump on a socket with EBUSY.
     let links = dump("links", handle.link().get().execute()).await?;
     let no_addresses = HashMap::new();
