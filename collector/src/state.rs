@@ -95,7 +95,16 @@ impl CollectorState {
     }
 
     pub fn inventory(&self) -> Inventory {
-        self.inventory.read().map(|i| i.0.clone()).unwrap_or_else(|p| p.into_inner().0.clone())
+        self.with_inventory(Inventory::clone)
+    }
+
+    /// Runs `f` on the inventory under its read lock, instead of cloning it (lock order, as in
+    /// ingest: inventory, then matrix).
+    pub fn with_inventory<T>(&self, f: impl FnOnce(&Inventory) -> T) -> T {
+        match self.inventory.read() {
+            Ok(g) => f(&g.0),
+            Err(p) => f(&p.into_inner().0),
+        }
     }
 
     pub fn matrix(&self, query: &MatrixQuery, now: UnixMillis) -> MatrixSnapshot {
@@ -147,13 +156,9 @@ impl CollectorState {
     /// The findings, most severe first (see [`crate::localize`]).
     pub fn diagnosis(&self, now: UnixMillis) -> Diagnosis {
         let inspections = self.inspections();
-        // Borrow the inventory under its read lock (same lock order as ingest: inventory, then
-        // matrix) instead of cloning it for every request.
-        let inventory = match self.inventory.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let findings = self.with_matrix(|m| crate::localize::diagnose(m, &inspections, &inventory.0, now));
+        let findings = self.with_inventory(|inventory| {
+            self.with_matrix(|m| crate::localize::diagnose(m, &inspections, inventory, now))
+        });
         Diagnosis { findings, generated_at: now }
     }
 

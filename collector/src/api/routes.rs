@@ -130,7 +130,7 @@ pub(super) async fn healthz() -> &'static str {
 /// `GET /readyz`: ready once the inventory names at least one node (see the module docs for
 /// why agents are not waited for).
 pub(super) async fn readyz(State(s): State<Shared>) -> Response {
-    let inventory_nodes = s.state.inventory().nodes.len();
+    let inventory_nodes = s.state.with_inventory(|i| i.nodes.len());
     let agents = s.state.agents(now());
     let ready = inventory_nodes > 0;
     let body = Readiness {

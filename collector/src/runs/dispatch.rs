@@ -168,18 +168,17 @@ impl Dispatcher {
                 ),
             ));
         }
-        let expanded = {
-            let inventory = inner.state.inventory();
-            let scope = Scope::new(&inventory, &inner.config.allow);
-            expand::expand(&inventory, &scope, &request).map_err(|e| {
+        let expanded = inner.state.with_inventory(|inventory| {
+            let scope = Scope::new(inventory, &inner.config.allow);
+            expand::expand(inventory, &scope, &request).map_err(|e| {
                 let kind = match e.refusal() {
                     Refusal::BadRequest => RefusalKind::BadRequest,
                     Refusal::NotFound => RefusalKind::NotFound,
                     Refusal::Forbidden => RefusalKind::Forbidden,
                 };
                 Refused::new(kind, e.to_string())
-            })?
-        };
+            })
+        })?;
         let node = expanded.node.clone();
         self.check_agent(&node)?;
 

@@ -38,22 +38,17 @@ pub struct Scope {
 impl Scope {
     pub fn new(inventory: &Inventory, allow: &[IpNet]) -> Self {
         let c = &inventory.cluster;
-        let mut ranges: BTreeSet<IpNet> =
-            c.pod_cidrs.iter().chain(&c.service_cidrs).chain(&c.node_cidrs).chain(allow).copied().collect();
-        for node in &inventory.nodes {
-            ranges.extend(node.pod_cidrs.iter().copied());
-            ranges.extend(node.ips.iter().map(|ip| IpNet::from(*ip)));
-        }
-        for ip in inventory.pods.iter().flat_map(|p| &p.ips).chain(&c.dns_ips) {
-            ranges.insert(IpNet::from(*ip));
-        }
-        for svc in &inventory.services {
-            ranges.extend(svc.cluster_ips.iter().map(|ip| IpNet::from(*ip)));
-        }
-        // Drop ranges a wider one already holds, so the list sent with each run stays short.
-        let all: Vec<IpNet> = ranges.iter().copied().collect();
-        let ranges = all.iter().copied().filter(|n| !all.iter().any(|m| m != n && m.contains(n))).collect();
-        Scope { ranges }
+        let cidrs = c.pod_cidrs.iter().chain(&c.service_cidrs).chain(&c.node_cidrs).chain(allow).copied();
+        let node_cidrs = inventory.nodes.iter().flat_map(|n| &n.pod_cidrs).copied();
+        let addresses = (inventory.nodes.iter().flat_map(|n| &n.ips))
+            .chain(inventory.pods.iter().flat_map(|p| &p.ips))
+            .chain(inventory.services.iter().flat_map(|s| &s.cluster_ips))
+            .chain(&c.dns_ips)
+            .map(|ip| IpNet::from(*ip));
+        // Aggregated (sorted, contained ranges dropped, neighbours merged) in O(n log n): a
+        // scope is built for every run, and a large cluster has 100 000 pod addresses.
+        let all: Vec<IpNet> = cidrs.chain(node_cidrs).chain(addresses).collect();
+        Scope { ranges: IpNet::aggregate(&all) }
     }
 
     pub fn contains(&self, ip: IpAddr) -> bool {

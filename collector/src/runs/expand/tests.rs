@@ -244,3 +244,22 @@ fn the_agent_request_carries_the_plan() {
     assert_eq!(req.source, run.request.from);
     let _: RunTarget = req.target;
 }
+
+#[test]
+fn the_scope_of_a_large_cluster_stays_a_few_ranges() {
+    let mut inv = inventory();
+    let template = inv.pods[1].clone();
+    for i in 0..20_000u32 {
+        let mut p = template.clone();
+        p.name = format!("p-{i}").parse().unwrap();
+        p.ips = vec![IpAddr::from([10, 244, (i / 250 % 250) as u8, (i % 250) as u8 + 1])];
+        inv.pods.push(p);
+    }
+    // A pod address outside every CIDR (a misconfigured CNI) is still in scope, alone.
+    inv.pods[0].ips = vec!["192.168.77.7".parse().unwrap()];
+    let scope = Scope::new(&inv, &[]);
+    assert!(scope.contains("192.168.77.7".parse().unwrap()));
+    assert!(!scope.contains("192.168.77.8".parse().unwrap()));
+    assert!(scope.contains("10.244.100.100".parse().unwrap()));
+    assert_eq!(scope.ranges().len(), 4, "{:?}", scope.ranges());
+}
