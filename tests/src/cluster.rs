@@ -43,6 +43,18 @@ pub struct LabCluster {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// Findings on one line each: `id [culprit kind name]: verdict`, for assertion messages.
+pub fn describe_findings(findings: &[netdiag_model::finding::Finding]) -> String {
+    findings
+        .iter()
+        .map(|f| {
+            let c = f.culprit.as_ref().map(|c| format!("{} {}", c.kind, c.name)).unwrap_or_default();
+            format!("{} [{c}]: {}", f.id, f.verdict)
+        })
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
 /// Matrix cells keyed `<level> <source> -> <destination> <kind>`, with their status.
 pub type CellStatuses = BTreeMap<String, CellStatus>;
 

@@ -8,25 +8,14 @@
 
 use std::time::Duration;
 
-use netdiag_model::finding::{CulpritKind, Finding};
-use netdiag_tests::cluster::LabCluster;
+use netdiag_model::finding::CulpritKind;
+use netdiag_tests::cluster::{LabCluster, describe_findings};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 
 /// The bound the issue sets: three probe intervals (plus the batching delay).
 fn three_intervals() -> Duration {
     INTERVAL * 3 + Duration::from_millis(700)
-}
-
-fn describe(findings: &[Finding]) -> String {
-    findings
-        .iter()
-        .map(|f| {
-            let c = f.culprit.as_ref().map(|c| format!("{} {}", c.kind, c.name)).unwrap_or_default();
-            format!("{} [{c}]: {}", f.id, f.verdict)
-        })
-        .collect::<Vec<_>>()
-        .join("\n  ")
 }
 
 struct Case {
@@ -41,7 +30,11 @@ fn run_cases(cases: &[Case]) {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
     let healthy = c.diagnosis();
-    assert!(healthy.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&healthy.findings));
+    assert!(
+        healthy.findings.is_empty(),
+        "findings on a healthy lab:\n  {}",
+        describe_findings(&healthy.findings)
+    );
     let mut report = Vec::new();
     for case in cases {
         c.lab.fault(case.fault);
@@ -65,7 +58,7 @@ fn run_cases(cases: &[Case]) {
                 case.culprit,
                 case.name,
                 three_intervals(),
-                describe(&c.diagnosis().findings)
+                describe_findings(&c.diagnosis().findings)
             );
         };
         assert!(!finding.evidence.is_empty(), "{}: a finding without evidence", case.fault);
@@ -76,7 +69,7 @@ fn run_cases(cases: &[Case]) {
                 "fault `{}` healed but findings remain after {:?}:\n  {}",
                 case.fault,
                 three_intervals(),
-                describe(&c.diagnosis().findings)
+                describe_findings(&c.diagnosis().findings)
             );
         };
         report.push(format!(
@@ -95,7 +88,7 @@ fn healthy_lab_has_no_finding_for_the_whole_test() {
     c.warm_up();
     for _ in 0..20 {
         let d = c.diagnosis();
-        assert!(d.findings.is_empty(), "findings on a healthy lab:\n  {}", describe(&d.findings));
+        assert!(d.findings.is_empty(), "findings on a healthy lab:\n  {}", describe_findings(&d.findings));
         std::thread::sleep(Duration::from_millis(500));
     }
 }

@@ -11,8 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use netdiag_model::finding::Finding;
-use netdiag_tests::cluster::LabCluster;
+use netdiag_tests::cluster::{LabCluster, describe_findings};
 use netdiag_tests::http::post_json;
 use netdiag_tests::lab::TestLab;
 use serde_json::{Value, json};
@@ -61,17 +60,6 @@ fn assert_all_ok(run: &Value, what: &str) {
     assert!(run["verdict"].is_null(), "{what}: a verdict on a healthy lab: {:#}", run["verdict"]);
 }
 
-fn describe(findings: &[Finding]) -> String {
-    findings
-        .iter()
-        .map(|f| {
-            let c = f.culprit.as_ref().map(|c| format!("{} {}", c.kind, c.name)).unwrap_or_default();
-            format!("{} [{c}]", f.id)
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 struct Case {
     fault: &'static str,
     from: &'static str,
@@ -86,7 +74,11 @@ fn run_cases(cases: &[Case]) {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
     let healthy = c.diagnosis();
-    assert!(healthy.findings.is_empty(), "findings on a healthy lab: {}", describe(&healthy.findings));
+    assert!(
+        healthy.findings.is_empty(),
+        "findings on a healthy lab: {}",
+        describe_findings(&healthy.findings)
+    );
     let mut report = Vec::new();
     for case in cases {
         c.lab.fault(case.fault);
@@ -99,7 +91,7 @@ fn run_cases(cases: &[Case]) {
                 "fault `{}`: the continuous diagnosis never found {}: {}",
                 case.fault,
                 case.id,
-                describe(&c.diagnosis().findings)
+                describe_findings(&c.diagnosis().findings)
             );
         };
         let started = Instant::now();
@@ -123,7 +115,7 @@ fn run_cases(cases: &[Case]) {
             verdict["id"],
             culprit.0,
             culprit.1,
-            describe(&continuous),
+            describe_findings(&continuous),
             steps_line(&run)
         );
         if case.step_fails {
@@ -145,7 +137,7 @@ fn run_cases(cases: &[Case]) {
             cleared.is_some(),
             "fault `{}` healed but findings remain: {}",
             case.fault,
-            describe(&c.diagnosis().findings)
+            describe_findings(&c.diagnosis().findings)
         );
     }
     eprintln!("runs:\n  {}", report.join("\n  "));

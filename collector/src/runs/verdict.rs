@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use netdiag_model::finding::{CulpritKind, Finding, Severity};
 use netdiag_model::outcome::{DnsFailure, HttpFailure, IcmpFailure, MtuFailure, Outcome, TcpFailure};
-use netdiag_model::probe::{ProbeKind, Source};
+use netdiag_model::probe::ProbeKind;
 use netdiag_model::run::{RunStep, StepStatus};
 use netdiag_model::text::Text;
 use netdiag_model::{NodeName, PodRef};
@@ -153,14 +153,7 @@ impl<'a> View<'a> {
 
     /// One line per failing or warning step, then its evidence.
     fn failing_lines(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (_, s) in &self.steps {
-            if matches!(s.status, StepStatus::Failed | StepStatus::Warning) {
-                out.push(format!("step {} {} {}: {}", s.index, s.name, s.status, s.description));
-                out.extend(s.evidence.iter().map(|e| format!("  {e}")));
-            }
-        }
-        out
+        self.lines_of(|_, s| matches!(s.status, StepStatus::Failed | StepStatus::Warning))
     }
 
     /// Every failing or warning step is a probe that timed out (or lost part of a burst, or a
@@ -652,10 +645,7 @@ fn answers(view: &View<'_>) -> Option<Draft> {
         Some(p) => format!("{ip}:{p}"),
         None => ip.to_string(),
     };
-    let source = match &view.run.request.from {
-        Source::Pod(p) => p.to_string(),
-        Source::Node(n) => format!("node/{n}"),
-    };
+    let source = &view.run.request.from;
     Some(
         view.draft(
             id,

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use netdiag_model::inventory::{Inventory, TrafficPolicy};
 use netdiag_model::probe::{ProbeKind, Target};
-use netdiag_model::run::{ProbeRunRequest, RunTarget};
+use netdiag_model::run::ProbeRunRequest;
 use netdiag_model::run_plan::StepAction;
 
 use super::*;
@@ -236,13 +236,12 @@ fn a_large_service_is_sampled() {
 #[test]
 fn the_agent_request_carries_the_plan() {
     let run = plan("tidb/demo-tikv-0", "svc/tidb/demo-pd:2379", None);
-    let req = run.to_agent(
-        "run-1".parse().unwrap(),
-        "1500".parse::<u32>().map(|ms| netdiag_model::RunTimeout::from_millis(ms).unwrap()).unwrap(),
-    );
+    let timeout = netdiag_model::RunTimeout::from_millis(1500).unwrap();
+    let req = run.to_agent("run-1".parse().unwrap(), timeout);
     assert_eq!(req.plan, run.plan);
     assert_eq!(req.source, run.request.from);
-    let _: RunTarget = req.target;
+    assert_eq!(req.target, run.request.to);
+    assert_eq!(req.timeout, timeout);
 }
 
 #[test]
