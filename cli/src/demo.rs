@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use netdiag_collector::matrix::MatrixConfig;
-use netdiag_collector::metrics::CollectorMetrics;
 use netdiag_collector::runs::auth::ApiToken;
 use netdiag_collector::runs::config::RunsConfig;
 use netdiag_collector::state::{CollectorState, now};
+use netdiag_diagnose::matrix::MatrixConfig;
 use netdiag_lab::control;
 use netdiag_lab::plan::LabPlan;
 use netdiag_lab::state::LabState;
@@ -130,7 +129,6 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
         Some(&LabPlan::netns_path(&plan.underlay_netns)),
     )?;
     let collector = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
-    let metrics = Arc::new(CollectorMetrics::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     // On-demand runs: loopback callers only, unless NETDIAG_API_TOKEN is set (then the token).
     let runs = match std::env::var("NETDIAG_API_TOKEN") {
@@ -142,7 +140,6 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
     };
     let server = tokio::spawn(netdiag_collector::server::serve(
         collector.clone(),
-        metrics,
         netdiag_collector::server::ServeConfig {
             agents: agents_listener,
             // The lab is sealed: its agents reach the collector only over the lab's own underlay.
@@ -150,6 +147,7 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
             http,
             inventory: netdiag_collector::server::InventorySource::File(state.inventory_path()),
             runs,
+            plans: Default::default(),
         },
         stop_rx,
     ));

@@ -21,9 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use netdiag_collector::ingest::Ingest;
-use netdiag_collector::matrix::MatrixConfig;
-use netdiag_collector::metrics::CollectorMetrics;
 use netdiag_collector::state::CollectorState;
+use netdiag_diagnose::matrix::MatrixConfig;
 use netdiag_model::inventory::Inventory;
 use netdiag_model::outcome::Outcome;
 use netdiag_model::probe::{ProbeKind, Source, Target};
@@ -227,7 +226,6 @@ fn main() -> Result<()> {
     let (plain_rate, plain_bytes) = decode_rate(Wire::Plain)?;
 
     let state = Arc::new(CollectorState::new(inventory(agents)?, MatrixConfig::default()));
-    state.attach_metrics(Arc::new(CollectorMetrics::default()));
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;

@@ -15,12 +15,11 @@ use socket2::{Domain, Socket, Type};
 
 use crate::agents_tls::AgentsTlsArgs;
 use crate::kube_inventory::{self, KubeArgs};
-use crate::matrix::MatrixConfig;
-use crate::metrics::CollectorMetrics;
 use crate::runs::auth::ApiToken;
 use crate::runs::config::{DEFAULT_MAX_CONCURRENT, DEFAULT_PER_MINUTE, RunsConfig};
 use crate::server::InventorySource;
 use crate::state::CollectorState;
+use netdiag_diagnose::matrix::MatrixConfig;
 
 /// `netdiag-collector` / `netdiag collector` arguments.
 #[derive(Debug, Clone, Parser)]
@@ -154,8 +153,6 @@ async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
     let http = bind(cli.http, None)?;
     let plans = cli.plans.config().map_err(anyhow::Error::msg)?;
     let state = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
-    state.set_plans_config(plans);
-    let metrics = Arc::new(CollectorMetrics::default());
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -166,9 +163,15 @@ async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
     let transport = cli.agents_tls.load()?;
-    let config =
-        crate::server::ServeConfig { agents, agents_transport: transport, http, inventory: source, runs };
-    crate::server::serve(state, metrics, config, stop_rx).await?;
+    let config = crate::server::ServeConfig {
+        agents,
+        agents_transport: transport,
+        http,
+        inventory: source,
+        runs,
+        plans,
+    };
+    crate::server::serve(state, config, stop_rx).await?;
     Ok(())
 }
 

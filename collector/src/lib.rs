@@ -7,8 +7,6 @@ pub mod api;
 pub mod cli;
 pub mod ingest;
 pub mod kube_inventory;
-pub mod localize;
-pub mod matrix;
 pub mod metrics;
 pub mod plans;
 pub mod query;

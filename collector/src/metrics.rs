@@ -51,8 +51,10 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::matrix::{InventoryIndex, MatrixCounters, NodeDestination, NodeDestinationRef, PlacedBatch};
 use crate::state::{CollectorState, IngestCounters};
+use netdiag_diagnose::matrix::{
+    InventoryIndex, MatrixCounters, NodeDestination, NodeDestinationRef, PlacedBatch,
+};
 
 /// The `Content-Type` of [`CollectorMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -286,7 +288,7 @@ impl CollectorMetrics {
     pub fn observe_placed(&self, node: &NodeName, placed: &PlacedBatch<'_>) {
         let mut groups: HashMap<ResultGroup<'_>, GroupCounts> = HashMap::new();
         for (result, destination) in placed.iter() {
-            let dest = destination_label(result, destination, placed.index);
+            let dest = destination_label(result, destination, placed.index());
             let group =
                 groups.entry(ResultGroup { dest, kind: result.kind, outcome: result.outcome }).or_default();
             group.results += 1;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::agents_tls::{self, AgentsTransport};
 use crate::ingest::Ingest;
-use crate::metrics::CollectorMetrics;
+use crate::plans::{Planner, PlansConfig};
 use crate::query::QueryService;
 use crate::runs::config::RunsConfig;
 use crate::runs::dispatch::Dispatcher;
@@ -68,16 +68,17 @@ pub struct ServeConfig {
     pub inventory: InventorySource,
     /// Who may start on-demand runs, and their limits.
     pub runs: RunsConfig,
+    /// How plans are computed for agents without an inventory.
+    pub plans: PlansConfig,
 }
 
 /// Serves until `stop` turns true.
 pub async fn serve(
     state: Arc<CollectorState>,
-    metrics: Arc<CollectorMetrics>,
     config: ServeConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let ServeConfig { agents, agents_transport, http, inventory, runs } = config;
+    let ServeConfig { agents, agents_transport, http, inventory, runs, plans } = config;
     agents.set_nonblocking(true).map_err(ServerError::Listener)?;
     http.set_nonblocking(true).map_err(ServerError::Listener)?;
     let agents = tokio::net::TcpListener::from_std(agents).map_err(ServerError::Listener)?;
@@ -88,9 +89,8 @@ pub async fn serve(
         "collector listening"
     );
 
-    state.attach_metrics(metrics.clone());
     // Pods and plans for agents without an inventory: on hello, and what changed every round.
-    let planner = crate::plans::Planner::new(state.clone(), state.plans_config());
+    let planner = Planner::new(state.clone(), plans);
     let ingest = Ingest::new(state.clone(), stop.clone()).with_planner(planner.clone());
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
     if runs.token.is_none() {
@@ -112,7 +112,7 @@ pub async fn serve(
     let grpc =
         tonic::service::Routes::new(QueryService::new(state.clone(), dispatcher.clone()).into_service())
             .into_axum_router();
-    let app = crate::api::router(state.clone(), metrics, dispatcher).merge(grpc);
+    let app = crate::api::router(state.clone(), state.metrics().clone(), dispatcher).merge(grpc);
     // The caller's address decides loopback-only runs and keys the rate limit.
     let api = axum::serve(http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(stopped(stop.clone()));

@@ -3,7 +3,7 @@
 //! localization read. Locks are held only to copy or update plain data, never across I/O.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use netdiag_model::NodeName;
@@ -18,10 +18,10 @@ use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
 use netdiag_model::time::UnixMillis;
 
-use crate::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch};
 use crate::metrics::CollectorMetrics;
 use crate::runs::registry::RunRegistry;
 use crate::sink::Sink;
+use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch};
 
 /// The collector's clock, as the pure code wants it.
 pub fn now() -> UnixMillis {
@@ -53,12 +53,18 @@ pub struct CollectorState {
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
     runs: Arc<RunRegistry>,
-    metrics: OnceLock<Arc<CollectorMetrics>>,
-    plans: OnceLock<crate::plans::PlansConfig>,
+    /// Fed every accepted batch (the per-node-pair series), with the batch's node-level
+    /// destinations placed once for both.
+    metrics: Arc<CollectorMetrics>,
 }
 
 impl CollectorState {
     pub fn new(inventory: Inventory, config: MatrixConfig) -> Self {
+        Self::with_metrics(inventory, config, Arc::default())
+    }
+
+    /// A state whose ingest feeds `metrics` (the ones `/metrics` serves).
+    pub fn with_metrics(inventory: Inventory, config: MatrixConfig, metrics: Arc<CollectorMetrics>) -> Self {
         let index = InventoryIndex::new(&inventory);
         Self {
             matrix: Mutex::new(Matrix::new(config)),
@@ -67,24 +73,13 @@ impl CollectorState {
             agents: Mutex::default(),
             counters: Mutex::default(),
             runs: Arc::default(),
-            metrics: OnceLock::new(),
-            plans: OnceLock::new(),
+            metrics,
         }
     }
 
-    /// Feeds every accepted batch to `metrics` too (the per-node-pair series).
-    pub fn attach_metrics(&self, metrics: Arc<CollectorMetrics>) {
-        let _ = self.metrics.set(metrics);
-    }
-
-    /// How plans are computed for agents without an inventory (set before serving; the default
-    /// otherwise). False when already set.
-    pub fn set_plans_config(&self, config: crate::plans::PlansConfig) -> bool {
-        self.plans.set(config).is_ok()
-    }
-
-    pub fn plans_config(&self) -> crate::plans::PlansConfig {
-        self.plans.get().cloned().unwrap_or_default()
+    /// The metrics ingest feeds.
+    pub fn metrics(&self) -> &Arc<CollectorMetrics> {
+        &self.metrics
     }
 
     pub fn set_inventory(&self, inventory: Inventory) {
@@ -153,11 +148,11 @@ impl CollectorState {
         self.matrix.lock().map(|mut m| m.expire(now)).unwrap_or(0)
     }
 
-    /// The findings, most severe first (see [`crate::localize`]).
+    /// The findings, most severe first (see [`netdiag_diagnose::localize`]).
     pub fn diagnosis(&self, now: UnixMillis) -> Diagnosis {
         let inspections = self.inspections();
         let findings = self.with_inventory(|inventory| {
-            self.with_matrix(|m| crate::localize::diagnose(m, &inspections, inventory, now))
+            self.with_matrix(|m| netdiag_diagnose::localize::diagnose(m, &inspections, inventory, now))
         });
         Diagnosis { findings, generated_at: now }
     }
@@ -217,9 +212,7 @@ impl Sink for CollectorState {
         if let Ok(inv) = self.inventory.read() {
             // Node-level destinations placed once, for both the metrics and the matrix.
             let placed = PlacedBatch::new(&batch, &inv.1);
-            if let Some(metrics) = self.metrics.get() {
-                metrics.observe_placed(node, &placed);
-            }
+            self.metrics.observe_placed(node, &placed);
             if let Ok(mut m) = self.matrix.lock() {
                 m.record_placed(node, &placed, now);
             }

@@ -12,12 +12,11 @@ use std::time::{Duration, Instant};
 use netdiag_agent::buffer::BufferLimits;
 use netdiag_agent::config::{AgentConfig, InventorySource, LogFormat};
 use netdiag_collector::agents_tls::AgentsTransport;
-use netdiag_collector::matrix::{MatrixConfig, WindowSpec};
-use netdiag_collector::metrics::CollectorMetrics;
 use netdiag_collector::plans::PlansConfig;
 use netdiag_collector::runs::config::RunsConfig;
 use netdiag_collector::server::InventorySource as CollectorInventory;
 use netdiag_collector::state::{CollectorState, now};
+use netdiag_diagnose::matrix::{MatrixConfig, WindowSpec};
 use netdiag_lab::plan::LabPlan;
 use netdiag_model::finding::Diagnosis;
 use netdiag_model::inventory::Inventory;
@@ -138,16 +137,12 @@ impl LabCluster {
         let collector = Arc::new(CollectorState::new(inventory, config));
         let schedule =
             Schedule::new(interval, interval.min(Duration::from_millis(800)), 64, 2000).expect("schedule");
-        if agents_without_inventory {
+        let plans = if agents_without_inventory {
             let policy = PlanPolicy { base_interval: interval, ..PlanPolicy::default() };
-            let refresh_every = interval * 2;
-            collector.set_plans_config(PlansConfig {
-                policy,
-                schedule,
-                refresh_every,
-                ..PlansConfig::default()
-            });
-        }
+            PlansConfig { policy, schedule, refresh_every: interval * 2, ..PlansConfig::default() }
+        } else {
+            PlansConfig::default()
+        };
         let (stop, stop_rx) = watch::channel(false);
         let agents_listener = netdiag_collector::cli::bind(
             SocketAddr::new(lab.plan.control_ip.into(), 0),
@@ -168,16 +163,15 @@ impl LabCluster {
                     .enable_all()
                     .build()
                     .expect("rt");
-                let metrics = Arc::new(CollectorMetrics::default());
                 if let Err(e) = rt.block_on(netdiag_collector::server::serve(
                     state,
-                    metrics,
                     netdiag_collector::server::ServeConfig {
                         agents: agents_listener,
                         agents_transport,
                         http: http_listener,
                         inventory: source,
                         runs,
+                        plans,
                     },
                     stop,
                 )) {

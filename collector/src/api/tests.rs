@@ -22,12 +22,12 @@ use tonic::codegen::Service;
 
 use super::router;
 use super::v1::{self, DiagnosisResponse};
-use crate::matrix::{InventoryIndex, MatrixConfig};
 use crate::metrics::CollectorMetrics;
 use crate::runs::config::RunsConfig;
 use crate::runs::dispatch::Dispatcher;
 use crate::sink::Sink;
 use crate::state::{CollectorState, now};
+use netdiag_diagnose::matrix::{InventoryIndex, MatrixConfig};
 
 const INVENTORY: &str = r#"
 version: 1

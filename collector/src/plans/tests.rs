@@ -9,8 +9,8 @@ use netdiag_model::session::{AgentVersion, InstanceId};
 use netdiag_model::text::Text;
 
 use super::*;
-use crate::localize::tests::sim::INVENTORY;
-use crate::matrix::MatrixConfig;
+use netdiag_diagnose::matrix::MatrixConfig;
+use netdiag_diagnose::sim::INVENTORY;
 
 fn inventory() -> Inventory {
     Inventory::from_yaml(INVENTORY).unwrap()

@@ -3,7 +3,7 @@
 //! 1. [`Dispatcher::admit`]: authenticate ([`super::auth`]), then the caller's rate limit
 //!    ([`super::limiter`]); the [`Admitted`] it returns is what [`Dispatcher::start`] takes, so
 //!    no run starts unchecked.
-//! 2. [`Dispatcher::start`]: expand against the inventory ([`super::expand`]: 400/403/404), the
+//! 2. [`Dispatcher::start`]: expand against the inventory ([`netdiag_diagnose::run::expand`]: 400/403/404), the
 //!    source's agent must be connected and take runs (503), the concurrency cap (429), then the
 //!    `RunRequest` goes down the agent's session under a fresh run id.
 //! 3. A task per run turns the agent's `RunProgress` ([`super::registry`]) into events
@@ -30,12 +30,12 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::auth::{AuthError, Credentials, authorize};
 use super::config::{RunsConfig, human};
-use super::expand::{self, ExpandedRun, Refusal, Scope};
 use super::limiter::RateLimiter;
 use super::registry::{RunInbox, RunSignal};
-use super::verdict::verdict;
 use crate::ingest::Ingest;
 use crate::state::{CollectorState, now};
+use netdiag_diagnose::run::expand::{self, ExpandedRun, Refusal, Scope};
+use netdiag_diagnose::run::verdict::verdict;
 
 /// Who asks for a run.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,11 +24,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::config::RunsConfig;
 use super::dispatch::Dispatcher;
 use crate::ingest::Ingest;
-use crate::matrix::MatrixConfig;
 use crate::state::CollectorState;
+use netdiag_diagnose::matrix::MatrixConfig;
 
 /// The lab-shaped inventory the localization tables use.
-pub(crate) use crate::localize::tests::sim::INVENTORY;
+pub(crate) use netdiag_diagnose::sim::INVENTORY;
 
 /// How long a test waits for something that should happen at once.
 pub(crate) const PROMPTLY: Duration = Duration::from_secs(5);

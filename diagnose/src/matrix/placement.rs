@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 
 use hashbrown::{HashMap, HashSet};
+use ipnet::IpNet;
 
 use netdiag_model::inventory::Inventory;
 use netdiag_model::{NodeName, PodRef};
@@ -18,29 +19,6 @@ pub enum Place<'a> {
     ServiceVip,
 }
 
-/// An IP prefix (`network/len`), kept as plain numbers so containment is a mask and compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Prefix {
-    network: IpAddr,
-    len: u8,
-}
-
-impl Prefix {
-    fn contains(self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len.min(32))).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len.min(128))).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-}
-
 /// Lookups from one inventory snapshot. Rebuild it when the inventory changes; an empty index
 /// (`Default`) places nothing, so the node level then holds only node-to-node, VIP and DNS cells
 /// whose places need no lookup.
@@ -52,8 +30,8 @@ pub struct InventoryIndex {
     /// Node IPs only (for NodePort labels).
     node_ips: HashMap<IpAddr, NodeName>,
     cluster_ips: HashSet<IpAddr>,
-    pod_cidrs: Vec<(Prefix, NodeName)>,
-    service_cidrs: Vec<Prefix>,
+    pod_cidrs: Vec<(IpNet, NodeName)>,
+    service_cidrs: Vec<IpNet>,
 }
 
 impl InventoryIndex {
@@ -65,9 +43,7 @@ impl InventoryIndex {
                 index.node_ips.insert(ip, node.name.clone());
             }
             for cidr in &node.pod_cidrs {
-                index
-                    .pod_cidrs
-                    .push((Prefix { network: cidr.network(), len: cidr.prefix_len() }, node.name.clone()));
+                index.pod_cidrs.push((cidr.trunc(), node.name.clone()));
             }
         }
         for pod in &inv.pods {
@@ -86,12 +62,7 @@ impl InventoryIndex {
                 }
             }
         }
-        index.service_cidrs = inv
-            .cluster
-            .service_cidrs
-            .iter()
-            .map(|c| Prefix { network: c.network(), len: c.prefix_len() })
-            .collect();
+        index.service_cidrs = inv.cluster.service_cidrs.iter().map(IpNet::trunc).collect();
         index
     }
 
@@ -114,36 +85,12 @@ impl InventoryIndex {
         if self.cluster_ips.contains(&ip) {
             return Some(Place::ServiceVip);
         }
-        if let Some((_, node)) = self.pod_cidrs.iter().find(|(p, _)| p.contains(ip)) {
+        if let Some((_, node)) = self.pod_cidrs.iter().find(|(p, _)| p.contains(&ip)) {
             return Some(Place::Node(node));
         }
-        if self.service_cidrs.iter().any(|p| p.contains(ip)) {
+        if self.service_cidrs.iter().any(|p| p.contains(&ip)) {
             return Some(Place::ServiceVip);
         }
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_contain_their_addresses_only() {
-        let p = |s: &str, len| Prefix { network: s.parse().unwrap(), len };
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        let cases = [
-            (p("10.244.1.0", 24), "10.244.1.77", true),
-            (p("10.244.1.0", 24), "10.244.2.1", false),
-            (p("0.0.0.0", 0), "192.0.2.1", true),
-            (p("10.0.0.1", 32), "10.0.0.1", true),
-            (p("10.0.0.1", 32), "10.0.0.2", false),
-            (p("fd00:244:1::", 64), "fd00:244:1::9", true),
-            (p("fd00:244:1::", 64), "fd00:244:2::9", false),
-            (p("10.244.1.0", 24), "fd00::1", false),
-        ];
-        for (prefix, addr, want) in cases {
-            assert_eq!(prefix.contains(ip(addr)), want, "{prefix:?} {addr}");
-        }
     }
 }

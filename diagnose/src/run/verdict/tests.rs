@@ -13,8 +13,8 @@ use netdiag_model::text::Text;
 use netdiag_model::{Culprit, CulpritKind, Finding, FindingId, Severity, UnixMillis};
 
 use super::verdict;
-use crate::localize::tests::sim::INVENTORY;
-use crate::runs::expand::{ExpandedRun, Scope, StepRole, expand};
+use crate::run::expand::{ExpandedRun, Scope, StepRole, expand};
+use crate::sim::INVENTORY;
 
 fn run(from: &str, to: &str) -> ExpandedRun {
     let inv = Inventory::from_yaml(INVENTORY).unwrap();

@@ -34,22 +34,34 @@ pub(crate) use self::mtu::parse_path_mtu;
 use super::evidence::Analysis;
 use super::report::Draft;
 
-/// Runs every rule in order.
+/// One rule: reads the open cells, claims what it explains, writes its drafts.
+type Rule = fn(&mut Analysis<'_>, &mut Vec<Draft>);
+
+/// The rules in the runbook's order, widest component first.
+const RULES: [Rule; 14] = [
+    nodes::isolated,
+    pairs::broken,
+    pods::down,
+    endpoints::missing,
+    dns::everywhere,
+    dns::from_node,
+    dns::answers,
+    dns::from_pod,
+    services::vip_path,
+    services::node_ports,
+    ports::refused_or_dropped,
+    mtu::reduced,
+    loss::node_loss,
+    keepalive::idle_cut,
+];
+
+/// Runs every rule in order; the cells each claims are settled to its drafts before the next.
 pub(crate) fn run(a: &mut Analysis<'_>) -> Vec<Draft> {
     let mut out = Vec::new();
-    nodes::isolated(a, &mut out);
-    pairs::broken(a, &mut out);
-    pods::down(a, &mut out);
-    endpoints::missing(a, &mut out);
-    dns::everywhere(a, &mut out);
-    dns::from_node(a, &mut out);
-    dns::answers(a, &mut out);
-    dns::from_pod(a, &mut out);
-    services::vip_path(a, &mut out);
-    services::node_ports(a, &mut out);
-    ports::refused_or_dropped(a, &mut out);
-    mtu::reduced(a, &mut out);
-    loss::node_loss(a, &mut out);
-    keepalive::idle_cut(a, &mut out);
+    for rule in RULES {
+        let first = out.len();
+        rule(a, &mut out);
+        a.settle(&out[first..], first);
+    }
     out
 }

@@ -10,8 +10,11 @@
 //!    failed: no success in the window, or at most [`FAILED_MAX_SUCCESS_RATIO`] of attempts
 //!    succeeded, or (pod level only) the latest [`FAILED_STREAK`] attempts all failed — a path
 //!    that just broke is `failed` within a few probes rather than after a whole window;
-//! 5. `degraded` when some attempt failed or more than [`DEGRADED_LOSS_RATIO`] of the packets
-//!    were lost (an ICMP burst with some echoes lost still counts as a success);
+//! 5. `degraded` when (pod level) the latest [`DEGRADED_STREAK`] attempts failed — a path
+//!    that just broke — or when its failed attempts, or the echoes lost within answered bursts,
+//!    are significantly more than a healthy network's [`NOISE_FLOOR`] (a one-sided binomial
+//!    test, by its Chernoff bound, at [`NOISE_P`]): a stray timeout or a few lost echoes are
+//!    noise, not a degraded path — and every degraded cell must be explained by a finding;
 //! 6. `ok` otherwise.
 //!
 //! The streak rule is for pod-level cells only: a node-level cell mixes many paths, so a few
@@ -29,6 +32,27 @@ pub const RECOVERED_STREAK: u32 = 3;
 pub const FAILED_MAX_SUCCESS_RATIO: f64 = 0.05;
 /// A cell that lost more than this share of its packets is at least `degraded`.
 pub const DEGRADED_LOSS_RATIO: f64 = 0.01;
+/// Consecutive failed attempts (latest first) that make a pod-level cell `degraded`.
+pub const DEGRADED_STREAK: u32 = 2;
+/// The share of attempts, or of echoes, a healthy network may lose.
+pub const NOISE_FLOOR: f64 = 0.01;
+/// How unlikely under the noise floor a cell's failures must be to make it `degraded`.
+pub const NOISE_P: f64 = 0.01;
+
+/// Whether `bad` of `n` is significantly more than the noise floor: the binomial tail
+/// P(X ≥ bad) ≤ exp(−n·KL(bad/n ‖ floor)) (Chernoff) is below [`NOISE_P`].
+pub fn above_noise(bad: u64, n: u64) -> bool {
+    if n == 0 || bad == 0 {
+        return false;
+    }
+    let q = bad as f64 / n as f64;
+    if q <= NOISE_FLOOR {
+        return false;
+    }
+    let term = |x: f64, y: f64| if x > 0.0 { x * (x / y).ln() } else { 0.0 };
+    let kl = term(q, NOISE_FLOOR) + term(1.0 - q, 1.0 - NOISE_FLOOR);
+    n as f64 * kl >= (1.0 / NOISE_P).ln()
+}
 
 /// What the rules look at besides the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,9 +79,15 @@ pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
         if window.successes == 0 || success_ratio <= FAILED_MAX_SUCCESS_RATIO || streak {
             return CellStatus::Failed;
         }
-        return CellStatus::Degraded;
+        if cx.streak.is_some_and(|s| s >= DEGRADED_STREAK) || above_noise(window.failures, window.attempts())
+        {
+            return CellStatus::Degraded;
+        }
     }
-    if window.loss_ratio() > DEGRADED_LOSS_RATIO {
+    // Loss within answered bursts: a whole burst lost is a failed attempt, judged above.
+    let answered = window.packets_sent.saturating_sub(window.failed_packets);
+    let lost = answered.saturating_sub(window.packets_received);
+    if lost as f64 > DEGRADED_LOSS_RATIO * answered as f64 && above_noise(lost, answered) {
         return CellStatus::Degraded;
     }
     CellStatus::Ok
@@ -100,6 +130,12 @@ mod tests {
             ("recovered: failures then a success", window(5, 5, 0, 10, 5), pod(0), Degraded),
             ("burst loss 10%", window(10, 0, 0, 100, 90), pod(0), Degraded),
             ("burst loss 1% exactly", window(10, 0, 0, 100, 99), pod(0), Ok),
+            ("one stray timeout among successes: noise", window(11, 1, 0, 12, 11), pod(1), Ok),
+            ("two stray timeouts of 12, not in a row: noise", window(10, 2, 0, 12, 10), pod(0), Ok),
+            ("three timeouts of 12: above the floor", window(9, 3, 0, 12, 9), pod(0), Degraded),
+            ("one lost echo of 36: noise", window(12, 0, 0, 36, 35), pod(0), Ok),
+            ("two lost echoes of 36: noise", window(12, 0, 0, 36, 34), pod(0), Ok),
+            ("five lost echoes of 36", window(12, 0, 0, 36, 31), pod(0), Degraded),
             ("agent errors beside successes", window(10, 0, 3, 10, 10), pod(0), Ok),
             ("healed: 3 clean successes after 20 failures", window(3, 20, 0, 23, 3), healed(3), Ok),
             ("healing: 2 clean successes after 20 failures", window(2, 20, 0, 22, 2), healed(2), Degraded),

@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use netdiag_model::probe::Source;
 use netdiag_model::{CulpritKind, IcmpFailure, NodeName, Outcome, Severity, TcpFailure};
 
-use super::super::context::{Prefix, RouteLookup, join, route_line};
+use ipnet::IpNet;
+
+use super::super::context::{RouteLookup, join, route_line};
 use super::super::evidence::{Analysis, Obs};
 use super::super::report::{Draft, ids};
 use crate::matrix::Destination;
@@ -117,7 +119,7 @@ fn unroutable(a: &Analysis<'_>, ids: &[usize], from: &NodeName, to: &NodeName) -
 }
 
 /// `(node, peer, gaps)`: the peer's pod CIDRs a node does not route, and how that is known.
-type RouteGaps = (NodeName, NodeName, Vec<(Prefix, Gap)>);
+type RouteGaps = (NodeName, NodeName, Vec<(IpNet, Gap)>);
 
 /// For each direction, `(node, peer, gaps)`: the peer's pod CIDRs the node does not route,
 /// from its inspection, or from the matrix when the nodes' addresses answer each other.
@@ -152,10 +154,10 @@ fn route_draft(
     a: &Analysis<'_>,
     from: &NodeName,
     to: &NodeName,
-    gaps: &[(Prefix, Gap)],
+    gaps: &[(IpNet, Gap)],
     failing: &[usize],
 ) -> Draft {
-    let cidrs: Vec<Prefix> = gaps.iter().map(|(p, _)| *p).collect();
+    let cidrs: Vec<IpNet> = gaps.iter().map(|(p, _)| *p).collect();
     let verdict = format!(
         "no route to {} on {from}: pods on {from} cannot reach pods on {to}, and replies from {to}'s pods to \
          {from}'s are lost too",
@@ -175,7 +177,7 @@ fn route_draft(
                     line.push_str(&format!(
                         "; {from}'s last inspection still lists `{route}`: it predates the failure, or the route \
                          is unusable (`ip route get {}` on {from})",
-                        cidr.network
+                        cidr.network()
                     ));
                 }
                 line

@@ -7,49 +7,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use netdiag_model::inspect::{InspectionReport, NatProtocol, NatService, Route};
 use netdiag_model::inventory::{Inventory, Protocol, ServiceInfo};
 use netdiag_model::probe::Source;
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
-
-/// An IP prefix as plain numbers (the collector does not depend on `ipnet`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Prefix {
-    pub(crate) network: IpAddr,
-    pub(crate) len: u8,
-}
-
-impl Prefix {
-    pub(crate) fn new(network: IpAddr, len: u8) -> Self {
-        Prefix { network, len }
-    }
-
-    /// Whether `ip` is inside the prefix.
-    pub(crate) fn contains(self, ip: IpAddr) -> bool {
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.len.min(32))).unwrap_or(0);
-                u32::from(net) & mask == u32::from(ip) & mask
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.len.min(128))).unwrap_or(0);
-                u128::from(net) & mask == u128::from(ip) & mask
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether every address of `other` is inside this prefix.
-    pub(crate) fn covers(self, other: Prefix) -> bool {
-        self.len <= other.len && self.contains(other.network)
-    }
-}
-
-impl fmt::Display for Prefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.len)
-    }
-}
 
 /// One ready backend of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,7 +76,7 @@ pub(crate) struct Context<'a> {
     pub(crate) inventory: &'a Inventory,
     pod_nodes: BTreeMap<PodRef, NodeName>,
     ip_owners: BTreeMap<IpAddr, (Option<PodRef>, NodeName)>,
-    pod_cidrs: Vec<(Prefix, NodeName)>,
+    pod_cidrs: Vec<(IpNet, NodeName)>,
     pub(crate) services: BTreeMap<ServiceRef, ServiceView<'a>>,
     /// The services whose ClusterIP is a cluster nameserver (kube-dns).
     pub(crate) dns_services: Vec<ServiceRef>,
@@ -135,7 +97,7 @@ impl<'a> Context<'a> {
                 ip_owners.insert(ip, (None, node.name.clone()));
             }
             for cidr in &node.pod_cidrs {
-                pod_cidrs.push((Prefix::new(cidr.network(), cidr.prefix_len()), node.name.clone()));
+                pod_cidrs.push((cidr.trunc(), node.name.clone()));
             }
         }
         for pod in &inventory.pods {
@@ -197,7 +159,7 @@ impl<'a> Context<'a> {
         if let Some((pod, node)) = self.ip_owners.get(&ip) {
             return Some((pod.as_ref(), node));
         }
-        self.pod_cidrs.iter().find(|(p, _)| p.contains(ip)).map(|(_, n)| (None, n))
+        self.pod_cidrs.iter().find(|(p, _)| p.contains(&ip)).map(|(_, n)| (None, n))
     }
 
     /// A pod's IPs, for verdicts.
@@ -301,14 +263,14 @@ impl<'a> Context<'a> {
     }
 
     /// How `node`'s routing table covers `prefix`.
-    pub(crate) fn route_to(&self, node: &NodeName, prefix: Prefix) -> RouteLookup<'a> {
+    pub(crate) fn route_to(&self, node: &NodeName, prefix: IpNet) -> RouteLookup<'a> {
         let Some(report) = self.node_reports.get(node).copied() else { return RouteLookup::Unknown };
         if report.routes.is_empty() {
             return RouteLookup::Unknown;
         }
         let covering = report.routes.iter().filter(|r| {
-            let dest = Prefix::new(r.destination.network(), r.destination.prefix_len());
-            dest.len > 0 && dest.covers(prefix)
+            let dest = r.destination.trunc();
+            dest.prefix_len() > 0 && dest.contains(&prefix)
         });
         let mut blackhole = None;
         for route in covering {
@@ -324,7 +286,7 @@ impl<'a> Context<'a> {
     }
 
     /// The pod CIDRs of `node`.
-    pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<Prefix> {
+    pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()
     }
 
@@ -335,8 +297,8 @@ impl<'a> Context<'a> {
             .routes
             .iter()
             .filter(|r| {
-                let dest = Prefix::new(r.destination.network(), r.destination.prefix_len());
-                self.pod_cidrs.iter().any(|(p, n)| n != node && dest.len > 0 && dest.covers(*p))
+                let dest = r.destination.trunc();
+                self.pod_cidrs.iter().any(|(p, n)| n != node && dest.prefix_len() > 0 && dest.contains(p))
             })
             .map(route_line)
             .collect()

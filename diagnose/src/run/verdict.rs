@@ -49,7 +49,7 @@ pub fn verdict(run: &ExpandedRun, steps: &[RunStep], continuous: &[Finding]) -> 
     let own = own_verdict(&view);
     match own {
         Some(draft) => {
-            let family = family(draft.id);
+            let family = family(&draft.id);
             if let Some(wider) = relevant.iter().find(|f| family.contains(&f.id.as_str())) {
                 return Some(with_run_evidence(wider, &view, "this run's failing steps agree"));
             }

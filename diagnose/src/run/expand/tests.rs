@@ -8,7 +8,7 @@ use netdiag_model::run::ProbeRunRequest;
 use netdiag_model::run_plan::StepAction;
 
 use super::*;
-use crate::localize::tests::sim::INVENTORY;
+use crate::sim::INVENTORY;
 
 fn inventory() -> Inventory {
     Inventory::from_yaml(INVENTORY).unwrap()

@@ -22,7 +22,7 @@ use netdiag_model::{CellStatus, NodeName, Outcome, PodRef, Port, UnixMillis};
 
 use super::context::{Backend, Context, ServiceView};
 use super::thresholds::Thresholds;
-use crate::matrix::{CellStats, Destination, Matrix};
+use crate::matrix::{CellStats, Destination, Matrix, PodKey};
 
 /// One cell that says something.
 #[derive(Debug, Clone)]
@@ -60,6 +60,16 @@ impl Obs {
             Destination::Service { .. } | Destination::Dns { .. } => (None, None, None),
         };
         Obs { source, dest, kind, stats, dst_node, dst_pod, dst_port }
+    }
+
+    /// The matrix's key of the cell.
+    pub(crate) fn key(&self) -> PodKey {
+        PodKey { source: self.source.clone(), destination: self.dest.clone(), kind: self.kind }
+    }
+
+    /// The matrix calls the cell failed or degraded: what the completeness invariant covers.
+    pub(crate) fn is_bad(&self) -> bool {
+        matches!(self.stats.status, CellStatus::Failed | CellStatus::Degraded)
     }
 
     /// The node the probe ran on: the agent that reports the cell.
@@ -213,6 +223,25 @@ impl Tally {
     }
 }
 
+/// Which finding explains a cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    Open,
+    /// Claimed by the rule running now; settled to one of its drafts when it returns.
+    Pending,
+    /// Explained by the draft at this index.
+    Draft(usize),
+}
+
+/// Why a cell the matrix calls failed or degraded is kept away from the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// Its agent has been quiet for a while: the cell is frozen in the past.
+    Quiet,
+    /// A pod probing its own address: the traffic never leaves its loopback.
+    SelfProbe,
+}
+
 /// The observations and what has been explained so far.
 #[derive(Debug)]
 pub(crate) struct Analysis<'a> {
@@ -221,7 +250,10 @@ pub(crate) struct Analysis<'a> {
     pub(crate) matrix: &'a Matrix,
     pub(crate) now: UnixMillis,
     pub(crate) obs: Vec<Obs>,
-    claimed: Vec<bool>,
+    claims: Vec<Claim>,
+    /// Failed or degraded cells the rules do not judge (and why), each with its claim: the
+    /// completeness invariant still wants a finding for every one of them.
+    pub(crate) held: Vec<(Obs, Held, Claim)>,
     /// Every agent with at least one known cell.
     pub(crate) agents: BTreeSet<NodeName>,
 }
@@ -232,20 +264,73 @@ impl<'a> Analysis<'a> {
         // frozen in the past: they are unknown too.
         let quiet_after = matrix.config().agent_stale_after.mul_f64(th.quiet_share_of_stale.clamp(0.0, 1.0));
         let heard = |n: &NodeName| matrix.agent_last_seen(n).is_some_and(|t| now.since(t) <= quiet_after);
-        let obs: Vec<Obs> = matrix
-            .pod_cells(now)
-            .filter(|(_, stats)| stats.status != CellStatus::Unknown && heard(&stats.agent))
-            .map(|(key, stats)| Obs::new(key.source.clone(), key.destination.clone(), key.kind, stats, ctx))
-            // A pod's probes of itself stay on its loopback: they say nothing about the network.
-            .filter(|o| o.dst_pod.is_none() || o.src_pod() != o.dst_pod.as_ref())
-            .collect();
+        let mut obs = Vec::new();
+        let mut held = Vec::new();
+        for (key, stats) in matrix.pod_cells(now).filter(|(_, stats)| stats.status != CellStatus::Unknown) {
+            let o = Obs::new(key.source.clone(), key.destination.clone(), key.kind, stats, ctx);
+            let bad = matches!(o.stats.status, CellStatus::Failed | CellStatus::Degraded);
+            if !heard(&o.stats.agent) {
+                if bad {
+                    held.push((o, Held::Quiet, Claim::Open));
+                }
+            } else if o.dst_pod.is_some() && o.src_pod() == o.dst_pod.as_ref() {
+                // A pod's probes of itself stay on its loopback: they say nothing about the network.
+                if bad {
+                    held.push((o, Held::SelfProbe, Claim::Open));
+                }
+            } else {
+                obs.push(o);
+            }
+        }
         let agents = obs.iter().map(|o| o.src_node().clone()).collect();
-        let claimed = vec![false; obs.len()];
-        Analysis { ctx, th, matrix, now, obs, claimed, agents }
+        let claims = vec![Claim::Open; obs.len()];
+        Analysis { ctx, th, matrix, now, obs, claims, held, agents }
     }
 
     pub(crate) fn is_open(&self, i: usize) -> bool {
-        !self.claimed.get(i).copied().unwrap_or(true)
+        self.claims.get(i) == Some(&Claim::Open)
+    }
+
+    /// The draft that explains cell `i`, once settled.
+    pub(crate) fn owner(&self, i: usize) -> Option<usize> {
+        match self.claims.get(i) {
+            Some(Claim::Draft(d)) => Some(*d),
+            _ => None,
+        }
+    }
+
+    /// Claims the open cells among `ids` for the draft at index `draft`.
+    pub(crate) fn claim_for(&mut self, ids: &[usize], draft: usize) {
+        for &i in ids {
+            if let Some(c) = self.claims.get_mut(i)
+                && *c == Claim::Open
+            {
+                *c = Claim::Draft(draft);
+            }
+        }
+    }
+
+    /// Gives each cell a rule claimed while it ran to one of the drafts it wrote (`drafts`,
+    /// the first at index `first`): the one listing the cell's path among its affected paths,
+    /// else the first. A claim without a draft is undone, so a later rule, or the residual
+    /// finding, explains the cell.
+    pub(crate) fn settle(&mut self, drafts: &[super::report::Draft], first: usize) {
+        let mut by_path: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for (j, d) in drafts.iter().enumerate().rev() {
+            for p in &d.affected {
+                by_path.insert(p.as_str(), first + j);
+            }
+        }
+        for i in 0..self.claims.len() {
+            if self.claims[i] != Claim::Pending {
+                continue;
+            }
+            self.claims[i] = if drafts.is_empty() {
+                Claim::Open
+            } else {
+                Claim::Draft(by_path.get(self.obs[i].path().as_str()).copied().unwrap_or(first))
+            };
+        }
     }
 
     /// Indices of the cells no finding has explained yet.
@@ -264,10 +349,13 @@ impl<'a> Analysis<'a> {
         out
     }
 
+    /// Claims the open cells among `ids` for the rule running now (see [`Analysis::settle`]).
     pub(crate) fn claim(&mut self, ids: &[usize]) {
         for &i in ids {
-            if let Some(c) = self.claimed.get_mut(i) {
-                *c = true;
+            if let Some(c) = self.claims.get_mut(i)
+                && *c == Claim::Open
+            {
+                *c = Claim::Pending;
             }
         }
     }
@@ -332,7 +420,7 @@ impl<'a> Analysis<'a> {
         }
     }
 
-    /// Claims the failing service and DNS cells explained by dead backends: every ready
+    /// Claims the failing or degraded service and DNS cells explained by dead backends: every ready
     /// backend is dead for that cell, or some are and the cell still sees successes (the
     /// live ones answer). `dead(cell, backend, backend port)`; the path to a backend starts at
     /// the cell's [`Obs::dnat_node`].
@@ -343,7 +431,9 @@ impl<'a> Analysis<'a> {
         let mut ids = Vec::new();
         for i in self.open() {
             let o = &self.obs[i];
-            if !o.failed() {
+            // Degraded too: a VIP in front of one dead backend of three fails a third of its
+            // connects, and the dead backend is the whole explanation.
+            if !o.is_bad() {
                 continue;
             }
             let Some(svc) = self.service_of(o) else { continue };
@@ -394,6 +484,23 @@ impl<'a> Analysis<'a> {
     pub(crate) fn paths(&self, ids: &[usize]) -> Vec<String> {
         let set: BTreeSet<String> = ids.iter().filter_map(|&i| self.obs.get(i)).map(Obs::path).collect();
         set.into_iter().collect()
+    }
+
+    /// The cells' counts pooled bucket by bucket, since the pooled series' onset of trouble:
+    /// a fault's magnitude over its own window, not diluted by the samples before it.
+    pub(crate) fn pooled_onset(&self, ids: &[usize]) -> crate::matrix::BucketCounts {
+        let mut by_start: BTreeMap<i64, crate::matrix::BucketCounts> = BTreeMap::new();
+        for &i in ids {
+            let Some(o) = self.obs.get(i) else { continue };
+            for b in self.matrix.pod_cell_history(&o.key(), self.now).unwrap_or_default() {
+                by_start
+                    .entry(b.start_ms)
+                    .or_insert(crate::matrix::BucketCounts { start_ms: b.start_ms, ..Default::default() })
+                    .add(&b);
+            }
+        }
+        let series: Vec<_> = by_start.into_values().collect();
+        crate::matrix::since_onset(&series)
     }
 
     /// Whether `node`'s agent has been heard from recently.

@@ -18,13 +18,25 @@
 //!    enough agents ([`Thresholds`]), so one noisy agent or one flaky cell convicts nothing.
 //!    A blamed component *claims* the failing cells it explains, including service and DNS
 //!    cells whose backends sit behind it, and narrower components judge only what is left.
-//! 3. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
+//! 3. **Classes** ([`cover`]): what no rule explained, explained by the component class that
+//!    fits it best (a pod or node in one direction or both, a node pair one way or both, a
+//!    destination seen from one group of sources, a service or the DNS from one node or
+//!    everywhere; every kind or one), by a greedy cover over hit ratio and independent
+//!    observers — hard failures first, then degradations with their magnitudes since onset.
+//! 4. **The residue** ([`residual`]): quiet agents' frozen cells, pods' probes of themselves
+//!    and whatever is still open go to the finding that blames their node or pod, an
+//!    `agent-quiet` finding, or one `unexplained-failures` finding. **Invariant: every
+//!    failed or degraded pod-level cell of the matrix is claimed by exactly one finding**
+//!    ([`Localization::claims`]); the property test over the simulator checks it.
+//! 5. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
 //!    names, the affected paths (capped), the cells and inspection lines behind it, the
 //!    runbook section and what to check next; most severe first, then by id and culprit.
 
 mod context;
+mod cover;
 mod evidence;
 pub(crate) mod report;
+mod residual;
 mod rules;
 mod thresholds;
 
@@ -40,8 +52,20 @@ use netdiag_model::inventory::Inventory;
 use netdiag_model::probe::Source;
 use netdiag_model::time::UnixMillis;
 
+use self::evidence::Claim;
 pub use self::thresholds::Thresholds;
-use crate::matrix::Matrix;
+use crate::matrix::{Matrix, PodKey};
+
+/// The findings and which of them explains each failed or degraded cell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Localization {
+    /// Most severe first; empty when everything is healthy.
+    pub findings: Vec<Finding>,
+    /// Every failed or degraded pod-level cell, with the index in `findings` of the finding
+    /// that claims it (in key order). A cell is missing only when its finding was cut by the
+    /// cap on findings.
+    pub claims: Vec<(PodKey, usize)>,
+}
 
 /// The findings for the current state, most severe first; empty when everything is healthy.
 pub fn diagnose(
@@ -50,7 +74,7 @@ pub fn diagnose(
     inventory: &Inventory,
     now: UnixMillis,
 ) -> Vec<Finding> {
-    diagnose_with(matrix, inspections, inventory, now, &Thresholds::default())
+    localize(matrix, inspections, inventory, now, &Thresholds::default()).findings
 }
 
 /// [`diagnose`] with thresholds of one's own.
@@ -61,8 +85,36 @@ pub fn diagnose_with(
     now: UnixMillis,
     thresholds: &Thresholds,
 ) -> Vec<Finding> {
+    localize(matrix, inspections, inventory, now, thresholds).findings
+}
+
+/// The findings and each bad cell's claim.
+pub fn localize(
+    matrix: &Matrix,
+    inspections: &BTreeMap<Source, (NodeName, InspectionReport)>,
+    inventory: &Inventory,
+    now: UnixMillis,
+    thresholds: &Thresholds,
+) -> Localization {
     let ctx = context::Context::new(inventory, inspections);
     let mut analysis = evidence::Analysis::new(matrix, &ctx, thresholds, now);
-    let drafts = rules::run(&mut analysis);
-    report::finish(drafts, thresholds.max_affected)
+    let mut drafts = rules::run(&mut analysis);
+    let rejected = cover::run(&mut analysis, &mut drafts);
+    residual::run(&mut analysis, &mut drafts, &rejected);
+    let (findings, place) = report::finish(drafts, thresholds.max_affected);
+    let owner = |c: Option<usize>| c.and_then(|d| place.get(d).copied().flatten());
+    let a = &analysis;
+    let mut claims: Vec<(PodKey, usize)> = (0..a.obs.len())
+        .filter(|&i| a.obs[i].is_bad())
+        .filter_map(|i| Some((a.obs[i].key(), owner(a.owner(i))?)))
+        .chain(a.held.iter().filter_map(|(o, _, c)| {
+            let d = match c {
+                Claim::Draft(d) => Some(*d),
+                Claim::Open | Claim::Pending => None,
+            };
+            Some((o.key(), owner(d)?))
+        }))
+        .collect();
+    claims.sort_by(|x, y| x.0.cmp(&y.0));
+    Localization { findings, claims }
 }

@@ -112,6 +112,8 @@ struct Bucket {
     agent_errors: u32,
     packets_sent: u64,
     packets_received: u64,
+    /// Packets sent by failed attempts (whole bursts lost).
+    failed_packets: u64,
     rtt: RttSketch,
 }
 
@@ -124,6 +126,7 @@ impl Default for Bucket {
             agent_errors: 0,
             packets_sent: 0,
             packets_received: 0,
+            failed_packets: 0,
             rtt: RttSketch::default(),
         }
     }
@@ -133,7 +136,7 @@ impl Bucket {
     fn reset(&mut self, epoch: i64) {
         self.epoch = epoch;
         (self.successes, self.failures, self.agent_errors) = (0, 0, 0);
-        (self.packets_sent, self.packets_received) = (0, 0);
+        (self.packets_sent, self.packets_received, self.failed_packets) = (0, 0, 0);
         self.rtt.clear();
     }
 }
@@ -146,6 +149,8 @@ pub struct WindowSummary {
     pub agent_errors: u64,
     pub packets_sent: u64,
     pub packets_received: u64,
+    /// Packets sent by failed attempts: the rest of the loss happened within answered bursts.
+    pub failed_packets: u64,
     pub rtt: RttSummary,
 }
 
@@ -173,6 +178,80 @@ impl WindowSummary {
     pub fn success_ratio(&self) -> Option<f64> {
         let attempts = self.attempts();
         (attempts > 0).then(|| self.successes as f64 / attempts as f64)
+    }
+}
+
+/// A split must beat one rate by this log-likelihood ratio (about p < 0.01) to mark an onset.
+const ONSET_MIN_LLR: f64 = 4.6;
+
+/// One bucket's counts, as [`Window::history`] gives them (several cells' histories can be
+/// summed bucket by bucket, by `start_ms`, before looking for an onset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BucketCounts {
+    /// The bucket's start, in ms since the Unix epoch.
+    pub start_ms: i64,
+    pub successes: u64,
+    pub failures: u64,
+    pub packets_sent: u64,
+    pub packets_received: u64,
+}
+
+impl BucketCounts {
+    /// Adds `other`'s counts (same bucket, another cell).
+    pub fn add(&mut self, other: &BucketCounts) {
+        self.successes += other.successes;
+        self.failures += other.failures;
+        self.packets_sent += other.packets_sent;
+        self.packets_received += other.packets_received;
+    }
+
+    /// Lost packets over packets sent; 0 when none were sent.
+    pub fn loss(&self) -> f64 {
+        if self.packets_sent == 0 {
+            return 0.0;
+        }
+        self.packets_sent.saturating_sub(self.packets_received) as f64 / self.packets_sent as f64
+    }
+
+    /// The binomial log-likelihood of the losses at their own rate (the constant term dropped).
+    fn log_likelihood(&self) -> f64 {
+        let n = self.packets_sent as f64;
+        let lost = self.packets_sent.saturating_sub(self.packets_received) as f64;
+        let term = |k: f64| if k > 0.0 { k * (k / n).ln() } else { 0.0 };
+        term(lost) + term(n - lost)
+    }
+}
+
+/// The counts since the most likely onset of trouble in `history` (oldest first): the split
+/// that best explains the lost packets as a cleaner stretch followed by a lossier one (two
+/// binomial rates against one, by log-likelihood ratio); all of it when no split is
+/// significant. A fault's magnitude is read here, so a loss that began 20 s ago is not
+/// diluted by the healthy samples before it. The result's `start_ms` is the onset.
+pub fn since_onset(history: &[BucketCounts]) -> BucketCounts {
+    let total = |bs: &[BucketCounts]| {
+        bs.iter().fold(
+            BucketCounts { start_ms: bs.first().map_or(0, |b| b.start_ms), ..Default::default() },
+            |mut o, b| {
+                o.add(b);
+                o
+            },
+        )
+    };
+    let whole = total(history);
+    let mut best: Option<(f64, usize)> = None;
+    for split in 1..history.len() {
+        let (before, after) = (total(&history[..split]), total(&history[split..]));
+        if after.loss() <= before.loss() {
+            continue;
+        }
+        let llr = before.log_likelihood() + after.log_likelihood() - whole.log_likelihood();
+        if llr >= ONSET_MIN_LLR && best.is_none_or(|(b, _)| llr > b) {
+            best = Some((llr, split));
+        }
+    }
+    match best {
+        Some((_, split)) => total(&history[split..]),
+        None => whole,
     }
 }
 
@@ -209,6 +288,9 @@ impl Window {
         }
         bucket.packets_sent = bucket.packets_sent.saturating_add(u64::from(sample.packets_sent));
         bucket.packets_received = bucket.packets_received.saturating_add(u64::from(sample.packets_received));
+        if sample.class == SampleClass::Failure {
+            bucket.failed_packets = bucket.failed_packets.saturating_add(u64::from(sample.packets_sent));
+        }
         if let Some(rtt) = sample.rtt_micros {
             bucket.rtt.insert(rtt);
         }
@@ -226,9 +308,31 @@ impl Window {
             s.agent_errors += u64::from(b.agent_errors);
             s.packets_sent = s.packets_sent.saturating_add(b.packets_sent);
             s.packets_received = s.packets_received.saturating_add(b.packets_received);
+            s.failed_packets = s.failed_packets.saturating_add(b.failed_packets);
             s.rtt.add(&b.rtt);
         }
         s
+    }
+
+    /// The buckets inside the window at `now` that saw an attempt, oldest first: where a
+    /// fault's onset is found ([`since_onset`]).
+    pub fn history(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<BucketCounts> {
+        let now_epoch = spec.epoch(now);
+        let oldest = now_epoch - i64::from(spec.buckets);
+        let mut out: Vec<BucketCounts> = self
+            .buckets
+            .iter()
+            .filter(|b| b.epoch > oldest && b.epoch <= now_epoch && b.packets_sent > 0)
+            .map(|b| BucketCounts {
+                start_ms: b.epoch.saturating_mul(spec.bucket_ms),
+                successes: u64::from(b.successes),
+                failures: u64::from(b.failures),
+                packets_sent: b.packets_sent,
+                packets_received: b.packets_received.min(b.packets_sent),
+            })
+            .collect();
+        out.sort_by_key(|b| b.start_ms);
+        out
     }
 
     /// Bytes held: the ring and every bucket's sketch bins.

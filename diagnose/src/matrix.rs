@@ -39,7 +39,7 @@ pub use self::key::{
     PodKey, PodKeyRef,
 };
 pub use self::placement::InventoryIndex;
-pub use self::window::WindowSpec;
+pub use self::window::{BucketCounts, WindowSpec, since_onset};
 
 /// How the matrix judges and forgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -409,6 +409,15 @@ impl Matrix {
         let destination = self.node_destinations.get(&key.destination)?;
         let cell = self.nodes.get(&CellIds { source, destination, kind: key.kind })?;
         Some(self.node_stats(&cell.state, now))
+    }
+
+    /// A pod-level cell's buckets with attempts at `now`, oldest first (for finding when a
+    /// fault began); None for a cell the matrix does not hold.
+    pub fn pod_cell_history(&self, key: &PodKey, now: UnixMillis) -> Option<Vec<BucketCounts>> {
+        let source = self.sources.get(&key.source)?;
+        let destination = self.destinations.get(&key.destination)?;
+        let cell = self.pods.get(&CellIds { source, destination, kind: key.kind })?;
+        Some(cell.state.history(&self.config.window, now))
     }
 
     /// Every pod-level cell at `now`, in key order (source, destination, kind).

@@ -72,10 +72,20 @@ pub(super) fn node_loss(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
                 o.failed() && o.stats.successes > 0 && touches(o, &n) && o.kind != ProbeKind::Mtu
             })
             .collect();
+        // Other kinds through the node lose their share too (a connect or lookup retried).
+        let collateral: Vec<usize> = a
+            .open()
+            .filter(|&i| {
+                let o = &a.obs[i];
+                o.is_bad() && !o.failed() && touches(o, &n) && !bad.contains(&i)
+            })
+            .collect();
         a.claim(&bad);
         a.claim(&flapping);
+        a.claim(&collateral);
+        // Per packet, pooled over the paths, since the loss began.
+        let mean = 100.0 * a.pooled_onset(&bad).loss();
         let losses: Vec<f64> = bad.iter().map(|&i| a.obs[i].stats.loss_ratio.get()).collect();
-        let mean = 100.0 * losses.iter().sum::<f64>() / losses.len().max(1) as f64;
         let max = 100.0 * losses.iter().copied().fold(0.0, f64::max);
         let clean = if elsewhere.is_empty() {
             String::new()
@@ -85,7 +95,7 @@ pub(super) fn node_loss(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             format!(", {elsewhere_lossy} of {} paths elsewhere lose packets too", elsewhere.len())
         };
         let verdict = format!(
-            "{n} loses packets: {} of {total} ICMP paths through it lose {mean:.0}% on average (up to {max:.0}%){clean}",
+            "{n} loses packets: {} of {total} ICMP paths through it lose {mean:.0}% of their packets since it began (worst path {max:.0}% over the window){clean}",
             bad.len()
         );
         let mut evidence = a.cell_lines(&bad);
@@ -97,6 +107,7 @@ pub(super) fn node_loss(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         }
         let mut affected = a.paths(&bad);
         affected.extend(a.paths(&flapping));
+        affected.extend(a.paths(&collateral));
         out.push(
             Draft::new(
                 ids::NODE_PACKET_LOSS,

@@ -1,9 +1,12 @@
-//! A scenario builder for localization tests: the default lab's inventory (3 nodes, CoreDNS on
+//! The scenario simulator for localization tests: the default lab's inventory (3 nodes, CoreDNS on
 //! node-1, PD/TiKV/TiDB/discovery spread over them), the probes its agents would run (the
 //! shape of `agent/src/plan.rs`), and a small model of the lab's network that answers each
 //! probe the way a lab with the given faults would — so a test says "every probe to pd-1 times
 //! out" by naming the fault, not by hand-writing hundreds of results. Inspections (NAT rules,
 //! routes, links, sysctls, resolv.conf) come from the same model.
+
+// Test support: the scenarios are fixed and valid, so a bad one should fail loudly.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -20,7 +23,7 @@ use serde_json::json;
 
 use crate::matrix::{InventoryIndex, Matrix};
 
-pub(crate) const INVENTORY: &str = r#"
+pub const INVENTORY: &str = r#"
 version: 1
 cluster:
   name: lab
@@ -94,7 +97,7 @@ services:
 "#;
 
 /// The instant every scenario is judged at; samples are spread over the 25 s up to it.
-pub(super) fn now() -> UnixMillis {
+pub fn now() -> UnixMillis {
     t(55_000)
 }
 
@@ -102,11 +105,11 @@ fn t(ms: i64) -> UnixMillis {
     UnixMillis::new(1_700_000_000_000 + ms).unwrap_or_else(|_| unreachable!())
 }
 
-pub(super) fn node(s: &str) -> NodeName {
+pub fn node(s: &str) -> NodeName {
     s.parse().unwrap()
 }
 
-pub(super) fn pod(s: &str) -> PodRef {
+pub fn pod(s: &str) -> PodRef {
     s.parse().unwrap()
 }
 
@@ -132,9 +135,27 @@ fn coin(s: &str) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Which way through a node a one-way fault hits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Packets entering the node (to it and its pods).
+    In,
+    /// Packets leaving it.
+    Out,
+}
+
+/// The sources a filter singles out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum From {
+    /// The node itself and its pods.
+    Node(NodeName),
+    /// The pods of a namespace.
+    Namespace(String),
+}
+
 /// The lab, with the faults a scenario injects.
 #[derive(Debug, Clone, Default)]
-pub(super) struct World {
+pub struct World {
     pods_down: Vec<PodRef>,
     ports_closed: Vec<(PodRef, u16)>,
     ports_dropped: Vec<(PodRef, u16)>,
@@ -149,7 +170,17 @@ pub(super) struct World {
     names_missing: Vec<String>,
     bad_resolver: Vec<(PodRef, IpAddr)>,
     mtu: Option<(NodeName, u32)>,
+    /// Large packets through the node in one direction vanish (no ICMP error).
+    mtu_one_way: Option<(NodeName, Direction)>,
     loss: Option<(NodeName, f64)>,
+    /// Loss through the node's uplink in one direction only.
+    loss_one_way: Option<(NodeName, f64, Direction)>,
+    /// Every packet into the pod from the group is dropped.
+    filters: Vec<(PodRef, From)>,
+    /// ICMP into the node (and its pods) is dropped; TCP passes.
+    icmp_blocked: Vec<NodeName>,
+    /// The cluster DNS drops this share of queries.
+    dns_loss: Option<f64>,
     keepalive_all: Option<u32>,
     keepalive: Vec<(PodRef, u32)>,
     idle_cut: Option<(NodeName, u32)>,
@@ -168,135 +199,161 @@ pub(super) struct World {
 }
 
 impl World {
-    pub(super) fn healthy() -> Self {
+    pub fn healthy() -> Self {
         World::default()
     }
-    pub(super) fn pod_down(mut self, p: &str) -> Self {
+    pub fn pod_down(mut self, p: &str) -> Self {
         self.pods_down.push(pod(p));
         self
     }
-    pub(super) fn port_closed(mut self, p: &str, port: u16) -> Self {
+    pub fn port_closed(mut self, p: &str, port: u16) -> Self {
         self.ports_closed.push((pod(p), port));
         self
     }
-    pub(super) fn port_dropped(mut self, p: &str, port: u16) -> Self {
+    pub fn port_dropped(mut self, p: &str, port: u16) -> Self {
         self.ports_dropped.push((pod(p), port));
         self
     }
-    pub(super) fn isolate(mut self, n: &str) -> Self {
+    pub fn isolate(mut self, n: &str) -> Self {
         self.isolated.push(node(n));
         self
     }
-    pub(super) fn cut_pair(mut self, a: &str, b: &str) -> Self {
+    pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
         self.pairs_cut.push((node(a), node(b)));
         self
     }
-    pub(super) fn route_missing(mut self, n: &str, peer: &str) -> Self {
+    pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
         self.routes_missing.push((node(n), node(peer)));
         self
     }
-    pub(super) fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
+    pub fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
         self.dnat_missing.push((node(n), svc(s), port));
         self
     }
-    pub(super) fn nodeport_missing(mut self, n: &str, port: u16) -> Self {
+    pub fn nodeport_missing(mut self, n: &str, port: u16) -> Self {
         self.nodeport_missing.push((node(n), port));
         self
     }
-    pub(super) fn dns_down(mut self) -> Self {
+    pub fn dns_down(mut self) -> Self {
         self.dns_down = true;
         self
     }
-    pub(super) fn dns_block(mut self, n: &str) -> Self {
+    pub fn dns_block(mut self, n: &str) -> Self {
         self.dns_blocked.push(node(n));
         self
     }
-    pub(super) fn dns_servfail(mut self) -> Self {
+    pub fn dns_servfail(mut self) -> Self {
         self.dns_servfail = true;
         self
     }
-    pub(super) fn name_missing(mut self, name: &str) -> Self {
+    pub fn name_missing(mut self, name: &str) -> Self {
         self.names_missing.push(name.to_owned());
         self
     }
-    pub(super) fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
+    pub fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
         self
     }
-    pub(super) fn mtu(mut self, n: &str, size: u32) -> Self {
+    pub fn mtu(mut self, n: &str, size: u32) -> Self {
         self.mtu = Some((node(n), size));
         self
     }
-    pub(super) fn loss(mut self, n: &str, share: f64) -> Self {
+    pub fn loss(mut self, n: &str, share: f64) -> Self {
         self.loss = Some((node(n), share));
         self
     }
-    pub(super) fn keepalive_all(mut self, secs: u32) -> Self {
+    pub fn mtu_one_way(mut self, n: &str, direction: Direction) -> Self {
+        self.mtu_one_way = Some((node(n), direction));
+        self
+    }
+    pub fn loss_one_way(mut self, n: &str, share: f64, direction: Direction) -> Self {
+        self.loss_one_way = Some((node(n), share, direction));
+        self
+    }
+    /// The pod drops everything from the pods of node `n` (and the node itself).
+    pub fn filter_from_node(mut self, p: &str, n: &str) -> Self {
+        self.filters.push((pod(p), From::Node(node(n))));
+        self
+    }
+    /// The pod drops everything from the pods of namespace `ns`.
+    pub fn filter_from_namespace(mut self, p: &str, ns: &str) -> Self {
+        self.filters.push((pod(p), From::Namespace(ns.to_owned())));
+        self
+    }
+    pub fn icmp_blocked(mut self, n: &str) -> Self {
+        self.icmp_blocked.push(node(n));
+        self
+    }
+    pub fn dns_loss(mut self, share: f64) -> Self {
+        self.dns_loss = Some(share);
+        self
+    }
+    pub fn keepalive_all(mut self, secs: u32) -> Self {
         self.keepalive_all = Some(secs);
         self
     }
-    pub(super) fn keepalive(mut self, p: &str, secs: u32) -> Self {
+    pub fn keepalive(mut self, p: &str, secs: u32) -> Self {
         self.keepalive.push((pod(p), secs));
         self
     }
-    pub(super) fn idle_cut(mut self, n: &str, secs: u32) -> Self {
+    pub fn idle_cut(mut self, n: &str, secs: u32) -> Self {
         self.idle_cut = Some((node(n), secs));
         self
     }
-    pub(super) fn conntrack_unreported(mut self) -> Self {
+    pub fn conntrack_unreported(mut self) -> Self {
         self.conntrack_unreported = true;
         self
     }
     /// The node's agent stopped reporting 35 s ago, after a burst of failures.
-    pub(super) fn silent(mut self, n: &str) -> Self {
+    pub fn silent(mut self, n: &str) -> Self {
         self.silent.push(node(n));
         self
     }
     /// The node's agent went quiet 10 s ago (less than the 30 s staleness bound), its last
     /// results from before the faults.
-    pub(super) fn quiet(mut self, n: &str) -> Self {
+    pub fn quiet(mut self, n: &str) -> Self {
         self.quiet.push(node(n));
         self
     }
     /// The node's agent reports `share` of its cells as failing, at random.
-    pub(super) fn flaky(mut self, n: &str, share: f64) -> Self {
+    pub fn flaky(mut self, n: &str, share: f64) -> Self {
         self.flaky = Some((node(n), share));
         self
     }
     /// The node's agent reports `share` of its results as failing, at random.
-    pub(super) fn flaky_results(mut self, n: &str, share: f64) -> Self {
+    pub fn flaky_results(mut self, n: &str, share: f64) -> Self {
         self.flaky_results = Some((node(n), share));
         self
     }
-    pub(super) fn no_endpoints(mut self, s: &str) -> Self {
+    pub fn no_endpoints(mut self, s: &str) -> Self {
         self.no_endpoints.push(svc(s));
         self
     }
-    pub(super) fn local_policy(mut self, s: &str) -> Self {
+    pub fn local_policy(mut self, s: &str) -> Self {
         self.local_policy.push(svc(s));
         self
     }
     /// The faults broke out before the last `n` samples only.
-    pub(super) fn just_broke(mut self, n: i64) -> Self {
+    pub fn just_broke(mut self, n: i64) -> Self {
         self.active = Some(SAMPLES - n..SAMPLES);
         self
     }
     /// The faults were healed before the last `n` samples.
-    pub(super) fn just_healed(mut self, n: i64) -> Self {
+    pub fn just_healed(mut self, n: i64) -> Self {
         self.active = Some(0..SAMPLES - n);
         self
     }
-    pub(super) fn stale_routes(mut self) -> Self {
+    pub fn stale_routes(mut self) -> Self {
         self.stale_routes = true;
         self
     }
-    pub(super) fn no_inspections(mut self) -> Self {
+    pub fn no_inspections(mut self) -> Self {
         self.no_inspections = true;
         self
     }
 
     /// The inventory, with the scenario's changes.
-    pub(super) fn inventory(&self) -> Inventory {
+    pub fn inventory(&self) -> Inventory {
         let mut inv = Inventory::from_yaml(INVENTORY).unwrap();
         for s in &mut inv.services {
             if self.no_endpoints.contains(&s.service_ref()) {
@@ -310,7 +367,7 @@ impl World {
     }
 
     /// The matrix after every agent reported its probes `SAMPLES` times.
-    pub(super) fn matrix(&self) -> Matrix {
+    pub fn matrix(&self) -> Matrix {
         let inv = self.inventory();
         let index = InventoryIndex::new(&inv);
         let mut m = Matrix::default();
@@ -339,7 +396,7 @@ impl World {
     }
 
     /// The latest inspection of every node and pod.
-    pub(super) fn inspections(&self) -> BTreeMap<Source, (NodeName, InspectionReport)> {
+    pub fn inspections(&self) -> BTreeMap<Source, (NodeName, InspectionReport)> {
         let inv = self.inventory();
         let mut out = BTreeMap::new();
         if self.no_inspections {
@@ -498,6 +555,16 @@ impl World {
         if dst_pod.is_some_and(|p| self.pods_down.contains(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
+        let filtered = |(p, g): &(PodRef, From)| {
+            dst_pod == Some(p)
+                && match g {
+                    From::Node(n) => n == from,
+                    From::Namespace(ns) => source.pod().is_some_and(|s| s.namespace.as_str() == ns),
+                }
+        };
+        if self.filters.iter().any(filtered) && source.pod() != dst_pod {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
         if from == to {
             return None;
         }
@@ -587,6 +654,27 @@ impl World {
                         Outcome::Icmp(IcmpFailure::Timeout)
                     };
                     return base(source, target, kind, outcome, at);
+                }
+                let one_way = self.mtu_one_way.as_ref().is_some_and(|(n, dir)| {
+                    agent != &to
+                        && match dir {
+                            // The large request enters `to`, the small reply enters the agent's node.
+                            Direction::In => n == &to,
+                            Direction::Out => n == agent,
+                        }
+                });
+                if one_way {
+                    return ProbeResult {
+                        path_mtu: PathMtu::new(1400).ok(),
+                        detail: Detail::lossy(&format!(
+                            "path MTU to {ip} is 1400 bytes, below the route MTU 1500: 1401-byte echoes vanished \
+                             without an ICMP error (a path-MTU black hole)"
+                        )),
+                        ..base(source, target, kind, Outcome::Mtu(MtuFailure::Reduced), at)
+                    };
+                }
+                if from_icmp_block(&self.icmp_blocked, agent, &to) {
+                    return base(source, target, kind, Outcome::Icmp(IcmpFailure::Timeout), at);
                 }
                 match &self.mtu {
                     Some((n, size)) if agent != &to && (n == agent || n == &to) => ProbeResult {
@@ -683,10 +771,29 @@ impl World {
                 ..base(source, target, ProbeKind::Icmp, outcome, at)
             };
         }
-        let survive = match &self.loss {
+        if from != to && self.icmp_blocked.contains(to) {
+            return ProbeResult {
+                burst: Burst::new(3, 0).ok(),
+                ..base(source, target, ProbeKind::Icmp, Outcome::Icmp(IcmpFailure::Timeout), at)
+            };
+        }
+        let mut survive = match &self.loss {
             Some((n, p)) if from != to && (n == from || n == to) => (1.0 - p) * (1.0 - p),
             _ => 1.0,
         };
+        // One way: the request enters `to`, the reply enters `from`; each crosses the faulty
+        // direction at most once.
+        if let Some((n, p, dir)) = &self.loss_one_way
+            && from != to
+        {
+            let hit = match dir {
+                Direction::In => n == to || n == from,
+                Direction::Out => n == from || n == to,
+            };
+            if hit {
+                survive *= 1.0 - p;
+            }
+        }
         let received =
             (0..3).filter(|j| coin(&format!("{source}|{target}|{k}|{j}")) < survive).count() as u32;
         let outcome = if received > 0 { Outcome::Ok } else { Outcome::Icmp(IcmpFailure::Timeout) };
@@ -730,6 +837,11 @@ impl World {
         if self.dns_servfail {
             return fail(DnsFailure::ServFail);
         }
+        if let Some(share) = self.dns_loss
+            && coin(&format!("{source}|{target}|{}", at.get())) < share
+        {
+            return fail(DnsFailure::Timeout);
+        }
         let asked = name.as_str().trim_end_matches('.');
         if self.names_missing.iter().any(|m| m == asked) {
             return fail(DnsFailure::NxDomain);
@@ -755,6 +867,11 @@ impl World {
             ..base(source, target, ProbeKind::Dns, Outcome::Ok, at)
         }
     }
+}
+
+/// ICMP from `from` into `to` is dropped by an ICMP filter on `to`.
+fn from_icmp_block(blocked: &[NodeName], from: &NodeName, to: &NodeName) -> bool {
+    from != to && blocked.contains(to)
 }
 
 fn report(value: serde_json::Value) -> InspectionReport {
@@ -791,7 +908,7 @@ fn base(source: &Source, target: &Target, kind: ProbeKind, outcome: Outcome, at:
 /// to every other pod and port, TCP to every VIP and endpoint, DNS for `<svc>.<ns>` through
 /// resolv.conf and each nameserver directly over UDP and TCP; from every node, ICMP to the
 /// other nodes and every pod, NodePorts on every node, path MTU to one pod per other node.
-pub(super) fn plan(inv: &Inventory) -> Vec<(NodeName, Source, Target, ProbeKind)> {
+pub fn plan(inv: &Inventory) -> Vec<(NodeName, Source, Target, ProbeKind)> {
     let mut out = Vec::new();
     for me in &inv.pods {
         let agent = me.node.clone();

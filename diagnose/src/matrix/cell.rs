@@ -11,7 +11,7 @@ use netdiag_model::{CellStatus, MatrixCell, NodeName, Outcome, Ratio, UnixMillis
 
 use super::intern::Id;
 use super::status::{self, Context};
-use super::window::{Sample, SampleClass, Window, WindowSpec};
+use super::window::{BucketCounts, Sample, SampleClass, Window, WindowSpec};
 
 /// The text of a failed result as the API shows it: the outcome, then the agent's detail.
 pub fn error_text(result: &ProbeResult) -> Text<MAX_LINE_BYTES> {
@@ -176,6 +176,11 @@ impl CellState {
             last_error: self.last_error.clone(),
             last_error_in_window: self.last_error.as_ref().is_some_and(|e| spec.contains(e.at, now)),
         }
+    }
+
+    /// The window's buckets with attempts, oldest first.
+    pub(super) fn history(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<BucketCounts> {
+        self.window.history(spec, now)
     }
 
     /// Bytes held beyond the map entry itself.

@@ -2,6 +2,7 @@
 //! text, `affected` capped with "and N more", sorted most severe first, then by id and culprit,
 //! so the same input always gives the same list.
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 
 use netdiag_model::limits::{MAX_FINDING_EVIDENCE, MAX_FINDINGS};
@@ -30,10 +31,16 @@ pub(crate) mod ids {
     pub(crate) const NODE_PACKET_LOSS: &str = "node-packet-loss";
     pub(crate) const KEEPALIVE_EXCEEDS_IDLE_CUT: &str = "keepalive-exceeds-idle-cut";
     pub(crate) const KEEPALIVE_UNVERIFIED: &str = "keepalive-unverified";
+    /// The class layer: ICMP fails where TCP works (never a pod or node blamed).
+    pub(crate) const ICMP_FILTERED: &str = "icmp-filtered";
+    /// A quiet agent's frozen cells, when no finding blames its node.
+    pub(crate) const AGENT_QUIET: &str = "agent-quiet";
+    /// What nothing else explains: never silent.
+    pub(crate) const UNEXPLAINED_FAILURES: &str = "unexplained-failures";
 
     /// Every id, for tests.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 20] = [
+    pub(crate) const ALL: [&str; 23] = [
         NODE_ISOLATED,
         NODE_PAIR_BROKEN,
         ROUTE_MISSING,
@@ -54,13 +61,16 @@ pub(crate) mod ids {
         NODE_PACKET_LOSS,
         KEEPALIVE_EXCEEDS_IDLE_CUT,
         KEEPALIVE_UNVERIFIED,
+        ICMP_FILTERED,
+        AGENT_QUIET,
+        UNEXPLAINED_FAILURES,
     ];
 }
 
 /// A finding as a rule writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Draft {
-    pub(crate) id: &'static str,
+    pub(crate) id: Cow<'static, str>,
     pub(crate) severity: Severity,
     pub(crate) verdict: String,
     pub(crate) culprit: (CulpritKind, String),
@@ -73,14 +83,14 @@ pub(crate) struct Draft {
 
 impl Draft {
     pub(crate) fn new(
-        id: &'static str,
+        id: impl Into<Cow<'static, str>>,
         severity: Severity,
         culprit: (CulpritKind, String),
         runbook: &'static str,
         verdict: String,
     ) -> Self {
         Draft {
-            id,
+            id: id.into(),
             severity,
             verdict,
             culprit,
@@ -108,7 +118,7 @@ impl Draft {
 
     /// The finding, with `affected` capped at `max_affected` entries plus "and N more".
     pub(crate) fn into_finding(self, max_affected: usize) -> Option<Finding> {
-        let id = FindingId::new(self.id).ok()?;
+        let id = FindingId::new(self.id.as_ref()).ok()?;
         let mut affected: Vec<Text<_>> =
             self.affected.iter().take(max_affected).map(|a| Text::lossy(a)).collect();
         if self.affected.len() > max_affected {
@@ -127,22 +137,36 @@ impl Draft {
     }
 }
 
-/// The findings, most severe first, then by id, culprit and verdict.
-pub(crate) fn finish(drafts: Vec<Draft>, max_affected: usize) -> Vec<Finding> {
-    let mut findings: Vec<Finding> =
-        drafts.into_iter().filter_map(|d| d.into_finding(max_affected)).collect();
-    findings.sort_by(|a, b| {
-        let key = |f: &Finding| {
-            (
-                Reverse(f.severity),
-                f.id.as_str().to_owned(),
-                f.culprit.as_ref().map(|c| (c.kind, c.name.as_str().to_owned())),
-                f.verdict.as_str().to_owned(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    findings.dedup();
+/// The findings, most severe first, then by id, culprit and verdict; and where each draft
+/// went (its finding's index; None when it was cut by [`MAX_FINDINGS`]). A draft equal to
+/// another maps to the one kept.
+pub(crate) fn finish(drafts: Vec<Draft>, max_affected: usize) -> (Vec<Finding>, Vec<Option<usize>>) {
+    let n = drafts.len();
+    let mut made: Vec<(usize, Finding)> = drafts
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, d)| Some((i, d.into_finding(max_affected)?)))
+        .collect();
+    let key = |f: &Finding| {
+        (
+            Reverse(f.severity),
+            f.id.as_str().to_owned(),
+            f.culprit.as_ref().map(|c| (c.kind, c.name.as_str().to_owned())),
+            f.verdict.as_str().to_owned(),
+        )
+    };
+    made.sort_by(|(ia, a), (ib, b)| key(a).cmp(&key(b)).then(ia.cmp(ib)));
+    let mut findings: Vec<Finding> = Vec::new();
+    let mut place = vec![None; n];
+    for (i, f) in made {
+        if findings.last() != Some(&f) {
+            findings.push(f);
+        }
+        place[i] = Some(findings.len() - 1);
+    }
     findings.truncate(MAX_FINDINGS);
-    findings
+    for p in &mut place {
+        *p = p.filter(|&i| i < findings.len());
+    }
+    (findings, place)
 }

@@ -4,8 +4,6 @@
 //! agents must give nothing. A proptest feeds arbitrary outcomes and checks `diagnose` neither
 //! panics nor wavers.
 
-pub(crate) mod sim;
-
 use std::collections::BTreeMap;
 
 use netdiag_model::probe::{ProbeKind, Source, Target};
@@ -13,11 +11,13 @@ use netdiag_model::result::{Burst, Detail, PathMtu, ProbeResult};
 use netdiag_model::{CulpritKind, Finding, Outcome, Severity, UnixMillis};
 use proptest::prelude::*;
 
-use self::sim::{World, now};
 use super::report::ids;
 use super::rules::parse_path_mtu;
 use super::{Thresholds, diagnose, diagnose_with};
 use crate::matrix::{InventoryIndex, Matrix};
+use crate::sim::{self, World, now};
+
+mod classes;
 
 fn run(world: &World) -> Vec<Finding> {
     diagnose(&world.matrix(), &world.inspections(), &world.inventory(), now())
@@ -64,7 +64,16 @@ fn one_finding_per_runbook_verdict() {
     use CulpritKind::*;
     let rows = vec![
         row("healthy", World::healthy(), vec![]),
-        row("one flaky agent: 10% of node-2's cells fail", World::healthy().flaky("node-2", 0.10), vec![]),
+        row(
+            "one flaky agent: 10% of node-2's cells fail, no common cause",
+            World::healthy().flaky("node-2", 0.10),
+            vec![(
+                ids::UNEXPLAINED_FAILURES,
+                Path,
+                "15 unexplained paths",
+                "no single component explains them",
+            )],
+        ),
         row(
             "silent agent: node-3's last results failed, then nothing",
             World::healthy().silent("node-3"),
@@ -389,7 +398,7 @@ fn findings_are_sorted_most_severe_first_and_deterministic() {
 }
 
 #[test]
-fn a_fault_shows_on_its_second_failed_probe_and_clears_on_the_first_good_one() {
+fn a_fault_shows_on_its_second_failed_probe_and_clears_once_its_cells_recover() {
     let faults: Vec<(World, &str)> = vec![
         (World::healthy().pod_down("tidb/demo-pd-1"), ids::POD_DOWN),
         (World::healthy().cut_pair("node-1", "node-2"), ids::NODE_PAIR_BROKEN),
@@ -403,7 +412,11 @@ fn a_fault_shows_on_its_second_failed_probe_and_clears_on_the_first_good_one() {
         assert!(once.is_empty(), "{id} after one failed probe: {:#?}", summary(&once));
         let broke = summary(&run(&world.clone().just_broke(2)));
         assert_eq!(broke.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), vec![id], "{world:?}");
-        let healed = run(&world.just_healed(1));
+        // On the first good probe the hard verdict is gone (what is left is the cells'
+        // recent failures, as degradations); once the matrix calls the cells ok again, nothing.
+        let healing = run(&world.clone().just_healed(1));
+        assert!(healing.iter().all(|f| f.id.as_str() != id), "{id} after healing: {:#?}", summary(&healing));
+        let healed = run(&world.just_healed(crate::matrix::status::RECOVERED_STREAK as i64));
         assert!(healed.is_empty(), "{id} after healing: {:#?}", summary(&healed));
     }
 }
@@ -445,8 +458,18 @@ fn no_flaky_agent_convicts_anything() {
                     "{node} {share}: {failing} of {} fail",
                     cells.len()
                 );
+                // Failing paths with no common cause convict nothing else; they are listed,
+                // never dropped, by the one residual finding.
                 let findings = diagnose(&m, &world.inspections(), &world.inventory(), now());
-                assert!(findings.is_empty(), "{node} at {share}: {:#?}", summary(&findings));
+                // Random failures of one agent's probes may blame that node as a source, never
+                // anything else.
+                assert!(
+                    findings.iter().all(|f| f.id.as_str() == ids::UNEXPLAINED_FAILURES
+                        || (f.id.as_str().starts_with("node-sources")
+                            && f.culprit.as_ref().is_some_and(|c| c.name.as_str() == node))),
+                    "{node} at {share}: {:#?}",
+                    summary(&findings)
+                );
             }
         }
     }

@@ -222,7 +222,9 @@ fn statuses_from_results() {
     let cases: Vec<(&str, Vec<Outcome>, CellStatus, f64)> = vec![
         ("healthy", vec![Outcome::Ok; 10], CellStatus::Ok, 0.0),
         ("all fail", vec![timeout; 10], CellStatus::Failed, 1.0),
-        ("one blip", [vec![Outcome::Ok; 9], vec![refused]].concat(), CellStatus::Degraded, 0.1),
+        // One failure among successes is noise: the cell stays ok (its loss still shows it).
+        ("one blip", [vec![Outcome::Ok; 9], vec![refused]].concat(), CellStatus::Ok, 0.1),
+        ("two blips", [vec![Outcome::Ok; 8], vec![refused; 2]].concat(), CellStatus::Degraded, 0.2),
         // Three clean successes after the failures: repaired, ok again at once (loss still shows).
         ("recovered", [vec![timeout; 5], vec![Outcome::Ok; 5]].concat(), CellStatus::Ok, 0.5),
         ("recovering", [vec![timeout; 5], vec![Outcome::Ok; 2]].concat(), CellStatus::Degraded, 5.0 / 7.0),
@@ -524,7 +526,7 @@ fn pod_results_aggregate_into_node_pairs() {
         cells,
         vec![
             row("node-2", Icmp, Degraded, 2, 0, 8, 6),
-            row("node-2", Tcp, Degraded, 1, 1, 2, 1),
+            row("node-2", Tcp, Ok, 1, 1, 2, 1),
             row("node-3", Tcp, Ok, 1, 0, 1, 1),
             row("svc/*", Tcp, Ok, 1, 0, 1, 1),
             row("dns/*", Dns, Failed, 0, 1, 1, 0),
@@ -845,12 +847,10 @@ proptest! {
             prop_assert_eq!(stats.agent_fresh, agent_fresh);
             match stats.status {
                 CellStatus::Failed => prop_assert!(stats.failures >= 1),
-                CellStatus::Ok => {
-                    prop_assert_eq!(stats.failures, 0);
-                    prop_assert!(stats.loss_ratio.get() <= DEGRADED_LOSS_RATIO);
-                    prop_assert!(stats.successes >= 1);
+                CellStatus::Ok => prop_assert!(stats.successes >= 1),
+                CellStatus::Degraded => {
+                    prop_assert!(stats.failures >= 1 || stats.loss_ratio.get() > DEGRADED_LOSS_RATIO)
                 }
-                CellStatus::Degraded => prop_assert!(stats.failures >= 1 || stats.loss_ratio.get() > DEGRADED_LOSS_RATIO),
                 CellStatus::Unknown => prop_assert!(!agent_fresh || stats.attempts() == 0),
             }
             if !agent_fresh {

@@ -466,10 +466,13 @@ impl<'a> PlacedBatch<'a> {
         PlacedBatch { batch, index, destinations }
     }
 
+    /// The inventory index the batch was placed with.
+    pub fn index(&self) -> &'a InventoryIndex {
+        self.index
+    }
+
     /// Each result with its node-level destination.
-    pub(crate) fn iter(
-        &self,
-    ) -> impl Iterator<Item = (&'a ProbeResult, Option<NodeDestinationRef<'a>>)> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&'a ProbeResult, Option<NodeDestinationRef<'a>>)> + '_ {
         self.batch.results.iter().zip(self.destinations.iter().copied())
     }
 }
