@@ -88,7 +88,7 @@ impl TopologyArgs {
 fn fault_help() -> String {
     let mut s = String::from("Faults:\n");
     for (name, args, what) in FAULTS {
-        s.push_str(&format!("  {:<14} {:<32} {what}\n", name, args));
+        s.push_str(&format!("  {:<14} {:<38} {what}\n", name, args));
     }
     s
 }
@@ -115,6 +115,10 @@ enum LabCommand {
         fault: String,
         /// The fault's arguments.
         args: Vec<String>,
+        /// `loss` and `mtu` only: hit just the packets coming into (`in`) or going out of
+        /// (`out`) the node; both directions without it.
+        #[arg(long, value_parser = ["in", "out"])]
+        direction: Option<String>,
     },
     /// Remove one fault (by id) or, without an id, every fault.
     Heal {
@@ -160,7 +164,10 @@ pub(crate) fn run(args: LabArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        LabCommand::Fault { name, fault, args } => {
+        LabCommand::Fault { name, fault, mut args, direction } => {
+            // The lab parses the option with the other arguments, and refuses it where it
+            // does not apply.
+            args.extend(direction.into_iter().flat_map(|d| ["--direction".to_owned(), d]));
             let f = control::fault(&name.name, &fault, &args)?;
             println!("fault {} injected: {}", f.id, f.description);
             println!("undo it with: netdiag lab heal {}", f.id);

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use netdiag_model::inventory::ProxyMode;
 
-use crate::faults::{ActiveFault, FaultSpec};
+use crate::faults::{ActiveFault, FaultSpec, FilterSource};
 use crate::plan::{LabPlan, NodePlan, PodPlan, UPLINK_IF, VXLAN_IF};
 use crate::rules::{self, Family};
 use crate::topology::Overlay;
@@ -36,6 +36,32 @@ fn node_prefixes(node: &NodePlan, family: Family) -> Vec<IpNet> {
             .map(|ip| IpNet::from(IpAddr::V6(ip)))
             .into_iter()
             .chain(node.pod_cidr_v6.map(IpNet::from))
+            .collect(),
+    }
+}
+
+/// `-m statistic --probability` for a share in percent.
+fn probability(percent: u8) -> String {
+    format!("{:.5}", f64::from(percent) / 100.0)
+}
+
+/// The source prefixes a `pod-filter` on `pod` drops, in one family: the node's addresses and
+/// pod CIDR, or the namespace's other pods.
+fn filter_sources(
+    plan: &LabPlan,
+    pod: &netdiag_model::PodRef,
+    from: &FilterSource,
+    family: Family,
+) -> Vec<IpNet> {
+    match from {
+        FilterSource::Node(n) => plan.node(n).map(|n| node_prefixes(n, family)).unwrap_or_default(),
+        FilterSource::Namespace(ns) => plan
+            .pods
+            .iter()
+            .filter(|p| p.pod.namespace == *ns && p.pod != *pod)
+            .flat_map(|p| p.ips())
+            .filter(|ip| family_of(*ip) == family)
+            .map(IpNet::from)
             .collect(),
     }
 }
@@ -89,6 +115,19 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
                     out.push(format!("-i {UPLINK_IF} -p tcp -m tcp --dport {port} {c} -j {action}"));
                 }
             }
+            FaultSpec::PodFilter { pod, from } => {
+                if plan.pod(pod).is_none_or(|p| p.netns != netns) {
+                    continue;
+                }
+                // Inbound on the pod's own interface, every protocol, stateful as a
+                // NetworkPolicy is: nothing those sources start gets in, while replies to the
+                // pod's own connections (its DNS answers, its pings) still do.
+                for src in filter_sources(plan, pod, from, family) {
+                    out.push(format!(
+                        "-i {UPLINK_IF} -s {src} -m conntrack ! --ctstate ESTABLISHED,RELATED {c} -j DROP"
+                    ));
+                }
+            }
             FaultSpec::DnsDown => {
                 if plan.dns_pod().is_some_and(|p| p.netns == netns) {
                     out.push(format!("-i {UPLINK_IF} -p udp -m udp --dport 53 {c} -j DROP"));
@@ -112,19 +151,29 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
                     }
                 }
             }
-            FaultSpec::Loss { node, percent } => {
-                if plan.node(node).is_some_and(|n| n.netns == netns) {
-                    let p = f64::from(*percent) / 100.0;
-                    for dir in ["-i", "-o"] {
+            FaultSpec::DnsLoss { percent } => {
+                if plan.dns_pod().is_some_and(|p| p.netns == netns) {
+                    let p = probability(*percent);
+                    for proto in ["udp", "tcp"] {
                         out.push(format!(
-                            "{dir} {UPLINK_IF} -m statistic --mode random --probability {p:.5} {c} -j DROP"
+                            "-i {UPLINK_IF} -p {proto} -m {proto} --dport 53 -m statistic --mode random --probability {p} {c} -j DROP"
                         ));
                     }
                 }
             }
-            FaultSpec::Mtu { node, size } => {
+            FaultSpec::Loss { node, percent, direction } => {
                 if plan.node(node).is_some_and(|n| n.netns == netns) {
-                    for dir in ["-i", "-o"] {
+                    let p = probability(*percent);
+                    for dir in direction.iptables_flags() {
+                        out.push(format!(
+                            "{dir} {UPLINK_IF} -m statistic --mode random --probability {p} {c} -j DROP"
+                        ));
+                    }
+                }
+            }
+            FaultSpec::Mtu { node, size, direction } => {
+                if plan.node(node).is_some_and(|n| n.netns == netns) {
+                    for dir in direction.iptables_flags() {
                         out.push(format!(
                             "{dir} {UPLINK_IF} -m length --length {}:65535 {c} -j DROP",
                             u32::from(*size) + 1

@@ -38,6 +38,40 @@ fn dns_server(lab: &TestLab) -> SocketAddr {
     sa(lab.plan.dns_ip, 53)
 }
 
+/// How many of three `size`-byte UDP datagrams sent from namespace `from` reach a socket bound
+/// to `ip` in namespace `to`: one way only, unlike a ping. The datagrams leave whole with DF
+/// set (Linux's default path-MTU discovery on a 1500-byte path), so a length rule sees each
+/// at its full size.
+fn udp_arrivals(from: &str, to: &str, ip: IpAddr, size: usize) -> usize {
+    use socket2::{Domain, Protocol, Type};
+    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = |ns: &str| {
+        netdiag_netns::socket_in(&LabPlan::netns_path(ns), domain, Type::DGRAM, Some(Protocol::UDP)).unwrap()
+    };
+    let rx = socket(to);
+    rx.bind(&sa(ip, 0).into()).unwrap();
+    let dst = rx.local_addr().unwrap().as_socket().unwrap();
+    rx.set_read_timeout(Some(DROP_T)).unwrap();
+    let rx: std::net::UdpSocket = rx.into();
+    let tx: std::net::UdpSocket = socket(from).into();
+    let payload = vec![0x5a; size];
+    for _ in 0..3 {
+        match tx.send_to(&payload, dst) {
+            // Dropped by the sender's own namespace on OUTPUT (a node's fault chain): EPERM.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {}
+            Err(e) => panic!("send {size} bytes from {from} to {dst}: {e}"),
+            Ok(_) => {}
+        }
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut got = 0;
+    while let Ok((n, _)) = rx.recv_from(&mut buf) {
+        assert_eq!(n, size, "a datagram arrived cut");
+        got += 1;
+    }
+    got
+}
+
 #[test]
 fn healthy_lab_every_pod_reaches_every_pod_port_and_service() {
     let lab = TestLab::up();
@@ -399,6 +433,131 @@ fn fault_mtu_black_holes_big_packets_only() {
     );
     lab.heal();
     assert!(probe::ping(&src.netns, dst.ip.into(), 1400, T).unwrap());
+}
+
+#[test]
+fn fault_loss_with_a_direction_hits_only_that_way() {
+    let lab = TestLab::up();
+    let (n1, n3) = (lab.node("node-1"), lab.node("node-3"));
+    let (pd0, pd2, tikv2) =
+        (lab.pod("tidb/demo-pd-0"), lab.pod("tidb/demo-pd-2"), lab.pod("tidb/demo-tikv-2"));
+    let into_node3 = || {
+        (
+            udp_arrivals(&n1.netns, &n3.netns, n3.ip.into(), 100),
+            udp_arrivals(&pd0.netns, &pd2.netns, pd2.ip.into(), 100),
+        )
+    };
+    let out_of_node3 = || {
+        (
+            udp_arrivals(&n3.netns, &n1.netns, n1.ip.into(), 100),
+            udp_arrivals(&pd2.netns, &pd0.netns, pd0.ip.into(), 100),
+        )
+    };
+    // 100% makes the direction check deterministic.
+    lab.fault("loss node-3 100 --direction in");
+    assert_eq!(into_node3(), (0, 0), "into node-3 and its pods: all lost");
+    assert_eq!(out_of_node3(), (3, 3), "out of node-3: untouched");
+    assert_eq!(udp_arrivals(&tikv2.netns, &pd2.netns, pd2.ip.into(), 100), 3, "inside node-3: untouched");
+    lab.heal();
+    assert_eq!(into_node3(), (3, 3));
+
+    lab.fault("loss node-3 100 --direction out");
+    assert_eq!(out_of_node3(), (0, 0), "out of node-3 and its pods: all lost");
+    assert_eq!(into_node3(), (3, 3), "into node-3: untouched");
+    lab.heal();
+    assert_eq!(out_of_node3(), (3, 3));
+    assert_eq!(into_node3(), (3, 3));
+}
+
+#[test]
+fn fault_mtu_with_a_direction_black_holes_big_packets_one_way() {
+    let lab = TestLab::up();
+    let (pd0, pd1) = (lab.pod("tidb/demo-pd-0"), lab.pod("tidb/demo-pd-1"));
+    let into_node2 = |size| udp_arrivals(&pd0.netns, &pd1.netns, pd1.ip.into(), size);
+    let out_of_node2 = |size| udp_arrivals(&pd1.netns, &pd0.netns, pd0.ip.into(), size);
+    lab.fault("mtu node-2 1200 --direction in");
+    assert_eq!(into_node2(1400), 0, "big packets into node-2 vanish");
+    assert_eq!(into_node2(1000), 3, "small packets into node-2 pass");
+    assert_eq!(out_of_node2(1400), 3, "big packets out of node-2 pass");
+    lab.heal();
+    assert_eq!(into_node2(1400), 3);
+
+    lab.fault("mtu node-2 1200 --direction out");
+    assert_eq!(out_of_node2(1400), 0, "big packets out of node-2 vanish");
+    assert_eq!(out_of_node2(1000), 3, "small packets out of node-2 pass");
+    assert_eq!(into_node2(1400), 3, "big packets into node-2 pass");
+    lab.heal();
+    assert_eq!(out_of_node2(1400), 3);
+    assert_eq!(into_node2(1400), 3);
+}
+
+#[test]
+fn fault_pod_filter_drops_one_set_of_sources_into_one_pod() {
+    let lab = TestLab::up();
+    let pd1 = lab.pod("tidb/demo-pd-1");
+    let (on_node1, on_node3, on_node2) =
+        (lab.pod("tidb/demo-pd-0"), lab.pod("tidb/demo-pd-2"), lab.pod("tidb/demo-tikv-1"));
+    let node1 = &lab.node("node-1").netns;
+    let node3 = &lab.node("node-3").netns;
+
+    lab.fault("pod-filter tidb/demo-pd-1 node/node-1");
+    assert_eq!(probe::tcp(&on_node1.netns, sa(pd1.ip, 2379), DROP_T), Reach::Timeout);
+    assert!(!probe::ping(&on_node1.netns, pd1.ip.into(), 56, DROP_T).unwrap(), "ICMP too");
+    assert_eq!(udp_arrivals(&on_node1.netns, &pd1.netns, pd1.ip.into(), 100), 0, "UDP too");
+    assert!(
+        !matches!(probe::ping(node1, pd1.ip.into(), 56, DROP_T), Ok(true)),
+        "the node's own address is filtered too"
+    );
+    assert_eq!(probe::tcp(&on_node3.netns, sa(pd1.ip, 2379), T), Reach::Ok, "node-3 still reaches it");
+    assert!(probe::ping(&on_node3.netns, pd1.ip.into(), 56, T).unwrap());
+    assert_eq!(probe::tcp(&on_node2.netns, sa(pd1.ip, 2379), T), Reach::Ok, "its own node still reaches it");
+    assert_eq!(probe::tcp(&on_node1.netns, sa(on_node3.ip, 2379), T), Reach::Ok, "node-1 reaches others");
+    lab.heal();
+    assert_eq!(probe::tcp(&on_node1.netns, sa(pd1.ip, 2379), T), Reach::Ok);
+    assert!(probe::ping(node1, pd1.ip.into(), 56, T).unwrap());
+
+    lab.fault("pod-filter tidb/demo-pd-1 namespace/tidb");
+    assert_eq!(probe::tcp(&on_node3.netns, sa(pd1.ip, 2379), DROP_T), Reach::Timeout);
+    assert_eq!(probe::tcp(&on_node2.netns, sa(pd1.ip, 2379), DROP_T), Reach::Timeout, "same node too");
+    assert_eq!(probe::tcp(node3, sa(pd1.ip, 2379), T), Reach::Ok, "a node is in no namespace");
+    assert_eq!(probe::tcp(&on_node3.netns, sa(on_node1.ip, 2379), T), Reach::Ok, "other pods fine");
+    lab.heal();
+    assert_eq!(probe::tcp(&on_node3.netns, sa(pd1.ip, 2379), T), Reach::Ok);
+    assert_eq!(probe::tcp(&on_node2.netns, sa(pd1.ip, 2379), T), Reach::Ok);
+}
+
+#[test]
+fn fault_dns_loss_leaves_most_queries_unanswered_at_99_percent() {
+    let lab = TestLab::up();
+    let name = "demo-pd.tidb.svc.cluster.local.";
+    // From pods on every node: the loss is at the server.
+    let sources: Vec<&str> = ["tidb/demo-pd-0", "tidb/demo-pd-1", "tidb/demo-tikv-2"]
+        .iter()
+        .map(|p| lab.pod(p).netns.as_str())
+        .collect();
+    let answered = |tries: usize, timeout: Duration| {
+        sources
+            .iter()
+            .cycle()
+            .take(tries)
+            .filter(|ns| probe::dns(ns, dns_server(&lab), name, RecordType::A, false, timeout).is_ok())
+            .count()
+    };
+    lab.fault("dns-loss 99");
+    // Each query is answered with probability 1%: more than 5 of 30 is all but impossible.
+    let got = answered(30, Duration::from_millis(150));
+    assert!(got <= 5, "{got}/30 queries answered at 99% loss");
+    assert!(
+        (0..3).all(|_| probe::dns(sources[0], dns_server(&lab), name, RecordType::A, true, DROP_T).is_err()),
+        "over TCP too"
+    );
+    assert_eq!(
+        probe::tcp(sources[1], sa(lab.pod("tidb/demo-pd-0").ip, 2379), T),
+        Reach::Ok,
+        "the rest works"
+    );
+    lab.heal();
+    assert_eq!(answered(30, T), 30, "every query answered after heal");
 }
 
 #[test]

@@ -121,3 +121,110 @@ fn route_missing_and_pod_down_flip_their_switches() {
     assert!(!pod_link_up(&f, pd0));
     assert_eq!(peer_routes(&plan, &plan.nodes[2]), ["10.244.3.0/24 via 172.29.0.13 dev eth0"]);
 }
+
+#[test]
+fn pod_filter_drops_a_nodes_sources_inbound_in_the_pod_only() {
+    let plan = plan();
+    let f = [fault(&plan, 1, "pod-filter tidb/demo-pd-1 node/node-1")];
+    let pd1 = fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V4);
+    assert_eq!(
+        pd1,
+        [
+            "-i eth0 -s 172.29.0.11/32 -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment \"netdiag-fault-1 pod-filter\" -j DROP",
+            "-i eth0 -s 10.244.1.0/24 -m conntrack ! --ctstate ESTABLISHED,RELATED -m comment --comment \"netdiag-fault-1 pod-filter\" -j DROP",
+        ]
+    );
+    for ns in plan.namespaces().into_iter().filter(|ns| ns != "lab-pod-tidb-demo-pd-1") {
+        assert!(fault_rules(&plan, &f, &ns, Family::V4).is_empty(), "{ns}");
+    }
+    // The lab has no IPv6: nothing to add there.
+    assert!(fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V6).is_empty());
+}
+
+#[test]
+fn pod_filter_by_namespace_lists_every_other_pod_of_it() {
+    let plan = plan();
+    let f = [fault(&plan, 2, "pod-filter tidb/demo-pd-1 namespace/tidb")];
+    let rules = fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V4);
+    let others: Vec<&PodPlan> = plan
+        .pods
+        .iter()
+        .filter(|p| p.pod.namespace.as_str() == "tidb" && p.pod.name.as_str() != "demo-pd-1")
+        .collect();
+    assert_eq!(rules.len(), others.len(), "{rules:?}");
+    for p in others {
+        assert!(
+            rules.iter().any(|r| r.starts_with(&format!("-i eth0 -s {}/32 ", p.ip))),
+            "{}: {rules:?}",
+            p.pod
+        );
+    }
+    let pd1 = plan.pod(&"tidb/demo-pd-1".parse().unwrap()).unwrap();
+    let dns = plan.dns_pod().unwrap();
+    assert!(
+        !rules
+            .iter()
+            .any(|r| r.contains(&format!(" {}/32 ", pd1.ip)) || r.contains(&format!(" {}/32 ", dns.ip)))
+    );
+    assert!(rules.iter().all(|r| r.ends_with("-j DROP") && !r.contains(" -p ")), "every protocol");
+}
+
+#[test]
+fn pod_filter_in_a_dual_stack_lab_covers_ipv6_sources() {
+    let text = crate::topology::DEFAULT_TOPOLOGY.replace("ipv6: false", "ipv6: true");
+    let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();
+    let f = [
+        fault(&plan, 1, "pod-filter tidb/demo-pd-1 node/node-1"),
+        fault(&plan, 2, "pod-filter tidb/demo-pd-2 namespace/tidb"),
+    ];
+    let n1 = &plan.nodes[0];
+    let v6 = fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V6);
+    assert_eq!(v6.len(), 2, "{v6:?}");
+    assert!(v6[0].starts_with(&format!("-i eth0 -s {}/128 ", n1.ip_v6.unwrap())), "{v6:?}");
+    assert!(v6[1].starts_with(&format!("-i eth0 -s {} ", n1.pod_cidr_v6.unwrap())), "{v6:?}");
+    let v6 = fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-2", Family::V6);
+    assert_eq!(v6.len(), 8, "{v6:?}");
+    assert!(v6.iter().all(|r| r.contains("/128 ")), "{v6:?}");
+}
+
+#[test]
+fn dns_loss_drops_a_share_of_queries_at_the_dns_pod() {
+    let plan = plan();
+    let f = [fault(&plan, 4, "dns-loss 30")];
+    let dns_ns = &plan.dns_pod().unwrap().netns;
+    let rules = fault_rules(&plan, &f, dns_ns, Family::V4);
+    let c = "-m comment --comment \"netdiag-fault-4 dns-loss\"";
+    assert_eq!(
+        rules,
+        [
+            format!(
+                "-i eth0 -p udp -m udp --dport 53 -m statistic --mode random --probability 0.30000 {c} -j DROP"
+            ),
+            format!(
+                "-i eth0 -p tcp -m tcp --dport 53 -m statistic --mode random --probability 0.30000 {c} -j DROP"
+            ),
+        ]
+    );
+    for ns in plan.namespaces().into_iter().filter(|ns| ns != dns_ns) {
+        assert!(fault_rules(&plan, &f, &ns, Family::V4).is_empty(), "{ns}");
+    }
+}
+
+#[test]
+fn loss_and_mtu_directions_pick_the_uplink_side() {
+    let plan = plan();
+    let rules = |text: &str| fault_rules(&plan, &[fault(&plan, 1, text)], "lab-node-3", Family::V4);
+    let sides = |text: &str| -> Vec<String> {
+        rules(text).iter().map(|r| r.split(' ').take(2).collect::<Vec<_>>().join(" ")).collect()
+    };
+    assert_eq!(sides("loss node-3 30"), ["-i eth0", "-o eth0"]);
+    assert_eq!(sides("loss node-3 30 --direction in"), ["-i eth0"]);
+    assert_eq!(sides("loss node-3 30 --direction out"), ["-o eth0"]);
+    assert_eq!(sides("mtu node-3 1200"), ["-i eth0", "-o eth0"]);
+    assert_eq!(sides("mtu node-3 1200 --direction in"), ["-i eth0"]);
+    assert_eq!(sides("mtu node-3 1200 --direction out"), ["-o eth0"]);
+    assert!(rules("loss node-3 30 --direction in")[0].contains("--probability 0.30000"));
+    assert!(rules("mtu node-3 1200 --direction out")[0].contains("--length 1201:65535"));
+    let f = [fault(&plan, 1, "loss node-3 30 --direction in")];
+    assert!(fault_rules(&plan, &f, "lab-node-2", Family::V4).is_empty());
+}

@@ -460,3 +460,60 @@ fn a_family_the_lab_lacks_loads_as_nothing() {
     let tables = ns.run("nft", &["list", "tables"], "");
     assert!(!tables.contains("kube-proxy"), "{tables}");
 }
+
+/// Every fault's rules in a dual-stack lab, both families: the kernel takes each one (the
+/// `statistic`, `length`, `conntrack` and `comment` matches included) and keeps them all.
+#[test]
+fn fault_chain_rules_load_into_a_kernel() {
+    use crate::desired::{FAULT_CHAIN, fault_chain_restore, fault_rules};
+    use crate::faults::{ActiveFault, FaultSpec};
+
+    let plan = plan_from(&dual_stack_yaml());
+    let commands = [
+        "node-pair node-1 node-2",
+        "node-isolate node-3",
+        "port-closed tidb/demo-pd-1 2379",
+        "port-drop tidb/demo-pd-1 2380",
+        "pod-filter tidb/demo-pd-1 node/node-1",
+        "pod-filter tidb/demo-pd-2 namespace/tidb",
+        "dns-down",
+        "dns-block node-2",
+        "dns-loss 30",
+        "loss node-3 30",
+        "loss node-2 10 --direction in",
+        "mtu node-1 1200 --direction out",
+        "idle-cut node-2 30",
+    ];
+    let faults: Vec<ActiveFault> = commands
+        .iter()
+        .zip(1..)
+        .map(|(text, id)| {
+            let mut words = text.split_whitespace();
+            let name = words.next().unwrap_or_default();
+            let args: Vec<String> = words.map(str::to_owned).collect();
+            let spec = FaultSpec::parse(name, &args, &plan).unwrap_or_else(|e| panic!("{text}: {e}"));
+            ActiveFault { id, description: spec.to_string(), spec, since_unix_ms: 0 }
+        })
+        .collect();
+    for family in [Family::V4, Family::V6] {
+        let rules: Vec<String> =
+            plan.namespaces().iter().flat_map(|ns| fault_rules(&plan, &faults, ns, family)).collect();
+        for f in &faults {
+            let tag = format!("netdiag-fault-{} {}", f.id, f.spec.name());
+            assert!(rules.iter().any(|r| r.contains(&tag)), "{family}: no rule for {tag}");
+        }
+        let ns = ScratchNetns::new();
+        let text = fault_chain_restore(&rules);
+        ns.run(family.restore_command(), &[], &text);
+        ns.run(family.restore_command(), &[], &text);
+        let saved = ns.run(family.save_command(), &["-t", "filter"], "");
+        let loaded = parse_save(&saved).remove(FAULT_CHAIN).unwrap_or_default();
+        assert_eq!(loaded.len(), rules.len(), "{family}: the kernel kept another rule set:\n{saved}");
+        for (want, got) in rules.iter().zip(&loaded) {
+            let id = |r: &str| {
+                r.split("netdiag-fault-").nth(1).map(|t| t.split('"').next().unwrap_or("").to_owned())
+            };
+            assert_eq!(id(want), id(got), "{family}: rule order changed\n{want}\n{got}");
+        }
+    }
+}
