@@ -170,3 +170,38 @@ fn service_and_dns_faults_are_localized() {
         Case { fault: "dns-servfail", id: "dns-servfail", culprit: CulpritKind::Dns, name: "10.96.0.10" },
     ]);
 }
+
+/// Faults no runbook rule was written for: the class layer finds them (a filter singling out
+/// one group of sources, a one-way path-MTU black hole, DNS losing a share of queries).
+#[test]
+fn failure_classes_without_a_rule_are_localized() {
+    run_cases(&[
+        Case {
+            fault: "pod-filter tidb/demo-pd-0 node/node-2",
+            id: "source-group-unreachable",
+            culprit: CulpritKind::Pod,
+            name: "tidb/demo-pd-0 from node node-2",
+        },
+        Case {
+            fault: "pod-filter tidb/demo-tikv-1 namespace/kube-system",
+            id: "source-group-unreachable",
+            culprit: CulpritKind::Pod,
+            name: "tidb/demo-tikv-1 from namespace kube-system",
+        },
+        // One way only: an echo's reply is as large as its request, so both directions'
+        // probes fail and the verdict says "through" the node.
+        Case {
+            fault: "mtu node-3 1200 --direction in",
+            id: "mtu-blackhole",
+            culprit: CulpritKind::Node,
+            name: "node-3",
+        },
+        Case {
+            fault: "mtu node-2 1200 --direction out",
+            id: "mtu-blackhole",
+            culprit: CulpritKind::Node,
+            name: "node-2",
+        },
+        Case { fault: "dns-loss 40", id: "dns-degraded", culprit: CulpritKind::Dns, name: "cluster DNS" },
+    ]);
+}

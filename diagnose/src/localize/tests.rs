@@ -222,7 +222,7 @@ fn one_finding_per_runbook_verdict() {
         row(
             "mtu",
             World::healthy().mtu("node-2", 1400),
-            vec![(ids::MTU_BLACKHOLE, Node, "node-2", "packets over 1400 bytes toward node-2 vanish")],
+            vec![(ids::MTU_BLACKHOLE, Node, "node-2", "packets over 1400 bytes through node-2 vanish")],
         ),
         row(
             "loss",

@@ -55,8 +55,42 @@ pub(super) fn reduced(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             }
         }
         let Some((n, reduced)) = best else { break };
+        // The direction is told only where the other direction is seen carrying full-size
+        // packets: an echo's reply is as large as its request, so a black hole either way
+        // usually fails both directions' probes.
+        let into = reduced.iter().all(|&i| a.obs[i].dst_node.as_ref() == Some(&n));
+        let out_of = reduced.iter().all(|&i| a.obs[i].src_node() == &n);
+        let reverse = |from_n: bool| -> Vec<usize> {
+            touching
+                .get(&n)
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|&i| (a.obs[i].src_node() == &n) == from_n)
+                .collect()
+        };
+        let clean = |cells: &[usize]| !cells.is_empty() && cells.iter().all(|&i| a.obs[i].steady());
+        let (place, contrast) = match (into, out_of) {
+            (true, _) if clean(&reverse(true)) => (
+                format!("toward {n}"),
+                Some(format!(
+                    "the other direction (from {n}): {} path-MTU probes carry full-size packets",
+                    reverse(true).len()
+                )),
+            ),
+            (_, true) if clean(&reverse(false)) => (
+                format!("from {n}"),
+                Some(format!(
+                    "the other direction (toward {n}): {} path-MTU probes carry full-size packets",
+                    reverse(false).len()
+                )),
+            ),
+            _ => (format!("through {n}"), None),
+        };
         a.claim(&reduced);
-        out.push(draft(a, (CulpritKind::Node, n.to_string()), &format!("toward {n}"), Some(&n), &reduced));
+        let mut d = draft(a, (CulpritKind::Node, n.to_string()), &place, Some(&n), &reduced);
+        d.evidence.extend(contrast);
+        out.push(d);
     }
     // What is left: a pair whose two directions are both reduced.
     let pairs: BTreeMap<(NodeName, NodeName), Vec<usize>> = a.group(|o| {
