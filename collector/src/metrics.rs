@@ -387,17 +387,15 @@ impl StateSnapshot {
                 }
             }
         }
-        let matrix = state.with_matrix(|m| {
-            for (key, stats) in m.pod_cells(now) {
-                *cells.entry((MatrixLevel::Pod, key.kind, stats.status)).or_default() += 1;
-            }
-            for (key, stats) in m.node_cells(now) {
-                *cells.entry((MatrixLevel::Node, key.kind, stats.status)).or_default() += 1;
-            }
-            m.counters()
-        });
+        // Cell counts and findings come from the diagnosis snapshot: a scrape walks no matrix
+        // under the locks ingest needs.
+        let diagnosis = state.diagnosis_snapshot(now);
+        for (key, n) in &diagnosis.cell_counts {
+            *cells.entry(*key).or_default() += n;
+        }
+        let matrix = state.with_matrix(|m| m.counters());
         let mut findings = BTreeMap::new();
-        for f in state.diagnosis(now).findings {
+        for f in &diagnosis.diagnosis.findings {
             *findings.entry((f.id.as_str().to_owned(), f.severity)).or_default() += 1;
         }
         StateSnapshot { ingest: state.counters(), matrix, cells, findings, agents: state.agents(now) }

@@ -2,7 +2,7 @@
 //! the inventory. It is the [`Sink`] the session service feeds and what the API, metrics and
 //! localization read. Locks are held only to copy or update plain data, never across I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -11,8 +11,8 @@ use netdiag_model::agents::AgentInfo;
 use netdiag_model::finding::Diagnosis;
 use netdiag_model::inspect::InspectionReport;
 use netdiag_model::inventory::Inventory;
-use netdiag_model::matrix::{MatrixQuery, MatrixSnapshot};
-use netdiag_model::probe::Source;
+use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
+use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::result::ResultBatch;
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
@@ -26,6 +26,39 @@ use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch
 /// The collector's clock, as the pure code wants it.
 pub fn now() -> UnixMillis {
     UnixMillis::saturating_from_system_time(SystemTime::now())
+}
+
+/// How old a diagnosis may be before a reader recomputes it: readers (API, UI, gRPC,
+/// `/metrics`, runs) share one computation per interval however often they ask, and compute it
+/// on a copy of the matrix, off the locks ingest needs.
+pub const DIAGNOSIS_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// One diagnosis and what it was computed from.
+#[derive(Debug, Clone)]
+pub struct DiagnosisSnapshot {
+    pub diagnosis: Diagnosis,
+    /// Every failed or degraded pod-level cell, by (source label, destination label, kind),
+    /// with the index in `diagnosis.findings` of the finding that claims it.
+    pub claims: HashMap<(String, String, ProbeKind), usize>,
+    /// Cells per (level, kind, status) at `diagnosis.generated_at`.
+    pub cell_counts: BTreeMap<(MatrixLevel, ProbeKind, CellStatus), u64>,
+}
+
+impl DiagnosisSnapshot {
+    /// The key of the finding that claims a pod-level cell, if any ([`finding_key`]).
+    pub fn claimed_by(&self, source: &str, destination: &str, kind: ProbeKind) -> Option<String> {
+        let i = self.claims.get(&(source.to_owned(), destination.to_owned(), kind))?;
+        self.diagnosis.findings.get(*i).map(finding_key)
+    }
+}
+
+/// How a cell names the finding that claims it: `<id> <culprit>` (`pod-down tidb/demo-pd-1`);
+/// the diagnosis shows the same key on each finding.
+pub fn finding_key(f: &netdiag_model::finding::Finding) -> String {
+    match &f.culprit {
+        Some(c) => format!("{} {}", f.id.as_str(), c.name.as_str()),
+        None => f.id.as_str().to_owned(),
+    }
 }
 
 /// Ingest counters for metrics.
@@ -56,6 +89,10 @@ pub struct CollectorState {
     /// Fed every accepted batch (the per-node-pair series), with the batch's node-level
     /// destinations placed once for both.
     metrics: Arc<CollectorMetrics>,
+    /// The latest diagnosis, and a lock held by whoever computes the next one (others are
+    /// served the latest meanwhile).
+    diagnosis: Mutex<Option<Arc<DiagnosisSnapshot>>>,
+    computing: Mutex<()>,
 }
 
 impl CollectorState {
@@ -74,6 +111,8 @@ impl CollectorState {
             counters: Mutex::default(),
             runs: Arc::default(),
             metrics,
+            diagnosis: Mutex::default(),
+            computing: Mutex::default(),
         }
     }
 
@@ -150,11 +189,69 @@ impl CollectorState {
 
     /// The findings, most severe first (see [`netdiag_diagnose::localize`]).
     pub fn diagnosis(&self, now: UnixMillis) -> Diagnosis {
+        self.diagnosis_snapshot(now).diagnosis.clone()
+    }
+
+    /// The latest diagnosis if it is younger than [`DIAGNOSIS_MAX_AGE`] at `now`, else a new
+    /// one. While one reader computes, the others get the previous snapshot (when there is
+    /// one) instead of queueing behind it.
+    pub fn diagnosis_snapshot(&self, now: UnixMillis) -> Arc<DiagnosisSnapshot> {
+        let cached = || self.diagnosis.lock().ok().and_then(|d| d.clone());
+        let fresh = |s: &DiagnosisSnapshot| {
+            let at = s.diagnosis.generated_at;
+            now >= at && now.since(at) < DIAGNOSIS_MAX_AGE
+        };
+        if let Some(s) = cached().filter(|s| fresh(s)) {
+            return s;
+        }
+        let _computing = match self.computing.try_lock() {
+            Ok(g) => g,
+            Err(_) => match cached() {
+                Some(s) => return s,
+                None => match self.computing.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                },
+            },
+        };
+        if let Some(s) = cached().filter(|s| fresh(s)) {
+            return s;
+        }
+        let snapshot = Arc::new(self.compute_diagnosis(now));
+        if let Ok(mut d) = self.diagnosis.lock() {
+            *d = Some(snapshot.clone());
+        }
+        snapshot
+    }
+
+    /// Localizes on copies of the matrix, inventory and inspections: the locks ingest needs
+    /// are held only while copying.
+    fn compute_diagnosis(&self, now: UnixMillis) -> DiagnosisSnapshot {
         let inspections = self.inspections();
-        let findings = self.with_inventory(|inventory| {
-            self.with_matrix(|m| netdiag_diagnose::localize::diagnose(m, &inspections, inventory, now))
-        });
-        Diagnosis { findings, generated_at: now }
+        let inventory = self.inventory();
+        let matrix = self.with_matrix(Matrix::clone);
+        let thresholds = netdiag_diagnose::localize::Thresholds::default();
+        let l = netdiag_diagnose::localize::localize(&matrix, &inspections, &inventory, now, &thresholds);
+        let claims = l
+            .claims
+            .into_iter()
+            .map(|(key, i)| {
+                let (source, destination) = key.labels();
+                ((source, destination, key.kind), i)
+            })
+            .collect();
+        let mut cell_counts = BTreeMap::new();
+        for (key, stats) in matrix.pod_cells(now) {
+            *cell_counts.entry((MatrixLevel::Pod, key.kind, stats.status)).or_default() += 1;
+        }
+        for (key, stats) in matrix.node_cells(now) {
+            *cell_counts.entry((MatrixLevel::Node, key.kind, stats.status)).or_default() += 1;
+        }
+        DiagnosisSnapshot {
+            diagnosis: Diagnosis { findings: l.findings, generated_at: now },
+            claims,
+            cell_counts,
+        }
     }
 
     fn count(&self, f: impl FnOnce(&mut IngestCounters)) {

@@ -82,7 +82,9 @@ async fn blocking<T: Send + 'static>(
 pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
     let query = params::matrix_query(&pairs(query)?)?;
     let response = blocking("the matrix snapshot", move || {
-        MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now()))
+        let now = now();
+        let diagnosis = s.state.diagnosis_snapshot(now);
+        MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now)).with_claims(&diagnosis)
     })
     .await?;
     Ok(json(response))

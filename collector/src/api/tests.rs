@@ -261,7 +261,8 @@ fn find<'a>(cells: &'a [Value], source: &str, destination: &str, kind: &str) -> 
         .unwrap_or_else(|| panic!("no cell {source} → {destination} ({kind}) in {cells:#?}"))
 }
 
-const CELL_FIELDS: [&str; 10] = [
+const CELL_FIELDS: [&str; 11] = [
+    "claimed_by",
     "source",
     "destination",
     "kind",
@@ -379,8 +380,8 @@ async fn bad_parameters_are_a_400_naming_the_parameter_and_the_allowed_values() 
 
 // --- diagnosis ---
 
-const FINDING_FIELDS: [&str; 8] =
-    ["id", "severity", "verdict", "culprit", "affected", "evidence", "runbook", "suggestion"];
+const FINDING_FIELDS: [&str; 9] =
+    ["key", "id", "severity", "verdict", "culprit", "affected", "evidence", "runbook", "suggestion"];
 
 #[tokio::test]
 async fn the_diagnosis_has_the_contract_shape() {
@@ -400,6 +401,29 @@ async fn the_diagnosis_has_the_contract_shape() {
     let (status, body) = get_json(app_for(healthy, lab.metrics.clone()), "/api/v1/diagnosis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["findings"], json!([]), "empty list when everything is healthy");
+}
+
+#[tokio::test]
+async fn every_failing_pod_cell_names_the_finding_that_claims_it() {
+    let lab = lab();
+    let app = app_for(lab.state.clone(), lab.metrics.clone());
+    let (_, matrix) = get_json(app.clone(), "/api/v1/matrix?level=pod").await;
+    let (_, diagnosis) = get_json(app.clone(), "/api/v1/diagnosis").await;
+    let keys: BTreeSet<&str> =
+        diagnosis["findings"].as_array().unwrap().iter().map(|f| f["key"].as_str().unwrap()).collect();
+    let cells = matrix["cells"].as_array().unwrap();
+    let bad: Vec<&Value> =
+        cells.iter().filter(|c| c["status"] == "failed" || c["status"] == "degraded").collect();
+    assert!(!bad.is_empty(), "the lab has failing cells");
+    for c in bad {
+        let by = c["claimed_by"].as_str().unwrap_or_else(|| panic!("unclaimed: {c}"));
+        assert!(keys.contains(by), "{by} is not a finding: {keys:?}");
+    }
+    for c in cells.iter().filter(|c| c["status"] == "ok") {
+        assert!(c["claimed_by"].is_null(), "{c}");
+    }
+    let (_, nodes) = get_json(app, "/api/v1/matrix?level=node").await;
+    assert!(nodes["cells"].as_array().unwrap().iter().all(|c| c["claimed_by"].is_null()));
 }
 
 fn finding(id: &str, severity: Severity) -> Finding {
@@ -439,6 +463,7 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
         json!({
             "findings": [
                 {
+                    "key": "node-pair-loss node-1→node-2",
                     "id": "node-pair-loss",
                     "severity": "critical",
                     "verdict": "node-1 cannot reach node-2",
@@ -449,6 +474,7 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "suggestion": "look for a rule dropping traffic between the nodes"
                 },
                 {
+                    "key": "dns-nxdomain node-1→node-2",
                     "id": "dns-nxdomain",
                     "severity": "warning",
                     "verdict": "node-1 cannot reach node-2",
@@ -459,6 +485,7 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "suggestion": "look for a rule dropping traffic between the nodes"
                 },
                 {
+                    "key": "agent-silent",
                     "id": "agent-silent",
                     "severity": "info",
                     "verdict": "node-1 cannot reach node-2",

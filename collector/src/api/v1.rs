@@ -59,6 +59,18 @@ impl From<ProbeKind> for Kind {
     }
 }
 
+impl From<Kind> for ProbeKind {
+    fn from(k: Kind) -> Self {
+        match k {
+            Kind::Icmp => ProbeKind::Icmp,
+            Kind::Tcp => ProbeKind::Tcp,
+            Kind::Dns => ProbeKind::Dns,
+            Kind::Http => ProbeKind::Http,
+            Kind::Mtu => ProbeKind::Mtu,
+        }
+    }
+}
+
 /// The `kind` a matrix was asked for: one kind, or `all`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +143,11 @@ pub struct MatrixCell {
     pub samples: u64,
     /// The latest result's time; `null` when the cell never had one.
     pub last_update_unix_ms: Option<i64>,
+    /// The `key` of the finding that explains this cell, for every failed or degraded
+    /// pod-level cell (every one is claimed by exactly one finding); `null` otherwise, at the
+    /// node level, and where the diagnosis was not at hand (the CLI's gRPC path).
+    #[serde(default)]
+    pub claimed_by: Option<String>,
 }
 
 impl From<ModelCell> for MatrixCell {
@@ -146,6 +163,7 @@ impl From<ModelCell> for MatrixCell {
             last_error: (!c.last_error.is_empty()).then(|| c.last_error.into_string()),
             samples: c.samples,
             last_update_unix_ms: c.last_update.map(UnixMillis::get),
+            claimed_by: None,
         }
     }
 }
@@ -169,6 +187,17 @@ impl MatrixResponse {
             cells: snapshot.cells.into_iter().map(MatrixCell::from).collect(),
             generated_unix_ms: snapshot.generated_at.get(),
         }
+    }
+
+    /// Fills each pod-level cell's `claimed_by` from `diagnosis`.
+    pub fn with_claims(mut self, diagnosis: &crate::state::DiagnosisSnapshot) -> Self {
+        if self.level != Level::Pod {
+            return self;
+        }
+        for c in &mut self.cells {
+            c.claimed_by = diagnosis.claimed_by(&c.source, &c.destination, c.kind.into());
+        }
+        self
     }
 }
 
@@ -235,6 +264,9 @@ impl From<ModelCulprit> for Culprit {
 /// A verdict with its evidence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
+    /// `<id> <culprit>`: what a matrix cell's `claimed_by` names.
+    #[serde(default)]
+    pub key: String,
     /// A stable id for the kind of finding (`dns-nxdomain`, `node-pair-loss`, …).
     pub id: String,
     pub severity: Severity,
@@ -253,6 +285,7 @@ pub struct Finding {
 impl From<ModelFinding> for Finding {
     fn from(f: ModelFinding) -> Self {
         Finding {
+            key: crate::state::finding_key(&f),
             id: f.id.as_str().to_owned(),
             severity: f.severity.into(),
             verdict: f.verdict.into_string(),

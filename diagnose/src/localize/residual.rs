@@ -82,7 +82,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>, rejected: &[Reject
         Draft::new(
             ids::UNEXPLAINED_FAILURES,
             Severity::Warning,
-            (CulpritKind::Path, format!("{n} unexplained paths")),
+            (CulpritKind::Path, "unexplained paths".to_owned()),
             "1.6",
             verdict,
         )

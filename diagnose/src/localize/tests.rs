@@ -70,7 +70,7 @@ fn one_finding_per_runbook_verdict() {
             vec![(
                 ids::UNEXPLAINED_FAILURES,
                 Path,
-                "15 unexplained paths",
+                "unexplained paths",
                 "no single component explains them",
             )],
         ),
