@@ -101,7 +101,6 @@ fn hello(cfg: &AgentConfig, inv: &Inventory) -> Hello {
         // The crate version is always a valid token; this branch is unreachable in practice.
         AgentVersion::new("0.0.0").unwrap_or_else(|_| unreachable!("a constant token"))
     });
-    let instance = format!("{}-{}-{:x}", cfg.node, std::process::id(), fastrand::u64(..));
     let mut capabilities: std::collections::BTreeSet<Capability> = [
         Capability::Icmp,
         Capability::Tcp,
@@ -126,10 +125,26 @@ fn hello(cfg: &AgentConfig, inv: &Inventory) -> Hello {
             .collect(),
         node_ips: inv.node(&cfg.node).map(|n| n.ips.clone()).unwrap_or_default(),
         first_unacked_seq: Seq::FIRST,
-        instance_id: InstanceId::new(instance).unwrap_or_else(|_| {
-            InstanceId::new("agent").unwrap_or_else(|_| unreachable!("a constant token"))
-        }),
+        instance_id: instance_id(&cfg.node, std::process::id(), fastrand::u64(..)),
     }
+}
+
+/// How much of the node name an instance id keeps: ids are at most 128 characters, and the pid
+/// and nonce after it must always fit (node names reach 253).
+const INSTANCE_NODE_PREFIX: usize = 80;
+
+/// This process's instance id: the node name (cut to [`INSTANCE_NODE_PREFIX`]), the pid and a
+/// random nonce. It must differ at every start, whatever the node name: the collector drops a
+/// batch whose sequence an instance already delivered, so a restarted agent (numbering from 1
+/// again) taken for the old instance would have its batches acknowledged and thrown away.
+fn instance_id(node: &NodeName, pid: u32, nonce: u64) -> InstanceId {
+    let prefix: String = node.as_str().chars().take(INSTANCE_NODE_PREFIX).collect();
+    InstanceId::new(format!("{prefix}-{pid}-{nonce:016x}")).unwrap_or_else(|_| {
+        // Node names are DNS subdomains, all id characters; should that change, the pid and
+        // nonce alone still make the id unique.
+        InstanceId::new(format!("agent-{pid}-{nonce:016x}"))
+            .unwrap_or_else(|_| unreachable!("ASCII digits and hex fit an instance id"))
+    })
 }
 
 /// Starts the scheduler for `plan`; the returned sender stops it.
@@ -196,9 +211,16 @@ async fn inspect_all(
             }
         }
     }
-    // Forget reports of sources that are gone.
-    if let Ok(s) = sources.read() {
-        last.retain(|src, _| s.get(src).is_some());
+    // Forget reports of sources that are gone, here and in the uplink.
+    let gone: Vec<Source> = match sources.read() {
+        Ok(s) => last.keys().filter(|src| s.get(src).is_none()).cloned().collect(),
+        Err(_) => Vec::new(),
+    };
+    if !gone.is_empty() {
+        for src in &gone {
+            last.remove(src);
+        }
+        let _ = out.send(Outbound::SourcesGone(gone)).await;
     }
 }
 
@@ -350,4 +372,27 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
     info!("agent stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_differ_per_start_whatever_the_node_name() {
+        let long: String = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
+        assert_eq!(long.len(), 253, "the longest node name");
+        for name in ["node-1", long.as_str()] {
+            let node = NodeName::new(name).unwrap();
+            let first = instance_id(&node, 4242, 1);
+            let restarted = instance_id(&node, 4242, 2);
+            let other_pid = instance_id(&node, 4243, 1);
+            assert_ne!(first, restarted, "{name}: a restart is a new instance");
+            assert_ne!(first, other_pid, "{name}");
+            assert!(first.as_str().len() <= 128, "{name}: {first}");
+            assert!(first.as_str().starts_with(&name[..name.len().min(INSTANCE_NODE_PREFIX)]), "{first}");
+        }
+        let short = instance_id(&NodeName::new("node-1").unwrap(), 7, 0xab);
+        assert_eq!(short.as_str(), "node-1-7-00000000000000ab");
+    }
 }

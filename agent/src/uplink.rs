@@ -3,9 +3,12 @@
 //! away), inspection reports and run progress are sent as they come; the collector's plans,
 //! runs, cancels and inspect requests come back out. Reconnects with exponential backoff and
 //! full jitter, and resumes from the first unacknowledged batch. Batches go in the tabled wire
-//! form when the collector's session response announces it reads it, plain otherwise.
+//! form when the collector's session response announces it reads it, plain otherwise. Every
+//! new session first carries the latest inspection of every live source ([`inspections`]), so
+//! a restarted collector has the node's rules and routes back at once.
 
-use std::collections::BTreeMap;
+mod inspections;
+
 use std::time::{Duration, Instant};
 
 use netdiag_model::inspect::InspectionReport;
@@ -20,6 +23,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, info, warn};
 
+use self::inspections::Inspections;
 use crate::buffer::{BufferLimits, ResultBuffer};
 use crate::shutdown::stopped;
 
@@ -28,6 +32,8 @@ use crate::shutdown::stopped;
 pub enum Outbound {
     Result(Box<ProbeResult>),
     Inspection(Box<InspectionReport>),
+    /// Sources that are gone (pod deleted): their reports are not sent again.
+    SourcesGone(Vec<Source>),
     RunProgress(RunProgress),
 }
 
@@ -90,7 +96,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut buffer = ResultBuffer::new(cfg.limits);
-    let mut inspections: BTreeMap<Source, InspectionReport> = BTreeMap::new();
+    let mut inspections = Inspections::default();
     let mut attempt = 0u32;
     loop {
         match session(&cfg, &mut buffer, &mut inspections, &mut outbound, &inbound, &stats, &mut shutdown)
@@ -127,13 +133,12 @@ pub async fn run(
     }
 }
 
-fn take(item: Outbound, buffer: &mut ResultBuffer, inspections: &mut BTreeMap<Source, InspectionReport>) {
+fn take(item: Outbound, buffer: &mut ResultBuffer, inspections: &mut Inspections) {
     match item {
         Outbound::Result(r) => buffer.push(*r, Instant::now()),
         // Only the newest report per source matters; older ones are superseded.
-        Outbound::Inspection(r) => {
-            inspections.insert(r.source.clone(), *r);
-        }
+        Outbound::Inspection(r) => inspections.update(*r),
+        Outbound::SourcesGone(gone) => inspections.forget(&gone),
         // Run progress is interactive: a run whose collector is gone is over.
         Outbound::RunProgress(_) => {}
     }
@@ -168,7 +173,7 @@ fn publish(stats: &watch::Sender<UplinkStats>, buffer: &ResultBuffer) {
 async fn session(
     cfg: &UplinkConfig,
     buffer: &mut ResultBuffer,
-    inspections: &mut BTreeMap<Source, InspectionReport>,
+    inspections: &mut Inspections,
     outbound: &mut mpsc::Receiver<Outbound>,
     inbound: &mpsc::Sender<CollectorMessage>,
     stats: &watch::Sender<UplinkStats>,
@@ -218,12 +223,21 @@ async fn session(
     });
     // Everything unacknowledged goes again; the collector drops what it already has.
     let mut sent_upto: Option<Seq> = None;
-    for report in std::mem::take(inspections).into_values() {
-        if tx.try_send(AgentMessage::Inspection(report).into()).is_err() {
-            break;
-        }
-    }
+    inspections.new_session();
     loop {
+        // Inspections first (a restarted collector needs them for its verdicts); what does not
+        // fit in the stream now goes on a later turn.
+        let mut carried = Vec::new();
+        for report in inspections.pending() {
+            match tx.try_send(AgentMessage::Inspection(report.clone()).into()) {
+                Ok(()) => carried.push(report.source.clone()),
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(mpsc::error::TrySendError::Closed(_)) => return SessionEnd::Lost("stream closed".into()),
+            }
+        }
+        for source in &carried {
+            inspections.sent(source);
+        }
         buffer.cut(Instant::now());
         for batch in buffer.batches_after(sent_upto) {
             match tx.try_send(encode_batch(batch, tabled)) {
@@ -254,11 +268,8 @@ async fn session(
             item = outbound.recv() => match item {
                 None => return SessionEnd::Shutdown,
                 Some(Outbound::Result(r)) => buffer.push(*r, Instant::now()),
-                Some(Outbound::Inspection(r)) => {
-                    if tx.try_send(AgentMessage::Inspection(*r.clone()).into()).is_err() {
-                        inspections.insert(r.source.clone(), *r);
-                    }
-                }
+                Some(Outbound::Inspection(r)) => inspections.update(*r),
+                Some(Outbound::SourcesGone(gone)) => inspections.forget(&gone),
                 Some(Outbound::RunProgress(p)) => {
                     let _ = tx.send(AgentMessage::RunProgress(p).into()).await;
                 }

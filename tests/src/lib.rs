@@ -8,3 +8,4 @@ pub mod http;
 pub mod kube;
 pub mod lab;
 pub mod probe;
+pub mod processes;

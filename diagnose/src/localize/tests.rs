@@ -67,12 +67,7 @@ fn one_finding_per_runbook_verdict() {
         row(
             "one flaky agent: 10% of node-2's cells fail, no common cause",
             World::healthy().flaky("node-2", 0.10),
-            vec![(
-                ids::UNEXPLAINED_FAILURES,
-                Path,
-                "unexplained paths",
-                "no single component explains them",
-            )],
+            vec![(ids::UNEXPLAINED_FAILURES, Path, "unexplained paths", "no single component explains them")],
         ),
         row(
             "silent agent: node-3's last results failed, then nothing",
