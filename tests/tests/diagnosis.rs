@@ -205,3 +205,52 @@ fn failure_classes_without_a_rule_are_localized() {
         Case { fault: "dns-loss 40", id: "dns-degraded", culprit: CulpritKind::Dns, name: "cluster DNS" },
     ]);
 }
+
+/// 30 % loss on the packets entering node-3: the finding reads the per-packet loss since the
+/// fault began (25–35 %), not a per-probe figure diluted by the samples before it.
+#[test]
+fn packet_loss_reads_its_true_magnitude() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    std::thread::sleep(INTERVAL * 5);
+    c.lab.fault("loss node-3 30 --direction in");
+    let percent = |f: &netdiag_model::finding::Finding| -> Option<f64> {
+        let v = f.verdict.as_str();
+        let at = v.find("% of")?;
+        let digits: String = v[..at]
+            .chars()
+            .rev()
+            .take_while(|ch| ch.is_ascii_digit())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        digits.parse().ok()
+    };
+    let found = c.wait_for(INTERVAL * 8, |c| {
+        c.diagnosis().findings.into_iter().find(|f| {
+            f.id.as_str().ends_with("packet-loss")
+                && f.culprit.as_ref().is_some_and(|cu| cu.name.as_str() == "node-3")
+        })
+    });
+    let Some((_, took)) = found else {
+        panic!(
+            "no packet-loss finding on node-3; findings now:\n  {}",
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    // Read the magnitude once the fault has a few intervals of its own.
+    std::thread::sleep((INTERVAL * 4).saturating_sub(took));
+    let d = c.diagnosis();
+    let f = d
+        .findings
+        .iter()
+        .find(|f| {
+            f.id.as_str().ends_with("packet-loss")
+                && f.culprit.as_ref().is_some_and(|cu| cu.name.as_str() == "node-3")
+        })
+        .unwrap_or_else(|| panic!("the finding went away:\n  {}", describe_findings(&d.findings)));
+    let p = percent(f).unwrap_or_else(|| panic!("no magnitude in {}", f.verdict));
+    println!("loss node-3 30% in: found in {:.1}s, reads {p}% — {}", took.as_secs_f64(), f.verdict);
+    assert!((25.0..=35.0).contains(&p), "30% loss reads {p}%: {}", f.verdict);
+}

@@ -505,7 +505,37 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                 }
             }
             let Some((c, f)) = best else { break };
+            // One finding per component: a narrower kind chosen first is widened to every
+            // kind when every kind convicts the component too (the loss that fails echoes
+            // fails lookups and connects through the same node).
+            let (c, f) = match c.kinds {
+                Kinds::All => (c, f),
+                _ => {
+                    let wide = Candidate { scope: c.scope.clone(), kinds: Kinds::All };
+                    let mut wf = fit(a, &wide, pass);
+                    let outside =
+                        a.open().map(|i| &a.obs[i]).filter(|o| pass.counts(o)).fold((0, 0), |(s, l), o| {
+                            (
+                                s + o.stats.packets_sent,
+                                l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
+                            )
+                        });
+                    if objection(a, &mut wf, pass, outside, tests).is_none() { (wide, wf) } else { (c, f) }
+                }
+            };
             let index = out.len();
+            // A degraded node also degrades its own lookups and VIP connects (they leave
+            // through it), which no direct path shows.
+            let collateral: Vec<usize> = match (&c.scope, pass, c.kinds) {
+                (Scope::Node(n) | Scope::OutOfNode(n), Pass::Soft, Kinds::All) => a
+                    .open()
+                    .filter(|&i| {
+                        let o = &a.obs[i];
+                        o.src_node() == n && o.dst_node.is_none() && pass.hit(o) && !f.hits.contains(&i)
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             // Service and DNS paths whose backends sit behind the component fail with it.
             let dependents = if c.kinds == Kinds::All {
                 a.claim_dependents(|o, b, _| behind(&c.scope, o, b))
@@ -513,6 +543,14 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                 Vec::new()
             };
             let mut d = draft(a, &c, &f, pass);
+            if !collateral.is_empty() {
+                d.affected.extend(a.paths(&collateral));
+                d.evidence.push(format!(
+                    "{} lookups and service connects from the node degrade with it",
+                    collateral.len()
+                ));
+                a.claim_for(&collateral, index);
+            }
             if !dependents.is_empty() {
                 d.affected.extend(a.paths(&dependents));
                 d.evidence.push(format!(
@@ -561,6 +599,13 @@ fn rank(c: &Candidate) -> (u8, u8) {
     (c.scope.generality(), u8::from(c.kinds == Kinds::All))
 }
 
+/// Whether the candidate's ICMP echoes lose packets (2 % or more, pooled).
+fn icmp_loss(a: &Analysis<'_>, f: &Fit) -> bool {
+    let icmp: Vec<usize> =
+        f.hits.iter().chain(&f.misses).copied().filter(|&i| a.obs[i].kind == ProbeKind::Icmp).collect();
+    loss_percent(a, &icmp).is_some_and(|p| p >= 2.0)
+}
+
 /// Pooled per-packet loss since the onset, as a percentage.
 fn loss_percent(a: &Analysis<'_>, ids: &[usize]) -> Option<f64> {
     let on = a.pooled_onset(ids);
@@ -590,6 +635,11 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
             "large packets vanish (path-MTU black hole)".to_owned(),
         ),
         (Pass::Hard, _) => (format!("{stem}-unreachable"), Severity::Critical, "fail".to_owned()),
+        // Echoes lost is the runbook's "packet loss"; other degradations (lookups retried,
+        // connects failing now and then) are "degraded".
+        (Pass::Soft, _) if icmp_loss(a, f) => {
+            (format!("{stem}-packet-loss"), Severity::Warning, "lose packets".to_owned())
+        }
         (Pass::Soft, _) => (format!("{stem}-degraded"), Severity::Warning, "are degraded".to_owned()),
     };
     let kinds = c.kinds.label();

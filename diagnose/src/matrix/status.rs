@@ -27,7 +27,7 @@ use super::window::WindowSummary;
 /// Consecutive failed attempts (latest first) that make a pod-level cell `failed`.
 pub const FAILED_STREAK: u32 = 3;
 /// Consecutive clean successes (latest first) that make a pod-level cell `ok` again.
-pub const RECOVERED_STREAK: u32 = 3;
+pub const RECOVERED_STREAK: u32 = 2;
 /// A cell whose attempts succeeded at most this often is `failed`.
 pub const FAILED_MAX_SUCCESS_RATIO: f64 = 0.05;
 /// A cell that lost more than this share of its packets is at least `degraded`.
@@ -138,7 +138,8 @@ mod tests {
             ("five lost echoes of 36", window(12, 0, 0, 36, 31), pod(0), Degraded),
             ("agent errors beside successes", window(10, 0, 3, 10, 10), pod(0), Ok),
             ("healed: 3 clean successes after 20 failures", window(3, 20, 0, 23, 3), healed(3), Ok),
-            ("healing: 2 clean successes after 20 failures", window(2, 20, 0, 22, 2), healed(2), Degraded),
+            ("healed: 2 clean successes after 20 failures", window(2, 20, 0, 22, 2), healed(2), Ok),
+            ("healing: 1 clean success after 10 failures", window(1, 10, 0, 11, 1), healed(1), Degraded),
             (
                 "silent agent beats recovery",
                 window(3, 0, 0, 3, 3),

@@ -227,7 +227,7 @@ fn statuses_from_results() {
         ("two blips", [vec![Outcome::Ok; 8], vec![refused; 2]].concat(), CellStatus::Degraded, 0.2),
         // Three clean successes after the failures: repaired, ok again at once (loss still shows).
         ("recovered", [vec![timeout; 5], vec![Outcome::Ok; 5]].concat(), CellStatus::Ok, 0.5),
-        ("recovering", [vec![timeout; 5], vec![Outcome::Ok; 2]].concat(), CellStatus::Degraded, 5.0 / 7.0),
+        ("recovering", [vec![timeout; 5], vec![Outcome::Ok; 1]].concat(), CellStatus::Degraded, 5.0 / 6.0),
         (
             "just broke",
             [vec![Outcome::Ok; 7], vec![timeout; FAILED_STREAK as usize]].concat(),
@@ -385,8 +385,8 @@ fn the_window_slides() {
     for i in 2..=20 {
         let at = t(f64::from(i) * 5.0);
         m.record(&n1, &tcp("tidb/pd-0", pd1_2379(), Outcome::Ok, at), &idx, at);
-        // The first two successes leave it degraded; the third clean one in a row heals it.
-        let want = if i < 4 { CellStatus::Degraded } else { CellStatus::Ok };
+        // The first success leaves it degraded; the second clean one in a row heals it.
+        let want = if i < 3 { CellStatus::Degraded } else { CellStatus::Ok };
         assert_eq!(status_at(&m, f64::from(i) * 5.0), want, "at {}s", i * 5);
     }
     // Silence: the agent keeps talking, but no sample for this cell in the window.
