@@ -9,4 +9,6 @@ pub mod matrix;
 pub mod run;
 
 #[cfg(any(test, feature = "sim"))]
+pub mod scenario;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
