@@ -2,11 +2,14 @@
 //! Hello first; then result batches (acknowledged by sequence, duplicates after a reconnect
 //! counted once), inspection reports and run progress (routed by run id to the run's caller,
 //! see [`crate::runs::registry`]). A misbehaving agent is cut off with a
-//! logged reason; the others never notice.
+//! logged reason; the others never notice: nothing sent to an agent ever waits on it (a
+//! session whose queue is full is cut), a hello must come within [`HELLO_WITHIN`], sessions are
+//! capped, and what is remembered of past agent instances expires.
 
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use netdiag_model::NodeName;
@@ -30,15 +33,30 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_STRIKES: u32 = 10;
 /// Outbound messages queued per session (acks, plans, runs) before the session counts as stuck.
 const OUTBOUND_QUEUE: usize = 256;
+/// The first message of a session must arrive this soon.
+pub const HELLO_WITHIN: Duration = Duration::from_secs(10);
+/// Agent sessions served at once, by default (far above any cluster's node count).
+pub const DEFAULT_MAX_SESSIONS: usize = 20_000;
+/// An agent instance not heard from this long is forgotten (its duplicate detection with it:
+/// an instance id is new at every agent start).
+pub const INSTANCE_TTL: Duration = Duration::from_secs(3600);
 
 /// The queue of messages to one connected agent.
 type Outbox = mpsc::Sender<Result<v1::CollectorMessage, Status>>;
 
+/// A connected agent: its queue, and how to end its session from outside.
+#[derive(Debug, Clone)]
+struct SessionHandle {
+    tx: Outbox,
+    cut: Arc<tokio::sync::Notify>,
+}
+
 /// What the collector remembers of an agent instance across its reconnects.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct InstanceState {
     /// Highest batch sequence accepted from this instance.
     last_seq: Option<Seq>,
+    seen: Instant,
 }
 
 /// Why a session was ended by the collector.
@@ -50,6 +68,8 @@ pub enum CutOff {
     Strikes(u32, String),
     #[error("a second hello on the same session")]
     SecondHello,
+    #[error("it does not read its stream: {OUTBOUND_QUEUE} messages queued for it")]
+    NotReading,
 }
 
 /// The session service. Cheap to clone; every clone shares state.
@@ -57,7 +77,9 @@ pub enum CutOff {
 pub struct Ingest {
     sink: Arc<dyn Sink>,
     instances: Arc<Mutex<HashMap<(NodeName, InstanceId), InstanceState>>>,
-    sessions: Arc<Mutex<HashMap<NodeName, Outbox>>>,
+    sessions: Arc<Mutex<HashMap<NodeName, SessionHandle>>>,
+    max_sessions: usize,
+    hello_within: Duration,
     shutdown: watch::Receiver<bool>,
     /// Pods and plans for agents without an inventory, sent after their hello.
     planner: Option<Arc<Planner>>,
@@ -72,7 +94,27 @@ impl std::fmt::Debug for Ingest {
 impl Ingest {
     /// `shutdown` turning true ends every session after its last acknowledgement went out.
     pub fn new(sink: Arc<dyn Sink>, shutdown: watch::Receiver<bool>) -> Self {
-        Self { sink, instances: Arc::default(), sessions: Arc::default(), shutdown, planner: None }
+        Self {
+            sink,
+            instances: Arc::default(),
+            sessions: Arc::default(),
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            hello_within: HELLO_WITHIN,
+            shutdown,
+            planner: None,
+        }
+    }
+
+    /// How soon a session's hello must come ([`HELLO_WITHIN`] by default).
+    pub fn with_hello_within(mut self, within: Duration) -> Self {
+        self.hello_within = within;
+        self
+    }
+
+    /// At most `max` agent sessions at once; more are refused (`RESOURCE_EXHAUSTED`).
+    pub fn with_max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
     }
 
     /// Sends `planner`'s pods and plan to every agent that asks for them in its hello.
@@ -88,24 +130,43 @@ impl Ingest {
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
-    /// Sends a message to a connected agent; false when it is not connected.
+    /// Queues a message to a connected agent without waiting; false when it is not connected.
+    /// An agent whose queue is full does not read its stream: its session is cut (it
+    /// reconnects and gets its plan again), so one stuck agent never holds up the planner,
+    /// runs or cancels meant for others.
     pub async fn send_to(&self, node: &NodeName, msg: CollectorMessage) -> bool {
-        let tx = self.sessions.lock().ok().and_then(|s| s.get(node).cloned());
-        match tx {
-            Some(tx) => tx.send(Ok(msg.into())).await.is_ok(),
-            None => false,
+        let handle = self.sessions.lock().ok().and_then(|s| s.get(node).cloned());
+        let Some(handle) = handle else { return false };
+        match handle.tx.try_send(Ok(msg.into())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                handle.cut.notify_one();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 
     /// Whether `node`'s agent has a session up (what [`Self::send_to`] needs).
     pub fn is_connected(&self, node: &NodeName) -> bool {
-        self.sessions.lock().is_ok_and(|s| s.get(node).is_some_and(|tx| !tx.is_closed()))
+        self.sessions.lock().is_ok_and(|s| s.get(node).is_some_and(|h| !h.tx.is_closed()))
+    }
+
+    /// Forgets agent instances not heard from for [`INSTANCE_TTL`].
+    fn expire_instances(&self, now: Instant) {
+        if let Ok(mut instances) = self.instances.lock() {
+            instances.retain(|_, st| now.duration_since(st.seen) < INSTANCE_TTL);
+        }
     }
 
     /// Accepts a batch unless this instance already delivered it; true when new.
     fn accept_seq(&self, node: &NodeName, instance: &InstanceId, seq: Seq) -> bool {
         let Ok(mut instances) = self.instances.lock() else { return false };
-        let state = instances.entry((node.clone(), instance.clone())).or_default();
+        let now = Instant::now();
+        let state = instances
+            .entry((node.clone(), instance.clone()))
+            .or_insert(InstanceState { last_seq: None, seen: now });
+        state.seen = now;
         if state.last_seq.is_some_and(|last| seq <= last) {
             return false;
         }
@@ -123,17 +184,22 @@ impl Ingest {
         let instance = hello.instance_id.clone();
         info!(%node, %instance, version = %hello.agent_version, pods = hello.pods.len(), "agent connected");
         self.sink.agent_connected(&hello);
+        self.expire_instances(Instant::now());
+        let cut = Arc::new(tokio::sync::Notify::new());
         if let Ok(mut s) = self.sessions.lock() {
-            s.insert(node.clone(), tx.clone());
+            s.insert(node.clone(), SessionHandle { tx: tx.clone(), cut: cut.clone() });
         }
         for msg in self.planner.as_ref().map(|p| p.on_hello(&hello)).unwrap_or_default() {
-            let _ = tx.send(Ok(msg.into())).await;
+            if tx.try_send(Ok(msg.into())).is_err() {
+                cut.notify_one();
+            }
         }
         let mut shutdown = self.shutdown.clone();
         let mut strikes = 0u32;
         let reason: Option<CutOff> = loop {
             let msg = tokio::select! {
                 () = stopped(&mut shutdown) => break None,
+                () = cut.notified() => break Some(CutOff::NotReading),
                 msg = inbound.next() => msg,
             };
             let msg = match msg {
@@ -166,9 +232,12 @@ impl Ingest {
                         self.sink.duplicate_batch(&node);
                         debug!(%node, %seq, "duplicate batch acknowledged again");
                     }
-                    // Acknowledge after the sink has it: a batch is never acked and lost.
-                    if tx.send(Ok(CollectorMessage::Ack(seq).into())).await.is_err() {
-                        break None;
+                    // Acknowledge after the sink has it: a batch is never acked and lost. Never
+                    // wait on the agent: one that does not read its acks is cut.
+                    match tx.try_send(Ok(CollectorMessage::Ack(seq).into())) {
+                        Ok(()) => {}
+                        Err(mpsc::error::TrySendError::Full(_)) => break Some(CutOff::NotReading),
+                        Err(mpsc::error::TrySendError::Closed(_)) => break None,
                     }
                 }
                 AgentMessage::Inspection(report) => self.sink.inspection(&node, report),
@@ -176,7 +245,7 @@ impl Ingest {
             }
         };
         if let Ok(mut s) = self.sessions.lock()
-            && s.get(&node).is_some_and(|t| t.same_channel(&tx))
+            && s.get(&node).is_some_and(|h| h.tx.same_channel(&tx))
         {
             s.remove(&node);
         }
@@ -184,7 +253,7 @@ impl Ingest {
         match reason {
             Some(cut) => {
                 warn!(%node, reason = %cut, "agent cut off");
-                let _ = tx.send(Err(Status::invalid_argument(cut.to_string()))).await;
+                let _ = tx.try_send(Err(Status::invalid_argument(cut.to_string())));
             }
             None => info!(%node, "agent session ended"),
         }
@@ -206,11 +275,22 @@ impl AgentSession for Ingest {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
+        let open = self.sessions.lock().map(|s| s.len()).unwrap_or(0);
+        if open >= self.max_sessions {
+            warn!(sessions = open, "agent refused: the session cap is reached");
+            return Err(Status::resource_exhausted(format!(
+                "the collector already serves {open} agent sessions, its cap; run more replicas or raise the cap"
+            )));
+        }
         let mut inbound = request.into_inner();
-        let first = inbound
-            .next()
-            .await
-            .ok_or_else(|| Status::invalid_argument("the stream ended before hello"))??;
+        let within = self.hello_within;
+        let first = match tokio::time::timeout(within, inbound.next()).await {
+            Ok(first) => first.ok_or_else(|| Status::invalid_argument("the stream ended before hello"))??,
+            Err(_) => {
+                warn!("agent refused: no hello within {within:?}");
+                return Err(Status::deadline_exceeded(format!("no hello within {within:?}")));
+            }
+        };
         let hello = match AgentMessage::try_from(first) {
             Ok(AgentMessage::Hello(h)) => h,
             Ok(other) => {
@@ -239,3 +319,6 @@ impl AgentSession for Ingest {
         Ok(response)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,7 @@ pub mod v1 {
 
 pub mod codec;
 pub mod convert;
+pub mod prescan;
 pub mod tls;
 
 pub use convert::{ConvertError, ErrorKind};

@@ -1,0 +1,95 @@
+//! The session service's defences, over real loopback gRPC: an agent that stops reading is
+//! cut without holding anyone up, a session without a hello is refused in time, and the
+//! session cap holds.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use netdiag_diagnose::matrix::MatrixConfig;
+use netdiag_model::NodeName;
+use netdiag_model::inventory::Inventory;
+use netdiag_model::session::CollectorMessage;
+use netdiag_proto::v1;
+use netdiag_proto::v1::agent_session_client::AgentSessionClient;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Ingest;
+use crate::runs::testkit::{INVENTORY, Rig};
+use crate::state::CollectorState;
+
+fn node(s: &str) -> NodeName {
+    NodeName::new(s).unwrap()
+}
+
+#[tokio::test]
+async fn an_agent_that_stops_reading_is_cut_and_nobody_waits_on_it() {
+    let rig = Rig::new(Default::default()).await;
+    let _stuck = rig.agent("node-1").await; // never reads what the collector sends
+    let _fine = rig.agent("node-2").await;
+    // Fill node-1's stream (HTTP/2 window, then the session's queue): every send returns at
+    // once, and the session is cut when its queue is full.
+    let flood = async {
+        let mut sent = 0u64;
+        while rig.ingest.send_to(&node("node-1"), CollectorMessage::Inspect(None)).await {
+            sent += 1;
+            assert!(sent < 10_000_000, "the queue never filled");
+        }
+        sent
+    };
+    let sent =
+        tokio::time::timeout(Duration::from_secs(20), flood).await.expect("no send ever waits on an agent");
+    assert!(sent > 0);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while rig.ingest.is_connected(&node("node-1")) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the stuck session is cut");
+    assert!(rig.ingest.is_connected(&node("node-2")), "the other agent is untouched");
+    assert!(rig.ingest.send_to(&node("node-2"), CollectorMessage::Inspect(None)).await);
+}
+
+/// A session service on loopback with `edit` applied to its ingest.
+async fn serve(edit: impl FnOnce(Ingest) -> Ingest) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let state =
+        Arc::new(CollectorState::new(Inventory::from_yaml(INVENTORY).unwrap(), MatrixConfig::default()));
+    let (stop, stop_rx) = watch::channel(false);
+    let ingest = edit(Ingest::new(state, stop_rx));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(ingest.into_service())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (addr, stop)
+}
+
+#[tokio::test]
+async fn a_session_without_a_hello_is_refused_in_time() {
+    let (addr, _stop) = serve(|i| i.with_hello_within(Duration::from_millis(300))).await;
+    let mut client = AgentSessionClient::connect(format!("http://{addr}")).await.unwrap();
+    let (_up, rx) = mpsc::channel::<v1::AgentMessage>(1);
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(5), client.session(ReceiverStream::new(rx)))
+        .await
+        .expect("refused, not left hanging")
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
+    assert!(status.message().contains("no hello within"), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn sessions_beyond_the_cap_are_refused_with_a_reason() {
+    let rig = Rig::new(Default::default()).await;
+    let _one = rig.agent("node-1").await;
+    let (addr, _stop) = serve(|i| i.with_max_sessions(0)).await;
+    let mut client = AgentSessionClient::connect(format!("http://{addr}")).await.unwrap();
+    let (_up, rx) = mpsc::channel::<v1::AgentMessage>(1);
+    let status = client.session(ReceiverStream::new(rx)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+    assert!(status.message().contains("cap"), "{status}");
+}
