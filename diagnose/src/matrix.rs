@@ -388,11 +388,11 @@ impl Matrix {
     }
 
     fn pod_stats(&self, cell: &CellState, now: UnixMillis) -> CellStats {
-        cell.stats(&self.config.window, now, self.agent_fresh(cell.agent(), now), true)
+        cell.stats(&self.config.window, now, self.agent_fresh(cell.agent(), now), true, self.pods.len())
     }
 
     fn node_stats(&self, cell: &CellState, now: UnixMillis) -> CellStats {
-        cell.stats(&self.config.window, now, self.agent_fresh(cell.agent(), now), false)
+        cell.stats(&self.config.window, now, self.agent_fresh(cell.agent(), now), false, self.nodes.len())
     }
 
     /// One pod-level cell at `now`.

@@ -260,6 +260,15 @@ impl Pass {
         self == Pass::Hard || o.stats.successes > 0
     }
 
+    /// The cell lost something in the window (a failed attempt, a lost echo) yet works at
+    /// times: what pooled degradation evidence is made of, whether or not the cell alone is
+    /// significant enough to be `degraded`.
+    fn troubled(self, o: &Obs) -> bool {
+        self == Pass::Soft
+            && o.stats.successes > 0
+            && (o.stats.failures > 0 || o.stats.packets_received < o.stats.packets_sent)
+    }
+
     /// The cell shows the component working.
     fn miss(self, o: &Obs) -> bool {
         match self {
@@ -283,6 +292,8 @@ pub(crate) struct Fit {
     pub(crate) misses: Vec<usize>,
     observers: BTreeSet<String>,
     available: BTreeSet<String>,
+    /// Soft pass: cells with any loss in scope (see [`Pass::troubled`]).
+    troubled: Vec<usize>,
     /// Packets (an attempt is one packet, an echo burst its echoes) sent and lost by every
     /// open cell in scope, over the window.
     sent: u64,
@@ -333,11 +344,11 @@ impl Rejected {
 }
 
 /// The candidates around the open bad cells of `pass`.
-fn candidates(a: &Analysis<'_>, pass: Pass) -> BTreeSet<Candidate> {
+fn candidates(a: &Analysis<'_>, pass: Pass, done: &[bool]) -> BTreeSet<Candidate> {
     let mut out = BTreeSet::new();
     for i in a.open() {
         let o = &a.obs[i];
-        if !pass.hit(o) {
+        if done.get(i).copied().unwrap_or(false) || !(pass.hit(o) || pass.troubled(o)) {
             continue;
         }
         let src = o.src_node().clone();
@@ -384,18 +395,30 @@ fn candidates(a: &Analysis<'_>, pass: Pass) -> BTreeSet<Candidate> {
     out
 }
 
-fn fit(a: &Analysis<'_>, c: &Candidate, pass: Pass) -> Fit {
+fn fit(a: &Analysis<'_>, c: &Candidate, pass: Pass, done: &[bool]) -> Fit {
     let mut f = Fit::default();
     for i in a.open() {
         let o = &a.obs[i];
-        if !c.kinds.admits(o) || !c.scope.contains(o) || !pass.counts(o) {
+        if done.get(i).copied().unwrap_or(false)
+            || !c.kinds.admits(o)
+            || !c.scope.contains(o)
+            || !pass.counts(o)
+        {
             continue;
+        }
+        if pass.troubled(o) {
+            f.troubled.push(i);
+            if pass == Pass::Soft {
+                f.observers.insert(c.scope.observer(o));
+            }
         }
         f.sent += o.stats.packets_sent;
         f.lost += o.stats.packets_sent.saturating_sub(o.stats.packets_received);
         if pass.hit(o) {
             f.hits.push(i);
-            f.observers.insert(c.scope.observer(o));
+            if pass == Pass::Hard {
+                f.observers.insert(c.scope.observer(o));
+            }
             f.available.insert(c.scope.observer(o));
         } else if pass.miss(o) {
             f.misses.push(i);
@@ -429,8 +452,18 @@ fn kl(q: f64, p: f64) -> f64 {
 /// the binomial tail with a Bonferroni correction — so noise spread over a flaky agent's
 /// cells convicts nothing, however the per-cell statuses fall.
 fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tests: usize) -> Option<String> {
-    if f.hits.len() < a.th.min_failing_cells {
+    if pass == Pass::Hard && f.hits.len() < a.th.min_failing_cells {
         return Some(format!("fewer than {} paths fail", a.th.min_failing_cells));
+    }
+    // Degradations are judged on pooled packets: a 8 % lookup failure rate shows on no single
+    // cell as significant, yet on a resolver's hundred lookups it is unmistakable.
+    if pass == Pass::Soft && f.troubled.len() < a.th.min_failing_cells {
+        return Some(format!("fewer than {} paths lose anything", a.th.min_failing_cells));
+    }
+    // ... but one round of failures, however correlated, is a fault starting, not yet a
+    // degradation: some cell must have crossed the matrix's own noise test.
+    if pass == Pass::Soft && f.hits.is_empty() {
+        return Some("no path in it is degraded yet".to_owned());
     }
     let share = a.th.fail_share;
     if pass == Pass::Hard && f.ratio() < share {
@@ -469,23 +502,30 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
 pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
     let mut rejected = Vec::new();
     for pass in [Pass::Hard, Pass::Soft] {
+        // Cells a finding of this pass already accounts for (claimed or, in the soft pass,
+        // merely lossy without being degraded): they weigh nothing in later candidates.
+        let mut done = vec![false; a.obs.len()];
+        if pass == Pass::Soft {
+            behind_earlier_findings(a, &mut done);
+        }
         loop {
             let mut best: Option<(Candidate, Fit)> = None;
-            let all = candidates(a, pass);
+            let all = candidates(a, pass, &done);
             let tests = all.len();
             let mut totals: std::collections::HashMap<Kinds, (u64, u64)> = std::collections::HashMap::new();
             for c in all {
-                let mut f = fit(a, &c, pass);
+                let mut f = fit(a, &c, pass, &done);
                 let outside = *totals.entry(c.kinds).or_insert_with(|| {
-                    a.open().map(|i| &a.obs[i]).filter(|o| c.kinds.admits(o) && pass.counts(o)).fold(
-                        (0, 0),
-                        |(s, l), o| {
+                    a.open()
+                        .filter(|&i| !done[i])
+                        .map(|i| &a.obs[i])
+                        .filter(|o| c.kinds.admits(o) && pass.counts(o))
+                        .fold((0, 0), |(s, l), o| {
                             (
                                 s + o.stats.packets_sent,
                                 l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
                             )
-                        },
-                    )
+                        })
                 });
                 if let Some(reason) = objection(a, &mut f, pass, outside, tests) {
                     if !f.hits.is_empty() {
@@ -512,14 +552,17 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                 Kinds::All => (c, f),
                 _ => {
                     let wide = Candidate { scope: c.scope.clone(), kinds: Kinds::All };
-                    let mut wf = fit(a, &wide, pass);
+                    let mut wf = fit(a, &wide, pass, &done);
                     let outside =
-                        a.open().map(|i| &a.obs[i]).filter(|o| pass.counts(o)).fold((0, 0), |(s, l), o| {
-                            (
-                                s + o.stats.packets_sent,
-                                l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
-                            )
-                        });
+                        a.open().filter(|&i| !done[i]).map(|i| &a.obs[i]).filter(|o| pass.counts(o)).fold(
+                            (0, 0),
+                            |(s, l), o| {
+                                (
+                                    s + o.stats.packets_sent,
+                                    l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
+                                )
+                            },
+                        );
                     if objection(a, &mut wf, pass, outside, tests).is_none() { (wide, wf) } else { (c, f) }
                 }
             };
@@ -549,7 +592,6 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                     "{} lookups and service connects from the node degrade with it",
                     collateral.len()
                 ));
-                a.claim_for(&collateral, index);
             }
             if !dependents.is_empty() {
                 d.affected.extend(a.paths(&dependents));
@@ -558,7 +600,20 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                     dependents.len()
                 ));
             }
+            for &i in f.hits.iter().chain(&f.troubled) {
+                done[i] = true;
+            }
+            // The same verdict on the same culprit (a rule's and this layer's) is one finding.
+            if let Some(j) = out.iter().position(|x| x.id == d.id && x.culprit == d.culprit) {
+                a.claim_for(&f.hits, j);
+                a.claim_for(&collateral, j);
+                a.settle(&out[j..=j], j);
+                let mut extra = d.affected;
+                out[j].affected.append(&mut extra);
+                continue;
+            }
             a.claim_for(&f.hits, index);
+            a.claim_for(&collateral, index);
             out.push(d);
             a.settle(&out[index..], index);
         }
@@ -571,6 +626,29 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
             .then_with(|| x.candidate.cmp(&y.candidate))
     });
     rejected
+}
+
+/// Marks the service cells whose source's own direct path to one of their backends is
+/// already explained by a finding: a VIP in front of one dead (or filtered, or cut-off)
+/// backend of three fails now and then without being degraded, and that is the backend
+/// path's doing, not a degradation of the service.
+fn behind_earlier_findings(a: &Analysis<'_>, done: &mut [bool]) {
+    let broken: std::collections::HashSet<(&Source, &PodRef)> = (0..a.obs.len())
+        .filter(|&i| a.owner(i).is_some())
+        .filter_map(|i| Some((&a.obs[i].source, a.obs[i].dst_pod.as_ref()?)))
+        .collect();
+    if broken.is_empty() {
+        return;
+    }
+    for i in a.open() {
+        let o = &a.obs[i];
+        let Some(svc) = a.service_of(o) else { continue };
+        if svc.backends.iter().any(|b| b.pod.as_ref().is_some_and(|p| broken.contains(&(&o.source, p))))
+            && let Some(d) = done.get_mut(i)
+        {
+            *d = true;
+        }
+    }
 }
 
 /// Whether the backend `b` of the service cell `o` sits behind the component `scope` (so the
@@ -601,8 +679,16 @@ fn rank(c: &Candidate) -> (u8, u8) {
 
 /// Whether the candidate's ICMP echoes lose packets (2 % or more, pooled).
 fn icmp_loss(a: &Analysis<'_>, f: &Fit) -> bool {
-    let icmp: Vec<usize> =
-        f.hits.iter().chain(&f.misses).copied().filter(|&i| a.obs[i].kind == ProbeKind::Icmp).collect();
+    let icmp: Vec<usize> = f
+        .hits
+        .iter()
+        .chain(&f.misses)
+        .chain(&f.troubled)
+        .copied()
+        .filter(|&i| a.obs[i].kind == ProbeKind::Icmp)
+        .collect::<BTreeSet<usize>>()
+        .into_iter()
+        .collect();
     loss_percent(a, &icmp).is_some_and(|p| p >= 2.0)
 }
 
@@ -643,7 +729,10 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
         (Pass::Soft, _) => (format!("{stem}-degraded"), Severity::Warning, "are degraded".to_owned()),
     };
     let kinds = c.kinds.label();
-    let total = f.hits.len() + f.misses.len();
+    // Every cell in scope that was judged; the soft pass counts the lossy ones, degraded or not.
+    let in_scope: BTreeSet<usize> = f.hits.iter().chain(&f.misses).chain(&f.troubled).copied().collect();
+    let total = in_scope.len();
+    let shown = if pass == Pass::Soft { f.troubled.len() } else { f.hits.len() };
     let mut verdict = match (&c.scope, icmp_filtered) {
         (_, true) => format!(
             "{}: ICMP echoes go unanswered on {} of {total} paths while TCP to the same destinations works — ICMP is filtered, nothing is down",
@@ -666,13 +755,13 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
                 others.len()
             )
         }
-        _ => format!("{}{kinds} {effect}: {} of {total} paths", c.scope.describe(), f.hits.len()),
+        _ => format!("{}{kinds} {effect}: {shown} of {total} paths", c.scope.describe()),
     };
     if pass == Pass::Soft {
         let mut parts = Vec::new();
         // Over the whole scope: the cells that happened to turn degraded lose more than the
         // fault does (that is why they turned).
-        let scope: Vec<usize> = f.hits.iter().chain(&f.misses).copied().collect();
+        let scope: Vec<usize> = in_scope.iter().copied().collect();
         let icmp: Vec<usize> = scope.iter().copied().filter(|&i| a.obs[i].kind == ProbeKind::Icmp).collect();
         if let Some(p) = loss_percent(a, &icmp) {
             parts.push(format!("{p:.0}% of packets lost since it began"));
@@ -704,7 +793,7 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
         evidence.push(format!("{} other paths in the same scope work", f.misses.len()));
     }
     if let Some(rev) = c.scope.reverse() {
-        let back = fit(a, &Candidate { scope: rev.clone(), kinds: c.kinds }, pass);
+        let back = fit(a, &Candidate { scope: rev.clone(), kinds: c.kinds }, pass, &[]);
         let n = back.hits.len() + back.misses.len();
         if n > 0 {
             let line = format!(

@@ -148,6 +148,7 @@ impl CellState {
         now: UnixMillis,
         agent_fresh: bool,
         streak_rule: bool,
+        cells: usize,
     ) -> CellStats {
         let window = self.window.summary(spec, now);
         let status = status::classify(
@@ -156,6 +157,7 @@ impl CellState {
                 agent_fresh,
                 streak: streak_rule.then_some(self.streak),
                 clean: streak_rule.then_some(self.clean),
+                cells,
             },
         );
         CellStats {

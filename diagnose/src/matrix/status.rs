@@ -36,12 +36,15 @@ pub const DEGRADED_LOSS_RATIO: f64 = 0.01;
 pub const DEGRADED_STREAK: u32 = 2;
 /// The share of attempts, or of echoes, a healthy network may lose.
 pub const NOISE_FLOOR: f64 = 0.01;
-/// How unlikely under the noise floor a cell's failures must be to make it `degraded`.
+/// How unlikely under the noise floor a level's failures must be, over all its cells at once
+/// (a Bonferroni correction: a level of 100 000 cells does not show a hundred times more
+/// noise as `degraded` than one of 1 000).
 pub const NOISE_P: f64 = 0.01;
 
-/// Whether `bad` of `n` is significantly more than the noise floor: the binomial tail
-/// P(X ≥ bad) ≤ exp(−n·KL(bad/n ‖ floor)) (Chernoff) is below [`NOISE_P`].
-pub fn above_noise(bad: u64, n: u64) -> bool {
+/// Whether `bad` of `n` is significantly more than the noise floor, for one of `tests` cells
+/// judged together: the binomial tail P(X ≥ bad) ≤ exp(−n·KL(bad/n ‖ floor)) (Chernoff) is
+/// below [`NOISE_P`] / `tests`.
+pub fn above_noise(bad: u64, n: u64, tests: usize) -> bool {
     if n == 0 || bad == 0 {
         return false;
     }
@@ -51,7 +54,7 @@ pub fn above_noise(bad: u64, n: u64) -> bool {
     }
     let term = |x: f64, y: f64| if x > 0.0 { x * (x / y).ln() } else { 0.0 };
     let kl = term(q, NOISE_FLOOR) + term(1.0 - q, 1.0 - NOISE_FLOOR);
-    n as f64 * kl >= (1.0 / NOISE_P).ln()
+    n as f64 * kl >= (tests.max(1) as f64 / NOISE_P).ln()
 }
 
 /// What the rules look at besides the window.
@@ -64,6 +67,8 @@ pub struct Context {
     /// Successful attempts without loss since the last failure, when the recovery rule applies
     /// (pod level).
     pub clean: Option<u32>,
+    /// Cells judged together at this level (the noise test's correction).
+    pub cells: usize,
 }
 
 pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
@@ -79,7 +84,8 @@ pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
         if window.successes == 0 || success_ratio <= FAILED_MAX_SUCCESS_RATIO || streak {
             return CellStatus::Failed;
         }
-        if cx.streak.is_some_and(|s| s >= DEGRADED_STREAK) || above_noise(window.failures, window.attempts())
+        if cx.streak.is_some_and(|s| s >= DEGRADED_STREAK)
+            || above_noise(window.failures, window.attempts(), cx.cells)
         {
             return CellStatus::Degraded;
         }
@@ -87,7 +93,7 @@ pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
     // Loss within answered bursts: a whole burst lost is a failed attempt, judged above.
     let answered = window.packets_sent.saturating_sub(window.failed_packets);
     let lost = answered.saturating_sub(window.packets_received);
-    if lost as f64 > DEGRADED_LOSS_RATIO * answered as f64 && above_noise(lost, answered) {
+    if lost as f64 > DEGRADED_LOSS_RATIO * answered as f64 && above_noise(lost, answered, cx.cells) {
         return CellStatus::Degraded;
     }
     CellStatus::Ok
@@ -111,10 +117,10 @@ mod tests {
     #[test]
     fn rules_in_order() {
         use CellStatus::*;
-        let pod = |streak| Context { agent_fresh: true, streak: Some(streak), clean: Some(0) };
-        let node = Context { agent_fresh: true, streak: None, clean: None };
-        let silent = Context { agent_fresh: false, streak: Some(9), clean: Some(0) };
-        let healed = |clean| Context { agent_fresh: true, streak: Some(0), clean: Some(clean) };
+        let pod = |streak| Context { agent_fresh: true, streak: Some(streak), clean: Some(0), cells: 1 };
+        let node = Context { agent_fresh: true, streak: None, clean: None, cells: 1 };
+        let silent = Context { agent_fresh: false, streak: Some(9), clean: Some(0), cells: 1 };
+        let healed = |clean| Context { agent_fresh: true, streak: Some(0), clean: Some(clean), cells: 1 };
         let cases: Vec<(&str, WindowSummary, Context, CellStatus)> = vec![
             ("all ok", window(12, 0, 0, 12, 12), pod(0), Ok),
             ("silent agent, all failing", window(0, 12, 0, 12, 0), silent, Unknown),
@@ -143,7 +149,7 @@ mod tests {
             (
                 "silent agent beats recovery",
                 window(3, 0, 0, 3, 3),
-                Context { agent_fresh: false, streak: None, clean: Some(5) },
+                Context { agent_fresh: false, streak: None, clean: Some(5), cells: 1 },
                 Unknown,
             ),
         ];

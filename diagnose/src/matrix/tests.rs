@@ -525,7 +525,7 @@ fn pod_results_aggregate_into_node_pairs() {
     assert_eq!(
         cells,
         vec![
-            row("node-2", Icmp, Degraded, 2, 0, 8, 6),
+            row("node-2", Icmp, Ok, 2, 0, 8, 6),
             row("node-2", Tcp, Ok, 1, 1, 2, 1),
             row("node-3", Tcp, Ok, 1, 0, 1, 1),
             row("svc/*", Tcp, Ok, 1, 0, 1, 1),
