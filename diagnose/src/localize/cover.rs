@@ -460,11 +460,7 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
     if pass == Pass::Soft && f.troubled.len() < a.th.min_failing_cells {
         return Some(format!("fewer than {} paths lose anything", a.th.min_failing_cells));
     }
-    // ... but one round of failures, however correlated, is a fault starting, not yet a
-    // degradation: some cell must have crossed the matrix's own noise test.
-    if pass == Pass::Soft && f.hits.is_empty() {
-        return Some("no path in it is degraded yet".to_owned());
-    }
+
     let share = a.th.fail_share;
     if pass == Pass::Hard && f.ratio() < share {
         return Some(format!(
@@ -493,6 +489,17 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
         f.llr = f.sent as f64 * kl(rate, baseline);
         if f.llr < (tests.max(1) as f64 / ALPHA).ln() {
             return Some(format!("too few packets to tell from background loss ({:.1}%)", 100.0 * rest));
+        }
+        // ... but one round of failures, however correlated, is a fault starting, not yet a
+        // degradation: a degraded cell, or losses in two rounds at least.
+        if f.hits.is_empty() && a.trouble_rounds(&f.troubled) < 2 {
+            return Some("its losses all fell in one round of probes".to_owned());
+        }
+        // ... and still going on: the latest rounds lose too (a repaired path's window
+        // remembers its outage for a while; that is history, not a degradation).
+        let recent = a.recent_loss(&f.troubled);
+        if recent < DEGRADED_MIN_RATE.min(rate / 2.0) || recent < baseline {
+            return Some(format!("its latest probes lose {:.1}%: over", 100.0 * recent));
         }
     }
     None

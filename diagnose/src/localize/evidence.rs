@@ -503,6 +503,36 @@ impl<'a> Analysis<'a> {
         crate::matrix::since_onset(&series)
     }
 
+    /// The pooled loss of the cells over the latest two probe rounds (window buckets) any of
+    /// them has.
+    pub(crate) fn recent_loss(&self, ids: &[usize]) -> f64 {
+        let mut by_start: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+        for &i in ids {
+            let Some(o) = self.obs.get(i) else { continue };
+            for b in self.matrix.pod_cell_history(&o.key(), self.now).unwrap_or_default() {
+                let e = by_start.entry(b.start_ms).or_default();
+                e.0 += b.packets_sent;
+                e.1 += b.packets_sent.saturating_sub(b.packets_received);
+            }
+        }
+        let (sent, lost) = by_start.values().rev().take(2).fold((0, 0), |(s, l), (bs, bl)| (s + bs, l + bl));
+        if sent == 0 { 0.0 } else { lost as f64 / sent as f64 }
+    }
+
+    /// The probe rounds (window buckets) in which any of the cells lost something.
+    pub(crate) fn trouble_rounds(&self, ids: &[usize]) -> usize {
+        let mut rounds = BTreeSet::new();
+        for &i in ids {
+            let Some(o) = self.obs.get(i) else { continue };
+            for b in self.matrix.pod_cell_history(&o.key(), self.now).unwrap_or_default() {
+                if b.failures > 0 || b.packets_received < b.packets_sent {
+                    rounds.insert(b.start_ms);
+                }
+            }
+        }
+        rounds.len()
+    }
+
     /// Whether `node`'s agent has been heard from recently.
     pub(crate) fn agent_fresh(&self, node: &NodeName) -> bool {
         self.matrix.agent_fresh(node, self.now)

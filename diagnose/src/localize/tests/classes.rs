@@ -187,3 +187,13 @@ proptest! {
         assert_complete(&world)?;
     }
 }
+
+#[test]
+fn a_resolver_failing_one_lookup_in_twelve_is_heard_of() {
+    // 8 % of lookups time out: almost no single cell is significant, the resolver's hundred
+    // lookups together are.
+    let all = findings(&World::healthy().dns_loss(0.08));
+    let dns: Vec<&Finding> = all.iter().filter(|f| culprit(f).0 == CulpritKind::Dns).collect();
+    assert_eq!(dns.len(), 1, "{:#?}", summary(&all));
+    assert!(dns[0].verdict.as_str().contains("lookups"), "{}", dns[0].verdict);
+}
