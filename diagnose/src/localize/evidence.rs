@@ -256,6 +256,8 @@ pub(crate) struct Analysis<'a> {
     pub(crate) held: Vec<(Obs, Held, Claim)>,
     /// Every agent with at least one known cell.
     pub(crate) agents: BTreeSet<NodeName>,
+    /// The cells by the keys the class layer's scopes select on, built on first use.
+    pub(crate) scope_index: std::cell::OnceCell<super::cover::ScopeIndex>,
 }
 
 impl<'a> Analysis<'a> {
@@ -284,7 +286,7 @@ impl<'a> Analysis<'a> {
         }
         let agents = obs.iter().map(|o| o.src_node().clone()).collect();
         let claims = vec![Claim::Open; obs.len()];
-        Analysis { ctx, th, matrix, now, obs, claims, held, agents }
+        Analysis { ctx, th, matrix, now, obs, claims, held, agents, scope_index: std::cell::OnceCell::new() }
     }
 
     pub(crate) fn is_open(&self, i: usize) -> bool {
