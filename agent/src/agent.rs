@@ -137,7 +137,7 @@ const INSTANCE_NODE_PREFIX: usize = 80;
 /// random nonce. It must differ at every start, whatever the node name: the collector drops a
 /// batch whose sequence an instance already delivered, so a restarted agent (numbering from 1
 /// again) taken for the old instance would have its batches acknowledged and thrown away.
-fn instance_id(node: &NodeName, pid: u32, nonce: u64) -> InstanceId {
+fn instance_id(node: &netdiag_model::NodeName, pid: u32, nonce: u64) -> InstanceId {
     let prefix: String = node.as_str().chars().take(INSTANCE_NODE_PREFIX).collect();
     InstanceId::new(format!("{prefix}-{pid}-{nonce:016x}")).unwrap_or_else(|_| {
         // Node names are DNS subdomains, all id characters; should that change, the pid and
@@ -253,9 +253,10 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     let (in_tx, mut in_rx) = mpsc::channel(64);
     let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (ready_tx, ready_rx) = watch::channel(true);
-    // Read the TLS files now: a bad file is a start-up error, not a reconnect loop.
+    // Read the TLS files now: a bad file is a start-up error, not a reconnect loop. Later
+    // changes (renewals) are read at each connection attempt.
     let tls = match &cfg.tls {
-        Some(files) => Some(files.load()?),
+        Some(files) => Some(Arc::new(files.reloading(Duration::ZERO)?)),
         None => None,
     };
     let uplink_cfg = UplinkConfig {
@@ -383,7 +384,7 @@ mod tests {
         let long: String = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(61)].join(".");
         assert_eq!(long.len(), 253, "the longest node name");
         for name in ["node-1", long.as_str()] {
-            let node = NodeName::new(name).unwrap();
+            let node = netdiag_model::NodeName::new(name).unwrap();
             let first = instance_id(&node, 4242, 1);
             let restarted = instance_id(&node, 4242, 2);
             let other_pid = instance_id(&node, 4243, 1);
@@ -392,7 +393,7 @@ mod tests {
             assert!(first.as_str().len() <= 128, "{name}: {first}");
             assert!(first.as_str().starts_with(&name[..name.len().min(INSTANCE_NODE_PREFIX)]), "{first}");
         }
-        let short = instance_id(&NodeName::new("node-1").unwrap(), 7, 0xab);
+        let short = instance_id(&netdiag_model::NodeName::new("node-1").unwrap(), 7, 0xab);
         assert_eq!(short.as_str(), "node-1-7-00000000000000ab");
     }
 }

@@ -9,6 +9,7 @@
 
 mod inspections;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netdiag_model::inspect::InspectionReport;
@@ -16,6 +17,7 @@ use netdiag_model::probe::Source;
 use netdiag_model::result::{ProbeResult, ResultBatch, Seq};
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::{AgentMessage, CollectorMessage, Hello};
+use netdiag_proto::tls::{Refresh, Reloading};
 use netdiag_proto::v1;
 use netdiag_proto::v1::agent_session_client::AgentSessionClient;
 use tokio::sync::{mpsc, watch};
@@ -67,8 +69,9 @@ pub struct UplinkConfig {
     pub limits: BufferLimits,
     pub backoff: Backoff,
     pub connect_timeout: Duration,
-    /// TLS toward an `https://` collector (its CA, and this agent's certificate for mTLS).
-    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// TLS toward an `https://` collector (its CA, and this agent's certificate for mTLS),
+    /// rebuilt from its files when they change: each connection attempt uses the current one.
+    pub tls: Option<Arc<Reloading<tonic::transport::ClientTlsConfig>>>,
 }
 
 /// Counters the agent's metrics read.
@@ -170,6 +173,20 @@ fn publish(stats: &watch::Sender<UplinkStats>, buffer: &ResultBuffer) {
     });
 }
 
+/// The TLS configuration for the next connection: a renewed certificate or CA is used from the
+/// next attempt on; files that changed but cannot be used keep the previous configuration.
+fn current_tls(tls: &Reloading<tonic::transport::ClientTlsConfig>) -> tonic::transport::ClientTlsConfig {
+    let (config, refresh) = tls.get();
+    match refresh {
+        Refresh::Unchanged => {}
+        Refresh::Reloaded => info!(files = ?tls.paths(), "TLS files changed: connecting with them"),
+        Refresh::Failed(e) => {
+            warn!(error = %e, "TLS files changed but cannot be used: connecting with the previous ones")
+        }
+    }
+    (*config).clone()
+}
+
 async fn session(
     cfg: &UplinkConfig,
     buffer: &mut ResultBuffer,
@@ -184,7 +201,7 @@ async fn session(
         Err(e) => return SessionEnd::Lost(format!("bad collector address {:?}: {e}", cfg.collector)),
     };
     let endpoint = match &cfg.tls {
-        Some(tls) => match endpoint.tls_config(tls.clone()) {
+        Some(tls) => match endpoint.tls_config(current_tls(tls)) {
             Ok(e) => e,
             Err(e) => {
                 return SessionEnd::Lost(format!(
@@ -309,3 +326,6 @@ mod tests {
         assert_eq!(b.delay(20, 0.0), Duration::from_millis(50), "never a busy loop");
     }
 }
+
+#[cfg(test)]
+mod tls_reload;

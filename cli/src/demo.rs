@@ -2,10 +2,15 @@
 //! collector in this process (agents' listener inside the lab, the API and UI on the host's
 //! loopback: the lab's only door), starts one agent per node inside its node's namespace, and
 //! prints the live matrix summary and the findings until Ctrl-C or SIGTERM, then tears
-//! everything down.
+//! everything down. The collector requires an API token for on-demand runs even here: without
+//! one it would take runs from any loopback caller, which includes a web page in the operator's
+//! browser. The token is NETDIAG_API_TOKEN when set, else random for this run; the demo prints
+//! how to use it and writes it to `<lab state>/api-token`.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +107,64 @@ fn spawn_agents(state: &LabState, plan: &LabPlan, interval: &str) -> Result<Vec<
     Ok(agents)
 }
 
+/// The demo's API token: NETDIAG_API_TOKEN when set (true: the caller's own), else a random one.
+fn api_token() -> Result<(ApiToken, bool)> {
+    match std::env::var("NETDIAG_API_TOKEN") {
+        Ok(t) => Ok((ApiToken::new(&t).context("NETDIAG_API_TOKEN")?, true)),
+        Err(_) => Ok((random_token()?, false)),
+    }
+}
+
+/// 32 random bytes from the kernel, as hex.
+fn random_token() -> Result<ApiToken> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom to make the demo's API token; set NETDIAG_API_TOKEN instead")?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    ApiToken::new(&hex).context("the generated API token")
+}
+
+/// Writes the token where `netdiag probe --api-token-file` reads it; only root may read it.
+fn write_token(path: &Path, token: &ApiToken) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{}\n", token.expose()).as_bytes()))
+        .with_context(|| format!("cannot write the API token to {}", path.display()))
+}
+
+/// How to start a run against the demo: the token itself when the demo made it, a reference to
+/// the caller's NETDIAG_API_TOKEN otherwise (their secret is not echoed).
+fn runs_help(http: SocketAddr, token: &ApiToken, own: bool, file: &Path) -> String {
+    let (origin, export, value) = if own {
+        ("NETDIAG_API_TOKEN, yours", String::new(), "$NETDIAG_API_TOKEN".to_owned())
+    } else {
+        (
+            "made for this run; set NETDIAG_API_TOKEN to choose one",
+            format!("  export NETDIAG_API_TOKEN={}\n", token.expose()),
+            token.expose().to_owned(),
+        )
+    };
+    // The CLI's default collector is the demo's default address.
+    let collector = match http.to_string().as_str() {
+        "127.0.0.1:7600" => String::new(),
+        _ => format!(" --collector http://{http}"),
+    };
+    format!(
+        "On-demand runs need the API token ({origin}; also in {file}):\n{export}  \
+         NETDIAG_API_TOKEN={value} netdiag probe{collector} --from tidb/demo-tidb-0 --to svc/tidb/demo-pd:2379\n  \
+         netdiag probe{collector} --api-token-file {file} --from node/node-1 --to tidb/demo-pd-0 --port 2379\n  \
+         curl -s -X POST http://{http}/api/v1/probe -H 'Content-Type: application/json' \\\n      \
+         -H \"Authorization: Bearer {value}\" -d '{{\"from\": \"tidb/demo-tidb-0\", \"to\": \"svc/tidb/demo-pd:2379\"}}'\n",
+        file = file.display(),
+    )
+}
+
 fn summary(state: &CollectorState) -> String {
     let snap = state.matrix(&MatrixQuery { level: MatrixLevel::Pod, kind: None }, now());
     let mut counts: BTreeMap<CellStatus, usize> = BTreeMap::new();
@@ -130,14 +193,13 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
     )?;
     let collector = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // On-demand runs: loopback callers only, unless NETDIAG_API_TOKEN is set (then the token).
-    let runs = match std::env::var("NETDIAG_API_TOKEN") {
-        Ok(t) => RunsConfig {
-            token: Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?),
-            ..RunsConfig::default()
-        },
-        Err(_) => RunsConfig::default(),
-    };
+    // On-demand runs need a token even on loopback: a browser on this machine is a loopback
+    // caller too (see the module docs).
+    let (token, own_token) = api_token()?;
+    let token_file = state.dir.join("api-token");
+    write_token(&token_file, &token)?;
+    let help = runs_help(args.http, &token, own_token, &token_file);
+    let runs = RunsConfig { token: Some(token), ..RunsConfig::default() };
     let server = tokio::spawn(netdiag_collector::server::serve(
         collector.clone(),
         netdiag_collector::server::ServeConfig {
@@ -161,6 +223,7 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
         println!(
             "\nUI and API: http://{http}/  (matrix: http://{http}/api/v1/matrix, findings: http://{http}/api/v1/diagnosis)\n\
              From another terminal (as root):\n  netdiag matrix --problems\n  netdiag diagnose\n  netdiag lab fault node-pair node-1 node-2\n  netdiag lab heal\n\
+             {help}\
              Ctrl-C here tears everything down.\n",
             http = args.http
         );
@@ -209,4 +272,37 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
         let _ = a.wait().await;
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_help_gives_commands_that_carry_the_token() {
+        let token = ApiToken::new("0123abcd").unwrap();
+        let file = Path::new("/run/netdiag/lab/api-token");
+        let http: SocketAddr = "127.0.0.1:7600".parse().unwrap();
+        let made = runs_help(http, &token, false, file);
+        assert!(made.contains("export NETDIAG_API_TOKEN=0123abcd"), "{made}");
+        assert!(made.contains("NETDIAG_API_TOKEN=0123abcd netdiag probe --from"), "{made}");
+        assert!(made.contains("--api-token-file /run/netdiag/lab/api-token"), "{made}");
+        assert!(made.contains("curl -s -X POST http://127.0.0.1:7600/api/v1/probe"), "{made}");
+        assert!(made.contains("-H 'Content-Type: application/json'"), "{made}");
+        assert!(made.contains("-H \"Authorization: Bearer 0123abcd\""), "{made}");
+        // A token the caller chose is referred to, not echoed.
+        let own = runs_help(http, &token, true, file);
+        assert!(!own.contains("0123abcd") && own.contains("Bearer $NETDIAG_API_TOKEN"), "{own}");
+        // Another address: the CLI is told where the collector is.
+        let elsewhere = runs_help("127.0.0.1:17600".parse().unwrap(), &token, false, file);
+        assert!(elsewhere.contains("netdiag probe --collector http://127.0.0.1:17600 --from"), "{elsewhere}");
+    }
+
+    #[test]
+    fn generated_tokens_are_long_and_differ() {
+        let (a, b) = (random_token().unwrap(), random_token().unwrap());
+        assert_eq!(a.expose().len(), 64);
+        assert!(a.expose().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a.expose(), b.expose());
+    }
 }

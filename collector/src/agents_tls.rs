@@ -2,19 +2,36 @@
 //! gRPC is taken only from loopback peers unless `--allow-insecure-agents` says otherwise: a
 //! collector that accepted any plaintext agent would take results (and answer with run
 //! requests) from anyone who can reach the port.
+//!
+//! TLS is done here rather than by tonic ([`serve`]): each connection's handshake uses the
+//! configuration current when it was accepted, read again from `--tls-cert`, `--tls-key` and
+//! `--tls-client-ca` when they change ([`netdiag_proto::tls::Reloading`], looked at every few
+//! seconds), so a renewed certificate or a rotated client CA takes effect without a restart.
+//! Sessions already up keep the configuration they were made with.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-use netdiag_proto::tls::{ServerTlsFiles, TlsError};
-use tonic::transport::ServerTlsConfig;
+use netdiag_proto::tls::{RELOAD_CHECK_EVERY, Refresh, Reloading, ServerTlsFiles, TlsError};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::rustls::ServerConfig;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tonic::service::Routes;
 use tonic::{Request, Status};
+use tracing::{info, warn};
+
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The agents' transport flags.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentsTlsArgs {
     /// Certificate (PEM) the agents' session service presents; with --tls-key, agents connect
-    /// over TLS (https://).
+    /// over TLS (https://). Re-read when the file changes (renewals need no restart).
     #[arg(long, env = "NETDIAG_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The private key (PEM) of --tls-cert.
@@ -33,7 +50,8 @@ pub struct AgentsTlsArgs {
 /// The session service's transport, ready to serve.
 #[derive(Debug, Clone, Default)]
 pub struct AgentsTransport {
-    pub tls: Option<ServerTlsConfig>,
+    /// The TLS configuration, rebuilt when its files change.
+    pub tls: Option<Arc<Reloading<ServerConfig>>>,
     /// Whether client certificates are required (a client CA is configured).
     pub mutual: bool,
     pub allow_insecure: bool,
@@ -68,9 +86,77 @@ impl AgentsTlsArgs {
             self.tls_client_ca.clone(),
         )?;
         let mutual = files.as_ref().is_some_and(|f| f.client_ca.is_some());
-        let tls = files.map(|f| f.load()).transpose()?;
+        let tls = files.map(|f| f.reloading(RELOAD_CHECK_EVERY)).transpose()?.map(Arc::new);
         Ok(AgentsTransport { tls, mutual, allow_insecure: self.allow_insecure_agents })
     }
+}
+
+/// Serves `routes` (the session service behind [`gate`]) on `listener` until `shutdown`
+/// resolves: over TLS when the transport has it, plain gRPC otherwise.
+pub async fn serve(
+    routes: Routes,
+    listener: TcpListener,
+    transport: &AgentsTransport,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let mut server = tonic::transport::Server::builder();
+    let router = server.add_routes(routes);
+    match &transport.tls {
+        Some(tls) => router.serve_with_incoming_shutdown(tls_incoming(listener, tls.clone()), shutdown).await,
+        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await,
+    }
+}
+
+/// The TLS configuration for the next connection, reporting a reload once.
+fn current(tls: &Reloading<ServerConfig>) -> Arc<ServerConfig> {
+    let (config, refresh) = tls.get();
+    match refresh {
+        Refresh::Unchanged => {}
+        Refresh::Reloaded => info!(files = ?tls.paths(), "agents' TLS files changed: new sessions use them"),
+        Refresh::Failed(e) => warn!(
+            error = %e,
+            "agents' TLS files changed but cannot be used: new sessions keep the previous certificate"
+        ),
+    }
+    config
+}
+
+/// Connections accepted on `listener` that completed a TLS handshake, each handshake on its
+/// own task so a slow or silent client holds up nobody. The accept loop ends when the stream
+/// is dropped (the server stopped).
+pub fn tls_incoming(
+    listener: TcpListener,
+    tls: Arc<Reloading<ServerConfig>>,
+) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait rather than spin or stop serving.
+                        warn!(error = %e, "cannot accept an agent connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(current(&tls));
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = tx.send(Ok(stream)).await;
+                    }
+                    Ok(Err(e)) => warn!(%peer, error = %e, "agent refused: TLS handshake failed"),
+                    Err(_) => warn!(%peer, "agent refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// Whether a session from `peer` may start. TLS sessions passed the handshake already (and
@@ -131,5 +217,119 @@ mod tests {
         let e = AgentsTlsArgs { tls_cert: Some("/c".into()), ..Default::default() }.load().unwrap_err();
         assert!(e.to_string().contains("--tls-key"), "{e}");
         assert!(AgentsTransport::insecure().describe().contains("--allow-insecure-agents"));
+    }
+
+    /// A CA and two certificates it signed (`names` for the first, "agent" for the second), PEM.
+    struct Pki {
+        ca: String,
+        server: (String, String),
+        client: (String, String),
+    }
+
+    fn pki() -> Pki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let leaf = |name: &str| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        Pki { ca: ca.pem(), server: leaf("collector"), client: leaf("agent") }
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        use tokio_rustls::rustls::pki_types::CertificateDer;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    }
+
+    /// Writes `text` to `path` as a Secret volume or cert-manager does: a new file renamed over.
+    fn put(path: &std::path::Path, text: &str) {
+        let tmp = path.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Connects as an agent trusting `ca` and presenting `client`; the server's certificate
+    /// (None: the handshake failed on this side).
+    async fn try_connect(addr: SocketAddr, ca: &str, client: &(String, String)) -> Option<Vec<u8>> {
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+        use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto};
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap()).unwrap();
+        let chain = vec![CertificateDer::from_pem_slice(client.0.as_bytes()).unwrap()];
+        let key = PrivateKeyDer::from_pem_slice(client.1.as_bytes()).unwrap();
+        let config = ClientConfig::builder_with_provider(Arc::new(crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("collector").unwrap();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.ok()?;
+        Some(tls.get_ref().1.peer_certificates()?.first()?.to_vec())
+    }
+
+    async fn connect(addr: SocketAddr, ca: &str, client: &(String, String)) -> Vec<u8> {
+        try_connect(addr, ca, client).await.expect("the handshake succeeds")
+    }
+
+    /// The client certificate of the next connection the server accepted, if one comes.
+    async fn accepted(
+        incoming: &mut ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
+    ) -> Option<Vec<u8>> {
+        use tokio_stream::StreamExt;
+        let next = tokio::time::timeout(Duration::from_secs(1), incoming.next()).await.ok()??;
+        Some(next.unwrap().get_ref().1.peer_certificates().unwrap()[0].to_vec())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_connections_see_renewed_certificates_and_a_rotated_client_ca() {
+        let dir = std::env::temp_dir().join(format!("netdiag-agents-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (one, two) = (pki(), pki());
+        let files = ServerTlsFiles {
+            cert: dir.join("tls.crt"),
+            key: dir.join("tls.key"),
+            client_ca: Some(dir.join("ca.crt")),
+        };
+        put(&files.cert, &one.server.0);
+        put(&files.key, &one.server.1);
+        put(files.client_ca.as_ref().unwrap(), &one.ca);
+        let tls = Arc::new(files.reloading(Duration::ZERO).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = tls_incoming(listener, tls);
+
+        // Certificate A.
+        assert_eq!(connect(addr, &one.ca, &one.client).await, der(&one.server.0));
+        assert_eq!(accepted(&mut incoming).await, Some(der(&one.client.0)));
+
+        // Renewed to B (another CA, as after a CA rotation): the next connection sees B.
+        put(&files.key, &two.server.1);
+        put(&files.cert, &two.server.0);
+        assert_eq!(connect(addr, &two.ca, &one.client).await, der(&two.server.0));
+        assert_eq!(accepted(&mut incoming).await, Some(der(&one.client.0)));
+
+        // The client CA rotated: agents with the old CA's certificates are refused, new ones taken.
+        put(files.client_ca.as_ref().unwrap(), &two.ca);
+        // (TLS 1.3: the client may finish before the server refuses; the server is the judge.)
+        let _ = try_connect(addr, &two.ca, &one.client).await;
+        assert_eq!(accepted(&mut incoming).await, None, "a certificate the new client CA did not sign");
+        assert_eq!(connect(addr, &two.ca, &two.client).await, der(&two.server.0));
+        assert_eq!(accepted(&mut incoming).await, Some(der(&two.client.0)));
+
+        // A broken renewal (a key that is not the certificate's) keeps serving the last good one.
+        put(&files.key, &one.server.1);
+        assert_eq!(connect(addr, &two.ca, &two.client).await, der(&two.server.0));
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -23,7 +23,13 @@
 //! and the allow-list), 404 (an unknown pod, service or node, named), 429 (`Retry-After`: the
 //! caller's rate limit or the cap on concurrent runs) or 503 (the source's agent is not
 //! connected). A run that hits the collector's time limit is still a 200: `done.end` is
-//! `failed` with the reason in `done.error`, and the steps that finished are there.
+//! `failed` with the reason in `done.error`, and the steps that finished are there. It takes
+//! only `Content-Type: application/json` (else 415).
+//!
+//! Every route, and the gRPC queries sharing the port ([`guarded`]), sits behind [`guard`]: the
+//! name the client used must be one the collector answers to (else 421), and a state-changing
+//! request from a web page must come from one of the collector's own pages (else 403), so a
+//! page elsewhere cannot use the operator's browser against the API (CSRF, DNS rebinding).
 //!
 //! Readiness deliberately does not wait for agents: in a cluster the agents reach the collector
 //! through its Service, which only routes to ready pods, so "ready once an agent connected"
@@ -32,6 +38,9 @@
 //! The router has no fallback of its own, so it can be merged with tonic's gRPC router (which
 //! has one); unknown `/api/…` paths are answered by a wildcard route instead.
 
+#[doc(hidden)]
+pub mod fuzz;
+pub mod guard;
 mod params;
 mod probe;
 mod routes;
@@ -45,6 +54,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::routing::{any, get, post};
 
+pub use self::guard::{AllowedHost, AllowedHostError, Connection};
+
 use crate::metrics::CollectorMetrics;
 use crate::runs::dispatch::Dispatcher;
 use crate::state::CollectorState;
@@ -57,11 +68,12 @@ struct Shared {
     runs: Dispatcher,
 }
 
-/// The collector's HTTP app: API, metrics, health and UI. Serve it with
-/// `into_make_service_with_connect_info::<SocketAddr>()`: on-demand runs need the caller's
-/// address (without it a caller is never taken for loopback).
+/// The collector's HTTP app: API, metrics, health and UI, behind [`guard`]. Serve it with
+/// `into_make_service_with_connect_info::<Connection>()`: on-demand runs need the caller's
+/// address (without it a caller is never taken for loopback) and the guard the local one.
 pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: Dispatcher) -> Router {
-    Router::new()
+    let guard = guard::Guard::new(runs.config());
+    let app = Router::new()
         .route("/api/v1/matrix", get(routes::matrix))
         .route("/api/v1/diagnosis", get(routes::diagnosis))
         .route("/api/v1/agents", get(routes::agents))
@@ -72,5 +84,16 @@ pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: 
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .merge(crate::ui::router())
-        .with_state(Shared { state, metrics, runs })
+        .with_state(Shared { state, metrics, runs });
+    guarded_by(app, guard)
+}
+
+/// `other` (the gRPC query routes served on the same port) behind the same [`guard`] as
+/// [`router`], with the Host rule and token of `runs`.
+pub fn guarded(other: Router, runs: &Dispatcher) -> Router {
+    guarded_by(other, guard::Guard::new(runs.config()))
+}
+
+fn guarded_by(app: Router, guard: guard::Guard) -> Router {
+    app.layer(axum::middleware::from_fn_with_state(guard, guard::check))
 }

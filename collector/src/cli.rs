@@ -14,6 +14,7 @@ use netdiag_model::inventory::Inventory;
 use socket2::{Domain, Socket, Type};
 
 use crate::agents_tls::AgentsTlsArgs;
+use crate::api::AllowedHost;
 use crate::kube_inventory::{self, KubeArgs};
 use crate::runs::auth::ApiToken;
 use crate::runs::config::{DEFAULT_MAX_CONCURRENT, DEFAULT_PER_MINUTE, RunsConfig};
@@ -49,6 +50,17 @@ pub struct CollectorCli {
     /// it the token is NETDIAG_API_TOKEN; without either, runs are taken only from loopback.
     #[arg(long, env = "NETDIAG_API_TOKEN_FILE")]
     pub api_token_file: Option<PathBuf>,
+    /// A host name (or address) the HTTP API, UI and CLI queries answer to besides localhost,
+    /// loopback addresses and the listener's own address: the name of an Ingress or Service
+    /// clients use. Requests naming another host are refused (DNS rebinding) unless they carry
+    /// the API token. Repeat the flag, or comma-separate in the env.
+    #[arg(
+        long = "api-allowed-host",
+        env = "NETDIAG_API_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    pub api_allowed_hosts: Vec<AllowedHost>,
     /// A range on-demand runs may target besides the cluster's pod, service and node ranges
     /// (CIDR; repeat the flag, or comma-separate in the env).
     #[arg(long = "run-allow", env = "NETDIAG_RUN_ALLOW", value_delimiter = ',', value_name = "CIDR")]
@@ -104,6 +116,7 @@ impl CollectorCli {
             run_limit: self.run_timeout,
             max_concurrent: self.max_concurrent_runs.max(1),
             per_minute: self.runs_per_minute.max(1),
+            allowed_hosts: self.api_allowed_hosts.clone(),
             ..RunsConfig::default()
         })
     }
@@ -232,5 +245,34 @@ mod tests {
             ])
             .is_err()
         );
+    }
+
+    #[test]
+    fn allowed_hosts_repeat_and_refuse_what_is_not_a_host() {
+        let cli = CollectorCli::try_parse_from([
+            "netdiag-collector",
+            "--inventory",
+            "file:/x",
+            "--api-allowed-host",
+            "Netdiag.Example.com.",
+            "--api-allowed-host",
+            "[fd00::5]",
+        ])
+        .unwrap();
+        let hosts: Vec<String> =
+            cli.runs_config().unwrap().allowed_hosts.iter().map(|h| h.to_string()).collect();
+        assert_eq!(hosts, ["netdiag.example.com", "fd00::5"]);
+        for bad in ["http://netdiag.example.com", "netdiag.example.com:7600", "*.example.com", "a b"] {
+            let e = CollectorCli::try_parse_from([
+                "netdiag-collector",
+                "--inventory",
+                "file:/x",
+                "--api-allowed-host",
+                bad,
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("is not a host name or address"), "{bad}: {e}");
+        }
     }
 }

@@ -98,23 +98,26 @@ pub async fn serve(
     }
     let dispatcher = Dispatcher::new(state.clone(), ingest.clone(), runs);
     info!(transport = agents_transport.describe(), "agents' session service");
-    let mut sessions = tonic::transport::Server::builder();
-    if let Some(tls) = agents_transport.tls.clone() {
-        sessions = sessions.tls_config(tls).map_err(ServerError::Tls)?;
-    }
-    let sessions = sessions
-        .add_service(InterceptedService::new(ingest.into_service(), agents_tls::gate(&agents_transport)))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(agents),
-            stopped(stop.clone()),
-        );
+    // TLS, when configured, is done by `agents_tls` so renewed certificates are picked up.
+    let sessions = agents_tls::serve(
+        tonic::service::Routes::new(InterceptedService::new(
+            ingest.into_service(),
+            agents_tls::gate(&agents_transport),
+        )),
+        agents,
+        &agents_transport,
+        stopped(stop.clone()),
+    );
 
     let grpc =
         tonic::service::Routes::new(QueryService::new(state.clone(), dispatcher.clone()).into_service())
             .into_axum_router();
+    // The gRPC queries share the port, so they pass the same Host/Origin guard as the API.
+    let grpc = crate::api::guarded(grpc, &dispatcher);
     let app = crate::api::router(state.clone(), state.metrics().clone(), dispatcher).merge(grpc);
-    // The caller's address decides loopback-only runs and keys the rate limit.
-    let api = axum::serve(http, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+    // The caller's address decides loopback-only runs and keys the rate limit; the local one
+    // is the listener's own address for the Host check.
+    let api = axum::serve(http, app.into_make_service_with_connect_info::<crate::api::Connection>())
         .with_graceful_shutdown(stopped(stop.clone()));
 
     let (inventory_file, mut inventory_updates) = match inventory {

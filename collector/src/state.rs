@@ -317,14 +317,16 @@ impl Sink for CollectorState {
         if let Ok(mut agents) = self.agents.lock()
             && let Some(e) = agents.get_mut(node)
         {
-            e.info.results_received += n;
-            e.info.results_dropped += dropped;
+            // `dropped` is the agent's word: saturate rather than overflow (a panic here would
+            // poison the lock and stop every later update).
+            e.info.results_received = e.info.results_received.saturating_add(n);
+            e.info.results_dropped = e.info.results_dropped.saturating_add(dropped);
             e.info.last_seen = Some(now);
         }
         self.count(|c| {
-            c.batches += 1;
-            c.results += n;
-            c.dropped_by_agents += dropped;
+            c.batches = c.batches.saturating_add(1);
+            c.results = c.results.saturating_add(n);
+            c.dropped_by_agents = c.dropped_by_agents.saturating_add(dropped);
         });
     }
 

@@ -33,6 +33,13 @@ pub const DEFAULT_LADDER: [u16; 7] = [576, 1280, 1400, 1450, 1480, 1500, 9000];
 /// Echoes sent per size per round, so one lost echo does not fail a size.
 const ATTEMPTS: u32 = 2;
 
+/// For `fuzz/` only: what [`packet`] reads from the bytes a RAW socket received from `from`
+/// while probing `target`. Not part of the agent's API.
+#[doc(hidden)]
+pub fn fuzz_parse_answer(bytes: &[u8], from: IpAddr, target: IpAddr) -> Option<impl std::fmt::Debug> {
+    packet::parse(bytes, from, target)
+}
+
 /// Finds the largest IP packet that reaches `target` from `src` and comes back.
 ///
 /// The ladder's sizes below the route's MTU (the kernel's `IP_MTU` toward the target: the

@@ -1,6 +1,8 @@
 //! `POST /api/v1/probe`: an on-demand run through [`crate::runs::dispatch`], answered once it
-//! is done. The body is read by hand so every mistake names its field; the caller's address
-//! comes from the connection (`ConnectInfo`), its token from `Authorization: Bearer`.
+//! is done. The body must be declared `application/json` (no HTML form can send that, and a
+//! cross-origin script only after a CORS preflight, which the collector never grants) and is
+//! read by hand so every mistake names its field; the caller's address comes from the
+//! connection (`ConnectInfo`), its token from `Authorization: Bearer`.
 
 use std::net::SocketAddr;
 
@@ -28,7 +30,7 @@ const FIELDS: &str = "from, to, http_path and timeout_ms";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct BodyError {
     field: Option<String>,
-    message: String,
+    pub(super) message: String,
 }
 
 impl BodyError {
@@ -148,6 +150,29 @@ pub(super) fn caller(extensions: &Extensions, headers: &HeaderMap) -> Caller {
     }
 }
 
+/// The refusal (415) of a body not declared as JSON, before anything else: a refused request takes
+/// nothing from the caller's rate limit.
+fn not_json(headers: &HeaderMap) -> Option<ApiError> {
+    let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let essence = given.as_deref().map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    if essence.as_deref() == Some("application/json") {
+        return None;
+    }
+    let got = match &given {
+        Some(t) => format!("got Content-Type {:?}", excerpt(t)),
+        None => "the request has no Content-Type".to_owned(),
+    };
+    let mut e = ApiError::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorResponse::new(format!(
+            "POST /api/v1/probe takes a JSON body: send `Content-Type: application/json` ({got}); \
+             with curl: -H 'Content-Type: application/json'"
+        )),
+    );
+    e.headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+    Some(e)
+}
+
 /// `POST /api/v1/probe`.
 pub(super) async fn probe(
     State(s): State<Shared>,
@@ -155,6 +180,9 @@ pub(super) async fn probe(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    if let Some(refusal) = not_json(&headers) {
+        return Err(refusal);
+    }
     let admitted = s.runs.admit(&caller(&extensions, &headers))?;
     let request = parse(&body)?;
     let started = Instant::now();

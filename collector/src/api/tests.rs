@@ -544,6 +544,30 @@ async fn agents_list_every_node_with_its_session() {
     assert_eq!(agents[2]["connected"], false, "node-3's session ended");
 }
 
+#[tokio::test]
+async fn dropped_counts_an_agent_reports_saturate_instead_of_overflowing() {
+    // An agent says how many results it dropped; a huge (or hostile) number must neither panic
+    // (debug overflow) nor poison the locks that every later batch needs.
+    let lab = lab();
+    let huge = |seq| ResultBatch { dropped: u64::MAX - 1, ..batch(seq, vec![]) };
+    lab.state.results(&node("node-1"), huge(10));
+    lab.state.results(&node("node-1"), huge(11));
+    let one = icmp("tidb/demo-pd-0", pod_target("tidb/demo-pd-1", "10.244.2.2", None), 1);
+    lab.state.results(&node("node-1"), batch(12, vec![one]));
+    let (_, body) = get_json(lab.app(), "/api/v1/agents").await;
+    assert_eq!(body["agents"][0]["results_dropped"], u64::MAX);
+    assert_eq!(body["agents"][0]["results_received"], 9, "later batches still counted");
+    let counters = lab.state.counters();
+    assert_eq!(counters.dropped_by_agents, u64::MAX);
+    assert_eq!(counters.batches, 5);
+    let (status, _, text) = get(lab.app(), "/metrics").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        text.contains(&format!("netdiag_results_dropped_total{{reason=\"agent_buffer_full\"}} {}", u64::MAX)),
+        "{text}"
+    );
+}
+
 // --- metrics ---
 
 /// `(name, labels)` of every sample line.
@@ -776,7 +800,10 @@ mod probe {
     const BODY: &str = r#"{"from": "tidb/demo-pd-0", "to": "svc/tidb/demo-pd:2379"}"#;
 
     fn post(body: &str, from: Option<&str>, token: Option<&str>) -> Request<Body> {
-        let mut r = Request::builder().method(Method::POST).uri("/api/v1/probe");
+        let mut r = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/probe")
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(t) = token {
             r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
         }

@@ -95,7 +95,8 @@ impl Credentials {
 pub enum AuthError {
     #[error(
         "on-demand runs need the collector's API token: send `Authorization: Bearer <token>` \
-         (netdiag probe reads it from --api-token-file or NETDIAG_API_TOKEN)"
+         (netdiag probe reads it from --api-token-file or NETDIAG_API_TOKEN; `netdiag demo` prints \
+         its token when it starts)"
     )]
     Missing,
     #[error("the Authorization header is not `Bearer <token>`")]

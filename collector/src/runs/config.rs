@@ -7,6 +7,7 @@ use ipnet::IpNet;
 use netdiag_model::run::RunTimeout;
 
 use super::auth::ApiToken;
+use crate::api::AllowedHost;
 
 /// How long a whole run may take unless configured otherwise.
 pub const DEFAULT_RUN_LIMIT: Duration = Duration::from_secs(30);
@@ -30,6 +31,9 @@ pub struct RunsConfig {
     pub default_step_timeout: RunTimeout,
     pub max_concurrent: usize,
     pub per_minute: u32,
+    /// Names the HTTP API answers to besides `localhost`, loopback addresses and the listener's
+    /// own address (`--api-allowed-host`; the Host and Origin checks of [`crate::api`]).
+    pub allowed_hosts: Vec<AllowedHost>,
 }
 
 impl Default for RunsConfig {
@@ -44,6 +48,7 @@ impl Default for RunsConfig {
             },
             max_concurrent: DEFAULT_MAX_CONCURRENT,
             per_minute: DEFAULT_PER_MINUTE,
+            allowed_hosts: Vec::new(),
         }
     }
 }

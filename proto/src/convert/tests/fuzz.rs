@@ -269,3 +269,21 @@ proptest! {
         convert_is_stable::<MatrixSnapshot, v1::MatrixResponse>(v1::MatrixResponse { cells: vec![cell], generated_unix_ms: 1 });
     }
 }
+
+/// Writes the seed corpus of `fuzz/`'s `proto_agent_message` target: each valid agent message
+/// (hello, plain and tabled result batches, inspection, run progress) encoded, one file each.
+/// Run by hand when the contract changes:
+/// `NETDIAG_FUZZ_SEEDS=fuzz/corpus/proto_agent_message cargo test -p netdiag-proto -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore = "writes files; run by hand to refresh the fuzz seeds"]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("NETDIAG_FUZZ_SEEDS") else {
+        panic!("set NETDIAG_FUZZ_SEEDS to the corpus directory");
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let names = ["hello", "results-plain", "inspection", "run-progress", "results-tabled"];
+    for (name, bytes) in names.into_iter().zip(valid_agent_messages()) {
+        std::fs::write(dir.join(format!("seed-{name}.pb")), bytes).unwrap();
+    }
+}

@@ -1,0 +1,20 @@
+//! kube-proxy's iptables rules as the agent reads them from `iptables-save` text: every frontend
+//! and the DNAT targets its jumps lead to. Properties: no panic, no hang (jumps are followed to
+//! a bounded depth, loops cut), no unbounded memory; each frontend reported once, and every one
+//! passes the collector's validation.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use netdiag_agent::inspect::iptables_nat;
+
+fuzz_target!(|data: &[u8]| {
+    let text = netdiag_fuzz::text(data);
+    let services = iptables_nat::parse(&text);
+    let _ = iptables_nat::has_kube_proxy_rules(&text);
+    for pair in services.windows(2) {
+        let key = |s: &netdiag_model::inspect::NatService| (s.node_port, s.vip, s.port, s.protocol);
+        assert!(key(&pair[0]) != key(&pair[1]), "frontend reported twice: {:?}", pair[0]);
+    }
+    netdiag_fuzz::nat_reaches_the_collector(&services);
+});

@@ -1,0 +1,24 @@
+//! kube-proxy's nftables rules as the agent reads them from `nft -j list ruleset` JSON: the
+//! families holding a `kube-proxy` table, every frontend and its DNAT targets. Properties: no
+//! panic, no hang (verdicts are followed to a bounded depth), no unbounded memory; input that is
+//! not nft's JSON is an error, and every frontend found passes the collector's validation.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use netdiag_agent::inspect::nft_kube_proxy;
+
+fuzz_target!(|data: &[u8]| {
+    let json = netdiag_fuzz::text(data);
+    let tables = nft_kube_proxy::kube_proxy_tables(&json);
+    match nft_kube_proxy::parse(&json) {
+        Ok(services) => {
+            assert!(tables.is_ok(), "parsed, yet not nft JSON to kube_proxy_tables");
+            netdiag_fuzz::nat_reaches_the_collector(&services);
+        }
+        Err(e) => {
+            assert!(tables.is_err(), "not nft JSON to parse, yet it is to kube_proxy_tables");
+            let _ = e.to_string();
+        }
+    }
+});
