@@ -83,6 +83,11 @@ pub(super) fn node_loss(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         a.claim(&bad);
         a.claim(&flapping);
         a.claim(&collateral);
+        // Lookups and VIP connects whose backend sits across the lossy node lose with it (a
+        // resolver on that node looks degraded from everywhere).
+        let dependents = a.claim_dependents(|o, b, _| {
+            b.node.as_ref().is_some_and(|bn| (bn == &n) != (o.dnat_node() == &n))
+        });
         // Per packet, pooled over the paths, since the loss began.
         let mean = 100.0 * a.pooled_onset(&bad).loss();
         let losses: Vec<f64> = bad.iter().map(|&i| a.obs[i].stats.loss_ratio.get()).collect();
@@ -108,6 +113,7 @@ pub(super) fn node_loss(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         let mut affected = a.paths(&bad);
         affected.extend(a.paths(&flapping));
         affected.extend(a.paths(&collateral));
+        affected.extend(a.paths(&dependents));
         out.push(
             Draft::new(
                 ids::NODE_PACKET_LOSS,

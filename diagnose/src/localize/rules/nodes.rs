@@ -1,5 +1,5 @@
 //! Rule 1, a node cut off (runbook 1.6): every cross-node path in and out of one node fails,
-//! seen by at least two other nodes' agents, while other nodes still reach each other. A node
+//! seen by at least two other nodes' agents (one, when only one other can see it), while other nodes still reach each other. A node
 //! with any working path to another node is cleared. The isolated node's own agent usually
 //! cannot report (its cells are unknown), so the verdict rests on the other agents.
 
@@ -26,12 +26,15 @@ pub(super) fn isolated(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         for (n, cross) in &touching {
             let t = a.tally(cross);
             let others = t.observers.iter().filter(|o| *o != n).count();
+            // Two other observers where two can see it; on three nodes with one agent silent,
+            // the one left.
+            let could = t.agents.iter().filter(|o| *o != n).count();
             // Cleared by any working path; the other nodes must still reach each other.
             let others_fine = working_cross > t.working;
             if t.working > 0
                 || !others_fine
                 || t.failing.len() < a.th.min_failing_cells
-                || others < a.th.min_observers
+                || others < a.need(could)
             {
                 continue;
             }
