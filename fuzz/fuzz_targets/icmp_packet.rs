@@ -23,17 +23,19 @@ const ROUTER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x172, 0x29, 0, 0, 0, 0, 0x12)
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, packet)) = data.split_first() else { return };
     let (v6, from_target) = (selector & 1 == 1, selector & 2 == 2);
-    let (target, router) =
-        if v6 { (IpAddr::V6(TARGET_V6), IpAddr::V6(ROUTER_V6)) } else { (IpAddr::V4(TARGET_V4), IpAddr::V4(ROUTER_V4)) };
+    let (target, router) = if v6 {
+        (IpAddr::V6(TARGET_V6), IpAddr::V6(ROUTER_V6))
+    } else {
+        (IpAddr::V4(TARGET_V4), IpAddr::V4(ROUTER_V4))
+    };
     let from = if from_target { target } else { router };
     if let Some(answer) = netdiag_agent::probe::mtu::fuzz_parse_answer(packet, from, target) {
         let text = format!("{answer:?}");
-        assert!(!text.contains("mtu: Some(0)"), "a zero next-hop MTU: {text}");
+        assert!(!text.contains("mtu: Some(0)"), "a zero next-hop MTU: {}", netdiag_fuzz::head(&text));
     }
     if v6 {
         let _ = Icmpv6Packet::decode(packet, TARGET_V6);
     } else {
         let _ = Icmpv4Packet::decode(packet, Type::RAW, TARGET_V4, US_V4);
     }
-    let _ = netdiag_fuzz::head("");
 });

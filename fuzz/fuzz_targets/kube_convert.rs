@@ -52,6 +52,11 @@ fuzz_target!(|data: &[u8]| {
         panic!("the converted inventory does not validate: {e}");
     }
     for s in &converted.skipped {
-        assert!(s.reason.len() < 1024, "{} byte skip reason: {}", s.reason.len(), netdiag_fuzz::head(&s.reason));
+        assert!(
+            s.reason.len() < 1024,
+            "{} byte skip reason: {}",
+            s.reason.len(),
+            netdiag_fuzz::head(&s.reason)
+        );
     }
 });

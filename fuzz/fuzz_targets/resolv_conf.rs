@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     let conf = resolv_conf::parse(&netdiag_fuzz::text(data));
     let o = &conf.options;
     assert!(conf.nameservers.len() <= MAXNS, "{} nameservers", conf.nameservers.len());
-    assert!(o.ndots <= MAX_NDOTS && o.timeout_secs <= MAX_TIMEOUT_SECS && o.attempts <= MAX_ATTEMPTS, "{o:?}");
+    assert!(
+        o.ndots <= MAX_NDOTS && o.timeout_secs <= MAX_TIMEOUT_SECS && o.attempts <= MAX_ATTEMPTS,
+        "{o:?}"
+    );
     for name in NAMES.into_iter().filter_map(|n| DnsName::new(n).ok()) {
         for c in resolv_conf::candidates(&name, &conf) {
             assert!(c.ends_with('.') && c.len() <= DnsName::MAX_LEN + 1, "candidate {c:?}");

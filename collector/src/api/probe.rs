@@ -55,10 +55,17 @@ fn string<'a>(
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(other) => {
-            Err(BodyError::field(field, format!("must be a string like {example:?}, not {other}")))
-        }
+        Some(other) => Err(BodyError::field(
+            field,
+            format!("must be a string like {example:?}, not {}", json_excerpt(other)),
+        )),
     }
+}
+
+/// The start of a JSON value as the caller wrote it: a body can hold megabytes in one field,
+/// and an error quotes only enough to recognise it.
+fn json_excerpt(v: &Value) -> String {
+    excerpt(&v.to_string())
 }
 
 fn required<'a>(
@@ -114,7 +121,7 @@ pub(super) fn parse(body: &[u8]) -> Result<ProbeRunRequest, BodyError> {
         Some(other) => {
             return Err(BodyError::field(
                 "timeout_ms",
-                format!("must be a number of milliseconds, not {other}"),
+                format!("must be a number of milliseconds, not {}", json_excerpt(other)),
             ));
         }
     };
@@ -240,6 +247,21 @@ mod tests {
             let e = err(body);
             assert_eq!(e.field.as_deref(), field, "{body}: {e:?}");
             assert!(e.message.contains(text), "{body}: {}", e.message);
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/`'s `api_probe_body`): a field of the wrong type was quoted whole.
+    #[test]
+    fn values_of_the_wrong_type_are_quoted_as_an_excerpt() {
+        let long = "ab~".repeat(5_000);
+        for body in [
+            format!(r#"{{"from":"a/b","to":"a/c","timeout_ms":"{long}"}}"#),
+            format!(r#"{{"from":["{long}"],"to":"a/c"}}"#),
+            format!(r#"{{"from":"a/b","to":{{"x":"{long}"}}}}"#),
+        ] {
+            let e = err(&body);
+            assert!(e.message.len() < 300, "{} bytes: {}", e.message.len(), excerpt(&e.message));
+            assert!(e.message.contains('…'), "{}", e.message);
         }
     }
 }
