@@ -146,7 +146,7 @@ pub enum Direction {
 
 /// The sources a filter singles out.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum From {
+pub enum FilteredSources {
     /// The node itself and its pods.
     Node(NodeName),
     /// The pods of a namespace.
@@ -176,7 +176,7 @@ pub struct World {
     /// Loss through the node's uplink in one direction only.
     loss_one_way: Option<(NodeName, f64, Direction)>,
     /// Every packet into the pod from the group is dropped.
-    filters: Vec<(PodRef, From)>,
+    filters: Vec<(PodRef, FilteredSources)>,
     /// ICMP into the node (and its pods) is dropped; TCP passes.
     icmp_blocked: Vec<NodeName>,
     /// The cluster DNS drops this share of queries.
@@ -272,12 +272,12 @@ impl World {
     }
     /// The pod drops everything from the pods of node `n` (and the node itself).
     pub fn filter_from_node(mut self, p: &str, n: &str) -> Self {
-        self.filters.push((pod(p), From::Node(node(n))));
+        self.filters.push((pod(p), FilteredSources::Node(node(n))));
         self
     }
     /// The pod drops everything from the pods of namespace `ns`.
     pub fn filter_from_namespace(mut self, p: &str, ns: &str) -> Self {
-        self.filters.push((pod(p), From::Namespace(ns.to_owned())));
+        self.filters.push((pod(p), FilteredSources::Namespace(ns.to_owned())));
         self
     }
     pub fn icmp_blocked(mut self, n: &str) -> Self {
@@ -555,11 +555,13 @@ impl World {
         if dst_pod.is_some_and(|p| self.pods_down.contains(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
-        let filtered = |(p, g): &(PodRef, From)| {
+        let filtered = |(p, g): &(PodRef, FilteredSources)| {
             dst_pod == Some(p)
                 && match g {
-                    From::Node(n) => n == from,
-                    From::Namespace(ns) => source.pod().is_some_and(|s| s.namespace.as_str() == ns),
+                    FilteredSources::Node(n) => n == from,
+                    FilteredSources::Namespace(ns) => {
+                        source.pod().is_some_and(|s| s.namespace.as_str() == ns)
+                    }
                 }
         };
         if self.filters.iter().any(filtered) && source.pod() != dst_pod {

@@ -573,6 +573,18 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
     None
 }
 
+/// Packets sent and lost by the open cells of `kinds` this pass counts and no finding of it
+/// has taken yet: what a candidate's loss is compared against.
+fn packets(a: &Analysis<'_>, kinds: Kinds, pass: Pass, done: &[bool]) -> (u64, u64) {
+    a.open()
+        .filter(|&i| !done.get(i).copied().unwrap_or(false))
+        .map(|i| &a.obs[i])
+        .filter(|o| kinds.admits(o) && pass.counts(o))
+        .fold((0, 0), |(s, l), o| {
+            (s + o.stats.packets_sent, l + o.stats.packets_sent.saturating_sub(o.stats.packets_received))
+        })
+}
+
 /// Runs both passes; every draft it writes owns the cells it claims.
 pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
     let mut rejected = Vec::new();
@@ -590,18 +602,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
             let mut totals: std::collections::HashMap<Kinds, (u64, u64)> = std::collections::HashMap::new();
             for c in all {
                 let mut f = fit(a, &c, pass, &done);
-                let outside = *totals.entry(c.kinds).or_insert_with(|| {
-                    a.open()
-                        .filter(|&i| !done[i])
-                        .map(|i| &a.obs[i])
-                        .filter(|o| c.kinds.admits(o) && pass.counts(o))
-                        .fold((0, 0), |(s, l), o| {
-                            (
-                                s + o.stats.packets_sent,
-                                l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
-                            )
-                        })
-                });
+                let outside = *totals.entry(c.kinds).or_insert_with(|| packets(a, c.kinds, pass, &done));
                 if let Some(reason) = objection(a, &mut f, pass, outside, tests) {
                     if !f.hits.is_empty() {
                         rejected.push(Rejected { candidate: c, fit: f, reason });
@@ -628,16 +629,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, out: &mut Vec<Draft>) -> Vec<Rejected> {
                 _ => {
                     let wide = Candidate { scope: c.scope.clone(), kinds: Kinds::All };
                     let mut wf = fit(a, &wide, pass, &done);
-                    let outside =
-                        a.open().filter(|&i| !done[i]).map(|i| &a.obs[i]).filter(|o| pass.counts(o)).fold(
-                            (0, 0),
-                            |(s, l), o| {
-                                (
-                                    s + o.stats.packets_sent,
-                                    l + o.stats.packets_sent.saturating_sub(o.stats.packets_received),
-                                )
-                            },
-                        );
+                    let outside = packets(a, Kinds::All, pass, &done);
                     if objection(a, &mut wf, pass, outside, tests).is_none() { (wide, wf) } else { (c, f) }
                 }
             };
