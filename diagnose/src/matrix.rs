@@ -31,7 +31,7 @@ use netdiag_model::result::{ProbeResult, ResultBatch};
 use netdiag_model::{MatrixLevel, MatrixQuery, MatrixSnapshot, NodeName, UnixMillis};
 
 use self::cell::CellState;
-pub use self::cell::{CellStats, LastError};
+pub use self::cell::{CellStats, Counts, LastError};
 use self::intern::{Id, Interner};
 use self::key::node_destination;
 pub use self::key::{
@@ -39,7 +39,7 @@ pub use self::key::{
     PodKey, PodKeyRef,
 };
 pub use self::placement::InventoryIndex;
-pub use self::window::{BucketCounts, WindowSpec, since_onset};
+pub use self::window::{BucketCounts, WindowSpec, repair_index, since_onset};
 
 /// How the matrix judges and forgets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,13 +411,13 @@ impl Matrix {
         Some(self.node_stats(&cell.state, now))
     }
 
-    /// A pod-level cell's buckets with attempts at `now`, oldest first (for finding when a
-    /// fault began); None for a cell the matrix does not hold.
+    /// A pod-level cell's buckets with attempts at `now` since its latest repair, oldest first
+    /// (for finding when a fault began); None for a cell the matrix does not hold.
     pub fn pod_cell_history(&self, key: &PodKey, now: UnixMillis) -> Option<Vec<BucketCounts>> {
         let source = self.sources.get(&key.source)?;
         let destination = self.destinations.get(&key.destination)?;
         let cell = self.pods.get(&CellIds { source, destination, kind: key.kind })?;
-        Some(cell.state.history(&self.config.window, now))
+        Some(cell.state.history_since_repair(&self.config.window, now))
     }
 
     /// Every pod-level cell at `now`, in key order (source, destination, kind).

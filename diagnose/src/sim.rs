@@ -196,6 +196,8 @@ pub struct World {
     stale_routes: bool,
     /// The samples (0 to `SAMPLES - 1`) during which the faults are in place; all by default.
     active: Option<std::ops::Range<i64>>,
+    /// From this sample on, another world's faults instead (one fault healed, another began).
+    later: Option<(i64, Box<World>)>,
 }
 
 impl World {
@@ -343,6 +345,18 @@ impl World {
         self.active = Some(0..SAMPLES - n);
         self
     }
+    /// The faults are in place during samples `r`; a range starting below 0 adds samples
+    /// before the usual ones (5 s apart; the window holds 11 at most).
+    pub fn during(mut self, r: std::ops::Range<i64>) -> Self {
+        self.active = Some(r);
+        self
+    }
+    /// From sample `from` on (of `SAMPLES`), `later` reports instead: a fault that ended,
+    /// followed by another.
+    pub fn then(mut self, from: i64, later: World) -> Self {
+        self.later = Some((from, Box::new(later)));
+        self
+    }
     pub fn stale_routes(mut self) -> Self {
         self.stale_routes = true;
         self
@@ -372,19 +386,24 @@ impl World {
         let index = InventoryIndex::new(&inv);
         let mut m = Matrix::default();
         for (agent, source, target, kind) in plan(&inv) {
-            for k in 0..SAMPLES {
-                let (at, result) = if self.silent.contains(&agent) {
+            let first = self.active.as_ref().map_or(0, |r| r.start.clamp(-5, 0));
+            for k in first..SAMPLES {
+                let w = match &self.later {
+                    Some((from, later)) if k >= *from => later,
+                    _ => self,
+                };
+                let (at, result) = if w.silent.contains(&agent) {
                     let at = t(k * 4_000);
-                    (at, self.failing(&source, &target, kind, at))
-                } else if self.quiet.contains(&agent) {
+                    (at, w.failing(&source, &target, kind, at))
+                } else if w.quiet.contains(&agent) {
                     if k > 3 {
                         continue;
                     }
                     let at = t(30_000 + k * 5_000);
                     (at, World::default().result(&inv, &agent, &source, &target, kind, k, at))
-                } else if self.active.as_ref().is_none_or(|r| r.contains(&k)) {
+                } else if w.active.as_ref().is_none_or(|r| r.contains(&k)) {
                     let at = t(30_000 + k * 5_000);
-                    (at, self.result(&inv, &agent, &source, &target, kind, k, at))
+                    (at, w.result(&inv, &agent, &source, &target, kind, k, at))
                 } else {
                     let at = t(30_000 + k * 5_000);
                     (at, World::default().result(&inv, &agent, &source, &target, kind, k, at))
@@ -638,7 +657,7 @@ impl World {
         {
             return self.failing(source, target, kind, at);
         }
-        let pick = |n: usize| ((hash(&cell) as usize) + k as usize) % n.max(1);
+        let pick = |n: usize| (hash(&cell) as usize).wrapping_add(k.rem_euclid(1 << 16) as usize) % n.max(1);
         match (kind, target) {
             (ProbeKind::Icmp, Target::Pod { pod: p, .. }) => {
                 let to = inv.pod(p).map(|i| i.node.clone()).unwrap_or_else(|| agent.clone());

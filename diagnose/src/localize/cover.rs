@@ -257,16 +257,14 @@ impl Pass {
     /// The cell says anything to this pass: a path that never worked in the window is no
     /// evidence of degradation, one way or the other.
     fn counts(self, o: &Obs) -> bool {
-        self == Pass::Hard || o.stats.successes > 0
+        self == Pass::Hard || o.stats.since_repair.successes > 0
     }
 
-    /// The cell lost something in the window (a failed attempt, a lost echo) yet works at
-    /// times: what pooled degradation evidence is made of, whether or not the cell alone is
-    /// significant enough to be `degraded`.
+    /// The cell lost something since its latest repair (a failed attempt, a lost echo) yet
+    /// works at times: what pooled degradation evidence is made of, whether or not the cell
+    /// alone is significant enough to be `degraded`. An outage that ended is not evidence.
     fn troubled(self, o: &Obs) -> bool {
-        self == Pass::Soft
-            && o.stats.successes > 0
-            && (o.stats.failures > 0 || o.stats.packets_received < o.stats.packets_sent)
+        self == Pass::Soft && o.stats.since_repair.successes > 0 && o.stats.since_repair.troubled()
     }
 
     /// The cell shows the component working.
@@ -295,7 +293,7 @@ pub(crate) struct Fit {
     /// Soft pass: cells with any loss in scope (see [`Pass::troubled`]).
     troubled: Vec<usize>,
     /// Packets (an attempt is one packet, an echo burst its echoes) sent and lost by every
-    /// open cell in scope, over the window.
+    /// open cell in scope, since each cell's latest repair.
     sent: u64,
     lost: u64,
     /// The soft pass's evidence: the log-likelihood ratio of the scope's loss rate against the
@@ -480,8 +478,8 @@ fn fit(a: &Analysis<'_>, c: &Candidate, pass: Pass, done: &[bool]) -> Fit {
                 f.observers.insert(c.scope.observer(o));
             }
         }
-        f.sent += o.stats.packets_sent;
-        f.lost += o.stats.packets_sent.saturating_sub(o.stats.packets_received);
+        f.sent += o.stats.since_repair.packets_sent;
+        f.lost += o.stats.since_repair.lost();
         if pass.hit(o) {
             f.hits.push(i);
             if pass == Pass::Hard {
@@ -559,8 +557,11 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
             return Some(format!("too few packets to tell from background loss ({:.1}%)", 100.0 * rest));
         }
         // ... but one round of failures, however correlated, is a fault starting, not yet a
-        // degradation: a degraded cell, or losses in two rounds at least.
-        if f.hits.is_empty() && a.trouble_rounds(&f.troubled) < 2 {
+        // degradation: losses in two rounds at least since the scope's latest repair, and two
+        // rounds since its onset (a cell that lost in an earlier fault's time does not make a
+        // new fault older).
+        let pooled: Vec<usize> = f.hits.iter().chain(&f.troubled).copied().collect();
+        if a.trouble_rounds(&pooled) < 2 || a.rounds_since_onset(&pooled) < 2 {
             return Some("its losses all fell in one round of probes".to_owned());
         }
         // ... and still going on: the latest rounds lose too (a repaired path's window
@@ -580,9 +581,7 @@ fn packets(a: &Analysis<'_>, kinds: Kinds, pass: Pass, done: &[bool]) -> (u64, u
         .filter(|&i| !done.get(i).copied().unwrap_or(false))
         .map(|i| &a.obs[i])
         .filter(|o| kinds.admits(o) && pass.counts(o))
-        .fold((0, 0), |(s, l), o| {
-            (s + o.stats.packets_sent, l + o.stats.packets_sent.saturating_sub(o.stats.packets_received))
-        })
+        .fold((0, 0), |(s, l), o| (s + o.stats.since_repair.packets_sent, l + o.stats.since_repair.lost()))
 }
 
 /// Runs both passes; every draft it writes owns the cells it claims.

@@ -488,9 +488,10 @@ impl<'a> Analysis<'a> {
         set.into_iter().collect()
     }
 
-    /// The cells' counts pooled bucket by bucket, since the pooled series' onset of trouble:
-    /// a fault's magnitude over its own window, not diluted by the samples before it.
-    pub(crate) fn pooled_onset(&self, ids: &[usize]) -> crate::matrix::BucketCounts {
+    /// The cells' counts pooled bucket by bucket, oldest first, since the pooled series'
+    /// latest repair ([`crate::matrix::repair_index`]): a fault that ended is history, even
+    /// where no single cell saw enough of it to tell.
+    fn pooled_history(&self, ids: &[usize]) -> Vec<crate::matrix::BucketCounts> {
         let mut by_start: BTreeMap<i64, crate::matrix::BucketCounts> = BTreeMap::new();
         for &i in ids {
             let Some(o) = self.obs.get(i) else { continue };
@@ -501,38 +502,44 @@ impl<'a> Analysis<'a> {
                     .add(&b);
             }
         }
-        let series: Vec<_> = by_start.into_values().collect();
-        crate::matrix::since_onset(&series)
+        let mut series: Vec<_> = by_start.into_values().collect();
+        let packets: Vec<(u64, u64)> = series
+            .iter()
+            .map(|b| (b.packets_sent, b.packets_sent.saturating_sub(b.packets_received)))
+            .collect();
+        series.split_off(crate::matrix::repair_index(&packets))
+    }
+
+    /// The cells' counts pooled, since the onset of their trouble: a fault's magnitude over
+    /// its own window, not diluted by the samples before it.
+    pub(crate) fn pooled_onset(&self, ids: &[usize]) -> crate::matrix::BucketCounts {
+        crate::matrix::since_onset(&self.pooled_history(ids))
     }
 
     /// The pooled loss of the cells over the latest two probe rounds (window buckets) any of
     /// them has.
     pub(crate) fn recent_loss(&self, ids: &[usize]) -> f64 {
-        let mut by_start: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
-        for &i in ids {
-            let Some(o) = self.obs.get(i) else { continue };
-            for b in self.matrix.pod_cell_history(&o.key(), self.now).unwrap_or_default() {
-                let e = by_start.entry(b.start_ms).or_default();
-                e.0 += b.packets_sent;
-                e.1 += b.packets_sent.saturating_sub(b.packets_received);
-            }
-        }
-        let (sent, lost) = by_start.values().rev().take(2).fold((0, 0), |(s, l), (bs, bl)| (s + bs, l + bl));
+        let (sent, lost) = self.pooled_history(ids).iter().rev().take(2).fold((0, 0), |(s, l), b| {
+            (s + b.packets_sent, l + b.packets_sent.saturating_sub(b.packets_received))
+        });
         if sent == 0 { 0.0 } else { lost as f64 / sent as f64 }
     }
 
-    /// The probe rounds (window buckets) in which any of the cells lost something.
+    /// The probe rounds (window buckets with attempts) since the pooled onset of the cells'
+    /// trouble ([`Self::pooled_onset`]).
+    pub(crate) fn rounds_since_onset(&self, ids: &[usize]) -> usize {
+        let history = self.pooled_history(ids);
+        let onset = crate::matrix::since_onset(&history).start_ms;
+        history.iter().filter(|b| b.start_ms >= onset).count()
+    }
+
+    /// The probe rounds (window buckets) since the cells' pooled repair in which any of them
+    /// lost something.
     pub(crate) fn trouble_rounds(&self, ids: &[usize]) -> usize {
-        let mut rounds = BTreeSet::new();
-        for &i in ids {
-            let Some(o) = self.obs.get(i) else { continue };
-            for b in self.matrix.pod_cell_history(&o.key(), self.now).unwrap_or_default() {
-                if b.failures > 0 || b.packets_received < b.packets_sent {
-                    rounds.insert(b.start_ms);
-                }
-            }
-        }
-        rounds.len()
+        self.pooled_history(ids)
+            .iter()
+            .filter(|b| b.failures > 0 || b.packets_received < b.packets_sent)
+            .count()
     }
 
     /// Whether `node`'s agent has been heard from recently.

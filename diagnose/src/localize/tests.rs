@@ -416,6 +416,39 @@ fn a_fault_shows_on_its_second_failed_probe_and_clears_once_its_cells_recover() 
     }
 }
 
+/// A fault that ended leaves its failures in the cells' windows for a while; a second fault
+/// breaking out then must be found alone, its findings not swollen by the first one's
+/// history (in the lab, a node pair healed and then a node cut off gave a `node-packet-loss`
+/// beside the `node-isolated`, pooled from the pair's old failures).
+#[test]
+fn a_healed_fault_does_not_swell_the_next_one() {
+    let first = [
+        World::healthy().cut_pair("node-1", "node-2"),
+        World::healthy().loss("node-1", 0.3),
+        World::healthy().isolate("node-2"),
+        World::healthy().pod_down("tidb/demo-pd-0"),
+    ];
+    let next: Vec<(World, &str)> = vec![
+        (World::healthy().isolate("node-3"), ids::NODE_ISOLATED),
+        (World::healthy().pod_down("tidb/demo-pd-2"), ids::POD_DOWN),
+        (World::healthy().cut_pair("node-1", "node-3"), ids::NODE_PAIR_BROKEN),
+    ];
+    for old in &first {
+        for (new, id) in &next {
+            // The first fault for seven samples, two clean samples (the cells read ok again),
+            // then the second for two: itself alone. (After its first round only, a service
+            // flapping through both faults' backends may still read as degraded for a round.)
+            let world = old.clone().during(-5..2).then(2, new.clone().just_broke(2));
+            let got = summary(&run(&world));
+            assert_eq!(
+                got.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+                vec![*id],
+                "{old:?} then {new:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn two_pods_down_on_two_nodes_are_two_findings() {
     let world = World::healthy().pod_down("tidb/demo-pd-1").pod_down("tidb/demo-tikv-2");

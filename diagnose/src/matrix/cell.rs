@@ -69,6 +69,13 @@ pub(super) struct CellState {
     streak: u32,
     /// Successful attempts without a lost packet since the last failure or loss.
     clean: u32,
+    /// The time of the latest failure or loss.
+    trouble_at: Option<UnixMillis>,
+    /// The failures in a row reached [`status::FAILED_STREAK`] and no repair followed yet.
+    outage: bool,
+    /// The first window bucket after the latest outage that ended (the path came back for
+    /// [`status::RECOVERED_STREAK`] clean attempts): what came before is history.
+    repaired_from: Option<i64>,
 }
 
 impl CellState {
@@ -82,6 +89,9 @@ impl CellState {
             last_error: None,
             streak: 0,
             clean: 0,
+            trouble_at: None,
+            outage: false,
+            repaired_from: None,
         }
     }
 
@@ -105,17 +115,24 @@ impl CellState {
             self.agent = agent.clone();
         }
         match sample.class {
+            SampleClass::Success if sample.packets_received >= sample.packets_sent => {
+                self.streak = 0;
+                self.clean = self.clean.saturating_add(1);
+                if self.outage && self.clean >= status::RECOVERED_STREAK {
+                    self.outage = false;
+                    self.repaired_from = self.trouble_at.map(|t| spec.epoch(t) + 1);
+                }
+            }
             SampleClass::Success => {
                 self.streak = 0;
-                self.clean = if sample.packets_received >= sample.packets_sent {
-                    self.clean.saturating_add(1)
-                } else {
-                    0
-                };
+                self.clean = 0;
+                self.trouble_at = self.trouble_at.max(Some(at));
             }
             SampleClass::Failure => {
                 self.streak = self.streak.saturating_add(1);
                 self.clean = 0;
+                self.trouble_at = self.trouble_at.max(Some(at));
+                self.outage |= self.streak >= status::FAILED_STREAK;
             }
             SampleClass::AgentError => {}
         }
@@ -151,8 +168,13 @@ impl CellState {
         cells: usize,
     ) -> CellStats {
         let window = self.window.summary(spec, now);
+        // Only a window with trouble in it can hold a repair.
+        let repaired = (window.failures > 0 || window.packets_received < window.packets_sent)
+            .then(|| self.window.since_repair(spec, now, self.repaired_from));
+        let current = repaired.as_ref().unwrap_or(&window);
         let status = status::classify(
             &window,
+            current,
             Context {
                 agent_fresh,
                 streak: streak_rule.then_some(self.streak),
@@ -172,6 +194,12 @@ impl CellState {
             agent_errors: window.agent_errors,
             packets_sent: window.packets_sent,
             packets_received: window.packets_received,
+            since_repair: Counts {
+                successes: current.successes,
+                failures: current.failures,
+                packets_sent: current.packets_sent,
+                packets_received: current.packets_received.min(current.packets_sent),
+            },
             consecutive_failures: self.streak,
             last_outcome: self.last_outcome,
             last_update: self.last_update,
@@ -180,9 +208,9 @@ impl CellState {
         }
     }
 
-    /// The window's buckets with attempts, oldest first.
-    pub(super) fn history(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<BucketCounts> {
-        self.window.history(spec, now)
+    /// The window's buckets with attempts since its latest repair, oldest first.
+    pub(super) fn history_since_repair(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<BucketCounts> {
+        self.window.history_since_repair(spec, now, self.repaired_from)
     }
 
     /// Bytes held beyond the map entry itself.
@@ -213,6 +241,9 @@ pub struct CellStats {
     pub agent_errors: u64,
     pub packets_sent: u64,
     pub packets_received: u64,
+    /// The window's counts since its latest repair (all of it when there was none): what the
+    /// path does now, without an outage that ended ([`super::window::Window::since_repair`]).
+    pub since_repair: Counts,
     /// Failed attempts since the last success, in arrival order (across the window's edge).
     pub consecutive_failures: u32,
     /// The outcome of the latest result (by its time), in the window or not.
@@ -223,6 +254,28 @@ pub struct CellStats {
     pub last_error: Option<LastError>,
     /// `last_error` happened inside the window.
     pub last_error_in_window: bool,
+}
+
+/// Attempts and packets over a stretch of a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub successes: u64,
+    pub failures: u64,
+    pub packets_sent: u64,
+    /// At most `packets_sent`.
+    pub packets_received: u64,
+}
+
+impl Counts {
+    /// Lost packets (a failed attempt loses its packets).
+    pub fn lost(&self) -> u64 {
+        self.packets_sent - self.packets_received
+    }
+
+    /// Some attempt failed or some packet was lost.
+    pub fn troubled(&self) -> bool {
+        self.failures > 0 || self.packets_received < self.packets_sent
+    }
 }
 
 impl CellStats {

@@ -71,7 +71,10 @@ pub struct Context {
     pub cells: usize,
 }
 
-pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
+/// The status of a cell whose window holds `window`; the noise tests read `since_repair`,
+/// the window since its latest repair ([`super::window::Window::since_repair`]), so an outage
+/// that ended is not counted again when a stray failure follows it.
+pub fn classify(window: &WindowSummary, since_repair: &WindowSummary, cx: Context) -> CellStatus {
     if !cx.agent_fresh {
         return CellStatus::Unknown;
     }
@@ -85,14 +88,14 @@ pub fn classify(window: &WindowSummary, cx: Context) -> CellStatus {
             return CellStatus::Failed;
         }
         if cx.streak.is_some_and(|s| s >= DEGRADED_STREAK)
-            || above_noise(window.failures, window.attempts(), cx.cells)
+            || above_noise(since_repair.failures, since_repair.attempts(), cx.cells)
         {
             return CellStatus::Degraded;
         }
     }
     // Loss within answered bursts: a whole burst lost is a failed attempt, judged above.
-    let answered = window.packets_sent.saturating_sub(window.failed_packets);
-    let lost = answered.saturating_sub(window.packets_received);
+    let answered = since_repair.packets_sent.saturating_sub(since_repair.failed_packets);
+    let lost = answered.saturating_sub(since_repair.packets_received);
     if lost as f64 > DEGRADED_LOSS_RATIO * answered as f64 && above_noise(lost, answered, cx.cells) {
         return CellStatus::Degraded;
     }
@@ -154,7 +157,7 @@ mod tests {
             ),
         ];
         for (name, w, cx, want) in cases {
-            assert_eq!(classify(&w, cx), want, "{name}");
+            assert_eq!(classify(&w, &w, cx), want, "{name}");
         }
     }
 }

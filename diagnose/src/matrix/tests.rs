@@ -228,6 +228,21 @@ fn statuses_from_results() {
         // Three clean successes after the failures: repaired, ok again at once (loss still shows).
         ("recovered", [vec![timeout; 5], vec![Outcome::Ok; 5]].concat(), CellStatus::Ok, 0.5),
         ("recovering", [vec![timeout; 5], vec![Outcome::Ok; 1]].concat(), CellStatus::Degraded, 5.0 / 6.0),
+        // A stray timeout after a repair is judged against what the path does since the
+        // repair, not against the outage the window still holds.
+        (
+            "repaired, then one stray timeout",
+            [vec![timeout; 15], vec![Outcome::Ok; 12], vec![timeout]].concat(),
+            CellStatus::Ok,
+            16.0 / 28.0,
+        ),
+        (
+            "repaired, then flaky",
+            [vec![timeout; 15], vec![Outcome::Ok; 8], [timeout, Outcome::Ok].repeat(4), vec![timeout]]
+                .concat(),
+            CellStatus::Degraded,
+            20.0 / 32.0,
+        ),
         (
             "just broke",
             [vec![Outcome::Ok; 7], vec![timeout; FAILED_STREAK as usize]].concat(),

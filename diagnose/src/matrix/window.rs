@@ -71,7 +71,7 @@ impl WindowSpec {
         self.buckets
     }
 
-    fn epoch(&self, t: UnixMillis) -> i64 {
+    pub(super) fn epoch(&self, t: UnixMillis) -> i64 {
         t.get().div_euclid(self.bucket_ms)
     }
 
@@ -215,11 +215,16 @@ impl BucketCounts {
 
     /// The binomial log-likelihood of the losses at their own rate (the constant term dropped).
     fn log_likelihood(&self) -> f64 {
-        let n = self.packets_sent as f64;
-        let lost = self.packets_sent.saturating_sub(self.packets_received) as f64;
-        let term = |k: f64| if k > 0.0 { k * (k / n).ln() } else { 0.0 };
-        term(lost) + term(n - lost)
+        binomial_log_likelihood(self.packets_sent, self.packets_sent.saturating_sub(self.packets_received))
     }
+}
+
+/// The log-likelihood of `lost` of `sent` at their own rate (the constant term dropped).
+fn binomial_log_likelihood(sent: u64, lost: u64) -> f64 {
+    let n = sent as f64;
+    let lost = lost.min(sent) as f64;
+    let term = |k: f64| if k > 0.0 { k * (k / n).ln() } else { 0.0 };
+    term(lost) + term(n - lost)
 }
 
 /// The counts since the most likely onset of trouble in `history` (oldest first): the split
@@ -252,6 +257,53 @@ pub fn since_onset(history: &[BucketCounts]) -> BucketCounts {
     match best {
         Some((_, split)) => total(&history[split..]),
         None => whole,
+    }
+}
+
+/// Where the latest repair is in `series` (packets sent and lost per bucket, oldest first):
+/// the first bucket after the split that best explains the lost packets as a lossier stretch
+/// followed by a cleaner one (two binomial rates against one, by log-likelihood ratio); 0 when
+/// no split is significant.
+pub fn repair_index(series: &[(u64, u64)]) -> usize {
+    let (sent, lost) = series.iter().fold((0u64, 0u64), |(s, l), &(bs, bl)| (s + bs, l + bl.min(bs)));
+    let whole = binomial_log_likelihood(sent, lost);
+    let mut best: Option<(f64, usize)> = None;
+    let (mut before_sent, mut before_lost) = (0u64, 0u64);
+    for split in 1..series.len() {
+        let (prev_sent, prev_lost) = series[split - 1];
+        before_sent += prev_sent;
+        before_lost += prev_lost.min(prev_sent);
+        let (after_sent, after_lost) = (sent - before_sent, lost - before_lost);
+        if before_sent == 0 || after_sent == 0 {
+            continue;
+        }
+        // Cleaner afterwards, compared without division: after/after_sent < before/before_sent.
+        if u128::from(after_lost) * u128::from(before_sent)
+            >= u128::from(before_lost) * u128::from(after_sent)
+        {
+            continue;
+        }
+        let llr = binomial_log_likelihood(before_sent, before_lost)
+            + binomial_log_likelihood(after_sent, after_lost)
+            - whole;
+        if llr >= ONSET_MIN_LLR && best.is_none_or(|(b, _)| llr > b) {
+            best = Some((llr, split));
+        }
+    }
+    let Some((_, split)) = best else { return 0 };
+    // The repair happened inside the split's first bucket or at its start: when that bucket
+    // loses more than the rest, it holds the outage's last failures.
+    let (rest_sent, rest_lost) =
+        series.iter().skip(split + 1).fold((0u64, 0u64), |(s, l), &(bs, bl)| (s + bs, l + bl.min(bs)));
+    match series.get(split) {
+        Some(&(edge_sent, edge_lost))
+            if rest_sent > 0
+                && u128::from(edge_lost.min(edge_sent)) * u128::from(rest_sent)
+                    > u128::from(rest_lost) * u128::from(edge_sent) =>
+        {
+            split + 1
+        }
+        _ => split,
     }
 }
 
@@ -300,9 +352,53 @@ impl Window {
     /// The buckets inside the window at `now`, summed.
     pub fn summary(&self, spec: &WindowSpec, now: UnixMillis) -> WindowSummary {
         let now = spec.epoch(now);
-        let oldest = now - i64::from(spec.buckets);
+        Self::sum(self.buckets.iter().filter(|b| b.epoch > now - i64::from(spec.buckets) && b.epoch <= now))
+    }
+
+    /// The buckets since the window's latest repair, summed: the later of the split
+    /// [`Self::repair`] finds and `repaired_from`, the first bucket after an outage the cell
+    /// saw end. A path that was down and came back is judged on what it does now: one stray
+    /// timeout after a repair is noise, not the old outage's failures again (which the window
+    /// still holds).
+    pub fn since_repair(
+        &self,
+        spec: &WindowSpec,
+        now: UnixMillis,
+        repaired_from: Option<i64>,
+    ) -> WindowSummary {
+        let live = self.live(spec, now);
+        let from = Self::start(&live, repaired_from);
+        Self::sum(live.into_iter().skip(from))
+    }
+
+    fn start(live: &[&Bucket], repaired_from: Option<i64>) -> usize {
+        let seen = repaired_from.map_or(0, |e| live.iter().take_while(|b| b.epoch < e).count());
+        Self::repair(live).max(seen)
+    }
+
+    /// The buckets inside the window at `now`, oldest first.
+    fn live(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<&Bucket> {
+        let now = spec.epoch(now);
+        let mut live: Vec<&Bucket> = self
+            .buckets
+            .iter()
+            .filter(|b| b.epoch > now - i64::from(spec.buckets) && b.epoch <= now)
+            .collect();
+        live.sort_by_key(|b| b.epoch);
+        live
+    }
+
+    fn repair(live: &[&Bucket]) -> usize {
+        let series: Vec<(u64, u64)> = live
+            .iter()
+            .map(|b| (b.packets_sent, b.packets_sent.saturating_sub(b.packets_received)))
+            .collect();
+        repair_index(&series)
+    }
+
+    fn sum<'a>(buckets: impl Iterator<Item = &'a Bucket>) -> WindowSummary {
         let mut s = WindowSummary::default();
-        for b in self.buckets.iter().filter(|b| b.epoch > oldest && b.epoch <= now) {
+        for b in buckets {
             s.successes += u64::from(b.successes);
             s.failures += u64::from(b.failures);
             s.agent_errors += u64::from(b.agent_errors);
@@ -314,15 +410,20 @@ impl Window {
         s
     }
 
-    /// The buckets inside the window at `now` that saw an attempt, oldest first: where a
-    /// fault's onset is found ([`since_onset`]).
-    pub fn history(&self, spec: &WindowSpec, now: UnixMillis) -> Vec<BucketCounts> {
-        let now_epoch = spec.epoch(now);
-        let oldest = now_epoch - i64::from(spec.buckets);
-        let mut out: Vec<BucketCounts> = self
-            .buckets
-            .iter()
-            .filter(|b| b.epoch > oldest && b.epoch <= now_epoch && b.packets_sent > 0)
+    /// The buckets since the window's latest repair ([`Self::since_repair`]) that saw an
+    /// attempt, oldest first: where a fault's onset is found ([`since_onset`]), and what a
+    /// degradation's pooled evidence is made of — an outage that ended is not part of it.
+    pub fn history_since_repair(
+        &self,
+        spec: &WindowSpec,
+        now: UnixMillis,
+        repaired_from: Option<i64>,
+    ) -> Vec<BucketCounts> {
+        let live = self.live(spec, now);
+        let from = Self::start(&live, repaired_from);
+        live.into_iter()
+            .skip(from)
+            .filter(|b| b.packets_sent > 0)
             .map(|b| BucketCounts {
                 start_ms: b.epoch.saturating_mul(spec.bucket_ms),
                 successes: u64::from(b.successes),
@@ -330,9 +431,7 @@ impl Window {
                 packets_sent: b.packets_sent,
                 packets_received: b.packets_received.min(b.packets_sent),
             })
-            .collect();
-        out.sort_by_key(|b| b.start_ms);
-        out
+            .collect()
     }
 
     /// Bytes held: the ring and every bucket's sketch bins.

@@ -34,6 +34,15 @@ const ADDRESS_UNREACHABLE: &str = "address-unreachable";
 pub fn verdict(run: &ExpandedRun, steps: &[RunStep], continuous: &[Finding]) -> Option<Finding> {
     let view = View::new(run, steps);
     let relevant: Vec<&Finding> = continuous.iter().filter(|f| view.concerns(f)).collect();
+    let own = own_verdict(&view);
+    // The run's own verdict, widened by a continuous finding of its family, comes first: a
+    // hard failure both see is that failure, even while a degradation on the same path (a
+    // lossy node a moment ago) is still listed.
+    if let Some(draft) = &own
+        && let Some(wider) = relevant.iter().find(|f| family(&draft.id).contains(&f.id.as_str()))
+    {
+        return Some(with_run_evidence(wider, &view, "this run's failing steps agree"));
+    }
     // Timeouts on a path the matrix already knows to be lossy (or to drop large packets, or to
     // cut idle flows) are that degradation, whichever probe they happened to hit this time.
     if view.failures_are_timeouts_only()
@@ -46,15 +55,8 @@ pub fn verdict(run: &ExpandedRun, steps: &[RunStep], continuous: &[Finding]) -> 
         };
         return Some(with_run_evidence(degraded, &view, why));
     }
-    let own = own_verdict(&view);
     match own {
-        Some(draft) => {
-            let family = family(&draft.id);
-            if let Some(wider) = relevant.iter().find(|f| family.contains(&f.id.as_str())) {
-                return Some(with_run_evidence(wider, &view, "this run's failing steps agree"));
-            }
-            draft.into_finding(MAX_AFFECTED)
-        }
+        Some(draft) => draft.into_finding(MAX_AFFECTED),
         None => relevant.first().map(|f| {
             with_run_evidence(
                 f,

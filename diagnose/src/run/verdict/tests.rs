@@ -356,6 +356,13 @@ fn the_continuous_diagnosis_widens_what_one_source_sees() {
     let got = got.unwrap();
     assert!(got.evidence[0].as_str().contains("this run's failing steps agree"), "{got:#?}");
     assert!(got.evidence.iter().any(|e| e.as_str() == "matrix cell"), "the matrix's evidence is kept");
+    // A loss finding on a node of the path, listed beside it (a healed fault's remains, or
+    // wrong), does not take a hard failure both the run and the matrix see.
+    for loss_on in ["node-1", "node-3"] {
+        let loss = continuous("node-packet-loss", Node, loss_on);
+        let got = verdict(&r, &steps(&r, cut), &[loss, isolated.clone()]);
+        assert_eq!(summary(&got), want("node-isolated", Node, "node-3"), "loss on {loss_on}");
+    }
     // dns-down everywhere: the run sees its nameserver time out.
     let r = run("tidb/demo-pd-1", "svc/tidb/demo-pd:2379");
     let dns: Fault<'_> = &|role| match role {
