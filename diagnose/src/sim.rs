@@ -160,6 +160,8 @@ pub struct World {
     ports_closed: Vec<(PodRef, u16)>,
     ports_dropped: Vec<(PodRef, u16)>,
     isolated: Vec<NodeName>,
+    /// `net.ipv4.ip_forward = 0`: the node delivers to itself but forwards nothing.
+    forwarding_off: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
@@ -218,6 +220,10 @@ impl World {
     }
     pub fn isolate(mut self, n: &str) -> Self {
         self.isolated.push(node(n));
+        self
+    }
+    pub fn forwarding_off(mut self, n: &str) -> Self {
+        self.forwarding_off.push(node(n));
         self
     }
     pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
@@ -485,7 +491,10 @@ impl World {
                 }
             }
         }
-        let mut sysctls = vec![json!({"key": "net.ipv4.ip_forward", "value": "1"})];
+        // Inspections are of the latest state: a healed node forwards again.
+        let now_active = self.active.as_ref().is_none_or(|r| r.contains(&(SAMPLES - 1)));
+        let forward = if now_active && self.forwarding_off.contains(n) { "0" } else { "1" };
+        let mut sysctls = vec![json!({"key": "net.ipv4.ip_forward", "value": forward})];
         if !self.conntrack_unreported {
             let cut = match &self.idle_cut {
                 Some((c, secs)) if c == n => *secs,
@@ -584,6 +593,16 @@ impl World {
                 }
         };
         if self.filters.iter().any(filtered) && source.pod() != dst_pod {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        // Without forwarding a node passes nothing between its pods and the rest: a pod's
+        // packets reach the node itself only, and only the node itself reaches its pods.
+        let pod_source = matches!(source, Source::Pod(_));
+        let forwarded_out = pod_source && (dst_pod.is_some() || from != to);
+        let forwarded_in = dst_pod.is_some() && (pod_source || from != to);
+        if (forwarded_out && self.forwarding_off.contains(from))
+            || (forwarded_in && self.forwarding_off.contains(to))
+        {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         if from == to {

@@ -190,7 +190,8 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
             | FaultSpec::DnatMissing { .. }
             | FaultSpec::DnsServfail
             | FaultSpec::RouteMissing { .. }
-            | FaultSpec::Keepalive { .. } => {}
+            | FaultSpec::Keepalive { .. }
+            | FaultSpec::ForwardingOff { .. } => {}
         }
     }
     out
@@ -325,6 +326,13 @@ pub fn fault_sysctls(plan: &LabPlan, faults: &[ActiveFault]) -> Vec<(String, &'s
             node.netns.clone(),
             "net.netfilter.nf_conntrack_tcp_timeout_established",
             cut.unwrap_or(DEFAULT_CT_ESTABLISHED_TIMEOUT).to_string(),
+        ));
+        let forwarding_off =
+            specs(faults).any(|s| matches!(s, FaultSpec::ForwardingOff { node: n } if *n == node.name));
+        out.push((
+            node.netns.clone(),
+            "net.ipv4.ip_forward",
+            if forwarding_off { "0" } else { "1" }.to_owned(),
         ));
         // With loose pickup off, a packet of a forgotten connection is INVALID, not a new flow.
         out.push((

@@ -60,6 +60,9 @@ pub enum FaultSpec {
     /// A node's connection tracking forgets idle TCP connections after `seconds` and drops
     /// their later packets (a middlebox idle timeout).
     IdleCut { node: NodeName, seconds: u32 },
+    /// A node stops forwarding (`net.ipv4.ip_forward = 0`): it still answers for itself, but
+    /// passes nothing between its pods and the rest.
+    ForwardingOff { node: NodeName },
 }
 
 /// Which packets through a node's uplink a fault hits. Faults recorded before the option
@@ -143,9 +146,10 @@ pub const FAULTS: &[(&str, &str, &str)] = &[
     ("route-missing", "<node> <peer-node>", "delete a node's route to a peer's pod CIDR"),
     ("keepalive", "<ns>/<pod> <seconds>", "set a pod's tcp_keepalive_time"),
     ("idle-cut", "<node> <seconds>", "a node forgets idle TCP connections after <seconds>"),
+    ("forwarding-off", "<node>", "a node stops forwarding (net.ipv4.ip_forward = 0)"),
 ];
 
-pub const FAULT_NAMES: [&str; 16] = [
+pub const FAULT_NAMES: [&str; 17] = [
     "node-pair",
     "node-isolate",
     "pod-down",
@@ -162,6 +166,7 @@ pub const FAULT_NAMES: [&str; 16] = [
     "route-missing",
     "keepalive",
     "idle-cut",
+    "forwarding-off",
 ];
 
 impl FaultSpec {
@@ -183,6 +188,7 @@ impl FaultSpec {
             FaultSpec::RouteMissing { .. } => "route-missing",
             FaultSpec::Keepalive { .. } => "keepalive",
             FaultSpec::IdleCut { .. } => "idle-cut",
+            FaultSpec::ForwardingOff { .. } => "forwarding-off",
         }
     }
 
@@ -343,6 +349,7 @@ impl FaultSpec {
             "idle-cut" => {
                 FaultSpec::IdleCut { node: node(a(0))?, seconds: number(a(1), "seconds", 5..=432_000)? }
             }
+            "forwarding-off" => FaultSpec::ForwardingOff { node: node(a(0))? },
             _ => return Err(FaultError::UnknownFault { name: name.to_owned() }),
         };
         Ok(spec)
@@ -431,6 +438,9 @@ impl fmt::Display for FaultSpec {
             FaultSpec::IdleCut { node, seconds } => {
                 write!(f, "{node} cuts TCP connections idle for {seconds}s")
             }
+            FaultSpec::ForwardingOff { node } => {
+                write!(f, "{node} does not forward (net.ipv4.ip_forward = 0)")
+            }
         }
     }
 }
@@ -468,6 +478,7 @@ mod tests {
             ("route-missing", "node-1 node-3"),
             ("keepalive", "tidb/demo-tikv-0 7200"),
             ("idle-cut", "node-2 30"),
+            ("forwarding-off", "node-2"),
         ];
         assert_eq!(good.len(), FAULTS.len());
         for (name, a) in good {

@@ -140,6 +140,13 @@ fn node_faults_are_localized() {
         },
         Case { fault: "mtu node-2 1200", id: "mtu-blackhole", culprit: CulpritKind::Node, name: "node-2" },
         Case { fault: "loss node-3 30", id: "node-packet-loss", culprit: CulpritKind::Node, name: "node-3" },
+        // The symptoms scatter over node-2's pods, ports and pairs; its inspection says why.
+        Case {
+            fault: "forwarding-off node-2",
+            id: "node-forwarding-disabled",
+            culprit: CulpritKind::Node,
+            name: "node-2",
+        },
         // Connection tracking on node-2 forgets idle flows after 30 s; pods keep the default
         // 7200 s keepalive (runbook 2.3).
         Case {

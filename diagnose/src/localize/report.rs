@@ -11,6 +11,7 @@ use netdiag_model::{Culprit, CulpritKind, Finding, FindingId, Severity};
 
 /// The stable finding ids, one per verdict.
 pub(crate) mod ids {
+    pub(crate) const NODE_FORWARDING_DISABLED: &str = "node-forwarding-disabled";
     pub(crate) const NODE_ISOLATED: &str = "node-isolated";
     pub(crate) const NODE_PAIR_BROKEN: &str = "node-pair-broken";
     pub(crate) const ROUTE_MISSING: &str = "route-missing";
@@ -40,7 +41,8 @@ pub(crate) mod ids {
 
     /// Every id, for tests.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 23] = [
+    pub(crate) const ALL: [&str; 24] = [
+        NODE_FORWARDING_DISABLED,
         NODE_ISOLATED,
         NODE_PAIR_BROKEN,
         ROUTE_MISSING,

@@ -7,6 +7,7 @@
 //!
 //! | order | rule | components | ids |
 //! |---|---|---|---|
+//! | 0 | [`forwarding`] | a node that does not forward (`ip_forward = 0` in its inspection) | `node-forwarding-disabled` |
 //! | 1 | [`nodes`] | node (every path in and out) | `node-isolated` |
 //! | 2 | [`pairs`] | node pair (pod traffic between two nodes), a node's route to a peer's pod CIDR | `route-missing`, `node-pair-broken` |
 //! | 3 | [`pods`] | destination pod (and its own sending) | `pod-down` |
@@ -20,6 +21,7 @@
 
 mod dns;
 mod endpoints;
+mod forwarding;
 mod keepalive;
 mod loss;
 mod mtu;
@@ -38,7 +40,8 @@ use super::report::Draft;
 type Rule = fn(&mut Analysis<'_>, &mut Vec<Draft>);
 
 /// The rules in the runbook's order, widest component first.
-const RULES: [Rule; 14] = [
+const RULES: [Rule; 15] = [
+    forwarding::disabled,
     nodes::isolated,
     pairs::broken,
     pods::down,

@@ -75,6 +75,12 @@ fn one_finding_per_runbook_verdict() {
             vec![],
         ),
         row("no inspections at all", World::healthy().no_inspections(), vec![]),
+        // Symptoms alone scatter over the node's pods, ports and pairs; its inspection says why.
+        row(
+            "node-2 does not forward (ip_forward = 0)",
+            World::healthy().forwarding_off("node-2"),
+            vec![(ids::NODE_FORWARDING_DISABLED, Node, "node-2", "net.ipv4.ip_forward = 0")],
+        ),
         row(
             "pod-down",
             World::healthy().pod_down("tidb/demo-pd-1"),
@@ -401,6 +407,7 @@ fn a_fault_shows_on_its_second_failed_probe_and_clears_once_its_cells_recover() 
         (World::healthy().port_closed("tidb/demo-pd-2", 2379), ids::PORT_REFUSED),
         (World::healthy().dns_block("node-2"), ids::DNS_UNREACHABLE_FROM_NODE),
         (World::healthy().isolate("node-3"), ids::NODE_ISOLATED),
+        (World::healthy().forwarding_off("node-2"), ids::NODE_FORWARDING_DISABLED),
     ];
     for (world, id) in faults {
         let once = run(&world.clone().just_broke(1));
