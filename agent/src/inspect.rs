@@ -13,6 +13,7 @@
 mod change;
 mod command;
 pub mod iptables_backend;
+pub mod iptables_filter;
 pub mod iptables_nat;
 pub mod nat;
 pub mod netlink;
@@ -27,8 +28,8 @@ use std::time::SystemTime;
 use netdiag_model::UnixMillis;
 use netdiag_model::inspect::{InspectionReport, ResolvConf};
 use netdiag_model::limits::{
-    MAX_INSPECTION_ERRORS, MAX_LINE_BYTES, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAT_SERVICES, MAX_NAT_TARGETS,
-    MAX_NEIGHBOURS, MAX_ROUTES, MAX_SYSCTLS,
+    MAX_FILTER_DROPS, MAX_INSPECTION_ERRORS, MAX_LINE_BYTES, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAT_SERVICES,
+    MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTES, MAX_SYSCTLS,
 };
 use netdiag_model::text::Text;
 
@@ -70,12 +71,12 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
     let mut errors: Vec<String> = Vec::new();
     errors.extend(netlink.errors.iter().map(|e| format!("netlink: {e}")));
     errors.extend(sysctl_errors.iter().map(|e| format!("sysctls: {e}")));
-    let (nat_services, proxy_mode) = match nat {
+    let (nat_services, proxy_mode, filter_drops) = match nat {
         Some(nat) => {
             errors.extend(nat.errors.iter().map(|e| format!("nat: {e}")));
-            (nat.services, nat.proxy_mode)
+            (nat.services, nat.proxy_mode, nat.filter_drops)
         }
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, Vec::new()),
     };
     let resolv_conf = match resolv_conf {
         Ok(conf) => conf,
@@ -96,6 +97,7 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
         resolv_conf,
         proxy_mode,
         errors: Vec::new(),
+        filter_drops,
     };
     cap_to_limits(&mut report, &mut errors);
     report.errors =
@@ -138,6 +140,7 @@ fn cap_to_limits(report: &mut InspectionReport, errors: &mut Vec<String>) {
     cap("routes", &mut report.routes, MAX_ROUTES, errors);
     cap("neighbours", &mut report.neighbours, MAX_NEIGHBOURS, errors);
     cap("NAT frontends", &mut report.nat_services, MAX_NAT_SERVICES, errors);
+    cap("firewall drop rules", &mut report.filter_drops, MAX_FILTER_DROPS, errors);
     for svc in &mut report.nat_services {
         cap("NAT targets of a frontend", &mut svc.targets, MAX_NAT_TARGETS, errors);
     }
@@ -169,6 +172,7 @@ mod tests {
             neighbours: vec![],
             nat_services: vec![],
             sysctls: vec![],
+            filter_drops: vec![],
             resolv_conf: None,
             proxy_mode: None,
             errors: vec![],

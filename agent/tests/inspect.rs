@@ -286,3 +286,62 @@ fn inspecting_a_node_takes_well_under_a_second() {
         assert!(times[2] < Duration::from_secs(1), "{times:?}");
     });
 }
+
+/// A drop rule written by hand in a node's firewall (not a lab fault) shows in that node's
+/// report, with its hook, protocol and port; a partial drop (a random share) does not.
+#[test]
+fn a_hand_made_drop_rule_shows_in_the_nodes_report() {
+    let lab = TestLab::up();
+    let netns = lab.node("node-2").netns.clone();
+    let iptables = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "iptables"])
+            .args(args)
+            .status()
+            .expect("ip netns exec iptables");
+        assert!(status.success(), "iptables {args:?}");
+    };
+    runtime().block_on(async {
+        let src = node_source(&lab, "node-2");
+        let before = inspect::inspect(&src, InspectScope::Node).await;
+        assert!(
+            before.filter_drops.iter().all(|d| !d.rule.as_str().contains("20160")),
+            "{:?}",
+            before.filter_drops
+        );
+        iptables(&["-I", "FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"]);
+        iptables(&[
+            "-I",
+            "FORWARD",
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.5",
+            "-j",
+            "DROP",
+        ]);
+        let after = inspect::inspect(&src, InspectScope::Node).await;
+        assert!(changed(&before, &after), "a new drop rule is a change worth sending");
+        let drop = after
+            .filter_drops
+            .iter()
+            .find(|d| d.rule.as_str().contains("20160"))
+            .unwrap_or_else(|| panic!("no drop rule for 20160 in {:?}", after.filter_drops));
+        assert_eq!(drop.hook, netdiag_model::inspect::FilterHook::Forward);
+        assert_eq!(drop.protocol, Some(netdiag_model::inspect::FilterProtocol::Tcp));
+        assert_eq!(drop.destination_ports.len(), 1);
+        assert_eq!(drop.destination_ports[0].first.get(), 20160);
+        assert!(
+            after.filter_drops.iter().all(|d| !d.rule.as_str().contains("statistic")),
+            "{:?}",
+            after.filter_drops
+        );
+        let other = inspect::inspect(&node_source(&lab, "node-1"), InspectScope::Node).await;
+        assert!(
+            other.filter_drops.iter().all(|d| !d.rule.as_str().contains("20160")),
+            "node-1 has no such rule"
+        );
+    });
+}

@@ -1,11 +1,13 @@
 //! Inspections: the state of a pod's or a node's network namespace (links, routes, neighbours,
 //! kube-proxy NAT rules, sysctls, resolv.conf), as an agent reads it.
 
+mod filter;
 mod links;
 mod nat;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::filter::{FilterDrop, FilterHook, FilterProtocol, PortRange};
 pub use self::links::{InterfaceName, Link, LinkKind, LinkLayerAddress, Neighbour, NeighbourState, Route};
 pub use self::nat::{
     ChainName, NatProtocol, NatService, NatServiceName, NatServiceNameError, NatTarget, PortName,
@@ -62,6 +64,9 @@ pub struct InspectionReport {
     pub proxy_mode: Option<ProxyMode>,
     /// What could not be inspected, and why.
     pub errors: Vec<Text<MAX_LINE_BYTES>>,
+    /// The firewall's rules that drop or reject (node namespaces).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filter_drops: Vec<FilterDrop>,
 }
 
 #[cfg(test)]

@@ -43,6 +43,10 @@ pub const MAX_ROUTES: usize = 100_000;
 pub const MAX_NEIGHBOURS: usize = 100_000;
 pub const MAX_NAT_SERVICES: usize = 100_000;
 pub const MAX_NAT_TARGETS: usize = 10_000;
+/// Drop and reject rules in one inspection.
+pub const MAX_FILTER_DROPS: usize = 1_024;
+/// Port ranges one drop rule may list (multiport takes 15).
+pub const MAX_FILTER_PORT_RANGES: usize = 64;
 pub const MAX_SYSCTLS: usize = 4096;
 pub const MAX_INSPECTION_ERRORS: usize = 256;
 pub const MAX_NAMESERVERS: usize = 16;

@@ -6,8 +6,9 @@
 //! limits, or whose nesting holds more elements than any real message, naming the field.
 
 use netdiag_model::limits::{
-    MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_LOCAL_PODS, MAX_NAT_SERVICES, MAX_NAT_TARGETS,
-    MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH, MAX_ROUTES, MAX_SYSCTLS,
+    MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
+    MAX_LOCAL_PODS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH, MAX_ROUTES,
+    MAX_SYSCTLS,
 };
 
 /// Elements (tags) in one message, at every depth: far above a full batch (100 000 results of
@@ -99,11 +100,13 @@ const INSPECTION: &[Limit] = &[
     (6, "inspection.nat_services", MAX_NAT_SERVICES),
     (7, "inspection.sysctls", MAX_SYSCTLS),
     (10, "inspection.errors", MAX_INSPECTION_ERRORS),
+    (11, "inspection.filter_drops", MAX_FILTER_DROPS),
 ];
 /// Inside an inspection's repeated messages: a link's addresses, a NAT service's targets.
 const INSPECTION_NESTED: &[(u32, u32, &str, usize)] = &[
     (3, 5, "inspection.links[].addresses", MAX_LINK_ADDRESSES),
     (6, 5, "inspection.nat_services[].targets", MAX_NAT_TARGETS),
+    (11, 7, "inspection.filter_drops[].destination_ports", MAX_FILTER_PORT_RANGES),
 ];
 
 /// Counts `bytes`' fields against `limits`; calls `each` on every field.

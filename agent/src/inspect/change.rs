@@ -46,6 +46,8 @@ struct Canonical<'r> {
     resolv_conf: &'r Option<ResolvConf>,
     proxy_mode: Option<ProxyMode>,
     errors: Vec<&'r str>,
+    /// In order: a firewall's rules apply first match first.
+    filter_drops: &'r [netdiag_model::inspect::FilterDrop],
 }
 
 impl<'r> Canonical<'r> {
@@ -61,6 +63,7 @@ impl<'r> Canonical<'r> {
             resolv_conf,
             proxy_mode,
             errors,
+            filter_drops,
         } = r;
         let mut links = links.clone();
         links.sort_by_key(|l| l.index);
@@ -94,6 +97,7 @@ impl<'r> Canonical<'r> {
             resolv_conf,
             proxy_mode: *proxy_mode,
             errors,
+            filter_drops,
         }
     }
 }

@@ -133,9 +133,9 @@ struct Rule {
 
 /// One shell-like word of a rule, and whether it was quoted (a quoted word is never an option).
 #[derive(Debug)]
-struct Word {
-    text: String,
-    quoted: bool,
+pub(super) struct Word {
+    pub(super) text: String,
+    pub(super) quoted: bool,
 }
 
 impl Rule {
@@ -193,7 +193,7 @@ impl Rule {
 
 /// Splits a rule into words the way `iptables-restore` does: whitespace separates, double
 /// (or single) quotes group, and a backslash inside quotes escapes the next character.
-fn split_words(line: &str) -> Vec<Word> {
+pub(super) fn split_words(line: &str) -> Vec<Word> {
     let mut words = Vec::new();
     let mut current = String::new();
     let mut in_word = false;

@@ -25,6 +25,8 @@ pub struct NatInspection {
     pub iptables_backend: Option<IptablesBackend>,
     /// What could not be read, one line each, naming the step and what to do.
     pub errors: Vec<String>,
+    /// The node firewall's drop and reject rules, read from the same `*-save` output.
+    pub filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
 }
 
 /// Why one NAT source could not be read.
@@ -55,6 +57,7 @@ pub async fn inspect_nat(src: &SourceNs) -> NatInspection {
             iptables_mode = read.kube_proxy;
             out.iptables_backend = read.backend;
             out.services.extend(read.services);
+            out.filter_drops = read.filter_drops;
         }
         Ok(None) => {}
         Err(e) => out.errors.push(error_chain(&e)),
@@ -89,6 +92,7 @@ struct IptablesRead {
     backend: Option<IptablesBackend>,
     services: Vec<NatService>,
     kube_proxy: bool,
+    filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
 }
 
 /// The rules of the backend the node uses. Images without the `*-legacy-save`/`*-nft-save`
@@ -111,7 +115,9 @@ async fn iptables_rules(src: &SourceNs) -> Result<Option<IptablesRead>, NatError
     let mut services = iptables_nat::parse(&v4);
     services.extend(iptables_nat::parse(&v6));
     let kube_proxy = iptables_nat::has_kube_proxy_rules(&v4) || iptables_nat::has_kube_proxy_rules(&v6);
-    Ok(Some(IptablesRead { backend, services, kube_proxy }))
+    let mut filter_drops = super::iptables_filter::parse(&v4);
+    filter_drops.extend(super::iptables_filter::parse(&v6));
+    Ok(Some(IptablesRead { backend, services, kube_proxy, filter_drops }))
 }
 
 /// `iptables-save` and `ip6tables-save`, with the backend `iptables -V` names (if it does).

@@ -3,12 +3,14 @@
 use std::num::NonZeroU32;
 
 use netdiag_model::inspect::{
-    ChainName, InterfaceName, Link, LinkKind, LinkLayerAddress, NatService, NatServiceName, NatTarget,
-    Neighbour, NeighbourState, ResolvConf, Route, Sysctl, SysctlKey,
+    ChainName, FilterDrop, FilterHook, FilterProtocol, InterfaceName, Link, LinkKind, LinkLayerAddress,
+    NatService, NatServiceName, NatTarget, Neighbour, NeighbourState, PortRange, ResolvConf, Route, Sysctl,
+    SysctlKey,
 };
 use netdiag_model::limits::{
-    MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS,
-    MAX_NEIGHBOURS, MAX_ROUTES, MAX_SEARCH_DOMAINS, MAX_SYSCTLS, OutOfRange,
+    MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
+    MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTES, MAX_SEARCH_DOMAINS,
+    MAX_SYSCTLS, OutOfRange,
 };
 use netdiag_model::{DnsName, InspectionReport, Text};
 
@@ -205,6 +207,7 @@ impl TryFrom<v1::InspectionReport> for InspectionReport {
             resolv_conf: r.resolv_conf.map(ResolvConf::try_from).transpose().at("resolv_conf")?,
             proxy_mode: enums::proxy_mode(r.proxy_mode).at("proxy_mode")?,
             errors: list(r.errors, MAX_INSPECTION_ERRORS, |e| Ok(Text::new(e)?)).at("errors")?,
+            filter_drops: list(r.filter_drops, MAX_FILTER_DROPS, FilterDrop::try_from).at("filter_drops")?,
         })
     }
 }
@@ -222,6 +225,81 @@ impl From<InspectionReport> for v1::InspectionReport {
             resolv_conf: r.resolv_conf.map(Into::into),
             proxy_mode: enums::proxy_mode_to_wire(r.proxy_mode),
             errors: r.errors.into_iter().map(Into::into).collect(),
+            filter_drops: r.filter_drops.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl TryFrom<v1::FilterDrop> for FilterDrop {
+    type Error = ConvertError;
+    fn try_from(d: v1::FilterDrop) -> Result<Self> {
+        let hook = match d.hook.as_str() {
+            "input" => FilterHook::Input,
+            "forward" => FilterHook::Forward,
+            "output" => FilterHook::Output,
+            _ => return Err(ErrorKind::Conflict("a hook is input, forward or output")).at("hook"),
+        };
+        let protocol = match d.protocol.as_str() {
+            "" => None,
+            "tcp" => Some(FilterProtocol::Tcp),
+            "udp" => Some(FilterProtocol::Udp),
+            "sctp" => Some(FilterProtocol::Sctp),
+            "icmp" => Some(FilterProtocol::Icmp),
+            _ => {
+                return Err(ErrorKind::Conflict("a protocol is tcp, udp, sctp, icmp or empty"))
+                    .at("protocol");
+            }
+        };
+        let ports = list(d.destination_ports, MAX_FILTER_PORT_RANGES, |r| {
+            let (first, last) = (port(r.first).at("first")?, port(r.last).at("last")?);
+            if last < first {
+                return Err(ErrorKind::Conflict("a port range ends before it starts")).at("last");
+            }
+            Ok(PortRange { first, last })
+        })
+        .at("destination_ports")?;
+        Ok(FilterDrop {
+            hook,
+            protocol,
+            source: opt_str(d.source, |s| net(&s)).at("source")?,
+            destination: opt_str(d.destination, |s| net(&s)).at("destination")?,
+            in_interface: opt_str(d.in_interface, Text::new).at("in_interface")?,
+            out_interface: opt_str(d.out_interface, Text::new).at("out_interface")?,
+            destination_ports: ports,
+            reject: d.reject,
+            rule: Text::new(d.rule).at("rule")?,
+        })
+    }
+}
+
+impl From<FilterDrop> for v1::FilterDrop {
+    fn from(d: FilterDrop) -> Self {
+        let hook = match d.hook {
+            FilterHook::Input => "input",
+            FilterHook::Forward => "forward",
+            FilterHook::Output => "output",
+        };
+        let protocol = match d.protocol {
+            None => "",
+            Some(FilterProtocol::Tcp) => "tcp",
+            Some(FilterProtocol::Udp) => "udp",
+            Some(FilterProtocol::Sctp) => "sctp",
+            Some(FilterProtocol::Icmp) => "icmp",
+        };
+        v1::FilterDrop {
+            hook: hook.to_owned(),
+            protocol: protocol.to_owned(),
+            source: d.source.map(|n| n.to_string()).unwrap_or_default(),
+            destination: d.destination.map(|n| n.to_string()).unwrap_or_default(),
+            in_interface: opt_to_wire(d.in_interface),
+            out_interface: opt_to_wire(d.out_interface),
+            destination_ports: d
+                .destination_ports
+                .into_iter()
+                .map(|r| v1::PortRange { first: u32::from(r.first.get()), last: u32::from(r.last.get()) })
+                .collect(),
+            reject: d.reject,
+            rule: d.rule.into(),
         }
     }
 }

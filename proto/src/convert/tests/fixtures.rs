@@ -145,7 +145,34 @@ pub(super) fn hello() -> Hello {
 }
 
 pub(super) fn inspection() -> InspectionReport {
+    use netdiag_model::inspect::{FilterDrop, FilterHook, FilterProtocol, PortRange};
+    let port = |p| netdiag_model::Port::new(p).unwrap();
     InspectionReport {
+        filter_drops: vec![
+            FilterDrop {
+                hook: FilterHook::Forward,
+                protocol: Some(FilterProtocol::Tcp),
+                source: Some("10.244.1.0/24".parse().unwrap()),
+                destination: None,
+                in_interface: Some(netdiag_model::Text::new("eth0".to_owned()).unwrap()),
+                out_interface: None,
+                destination_ports: vec![PortRange { first: port(20160), last: port(20180) }],
+                reject: false,
+                rule: netdiag_model::Text::new("FORWARD: -p tcp --dport 20160:20180 -j DROP".to_owned())
+                    .unwrap(),
+            },
+            FilterDrop {
+                hook: FilterHook::Input,
+                protocol: None,
+                source: None,
+                destination: None,
+                in_interface: None,
+                out_interface: None,
+                destination_ports: vec![],
+                reject: true,
+                rule: netdiag_model::Text::new("INPUT: -j REJECT".to_owned()).unwrap(),
+            },
+        ],
         source: Source::Node("node-1".parse().unwrap()),
         at: at(1_700_000_000_500),
         links: vec![Link {

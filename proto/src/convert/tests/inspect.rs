@@ -18,6 +18,7 @@ fn inspections_round_trip() {
         resolv_conf: None,
         proxy_mode: None,
         errors: vec![],
+        filter_drops: vec![],
         ..inspection()
     };
     round_trip::<InspectionReport, v1::InspectionReport>(bare);
@@ -30,6 +31,42 @@ fn hostile_inspections() {
         &valid,
         &[
             ("no source", |r| r.source = None, "source", "is missing"),
+            (
+                "bad hook",
+                |r| r.filter_drops[0].hook = "prerouting".into(),
+                "filter_drops[0].hook",
+                "input, forward",
+            ),
+            (
+                "bad protocol",
+                |r| r.filter_drops[0].protocol = "gre".into(),
+                "filter_drops[0].protocol",
+                "tcp, udp",
+            ),
+            (
+                "port range backwards",
+                |r| r.filter_drops[0].destination_ports[0].last = 1,
+                "filter_drops[0].destination_ports[0].last",
+                "ends before",
+            ),
+            (
+                "port 0",
+                |r| r.filter_drops[0].destination_ports[0].first = 0,
+                "filter_drops[0].destination_ports[0].first",
+                "port",
+            ),
+            (
+                "bad source",
+                |r| r.filter_drops[0].source = "10.0.0.0/40".into(),
+                "filter_drops[0].source",
+                "CIDR",
+            ),
+            (
+                "too many drops",
+                |r| r.filter_drops = vec![v1::FilterDrop::default(); 1_025],
+                "filter_drops",
+                "more than the 1024",
+            ),
             ("no time", |r| r.at_unix_ms = 0, "at_unix_ms", "is missing"),
             ("alias name", |r| r.links[0].name = "eth0:1".into(), "links[0].name", "contains ':'"),
             ("long name", |r| r.links[0].name = "a".repeat(16), "links[0].name", "more than the 15"),

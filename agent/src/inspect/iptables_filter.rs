@@ -1,0 +1,357 @@
+//! A node firewall's drop and reject rules, read back from `iptables-save` (or
+//! `ip6tables-save`) text: the `filter` table's rules reached from `INPUT`, `FORWARD` and
+//! `OUTPUT`, through the chains they jump to, that end in `DROP` or `REJECT`. Pure: text in,
+//! values out; nothing here panics on any input.
+//!
+//! A rule is reported only when every condition on its way is understood (protocol, addresses,
+//! interfaces, destination ports, a connection-state match that includes new connections,
+//! comments): a rule that drops a random share, by packet length, by mark or by anything else
+//! does not stop all of the traffic the rest describes, and would mislead. Negated conditions
+//! are not understood either. kube-proxy's own chains (`KUBE-*`) are left to the NAT reader.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use netdiag_model::Port;
+use netdiag_model::inspect::{FilterDrop, FilterHook, FilterProtocol, PortRange};
+use netdiag_model::limits::{MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_LINE_BYTES};
+use netdiag_model::text::Text;
+
+use super::iptables_nat::{Word, split_words};
+
+/// How deep jumps between user chains are followed.
+const MAX_DEPTH: usize = 8;
+
+/// The drop and reject rules of the `filter` table in `text`, hook by hook, in rule order.
+pub fn parse(text: &str) -> Vec<FilterDrop> {
+    let chains = filter_chains(text);
+    let mut out = Vec::new();
+    for (hook, name) in
+        [(FilterHook::Input, "INPUT"), (FilterHook::Forward, "FORWARD"), (FilterHook::Output, "OUTPUT")]
+    {
+        let mut path = vec![name.to_owned()];
+        walk(&chains, hook, name, &Conditions::default(), &mut path, &mut out);
+    }
+    out.truncate(MAX_FILTER_DROPS);
+    out
+}
+
+/// Each chain's rules (the words after `-A CHAIN`), as the table lists them.
+fn filter_chains(text: &str) -> HashMap<String, Vec<Vec<Word>>> {
+    let mut chains: HashMap<String, Vec<Vec<Word>>> = HashMap::new();
+    let mut in_filter = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(table) = line.strip_prefix('*') {
+            in_filter = table.trim() == "filter";
+            continue;
+        }
+        if !in_filter {
+            continue;
+        }
+        if let Some(decl) = line.strip_prefix(':') {
+            if let Some(chain) = decl.split_whitespace().next() {
+                chains.entry(chain.to_owned()).or_default();
+            }
+            continue;
+        }
+        let mut words = split_words(line);
+        if words.len() < 2 || words[0].quoted || !matches!(words[0].text.as_str(), "-A" | "--append") {
+            continue;
+        }
+        let rest = words.split_off(2);
+        chains.entry(words[1].text.clone()).or_default().push(rest);
+    }
+    chains
+}
+
+fn walk(
+    chains: &HashMap<String, Vec<Vec<Word>>>,
+    hook: FilterHook,
+    chain: &str,
+    inherited: &Conditions,
+    path: &mut Vec<String>,
+    out: &mut Vec<FilterDrop>,
+) {
+    let Some(rules) = chains.get(chain) else { return };
+    for words in rules {
+        if out.len() >= MAX_FILTER_DROPS {
+            return;
+        }
+        let Some(rule) = Rule::read(words) else { continue };
+        let Some(conditions) = inherited.and(&rule.conditions) else { continue };
+        match rule.target.as_deref() {
+            Some(target @ ("DROP" | "REJECT")) => {
+                let text = format!("{}: {}", path.join(" → "), join(words));
+                out.push(conditions.into_drop(hook, target == "REJECT", &text));
+            }
+            Some(next)
+                if chains.contains_key(next)
+                    && !next.starts_with("KUBE-")
+                    && path.len() < MAX_DEPTH
+                    && !path.iter().any(|c| c == next) =>
+            {
+                path.push(next.to_owned());
+                walk(chains, hook, next, &conditions, path, out);
+                path.pop();
+            }
+            _ => {}
+        }
+    }
+}
+
+fn join(words: &[Word]) -> String {
+    words
+        .iter()
+        .map(|w| if w.quoted { format!("\"{}\"", w.text) } else { w.text.clone() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What a rule matches, each field set by at most one rule on the way.
+#[derive(Debug, Clone, Default)]
+struct Conditions {
+    protocol: Option<FilterProtocol>,
+    source: Option<IpNet>,
+    destination: Option<IpNet>,
+    in_interface: Option<String>,
+    out_interface: Option<String>,
+    ports: Vec<PortRange>,
+}
+
+impl Conditions {
+    /// Both sets at once; None when they contradict or overlap in a way not modelled.
+    fn and(&self, other: &Conditions) -> Option<Conditions> {
+        fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
+            match (a, b) {
+                (Some(x), Some(y)) if x != y => None,
+                (Some(x), _) | (None, Some(x)) => Some(Some(x.clone())),
+                (None, None) => Some(None),
+            }
+        }
+        let ports = match (self.ports.is_empty(), other.ports.is_empty()) {
+            (true, _) => other.ports.clone(),
+            (false, true) => self.ports.clone(),
+            (false, false) => return None,
+        };
+        Some(Conditions {
+            protocol: one(&self.protocol, &other.protocol)?,
+            source: one(&self.source, &other.source)?,
+            destination: one(&self.destination, &other.destination)?,
+            in_interface: one(&self.in_interface, &other.in_interface)?,
+            out_interface: one(&self.out_interface, &other.out_interface)?,
+            ports,
+        })
+    }
+
+    fn into_drop(self, hook: FilterHook, reject: bool, rule: &str) -> FilterDrop {
+        let iface = |s: Option<String>| s.map(|s| Text::<64>::lossy(&s));
+        FilterDrop {
+            hook,
+            protocol: self.protocol,
+            source: self.source,
+            destination: self.destination,
+            in_interface: iface(self.in_interface),
+            out_interface: iface(self.out_interface),
+            destination_ports: self.ports,
+            reject,
+            rule: Text::<MAX_LINE_BYTES>::lossy(rule),
+        }
+    }
+}
+
+/// One rule's conditions and target; None when a condition is not understood.
+#[derive(Debug)]
+struct Rule {
+    conditions: Conditions,
+    target: Option<String>,
+}
+
+impl Rule {
+    fn read(words: &[Word]) -> Option<Rule> {
+        let mut c = Conditions::default();
+        let mut target = None;
+        let mut negated = false;
+        let mut i = 0;
+        while i < words.len() {
+            let word = &words[i];
+            i += 1;
+            if !word.quoted && word.text == "!" {
+                negated = true;
+                continue;
+            }
+            if word.quoted || !word.text.starts_with('-') {
+                return None;
+            }
+            let option = word.text.as_str();
+            let value = words.get(i).filter(|w| w.quoted || !(w.text.starts_with('-') || w.text == "!"));
+            if value.is_some() {
+                i += 1;
+            }
+            let value = value.map(|w| w.text.as_str());
+            let was_negated = std::mem::take(&mut negated);
+            match (option, value) {
+                // A connection-state match that takes new connections stops them all.
+                ("--ctstate" | "--state", Some(states)) => {
+                    let new = states.split(',').any(|s| s == "NEW");
+                    let old_only = states.split(',').all(|s| matches!(s, "ESTABLISHED" | "RELATED"));
+                    if !(new && !was_negated || was_negated && old_only) {
+                        return None;
+                    }
+                }
+                _ if was_negated => return None,
+                ("-m" | "--match", Some(module)) => {
+                    if !matches!(
+                        module,
+                        "tcp"
+                            | "udp"
+                            | "sctp"
+                            | "icmp"
+                            | "icmp6"
+                            | "icmpv6"
+                            | "multiport"
+                            | "comment"
+                            | "conntrack"
+                            | "state"
+                    ) {
+                        return None;
+                    }
+                }
+                ("--comment", _) | ("--icmp-type" | "--icmpv6-type", _) | ("--reject-with", _) => {}
+                ("-p" | "--protocol", Some(p)) => {
+                    c.protocol = Some(match p {
+                        "tcp" | "6" => FilterProtocol::Tcp,
+                        "udp" | "17" => FilterProtocol::Udp,
+                        "sctp" | "132" => FilterProtocol::Sctp,
+                        "icmp" | "1" | "icmpv6" | "ipv6-icmp" | "58" => FilterProtocol::Icmp,
+                        "all" | "0" => continue,
+                        _ => return None,
+                    });
+                }
+                ("-s" | "--source" | "--src", Some(a)) => c.source = Some(prefix(a)?),
+                ("-d" | "--destination" | "--dst", Some(a)) => c.destination = Some(prefix(a)?),
+                ("-i" | "--in-interface", Some(n)) => c.in_interface = Some(n.to_owned()),
+                ("-o" | "--out-interface", Some(n)) => c.out_interface = Some(n.to_owned()),
+                ("--dport" | "--destination-port" | "--dports" | "--destination-ports", Some(p)) => {
+                    c.ports = ports(p)?;
+                }
+                ("--syn", None) => {}
+                ("-j" | "--jump" | "-g" | "--goto", Some(t)) => target = Some(t.to_owned()),
+                _ => return None,
+            }
+        }
+        Some(Rule { conditions: c, target })
+    }
+}
+
+/// An address with or without a prefix length (`10.0.0.1` is `/32`).
+fn prefix(s: &str) -> Option<IpNet> {
+    if s.contains(',') {
+        return None;
+    }
+    IpNet::from_str(s).ok().or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+/// `80`, `1000:2000`, `80,443,8000:8080`.
+fn ports(s: &str) -> Option<Vec<PortRange>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let (a, b) = part.split_once(':').unwrap_or((part, part));
+        let bound = |text: &str, default: u32| {
+            let n = if text.is_empty() { default } else { text.parse::<u32>().ok()? };
+            Port::new(n).ok()
+        };
+        let (first, last) = (bound(a, 1)?, bound(b, 65535)?);
+        if last < first {
+            return None;
+        }
+        out.push(PortRange { first, last });
+    }
+    // More ranges than a report may carry: not a rule worth reading (multiport takes 15).
+    (!out.is_empty() && out.len() <= MAX_FILTER_PORT_RANGES).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAVE: &str = r#"# Generated by iptables-nft-save v1.8.9
+*nat
+:PREROUTING ACCEPT [0:0]
+-A PREROUTING -p tcp --dport 20160 -j DROP
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:BLOCK - [0:0]
+:KUBE-SERVICES - [0:0]
+-A INPUT -m conntrack --ctstate INVALID -j DROP
+-A FORWARD -p tcp -m tcp --dport 20160 -j DROP
+-A FORWARD -i eth0 -m statistic --mode random --probability 0.3 -j DROP
+-A FORWARD -m length --length 1201:65535 -j DROP
+-A FORWARD -s 10.244.1.0/24 -j BLOCK
+-A FORWARD -j KUBE-SERVICES
+-A FORWARD ! -s 10.0.0.0/8 -j DROP
+-A BLOCK -p udp -m multiport --dports 53,5353:5354 -m comment --comment "no dns" -j REJECT --reject-with icmp-port-unreachable
+-A BLOCK -s 10.244.2.0/24 -j DROP
+-A BLOCK -j BLOCK
+-A OUTPUT -d 10.244.3.7 -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP
+-A KUBE-SERVICES -d 10.96.0.5/32 -p tcp -j REJECT
+COMMIT
+"#;
+
+    #[test]
+    fn drops_are_read_with_their_conditions_and_path() {
+        let got = parse(SAVE);
+        let lines: Vec<&str> = got.iter().map(|d| d.rule.as_str()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "FORWARD: -p tcp -m tcp --dport 20160 -j DROP",
+                "FORWARD → BLOCK: -p udp -m multiport --dports 53,5353:5354 -m comment --comment \"no dns\" -j REJECT --reject-with icmp-port-unreachable",
+                "OUTPUT: -d 10.244.3.7 -m conntrack ! --ctstate ESTABLISHED,RELATED -j DROP",
+            ],
+            "a random share, a length, INVALID only, a negated source, a contradiction (10.244.1 and .2), a loop and kube-proxy's chains are left out"
+        );
+        let port = |p| Port::new(p).unwrap();
+        assert_eq!(got[0].hook, FilterHook::Forward);
+        assert_eq!(got[0].protocol, Some(FilterProtocol::Tcp));
+        assert_eq!(got[0].destination_ports, vec![PortRange { first: port(20160), last: port(20160) }]);
+        assert!(!got[0].reject);
+        assert_eq!(got[1].source, Some("10.244.1.0/24".parse().unwrap()), "inherited from the jump");
+        assert_eq!(got[1].protocol, Some(FilterProtocol::Udp));
+        assert_eq!(
+            got[1].destination_ports,
+            vec![
+                PortRange { first: port(53), last: port(53) },
+                PortRange { first: port(5353), last: port(5354) }
+            ]
+        );
+        assert!(got[1].reject);
+        assert_eq!(got[2].hook, FilterHook::Output);
+        assert_eq!(got[2].destination, Some("10.244.3.7/32".parse().unwrap()));
+    }
+
+    #[test]
+    fn odd_input_gives_nothing_and_never_panics() {
+        for text in [
+            "",
+            "*filter\n-A",
+            "*filter\n-A FORWARD",
+            "*filter\n-A FORWARD -p",
+            "*filter\n-A FORWARD --dport 0 -j DROP",
+            "*filter\n-A FORWARD --dport 9:1 -j DROP",
+            "*filter\n-A FORWARD -s not-an-ip -j DROP",
+            "*filter\n-A FORWARD \"-j\" DROP",
+            "-A FORWARD -j DROP",
+        ] {
+            assert!(parse(text).is_empty(), "{text:?}");
+        }
+        let many: String = std::iter::once("*filter\n".to_owned())
+            .chain((0..5000).map(|i| format!("-A INPUT -s 10.0.{}.{}/32 -j DROP\n", i / 256, i % 256)))
+            .collect();
+        assert_eq!(parse(&many).len(), MAX_FILTER_DROPS);
+    }
+}
