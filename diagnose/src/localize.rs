@@ -28,13 +28,17 @@
 //!    `agent-quiet` finding, or one `unexplained-failures` finding. **Invariant: every
 //!    failed or degraded pod-level cell of the matrix is claimed by exactly one finding**
 //!    ([`Localization::claims`]); the property test over the simulator checks it.
-//! 5. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
+//! 5. **Firewalls on record** ([`firewall`]): a node's drop or reject rule that matches failing
+//!    paths and no working one is quoted as evidence; findings it wholly explains that blame
+//!    other components (its symptoms, scattered) become one `firewall-drop` finding.
+//! 6. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
 //!    names, the affected paths (capped), the cells and inspection lines behind it, the
 //!    runbook section and what to check next; most severe first, then by id and culprit.
 
 mod context;
 mod cover;
 mod evidence;
+mod firewall;
 pub(crate) mod report;
 mod residual;
 mod rules;
@@ -101,6 +105,7 @@ pub fn localize(
     let mut drafts = rules::run(&mut analysis);
     let rejected = cover::run(&mut analysis, &mut drafts);
     residual::run(&mut analysis, &mut drafts, &rejected);
+    let drafts = firewall::run(&mut analysis, drafts);
     let (findings, place) = report::finish(drafts, thresholds.max_affected);
     let owner = |c: Option<usize>| c.and_then(|d| place.get(d).copied().flatten());
     let a = &analysis;

@@ -162,6 +162,9 @@ pub struct World {
     isolated: Vec<NodeName>,
     /// `net.ipv4.ip_forward = 0`: the node delivers to itself but forwards nothing.
     forwarding_off: Vec<NodeName>,
+    /// The node's firewall drops TCP forwarded to this port (its pods' port, from anywhere but
+    /// the node itself).
+    firewall_drops: Vec<(NodeName, u16)>,
     pairs_cut: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
@@ -224,6 +227,10 @@ impl World {
     }
     pub fn forwarding_off(mut self, n: &str) -> Self {
         self.forwarding_off.push(node(n));
+        self
+    }
+    pub fn firewall_drop(mut self, n: &str, port: u16) -> Self {
+        self.firewall_drops.push((node(n), port));
         self
     }
     pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
@@ -502,6 +509,18 @@ impl World {
             };
             sysctls.push(json!({"key": "net.netfilter.nf_conntrack_tcp_timeout_established", "value": cut.to_string()}));
         }
+        let drops: Vec<serde_json::Value> = self
+            .firewall_drops
+            .iter()
+            .filter(|(m, _)| m == n)
+            .map(|(_, port)| {
+                json!({
+                    "hook": "forward", "protocol": "tcp", "reject": false,
+                    "destination_ports": [{"first": port, "last": port}],
+                    "rule": format!("FORWARD: -p tcp -m tcp --dport {port} -j DROP"),
+                })
+            })
+            .collect();
         report(json!({
             "source": {"node": n.to_string()},
             "at": now().get(),
@@ -516,6 +535,7 @@ impl World {
             "resolv_conf": null,
             "proxy_mode": "iptables",
             "errors": [],
+            "filter_drops": drops,
         }))
     }
 
@@ -643,6 +663,14 @@ impl World {
             return Some(Outcome::Tcp(TcpFailure::Refused));
         }
         if self.ports_dropped.contains(&(p.clone(), port)) {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        // A FORWARD rule: into the node's pods from anywhere but the node itself, and out of
+        // its pods to any pod.
+        let from_node_itself = matches!(source, Source::Node(m) if *m == to);
+        let forwarded_out =
+            matches!(source, Source::Pod(_)) && self.firewall_drops.contains(&(from.clone(), port));
+        if (self.firewall_drops.contains(&(to.clone(), port)) && !from_node_itself) || forwarded_out {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let is_dns = p.name.as_str().starts_with("coredns") && port == 53;

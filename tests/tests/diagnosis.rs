@@ -261,3 +261,52 @@ fn packet_loss_reads_its_true_magnitude() {
     println!("loss node-3 30% in: found in {:.1}s, reads {p}% — {}", took.as_secs_f64(), f.verdict);
     assert!((25.0..=35.0).contains(&p), "30% loss reads {p}%: {}", f.verdict);
 }
+
+/// A rule written by hand in node-2's firewall (plain `iptables`, not a lab fault): TCP to port
+/// 20160 forwarded through node-2 is dropped — tikv-1's port from everywhere, and every pod on
+/// node-2 reaching any tikv. The symptoms read as a port dropped on one pod and sources cut
+/// off from others; the finding names node-2's firewall and quotes the rule, alone, and goes
+/// once the rule is deleted.
+#[test]
+fn a_hand_made_firewall_rule_is_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let netns = c.lab.node("node-2").netns.clone();
+    let rule = ["FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let iptables = |op: &str| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "iptables", op])
+            .args(rule)
+            .status()
+            .unwrap();
+        assert!(status.success(), "iptables {op} {rule:?}");
+    };
+    iptables("-I");
+    // The inspection that carries the rule comes every 3 s.
+    let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        let d = c.diagnosis();
+        let named = d.findings.iter().any(|f| {
+            f.id.as_str() == "firewall-drop"
+                && f.culprit
+                    .as_ref()
+                    .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == "node-2")
+                && f.verdict.as_str().contains("--dport 20160")
+        });
+        (named && d.findings.len() == 1).then_some(())
+    });
+    let Some(((), took)) = found else {
+        iptables("-D");
+        panic!(
+            "no lone firewall-drop on node-2; findings now:\n  {}",
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    eprintln!("hand-made FORWARD drop on node-2: named alone in {took:?}");
+    iptables("-D");
+    let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
+    assert!(
+        cleared.is_some(),
+        "rule deleted, findings remain:\n  {}",
+        describe_findings(&c.diagnosis().findings)
+    );
+}

@@ -335,6 +335,16 @@ impl<'a> Analysis<'a> {
         }
     }
 
+    /// Moves every claim on draft `d` to draft `to(d)` (drafts merged or renumbered).
+    pub(crate) fn remap_claims(&mut self, to: impl Fn(usize) -> usize) {
+        let claims = self.claims.iter_mut().chain(self.held.iter_mut().map(|(_, _, c)| c));
+        for c in claims {
+            if let Claim::Draft(d) = c {
+                *d = to(*d);
+            }
+        }
+    }
+
     /// Indices of the cells no finding has explained yet.
     pub(crate) fn open(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.obs.len()).filter(|&i| self.is_open(i))

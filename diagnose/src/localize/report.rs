@@ -32,6 +32,8 @@ pub(crate) mod ids {
     pub(crate) const NODE_PACKET_LOSS: &str = "node-packet-loss";
     pub(crate) const KEEPALIVE_EXCEEDS_IDLE_CUT: &str = "keepalive-exceeds-idle-cut";
     pub(crate) const KEEPALIVE_UNVERIFIED: &str = "keepalive-unverified";
+    /// A node firewall's rule that matches failing paths and no working one.
+    pub(crate) const FIREWALL_DROP: &str = "firewall-drop";
     /// The class layer: ICMP fails where TCP works (never a pod or node blamed).
     pub(crate) const ICMP_FILTERED: &str = "icmp-filtered";
     /// A quiet agent's frozen cells, when no finding blames its node.
@@ -41,7 +43,8 @@ pub(crate) mod ids {
 
     /// Every id, for tests.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 24] = [
+    pub(crate) const ALL: [&str; 25] = [
+        FIREWALL_DROP,
         NODE_FORWARDING_DISABLED,
         NODE_ISOLATED,
         NODE_PAIR_BROKEN,

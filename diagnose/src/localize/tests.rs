@@ -81,6 +81,13 @@ fn one_finding_per_runbook_verdict() {
             World::healthy().forwarding_off("node-2"),
             vec![(ids::NODE_FORWARDING_DISABLED, Node, "node-2", "net.ipv4.ip_forward = 0")],
         ),
+        // A hand-made host firewall rule: port 2379 of every pod on node-2 dropped. The
+        // symptoms read as the port dropped on one pod; the node's inspection has the rule.
+        row(
+            "node-2's firewall drops TCP to port 2379",
+            World::healthy().firewall_drop("node-2", 2379),
+            vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
+        ),
         row(
             "pod-down",
             World::healthy().pod_down("tidb/demo-pd-1"),

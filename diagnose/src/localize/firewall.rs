@@ -1,0 +1,346 @@
+//! The nodes' own firewalls, read from their inspections: a drop or reject rule that matches
+//! failing paths and no working one is a cause on record, not a guess. It runs after every
+//! other layer, over what they claimed:
+//!
+//! - a finding that already blames the rule's node (the node cut off, a pair with it) keeps
+//!   its verdict and gains the rule as evidence;
+//! - findings that blame something else and whose every path the rule matches — a port
+//!   "dropped" on one pod, a pod "unreachable from node-1", the residue — were the rule's
+//!   symptoms scattered over components: they become one `firewall-drop` finding naming the
+//!   node and quoting the rule;
+//! - a finding the rule explains in part gains it as evidence.
+//!
+//! A packet is matched on its way out (request direction only): the protocol of the probe, the
+//! source's and destination's addresses of the cell's family, the destination port, and the
+//! interfaces it crosses (the node's uplink — the link holding its address — or a pod's side).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use netdiag_model::inspect::{FilterDrop, FilterHook, FilterProtocol};
+use netdiag_model::probe::{ProbeKind, Source};
+use netdiag_model::{CellStatus, CulpritKind, NodeName, PodRef, Port, Severity};
+
+use super::evidence::{Analysis, Obs};
+use super::report::{Draft, ids};
+use crate::matrix::{Destination, key::IpFamily};
+
+/// One packet of a probe, as a node's firewall hook sees it.
+#[derive(Debug)]
+struct Packet {
+    protocol: FilterProtocol,
+    source: Option<IpAddr>,
+    destination: Option<IpAddr>,
+    port: Option<Port>,
+    /// The uplink, or a pod's side (None: any name but the uplink's).
+    in_uplink: bool,
+    out_uplink: bool,
+}
+
+/// The hooks a cell's request passes, node by node, with the packet each sees: one route for
+/// a direct path, one per backend for a service VIP (DNAT happens before the filter hooks).
+fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, FilterHook, Packet)>> {
+    let protocol = match o.kind {
+        ProbeKind::Icmp | ProbeKind::Mtu => FilterProtocol::Icmp,
+        ProbeKind::Tcp | ProbeKind::Http => FilterProtocol::Tcp,
+        ProbeKind::Dns => FilterProtocol::Udp,
+    };
+    let src_ip = |family| match &o.source {
+        Source::Pod(p) => ips.pod(p, family),
+        Source::Node(n) => ips.node(n, family),
+    };
+    let direct = |family: IpFamily, dst_ip: Option<IpAddr>, port: Option<Port>| {
+        let Some(dst) = o.dst_node.as_ref() else { return Vec::new() };
+        vec![hops(o, protocol, src_ip(family), dst_ip, port, dst, o.dst_pod.is_some())]
+    };
+    match &o.dest {
+        Destination::Pod { pod, port, family } => direct(*family, ips.pod(pod, *family), *port),
+        Destination::Endpoint { pod, port, family, .. } => {
+            direct(*family, ips.pod(pod, *family), Some(*port))
+        }
+        Destination::Node { node, port, family } => direct(*family, ips.node(node, *family), *port),
+        Destination::Address { ip, port } => direct(IpFamily::of(*ip), Some(*ip), *port),
+        Destination::Service { family, .. } => {
+            let Some(svc) = a.service_of(o) else { return Vec::new() };
+            let port = a.backend_port(o, svc);
+            svc.backends
+                .iter()
+                .filter(|b| IpFamily::of(b.ip) == *family)
+                .filter_map(|b| {
+                    Some(hops(
+                        o,
+                        protocol,
+                        src_ip(*family),
+                        Some(b.ip),
+                        port,
+                        b.node.as_ref()?,
+                        b.pod.is_some(),
+                    ))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The hops from the cell's source to a destination on `dst` (a pod there, or the node).
+fn hops(
+    o: &Obs,
+    protocol: FilterProtocol,
+    source: Option<IpAddr>,
+    destination: Option<IpAddr>,
+    port: Option<Port>,
+    dst: &NodeName,
+    to_pod: bool,
+) -> Vec<(NodeName, FilterHook, Packet)> {
+    let src = o.src_node();
+    let port = if protocol == FilterProtocol::Icmp { None } else { port };
+    let packet =
+        |in_uplink, out_uplink| Packet { protocol, source, destination, port, in_uplink, out_uplink };
+    let cross = src != dst;
+    let mut out = Vec::new();
+    match &o.source {
+        Source::Node(_) => out.push((src.clone(), FilterHook::Output, packet(false, cross))),
+        Source::Pod(_) if !cross && !to_pod => {
+            out.push((src.clone(), FilterHook::Input, packet(false, false)))
+        }
+        Source::Pod(_) => out.push((src.clone(), FilterHook::Forward, packet(false, cross))),
+    }
+    if cross {
+        let hook = if to_pod { FilterHook::Forward } else { FilterHook::Input };
+        out.push((dst.clone(), hook, packet(true, false)));
+    }
+    out
+}
+
+/// Pods' and nodes' addresses, looked up once per diagnosis.
+struct Addresses<'i> {
+    pods: HashMap<PodRef, &'i [IpAddr]>,
+    nodes: HashMap<&'i NodeName, &'i [IpAddr]>,
+}
+
+impl<'i> Addresses<'i> {
+    fn new(inventory: &'i netdiag_model::inventory::Inventory) -> Self {
+        Addresses {
+            pods: inventory.pods.iter().map(|p| (p.pod_ref(), p.ips.as_slice())).collect(),
+            nodes: inventory.nodes.iter().map(|n| (&n.name, n.ips.as_slice())).collect(),
+        }
+    }
+
+    fn pod(&self, pod: &PodRef, family: IpFamily) -> Option<IpAddr> {
+        self.pods.get(pod)?.iter().copied().find(|ip| IpFamily::of(*ip) == family)
+    }
+
+    fn node(&self, node: &NodeName, family: IpFamily) -> Option<IpAddr> {
+        self.nodes.get(node)?.iter().copied().find(|ip| IpFamily::of(*ip) == family)
+    }
+}
+
+/// The name of `node`'s uplink: the link holding one of its addresses.
+fn uplink(a: &Analysis<'_>, node: &NodeName) -> Option<String> {
+    let report = a.ctx.node_reports.get(node)?;
+    let info = a.ctx.inventory.nodes.iter().find(|n| &n.name == node)?;
+    report
+        .links
+        .iter()
+        .find(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))
+        .map(|l| l.name.as_str().to_owned())
+}
+
+fn matches(d: &FilterDrop, p: &Packet, uplink: Option<&str>) -> bool {
+    let iface = |pattern: &Option<netdiag_model::Text<64>>, on_uplink: bool| match pattern {
+        None => true,
+        Some(pat) => match uplink {
+            Some(up) if on_uplink => FilterDrop::interface_matches(pat.as_str(), up),
+            Some(up) => !FilterDrop::interface_matches(pat.as_str(), up),
+            // Which interface is which is unknown: not matched.
+            None => false,
+        },
+    };
+    let addr = |net: &Option<ipnet::IpNet>, ip: Option<IpAddr>| match net {
+        None => true,
+        Some(net) => ip.is_some_and(|ip| net.contains(&ip)),
+    };
+    d.protocol.is_none_or(|pr| pr == p.protocol)
+        && addr(&d.source, p.source)
+        && addr(&d.destination, p.destination)
+        && (d.destination_ports.is_empty()
+            || p.port.is_some_and(|port| d.destination_ports.iter().any(|r| r.contains(port))))
+        && iface(&d.in_interface, p.in_uplink)
+        && iface(&d.out_interface, p.out_uplink)
+}
+
+/// A drop rule on a node and the bad cells it matches, when it matches no working one.
+struct Confirmed<'r> {
+    node: NodeName,
+    rule: &'r FilterDrop,
+    bad: BTreeSet<usize>,
+}
+
+fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
+    let mut by_rule: BTreeMap<(NodeName, usize), (BTreeSet<usize>, bool)> = BTreeMap::new();
+    let guarded: BTreeSet<&NodeName> =
+        a.ctx.node_reports.iter().filter(|(_, r)| !r.filter_drops.is_empty()).map(|(n, _)| n).collect();
+    if guarded.is_empty() {
+        return Vec::new();
+    }
+    let uplinks: BTreeMap<&NodeName, Option<String>> = guarded.iter().map(|n| (*n, uplink(a, n))).collect();
+    let ips = Addresses::new(a.ctx.inventory);
+    for (i, o) in a.obs.iter().enumerate() {
+        let bad = o.is_bad();
+        let working = o.stats.status == CellStatus::Ok
+            && o.stats.since_repair.successes > 0
+            && !o.stats.since_repair.troubled();
+        if !bad && !working {
+            continue;
+        }
+        // Only paths that touch a node with such rules (a VIP's backends may sit anywhere).
+        if !guarded.contains(o.src_node())
+            && o.dst_node.as_ref().is_none_or(|d| !guarded.contains(d))
+            && a.service_of(o).is_none()
+        {
+            continue;
+        }
+        let routes = routes(a, &ips, o);
+        if routes.is_empty() {
+            continue;
+        }
+        // A rule explains the cell when every route (every backend of a VIP) meets it.
+        let mut met: Option<BTreeSet<(NodeName, usize)>> = None;
+        for route in &routes {
+            let mut here = BTreeSet::new();
+            for (node, hook, packet) in route {
+                let Some(report) = a.ctx.node_reports.get(node) else { continue };
+                let up = uplinks.get(node).cloned().flatten();
+                for (j, d) in report.filter_drops.iter().enumerate() {
+                    if d.hook == *hook && matches(d, packet, up.as_deref()) {
+                        here.insert((node.clone(), j));
+                    }
+                }
+            }
+            met = Some(match met {
+                None => here,
+                Some(m) => m.intersection(&here).cloned().collect(),
+            });
+        }
+        for key in met.unwrap_or_default() {
+            let e = by_rule.entry(key).or_default();
+            if bad {
+                e.0.insert(i);
+            } else {
+                e.1 = true;
+            }
+        }
+    }
+    by_rule
+        .into_iter()
+        .filter(|(_, (bad, working))| !bad.is_empty() && !working)
+        .filter_map(|((node, j), (bad, _))| {
+            let rule = a.ctx.node_reports.get(&node)?.filter_drops.get(j)?;
+            Some(Confirmed { node, rule, bad })
+        })
+        .collect()
+}
+
+/// Whether the draft already blames `node` (the node, or a pair with it).
+fn blames(d: &Draft, node: &NodeName) -> bool {
+    match d.culprit.0 {
+        CulpritKind::Node => d.culprit.1 == node.as_str(),
+        CulpritKind::NodePair => d.culprit.1.split(['↔', '→']).any(|n| n == node.as_str()),
+        _ => false,
+    }
+}
+
+fn rule_line(node: &NodeName, d: &FilterDrop) -> String {
+    let verb = if d.reject { "rejects" } else { "drops" };
+    format!("node {node}'s firewall {verb} these paths: {}", d.rule)
+}
+
+/// Applies the confirmed rules to the drafts; returns the drafts with the claims moved.
+pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
+    let rules = confirmed(a);
+    if rules.is_empty() {
+        return drafts;
+    }
+    let mut drafts: Vec<Option<Draft>> = drafts.into_iter().map(Some).collect();
+    let mut moved: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut added: Vec<Draft> = Vec::new();
+    let n_old = drafts.len();
+    for c in rules {
+        let mut claimed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for i in 0..a.obs.len() {
+            if a.obs[i].is_bad()
+                && let Some(d) = a.owner(i)
+            {
+                claimed.entry(d).or_default().push(i);
+            }
+        }
+        let owners: BTreeSet<usize> = c.bad.iter().filter_map(|&i| a.owner(i)).collect();
+        let mut absorbed = Vec::new();
+        for d in owners {
+            let Some(Some(draft)) = drafts.get_mut(d) else { continue };
+            let whole = claimed.get(&d).is_some_and(|cells| cells.iter().all(|i| c.bad.contains(i)));
+            if whole && !blames(draft, &c.node) && d < n_old {
+                absorbed.push(d);
+            } else {
+                draft.evidence.insert(0, rule_line(&c.node, c.rule));
+            }
+        }
+        if absorbed.is_empty() {
+            continue;
+        }
+        let index = n_old + added.len();
+        let cells: Vec<usize> =
+            absorbed.iter().flat_map(|d| claimed.get(d).cloned().unwrap_or_default()).collect();
+        let mut affected = Vec::new();
+        let mut was = Vec::new();
+        for &d in &absorbed {
+            if let Some(old) = drafts.get_mut(d).and_then(Option::take) {
+                was.push(format!("{} [{}]", old.id, old.culprit.1));
+                affected.extend(old.affected);
+            }
+            moved.insert(d, index);
+        }
+        let verb = if c.rule.reject { "rejects" } else { "drops" };
+        let mut evidence = vec![format!("rule on node {}: {}", c.node, c.rule.rule)];
+        evidence.push(format!(
+            "every path it matches fails, none works; without it the paths read as: {}",
+            was.join(", ")
+        ));
+        evidence.extend(a.cell_lines(&cells));
+        added.push(
+            Draft::new(
+                ids::FIREWALL_DROP,
+                Severity::Critical,
+                (CulpritKind::Node, c.node.to_string()),
+                "1.5",
+                format!(
+                    "node {}'s firewall {verb} {} failing paths ({} hook): {}",
+                    c.node,
+                    cells.len(),
+                    c.rule.hook,
+                    c.rule.rule
+                ),
+            )
+            .affected(affected)
+            .evidence(evidence)
+            .suggestion(format!(
+                "read the rule in context on {}: `iptables-save -t filter` (or `nft list ruleset`); find who wrote it \
+                 (a host firewall, a security agent, a NetworkPolicy implementation) and remove or narrow it",
+                c.node
+            )),
+        );
+    }
+    a.remap_claims(|d| moved.get(&d).copied().unwrap_or(d));
+    // Drop the absorbed drafts and renumber what follows them.
+    let mut index_of = vec![None; n_old + added.len()];
+    let mut out = Vec::new();
+    for (d, draft) in drafts.into_iter().chain(added.into_iter().map(Some)).enumerate() {
+        if let Some(draft) = draft {
+            index_of[d] = Some(out.len());
+            out.push(draft);
+        }
+    }
+    a.remap_claims(|d| index_of.get(d).copied().flatten().unwrap_or(d));
+    out
+}
