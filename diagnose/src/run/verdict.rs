@@ -78,7 +78,8 @@ const DEGRADATIONS: &[&str] = &[
 
 /// Ids that name the same trouble at different widths.
 fn family(id: &str) -> &'static [&'static str] {
-    const NODE: &[&str] = &[ids::NODE_ISOLATED, ids::NODE_PAIR_BROKEN, ids::ROUTE_MISSING];
+    const NODE: &[&str] =
+        &[ids::NODE_ISOLATED, ids::NODE_PAIR_BROKEN, ids::ROUTE_MISSING, ids::NODE_FORWARDING_DISABLED];
     const DNS: &[&str] = &[
         ids::DNS_DOWN,
         ids::DNS_UNREACHABLE_FROM_NODE,
@@ -92,7 +93,8 @@ fn family(id: &str) -> &'static [&'static str] {
         ids::NODEPORT_BROKEN,
         ids::NODEPORT_LOCAL_POLICY,
     ];
-    const POD: &[&str] = &[ids::POD_DOWN, ids::NODE_ISOLATED];
+    // A node that forwards nothing silences its pods.
+    const POD: &[&str] = &[ids::POD_DOWN, ids::NODE_ISOLATED, ids::NODE_FORWARDING_DISABLED];
     const PORT: &[&str] = &[ids::PORT_REFUSED, ids::PORT_DROPPED];
     const MTU: &[&str] = &[ids::MTU_BLACKHOLE, ids::MTU_REDUCED];
     const LOSS: &[&str] = &[ids::NODE_PACKET_LOSS];
