@@ -162,6 +162,8 @@ pub struct World {
     isolated: Vec<NodeName>,
     /// `net.ipv4.ip_forward = 0`: the node delivers to itself but forwards nothing.
     forwarding_off: Vec<NodeName>,
+    /// The same without the setting to show it (a FORWARD policy of DROP, a CNI bridge down).
+    forwarding_broken: Vec<NodeName>,
     /// The node's firewall drops TCP forwarded to this port (its pods' port, from anywhere but
     /// the node itself).
     firewall_drops: Vec<(NodeName, u16)>,
@@ -227,6 +229,10 @@ impl World {
     }
     pub fn forwarding_off(mut self, n: &str) -> Self {
         self.forwarding_off.push(node(n));
+        self
+    }
+    pub fn forwarding_broken(mut self, n: &str) -> Self {
+        self.forwarding_broken.push(node(n));
         self
     }
     pub fn firewall_drop(mut self, n: &str, port: u16) -> Self {
@@ -620,9 +626,8 @@ impl World {
         let pod_source = matches!(source, Source::Pod(_));
         let forwarded_out = pod_source && (dst_pod.is_some() || from != to);
         let forwarded_in = dst_pod.is_some() && (pod_source || from != to);
-        if (forwarded_out && self.forwarding_off.contains(from))
-            || (forwarded_in && self.forwarding_off.contains(to))
-        {
+        let stops = |n: &NodeName| self.forwarding_off.contains(n) || self.forwarding_broken.contains(n);
+        if (forwarded_out && stops(from)) || (forwarded_in && stops(to)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         if from == to {

@@ -12,6 +12,7 @@ use netdiag_model::{Culprit, CulpritKind, Finding, FindingId, Severity};
 /// The stable finding ids, one per verdict.
 pub(crate) mod ids {
     pub(crate) const NODE_FORWARDING_DISABLED: &str = "node-forwarding-disabled";
+    pub(crate) const NODE_FORWARDING_BROKEN: &str = "node-forwarding-broken";
     pub(crate) const NODE_ISOLATED: &str = "node-isolated";
     pub(crate) const NODE_PAIR_BROKEN: &str = "node-pair-broken";
     pub(crate) const ROUTE_MISSING: &str = "route-missing";
@@ -43,7 +44,8 @@ pub(crate) mod ids {
 
     /// Every id, for tests.
     #[cfg(test)]
-    pub(crate) const ALL: [&str; 25] = [
+    pub(crate) const ALL: [&str; 26] = [
+        NODE_FORWARDING_BROKEN,
         FIREWALL_DROP,
         NODE_FORWARDING_DISABLED,
         NODE_ISOLATED,

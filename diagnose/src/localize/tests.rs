@@ -84,6 +84,11 @@ fn one_finding_per_runbook_verdict() {
         // A hand-made host firewall rule: port 2379 of every pod on node-2 dropped. The
         // symptoms read as the port dropped on one pod; the node's inspection has the rule.
         row(
+            "node-2 forwards nothing, no setting says why",
+            World::healthy().forwarding_broken("node-2"),
+            vec![(ids::NODE_FORWARDING_BROKEN, Node, "node-2", "forwards nothing for its pods")],
+        ),
+        row(
             "node-2's firewall drops TCP to port 2379",
             World::healthy().firewall_drop("node-2", 2379),
             vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
@@ -415,6 +420,7 @@ fn a_fault_shows_on_its_second_failed_probe_and_clears_once_its_cells_recover() 
         (World::healthy().dns_block("node-2"), ids::DNS_UNREACHABLE_FROM_NODE),
         (World::healthy().isolate("node-3"), ids::NODE_ISOLATED),
         (World::healthy().forwarding_off("node-2"), ids::NODE_FORWARDING_DISABLED),
+        (World::healthy().forwarding_broken("node-2"), ids::NODE_FORWARDING_BROKEN),
     ];
     for (world, id) in faults {
         let once = run(&world.clone().just_broke(1));

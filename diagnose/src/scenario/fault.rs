@@ -54,6 +54,9 @@ pub enum Fault {
     DnsLoss(f64),
     /// ICMP into the node and its pods from other nodes is dropped; TCP passes.
     IcmpFiltered(NodeName),
+    /// The node forwards nothing for its pods (a FORWARD policy of DROP, a CNI bridge down),
+    /// with no setting in its inspection to say so; it still delivers to itself.
+    ForwardingBroken(NodeName),
 }
 
 /// What the benchmark tabulates: a fault's kind, with its direction or source group.
@@ -74,10 +77,11 @@ pub enum FaultClass {
     DnsDown,
     DnsLoss,
     IcmpFiltered,
+    ForwardingBroken,
 }
 
 impl FaultClass {
-    pub const ALL: [FaultClass; 15] = [
+    pub const ALL: [FaultClass; 16] = [
         FaultClass::PodDown,
         FaultClass::NodeIsolated,
         FaultClass::PairCut,
@@ -93,6 +97,7 @@ impl FaultClass {
         FaultClass::DnsDown,
         FaultClass::DnsLoss,
         FaultClass::IcmpFiltered,
+        FaultClass::ForwardingBroken,
     ];
 
     pub fn label(self) -> &'static str {
@@ -112,6 +117,7 @@ impl FaultClass {
             FaultClass::DnsDown => "dns down",
             FaultClass::DnsLoss => "dns loss",
             FaultClass::IcmpFiltered => "icmp filtered",
+            FaultClass::ForwardingBroken => "forwarding broken",
         }
     }
 
@@ -139,6 +145,7 @@ impl Fault {
             Fault::DnsDown => FaultClass::DnsDown,
             Fault::DnsLoss(_) => FaultClass::DnsLoss,
             Fault::IcmpFiltered(_) => FaultClass::IcmpFiltered,
+            Fault::ForwardingBroken(_) => FaultClass::ForwardingBroken,
         }
     }
 }
@@ -164,6 +171,7 @@ impl fmt::Display for Fault {
             Fault::DnsDown => write!(f, "dns down"),
             Fault::DnsLoss(share) => write!(f, "dns losing {:.0}% of lookups", 100.0 * share),
             Fault::IcmpFiltered(n) => write!(f, "icmp filtered into {n}"),
+            Fault::ForwardingBroken(n) => write!(f, "{n} forwards nothing"),
         }
     }
 }
@@ -183,6 +191,7 @@ pub(crate) enum Effect {
     DnsDown,
     DnsLoss(f64),
     IcmpFiltered(u32),
+    ForwardingBroken(u32),
 }
 
 impl Effect {
@@ -206,6 +215,7 @@ impl Effect {
             Fault::DnsDown => Effect::DnsDown,
             Fault::DnsLoss(share) => Effect::DnsLoss(*share),
             Fault::IcmpFiltered(n) => Effect::IcmpFiltered(node(n)?),
+            Fault::ForwardingBroken(n) => Effect::ForwardingBroken(node(n)?),
         })
     }
 }

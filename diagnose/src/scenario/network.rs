@@ -222,6 +222,15 @@ impl Network<'_> {
                     hop.block(Block::Timeout)
                 }
                 Effect::PairCut(a, b) if cross && between(a, b) => hop.block(Block::Timeout),
+                // Forwarded by the node: its pods' packets to anything but the node itself,
+                // and anything but the node itself to its pods.
+                Effect::ForwardingBroken(n)
+                    if !itself
+                        && ((src.pod.is_some() && src.node == n && (dst.pod.is_some() || dst.node != n))
+                            || (dst.pod.is_some() && dst.node == n && (src.pod.is_some() || src.node != n))) =>
+                {
+                    hop.block(Block::Timeout)
+                }
                 Effect::IcmpFiltered(n) if cross && icmp && dst.node == n => hop.block(Block::Timeout),
                 // The large request crosses one way; the small reply comes back.
                 Effect::MtuOneWay(n, Direction::In) if cross && kind == ProbeKind::Mtu && dst.node == n => {

@@ -111,6 +111,10 @@ fn candidate(c: &Cluster, class: FaultClass, rng: &mut Rng) -> Option<(Fault, Ve
             };
             (fault, nodes)
         }
+        FaultClass::ForwardingBroken => {
+            let n = node(rng)?;
+            (Fault::ForwardingBroken(name(n)), vec![n])
+        }
         FaultClass::IcmpFiltered => {
             let n = node(rng)?;
             (Fault::IcmpFiltered(name(n)), vec![n])

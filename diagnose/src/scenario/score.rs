@@ -217,6 +217,9 @@ fn fit(fault: &Fault, f: &Finding) -> Fit {
             exact_if(direction(f, name) == *d && id != "icmp-filtered" && !id.contains("mtu"))
         }
         (Fault::IcmpFiltered(n), CulpritKind::Node) if name == n.as_str() => exact_if(id == "icmp-filtered"),
+        (Fault::ForwardingBroken(n), CulpritKind::Node) if name == n.as_str() => {
+            exact_if(id == "node-forwarding-broken")
+        }
         (Fault::DnsDown, CulpritKind::Dns) => exact_if(!name.contains(" from ") && !id.contains("degraded")),
         (Fault::DnsLoss(_), CulpritKind::Dns) => {
             exact_if(!name.contains(" from ") && id.contains("degraded"))
