@@ -460,6 +460,12 @@ impl prometheus_client::collector::Collector for StateSnapshot {
         )?;
         counter(&mut e, "ingest_invalid_messages", "Agent messages that failed validation.", i.invalid)?;
         counter(&mut e, "ingest_inspections", "Inspection reports accepted from agents.", i.inspections)?;
+        counter(
+            &mut e,
+            "ingest_inspections_refused",
+            "Inspection reports refused: about a source on another node, or past an agent's bound.",
+            i.foreign_inspections,
+        )?;
         family(
             &mut e,
             "results_dropped",

@@ -70,6 +70,8 @@ pub struct IngestCounters {
     pub invalid: u64,
     pub dropped_by_agents: u64,
     pub inspections: u64,
+    /// Inspections refused: of a source on another node, or over an agent's bound.
+    pub foreign_inspections: u64,
 }
 
 #[derive(Debug)]
@@ -334,9 +336,32 @@ impl Sink for CollectorState {
         if let Ok(mut m) = self.matrix.lock() {
             m.agent_seen(node, now());
         }
-        if let Ok(mut i) = self.inspections.lock() {
-            i.insert(report.source.clone(), (node.clone(), report));
+        // An agent speaks for its own node and the pods on it, never for another node's: a
+        // report about node-2 from node-1's agent (a bug, or a hostile agent) would put words
+        // in node-2's inspection the diagnosis trusts as a cause on record.
+        let own = match &report.source {
+            Source::Node(n) => n == node,
+            Source::Pod(p) => {
+                self.inventory.read().map(|inv| inv.1.node_of_pod(p).is_none_or(|n| n == node)).unwrap_or(false)
+            }
+        };
+        if !own {
+            tracing::warn!(agent = %node, source = %report.source, "inspection of a source on another node refused");
+            self.count(|c| c.foreign_inspections += 1);
+            return;
         }
+        let Ok(mut i) = self.inspections.lock() else { return };
+        // Bounded per agent: its node and at most the pods a node can hold.
+        if !i.contains_key(&report.source)
+            && i.values().filter(|(n, _)| n == node).count() > netdiag_model::limits::MAX_LOCAL_PODS
+        {
+            tracing::warn!(agent = %node, source = %report.source, "inspection refused: the agent already has one per pod a node can hold");
+            drop(i);
+            self.count(|c| c.foreign_inspections += 1);
+            return;
+        }
+        i.insert(report.source.clone(), (node.clone(), report));
+        drop(i);
         self.count(|c| c.inspections += 1);
     }
 
@@ -350,5 +375,42 @@ impl Sink for CollectorState {
 
     fn invalid_message(&self, _node: &NodeName) {
         self.count(|c| c.invalid += 1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::Sink;
+
+    fn report(source: &str) -> InspectionReport {
+        let source: Source = source.parse().unwrap();
+        serde_json::from_value(serde_json::json!({
+            "source": source, "at": 1_700_000_000_000i64, "links": [], "routes": [], "neighbours": [],
+            "nat_services": [], "sysctls": [], "resolv_conf": null, "proxy_mode": null, "errors": [],
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_agent_speaks_only_for_its_node_and_its_pods() {
+        let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
+        let state = CollectorState::new(inventory, MatrixConfig::default());
+        let node1: NodeName = "node-1".parse().unwrap();
+        // demo-pd-0 lives on node-1, demo-pd-1 on node-2.
+        for (source, kept) in [
+            ("node/node-1", true),
+            ("tidb/demo-pd-0", true),
+            ("node/node-2", false),
+            ("tidb/demo-pd-1", false),
+            ("default/not-in-the-inventory", true),
+        ] {
+            state.inspection(&node1, report(source));
+            let held = state.inspections();
+            let src: Source = source.parse().unwrap();
+            assert_eq!(held.get(&src).is_some(), kept, "{source}");
+        }
+        let snapshot = state.counters();
+        assert_eq!((snapshot.inspections, snapshot.foreign_inspections), (3, 2));
     }
 }

@@ -262,51 +262,72 @@ fn packet_loss_reads_its_true_magnitude() {
     assert!((25.0..=35.0).contains(&p), "30% loss reads {p}%: {}", f.verdict);
 }
 
-/// A rule written by hand in node-2's firewall (plain `iptables`, not a lab fault): TCP to port
-/// 20160 forwarded through node-2 is dropped — tikv-1's port from everywhere, and every pod on
-/// node-2 reaching any tikv. The symptoms read as a port dropped on one pod and sources cut
-/// off from others; the finding names node-2's firewall and quotes the rule, alone, and goes
-/// once the rule is deleted.
-#[test]
-fn a_hand_made_firewall_rule_is_named_once() {
-    let c = LabCluster::up(INTERVAL);
-    c.warm_up();
-    let netns = c.lab.node("node-2").netns.clone();
-    let rule = ["FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
-    let iptables = |op: &str| {
-        let status = std::process::Command::new("ip")
-            .args(["netns", "exec", &netns, "iptables", op])
-            .args(rule)
-            .status()
-            .unwrap();
-        assert!(status.success(), "iptables {op} {rule:?}");
-    };
-    iptables("-I");
-    // The inspection that carries the rule comes every 3 s.
+/// Runs `iptables <args>` inside node `node`'s namespace: a fault made by hand, as a user
+/// would, not through the lab.
+fn iptables_on(c: &LabCluster, node: &str, args: &[&str]) {
+    let netns = c.lab.node(node).netns.clone();
+    let status = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns, "iptables"])
+        .args(args)
+        .status()
+        .unwrap();
+    assert!(status.success(), "iptables {args:?} on {node}");
+}
+
+/// Injects a hand-made fault, waits for `id` on node `node` as the only finding (the
+/// inspection carrying a rule comes every 3 s), then undoes it and waits for a clean diagnosis.
+fn hand_made_fault_is_named_alone(
+    c: &LabCluster,
+    node: &str,
+    make: &[&str],
+    undo: &[&str],
+    id: &str,
+    words: &str,
+) {
+    iptables_on(c, node, make);
     let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
         let d = c.diagnosis();
         let named = d.findings.iter().any(|f| {
-            f.id.as_str() == "firewall-drop"
+            f.id.as_str() == id
                 && f.culprit
                     .as_ref()
-                    .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == "node-2")
-                && f.verdict.as_str().contains("--dport 20160")
+                    .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == node)
+                && f.verdict.as_str().contains(words)
         });
         (named && d.findings.len() == 1).then_some(())
     });
     let Some(((), took)) = found else {
-        iptables("-D");
+        iptables_on(c, node, undo);
         panic!(
-            "no lone firewall-drop on node-2; findings now:\n  {}",
+            "`iptables {make:?}` on {node}: no lone {id}; findings now:\n  {}",
             describe_findings(&c.diagnosis().findings)
         );
     };
-    eprintln!("hand-made FORWARD drop on node-2: named alone in {took:?}");
-    iptables("-D");
+    eprintln!("`iptables {}` on {node}: {id} alone in {took:?}", make.join(" "));
+    iptables_on(c, node, undo);
     let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
-    assert!(
-        cleared.is_some(),
-        "rule deleted, findings remain:\n  {}",
-        describe_findings(&c.diagnosis().findings)
+    assert!(cleared.is_some(), "undone, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
+}
+
+/// Faults made by hand with plain `iptables` in node-2's namespace, whose symptoms scatter
+/// over other components: a drop rule for TCP port 20160 forwarded through node-2 (tikv-1's
+/// port from everywhere, and node-2's pods reaching any tikv) is named as node-2's firewall,
+/// quoting the rule; a FORWARD policy of DROP (node-2 forwards nothing for its pods, while it
+/// still reaches them and answers for itself) as node-2's forwarding.
+#[test]
+fn hand_made_firewall_faults_are_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let rule = ["FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let insert: Vec<&str> = std::iter::once("-I").chain(rule).collect();
+    let delete: Vec<&str> = std::iter::once("-D").chain(rule).collect();
+    hand_made_fault_is_named_alone(&c, "node-2", &insert, &delete, "firewall-drop", "--dport 20160");
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &["-P", "FORWARD", "DROP"],
+        &["-P", "FORWARD", "ACCEPT"],
+        "node-forwarding-broken",
+        "forwards nothing",
     );
 }

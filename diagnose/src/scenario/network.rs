@@ -227,7 +227,9 @@ impl Network<'_> {
                 Effect::ForwardingBroken(n)
                     if !itself
                         && ((src.pod.is_some() && src.node == n && (dst.pod.is_some() || dst.node != n))
-                            || (dst.pod.is_some() && dst.node == n && (src.pod.is_some() || src.node != n))) =>
+                            || (dst.pod.is_some()
+                                && dst.node == n
+                                && (src.pod.is_some() || src.node != n))) =>
                 {
                     hop.block(Block::Timeout)
                 }
