@@ -341,9 +341,11 @@ impl Sink for CollectorState {
         // in node-2's inspection the diagnosis trusts as a cause on record.
         let own = match &report.source {
             Source::Node(n) => n == node,
-            Source::Pod(p) => {
-                self.inventory.read().map(|inv| inv.1.node_of_pod(p).is_none_or(|n| n == node)).unwrap_or(false)
-            }
+            Source::Pod(p) => self
+                .inventory
+                .read()
+                .map(|inv| inv.1.node_of_pod(p).is_none_or(|n| n == node))
+                .unwrap_or(false),
         };
         if !own {
             tracing::warn!(agent = %node, source = %report.source, "inspection of a source on another node refused");
@@ -408,7 +410,7 @@ mod tests {
             state.inspection(&node1, report(source));
             let held = state.inspections();
             let src: Source = source.parse().unwrap();
-            assert_eq!(held.get(&src).is_some(), kept, "{source}");
+            assert_eq!(held.contains_key(&src), kept, "{source}");
         }
         let snapshot = state.counters();
         assert_eq!((snapshot.inspections, snapshot.foreign_inspections), (3, 2));
