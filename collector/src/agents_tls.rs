@@ -45,6 +45,23 @@ pub struct AgentsTlsArgs {
     /// taken). For sealed networks such as the lab.
     #[arg(long, env = "NETDIAG_ALLOW_INSECURE_AGENTS")]
     pub allow_insecure_agents: bool,
+    /// Bind each agent to its node: its client certificate must be valid for the node name the
+    /// agent says it is (a DNS subjectAltName, as a per-node certificate carries), so one node's
+    /// certificate cannot send results or inspections as another node. Needs --tls-client-ca.
+    #[arg(long, env = "NETDIAG_REQUIRE_NODE_IDENTITY")]
+    pub require_node_identity: bool,
+}
+
+/// Why the agents' transport flags cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsTlsError {
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "--require-node-identity reads the node name from each agent's client certificate, so it needs mTLS: \
+         add --tls-cert, --tls-key and --tls-client-ca"
+    )]
+    IdentityWithoutClientCa,
 }
 
 /// The session service's transport, ready to serve.
@@ -55,17 +72,22 @@ pub struct AgentsTransport {
     /// Whether client certificates are required (a client CA is configured).
     pub mutual: bool,
     pub allow_insecure: bool,
+    /// Each agent's client certificate must name its node.
+    pub node_identity: bool,
 }
 
 impl AgentsTransport {
     /// Plain gRPC from any address: for a sealed network (the lab) only.
     pub fn insecure() -> Self {
-        AgentsTransport { tls: None, mutual: false, allow_insecure: true }
+        AgentsTransport { tls: None, mutual: false, allow_insecure: true, node_identity: false }
     }
 
     /// What the collector says about its agents' transport when it starts.
     pub fn describe(&self) -> &'static str {
         match (&self.tls, self.mutual, self.allow_insecure) {
+            (Some(_), true, _) if self.node_identity => {
+                "mTLS: agents must present a certificate signed by the client CA and valid for their node's name"
+            }
             (Some(_), true, _) => "mTLS: agents must present a certificate signed by the client CA",
             (Some(_), false, _) => {
                 "TLS (agents are not asked for a certificate; add --tls-client-ca for mTLS)"
@@ -79,15 +101,23 @@ impl AgentsTransport {
 }
 
 impl AgentsTlsArgs {
-    pub fn load(&self) -> Result<AgentsTransport, TlsError> {
+    pub fn load(&self) -> Result<AgentsTransport, AgentsTlsError> {
         let files = ServerTlsFiles::from_flags(
             self.tls_cert.clone(),
             self.tls_key.clone(),
             self.tls_client_ca.clone(),
         )?;
         let mutual = files.as_ref().is_some_and(|f| f.client_ca.is_some());
+        if self.require_node_identity && !mutual {
+            return Err(AgentsTlsError::IdentityWithoutClientCa);
+        }
         let tls = files.map(|f| f.reloading(RELOAD_CHECK_EVERY)).transpose()?.map(Arc::new);
-        Ok(AgentsTransport { tls, mutual, allow_insecure: self.allow_insecure_agents })
+        Ok(AgentsTransport {
+            tls,
+            mutual,
+            allow_insecure: self.allow_insecure_agents,
+            node_identity: self.require_node_identity,
+        })
     }
 }
 
@@ -171,6 +201,38 @@ pub fn admit(peer: Option<SocketAddr>, tls: bool, allow_insecure: bool) -> Resul
          configure TLS (collector --tls-cert/--tls-key[/--tls-client-ca], agent https:// with --tls-ca) or \
          start the collector with --allow-insecure-agents on a network you trust"
     )))
+}
+
+/// Whether the session's client certificate (`certs`, leaf first) is valid for node name
+/// `node`: the check `--require-node-identity` makes on each hello.
+pub fn check_node_identity(
+    certs: Option<&[tokio_rustls::rustls::pki_types::CertificateDer<'static>]>,
+    node: &netdiag_model::NodeName,
+) -> Result<(), Status> {
+    let refuse = |why: String| {
+        warn!(%node, "agent refused: {why}");
+        Err(Status::permission_denied(why))
+    };
+    let Some(leaf) = certs.and_then(<[_]>::first) else {
+        return refuse(format!(
+            "this collector binds agents to their nodes (--require-node-identity), and the agent that says it is \
+             {node} presented no client certificate"
+        ));
+    };
+    let cert = match webpki::EndEntityCert::try_from(leaf) {
+        Ok(c) => c,
+        Err(e) => return refuse(format!("the client certificate of the agent that says it is {node} cannot be read: {e}")),
+    };
+    let Ok(name) = tokio_rustls::rustls::pki_types::ServerName::try_from(node.as_str()) else {
+        return refuse(format!("node name {node} is not a DNS name a certificate can be valid for"));
+    };
+    if cert.verify_is_valid_for_subject_name(&name).is_err() {
+        return refuse(format!(
+            "the agent says it is {node}, but its client certificate is not valid for that name: a per-node \
+             certificate with the DNS subjectAltName {node} is required, so one node cannot speak for another"
+        ));
+    }
+    Ok(())
 }
 
 /// The interceptor the session service runs behind.
@@ -331,5 +393,36 @@ mod tests {
         put(&files.key, &one.server.1);
         assert_eq!(connect(addr, &two.ca, &two.client).await, der(&two.server.0));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn an_agent_is_bound_to_the_node_its_certificate_names() {
+        let cert = |names: &[&str]| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .unwrap();
+            params.self_signed(&key).unwrap().der().clone()
+        };
+        let node = |n: &str| n.parse::<netdiag_model::NodeName>().unwrap();
+        let node1 = vec![cert(&["node-1"])];
+        assert!(check_node_identity(Some(&node1), &node("node-1")).is_ok());
+        let denied = check_node_identity(Some(&node1), &node("node-2")).unwrap_err();
+        assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+        assert!(denied.message().contains("not valid for that name"), "{}", denied.message());
+        // A shared certificate for every agent names no node.
+        let shared = vec![cert(&["netdiag-agent"])];
+        assert!(check_node_identity(Some(&shared), &node("node-1")).is_err());
+        let none = check_node_identity(None, &node("node-1")).unwrap_err();
+        assert!(none.message().contains("no client certificate"), "{}", none.message());
+        assert!(check_node_identity(Some(&[]), &node("node-1")).is_err());
+        let garbage = vec![tokio_rustls::rustls::pki_types::CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])];
+        assert!(check_node_identity(Some(&garbage), &node("node-1")).is_err());
+    }
+
+    #[test]
+    fn node_identity_needs_mtls() {
+        let args = AgentsTlsArgs { require_node_identity: true, ..AgentsTlsArgs::default() };
+        let e = args.load().unwrap_err();
+        assert!(e.to_string().contains("--tls-client-ca"), "{e}");
     }
 }

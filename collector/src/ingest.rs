@@ -83,6 +83,8 @@ pub struct Ingest {
     shutdown: watch::Receiver<bool>,
     /// Pods and plans for agents without an inventory, sent after their hello.
     planner: Option<Arc<Planner>>,
+    /// Each agent's client certificate must be valid for the node it says it is.
+    node_identity: bool,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -102,7 +104,15 @@ impl Ingest {
             hello_within: HELLO_WITHIN,
             shutdown,
             planner: None,
+            node_identity: false,
         }
+    }
+
+    /// Refuses a hello whose node the session's client certificate is not valid for
+    /// ([`crate::agents_tls::check_node_identity`]).
+    pub fn with_node_identity(mut self, required: bool) -> Self {
+        self.node_identity = required;
+        self
     }
 
     /// How soon a session's hello must come ([`HELLO_WITHIN`] by default).
@@ -282,6 +292,7 @@ impl AgentSession for Ingest {
                 "the collector already serves {open} agent sessions, its cap; run more replicas or raise the cap"
             )));
         }
+        let certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let within = self.hello_within;
         let first = match tokio::time::timeout(within, inbound.next()).await {
@@ -308,6 +319,9 @@ impl AgentSession for Ingest {
                 return Err(Status::invalid_argument(format!("invalid hello: {e}")));
             }
         };
+        if self.node_identity {
+            crate::agents_tls::check_node_identity(certs.as_deref().map(Vec::as_slice), &hello.node)?;
+        }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(self.clone().run_session(hello, inbound, tx));
         let mut response: Response<SessionStream> = Response::new(Box::pin(ReceiverStream::new(rx)));

@@ -91,7 +91,9 @@ pub async fn serve(
 
     // Pods and plans for agents without an inventory: on hello, and what changed every round.
     let planner = Planner::new(state.clone(), plans);
-    let ingest = Ingest::new(state.clone(), stop.clone()).with_planner(planner.clone());
+    let ingest = Ingest::new(state.clone(), stop.clone())
+        .with_planner(planner.clone())
+        .with_node_identity(agents_transport.node_identity);
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
     if runs.token.is_none() {
         info!("no API token configured: on-demand runs are accepted only from loopback callers");

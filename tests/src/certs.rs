@@ -18,6 +18,17 @@ pub struct TestPki {
 /// A CA, a server certificate valid for `server_names` (DNS names or IP addresses) and a client
 /// certificate, all under `dir` with file names prefixed by `prefix`.
 pub fn generate(dir: &Path, prefix: &str, server_names: &[&str]) -> anyhow::Result<TestPki> {
+    Ok(generate_for_nodes(dir, prefix, server_names, &[])?.0)
+}
+
+/// [`generate`], plus one client certificate per node of `nodes`, valid for the node's name (a
+/// DNS subjectAltName, as per-node agent certificates carry): (certificate, key) files.
+pub fn generate_for_nodes(
+    dir: &Path,
+    prefix: &str,
+    server_names: &[&str],
+    nodes: &[&str],
+) -> anyhow::Result<(TestPki, Vec<(PathBuf, PathBuf)>)> {
     std::fs::create_dir_all(dir)?;
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
@@ -36,11 +47,17 @@ pub fn generate(dir: &Path, prefix: &str, server_names: &[&str]) -> anyhow::Resu
         std::fs::write(&path, text)?;
         Ok(path)
     };
-    Ok(TestPki {
+    let mut per_node = Vec::new();
+    for node in nodes {
+        let (cert, key) = sign(vec![(*node).to_owned()])?;
+        per_node.push((write(&format!("{node}.crt"), &cert)?, write(&format!("{node}.key"), &key)?));
+    }
+    let pki = TestPki {
         ca: write("ca.crt", &ca_cert.pem())?,
         server_cert: write("server.crt", &server_cert)?,
         server_key: write("server.key", &server_key)?,
         client_cert: write("client.crt", &client_cert)?,
         client_key: write("client.key", &client_key)?,
-    })
+    };
+    Ok((pki, per_node))
 }

@@ -81,6 +81,8 @@ pub struct ClusterOptions {
     pub agents_transport: AgentsTransport,
     /// TLS files the agents connect with (`https://`); None: plain gRPC.
     pub agent_tls: Option<ClientTlsFiles>,
+    /// Per node: TLS files that replace `agent_tls` for that node's agent.
+    pub agent_tls_per_node: std::collections::BTreeMap<String, ClientTlsFiles>,
     /// Agents run with `--inventory kubernetes`: no file, their pods and plans come from the
     /// collector (planning with the cluster's interval as its base).
     pub agents_without_inventory: bool,
@@ -93,6 +95,7 @@ impl Default for ClusterOptions {
             kubernetes: false,
             agents_transport: AgentsTransport::insecure(),
             agent_tls: None,
+            agent_tls_per_node: std::collections::BTreeMap::new(),
             agents_without_inventory: false,
         }
     }
@@ -121,7 +124,8 @@ impl LabCluster {
 
     /// [`Self::start`] with every option spelled out.
     pub fn start_opts(lab: TestLab, interval: Duration, opts: ClusterOptions) -> Self {
-        let ClusterOptions { runs, kubernetes, agents_transport, agent_tls, agents_without_inventory } = opts;
+        let ClusterOptions { runs, kubernetes, agents_transport, agent_tls, agent_tls_per_node, agents_without_inventory } =
+            opts;
         let inventory =
             Inventory::from_yaml(&std::fs::read_to_string(lab.state.inventory_path()).expect("inventory"))
                 .expect("lab inventory parses");
@@ -196,7 +200,7 @@ impl LabCluster {
                 http_checks: vec![],
                 buffer: BufferLimits::default(),
                 log_format: LogFormat::Text,
-                tls: agent_tls.clone(),
+                tls: agent_tls_per_node.get(node.name.as_str()).cloned().or_else(|| agent_tls.clone()),
             };
             let path = LabPlan::netns_path(&node.netns);
             let stop = stop_rx.clone();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use netdiag_collector::agents_tls::{AgentsTlsArgs, AgentsTransport};
 use netdiag_proto::tls::ClientTlsFiles;
-use netdiag_tests::certs::{TestPki, generate};
+use netdiag_tests::certs::{TestPki, generate, generate_for_nodes};
 use netdiag_tests::cluster::{ClusterOptions, LabCluster};
 use netdiag_tests::lab::TestLab;
 
@@ -28,6 +28,7 @@ fn mtls(pki: &TestPki) -> AgentsTransport {
         tls_key: Some(pki.server_key.clone()),
         tls_client_ca: Some(pki.ca.clone()),
         allow_insecure_agents: false,
+        require_node_identity: false,
     }
     .load()
     .unwrap()
@@ -96,4 +97,41 @@ fn plain_agents_from_other_addresses_need_an_explicit_allowance() {
     // The same lab shape with the allowance streams (what every other lab test relies on).
     let c = LabCluster::start_opts(TestLab::up(), INTERVAL, ClusterOptions::default());
     assert!(c.wait_for(Duration::from_secs(20), |c| (connected(c) == 3).then_some(())).is_some());
+}
+
+/// With `--require-node-identity`, an agent's certificate must be valid for its node's name:
+/// node-1 and node-2 stream with their own certificates; node-3's agent, holding node-1's
+/// certificate, is refused (it cannot send results or inspections as node-3).
+#[test]
+fn an_agent_cannot_speak_for_a_node_its_certificate_does_not_name() {
+    let dir = pki_dir("identity");
+    let (pki, per_node) = generate_for_nodes(&dir, "lab", &["172.29.0.1"], &["node-1", "node-2"]).unwrap();
+    let mut transport = mtls(&pki);
+    transport.node_identity = true;
+    let files = |(cert, key): &(PathBuf, PathBuf)| ClientTlsFiles {
+        ca: pki.ca.clone(),
+        identity: Some((cert.clone(), key.clone())),
+        server_name: None,
+    };
+    let opts = ClusterOptions {
+        agents_transport: transport,
+        agent_tls: Some(agent_files(&pki, &pki)),
+        agent_tls_per_node: [
+            ("node-1".to_owned(), files(&per_node[0])),
+            ("node-2".to_owned(), files(&per_node[1])),
+            ("node-3".to_owned(), files(&per_node[0])),
+        ]
+        .into_iter()
+        .collect(),
+        ..ClusterOptions::default()
+    };
+    let c = LabCluster::start_opts(TestLab::up(), INTERVAL, opts);
+    let two = c.wait_for(Duration::from_secs(20), |c| (connected(c) == 2).then_some(()));
+    assert!(two.is_some(), "node-1 and node-2 with their own certificates: {} connected", connected(&c));
+    std::thread::sleep(Duration::from_secs(3));
+    let agents = c.collector.agents(netdiag_collector::state::now());
+    let names: Vec<&str> = agents.iter().map(|a| a.node.as_str()).collect();
+    assert!(!names.contains(&"node-3"), "node-3's agent holds node-1's certificate: {names:?}");
+    assert_eq!(connected(&c), 2);
+    let _ = std::fs::remove_dir_all(dir);
 }
