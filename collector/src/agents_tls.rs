@@ -221,7 +221,11 @@ pub fn check_node_identity(
     };
     let cert = match webpki::EndEntityCert::try_from(leaf) {
         Ok(c) => c,
-        Err(e) => return refuse(format!("the client certificate of the agent that says it is {node} cannot be read: {e}")),
+        Err(e) => {
+            return refuse(format!(
+                "the client certificate of the agent that says it is {node} cannot be read: {e}"
+            ));
+        }
     };
     let Ok(name) = tokio_rustls::rustls::pki_types::ServerName::try_from(node.as_str()) else {
         return refuse(format!("node name {node} is not a DNS name a certificate can be valid for"));
@@ -399,8 +403,9 @@ mod tests {
     fn an_agent_is_bound_to_the_node_its_certificate_names() {
         let cert = |names: &[&str]| {
             let key = rcgen::KeyPair::generate().unwrap();
-            let params = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                .unwrap();
+            let params =
+                rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                    .unwrap();
             params.self_signed(&key).unwrap().der().clone()
         };
         let node = |n: &str| n.parse::<netdiag_model::NodeName>().unwrap();

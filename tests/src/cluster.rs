@@ -124,8 +124,14 @@ impl LabCluster {
 
     /// [`Self::start`] with every option spelled out.
     pub fn start_opts(lab: TestLab, interval: Duration, opts: ClusterOptions) -> Self {
-        let ClusterOptions { runs, kubernetes, agents_transport, agent_tls, agent_tls_per_node, agents_without_inventory } =
-            opts;
+        let ClusterOptions {
+            runs,
+            kubernetes,
+            agents_transport,
+            agent_tls,
+            agent_tls_per_node,
+            agents_without_inventory,
+        } = opts;
         let inventory =
             Inventory::from_yaml(&std::fs::read_to_string(lab.state.inventory_path()).expect("inventory"))
                 .expect("lab inventory parses");

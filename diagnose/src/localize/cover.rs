@@ -24,7 +24,7 @@ use std::fmt;
 use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::{CellStatus, CulpritKind, Namespace, NodeName, PodRef, ServiceRef, Severity};
 
-use super::evidence::{Analysis, Obs};
+use super::evidence::{Analysis, Obs, pooled};
 use super::report::{Draft, ids};
 use crate::matrix::Destination;
 
@@ -560,13 +560,14 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
         // degradation: losses in two rounds at least since the scope's latest repair, and two
         // rounds since its onset (a cell that lost in an earlier fault's time does not make a
         // new fault older).
-        let pooled: Vec<usize> = f.hits.iter().chain(&f.troubled).copied().collect();
-        if a.trouble_rounds(&pooled) < 2 || a.rounds_since_onset(&pooled) < 2 {
+        let ids: Vec<usize> = f.hits.iter().chain(&f.troubled).copied().collect();
+        let series = a.pooled_history(&ids);
+        if pooled::trouble_rounds(&series) < 2 || pooled::rounds_since_onset(&series) < 2 {
             return Some("its losses all fell in one round of probes".to_owned());
         }
         // ... and still going on: the latest rounds lose too (a repaired path's window
         // remembers its outage for a while; that is history, not a degradation).
-        let recent = a.recent_loss(&f.troubled);
+        let recent = pooled::recent_loss(&a.pooled_history(&f.troubled));
         if recent < DEGRADED_MIN_RATE.min(rate / 2.0) || recent < baseline {
             return Some(format!("its latest probes lose {:.1}%: over", 100.0 * recent));
         }

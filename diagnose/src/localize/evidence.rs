@@ -501,7 +501,7 @@ impl<'a> Analysis<'a> {
     /// The cells' counts pooled bucket by bucket, oldest first, since the pooled series'
     /// latest repair ([`crate::matrix::repair_index`]): a fault that ended is history, even
     /// where no single cell saw enough of it to tell.
-    fn pooled_history(&self, ids: &[usize]) -> Vec<crate::matrix::BucketCounts> {
+    pub(crate) fn pooled_history(&self, ids: &[usize]) -> Vec<crate::matrix::BucketCounts> {
         let mut by_start: BTreeMap<i64, crate::matrix::BucketCounts> = BTreeMap::new();
         for &i in ids {
             let Some(o) = self.obs.get(i) else { continue };
@@ -526,34 +526,32 @@ impl<'a> Analysis<'a> {
         crate::matrix::since_onset(&self.pooled_history(ids))
     }
 
-    /// The pooled loss of the cells over the latest two probe rounds (window buckets) any of
-    /// them has.
-    pub(crate) fn recent_loss(&self, ids: &[usize]) -> f64 {
-        let (sent, lost) = self.pooled_history(ids).iter().rev().take(2).fold((0, 0), |(s, l), b| {
+    /// Whether `node`'s agent has been heard from recently.
+    pub(crate) fn agent_fresh(&self, node: &NodeName) -> bool {
+        self.matrix.agent_fresh(node, self.now)
+    }
+}
+
+/// What a pooled history ([`Analysis::pooled_history`], oldest first) says about a fault.
+pub(crate) mod pooled {
+    use crate::matrix::BucketCounts;
+
+    /// The loss over the latest two probe rounds.
+    pub(crate) fn recent_loss(series: &[BucketCounts]) -> f64 {
+        let (sent, lost) = series.iter().rev().take(2).fold((0, 0), |(s, l), b| {
             (s + b.packets_sent, l + b.packets_sent.saturating_sub(b.packets_received))
         });
         if sent == 0 { 0.0 } else { lost as f64 / sent as f64 }
     }
 
-    /// The probe rounds (window buckets with attempts) since the pooled onset of the cells'
-    /// trouble ([`Self::pooled_onset`]).
-    pub(crate) fn rounds_since_onset(&self, ids: &[usize]) -> usize {
-        let history = self.pooled_history(ids);
-        let onset = crate::matrix::since_onset(&history).start_ms;
-        history.iter().filter(|b| b.start_ms >= onset).count()
+    /// The probe rounds in which something was lost.
+    pub(crate) fn trouble_rounds(series: &[BucketCounts]) -> usize {
+        series.iter().filter(|b| b.failures > 0 || b.packets_received < b.packets_sent).count()
     }
 
-    /// The probe rounds (window buckets) since the cells' pooled repair in which any of them
-    /// lost something.
-    pub(crate) fn trouble_rounds(&self, ids: &[usize]) -> usize {
-        self.pooled_history(ids)
-            .iter()
-            .filter(|b| b.failures > 0 || b.packets_received < b.packets_sent)
-            .count()
-    }
-
-    /// Whether `node`'s agent has been heard from recently.
-    pub(crate) fn agent_fresh(&self, node: &NodeName) -> bool {
-        self.matrix.agent_fresh(node, self.now)
+    /// The probe rounds since the onset of trouble ([`crate::matrix::since_onset`]).
+    pub(crate) fn rounds_since_onset(series: &[BucketCounts]) -> usize {
+        let onset = crate::matrix::since_onset(series).start_ms;
+        series.iter().filter(|b| b.start_ms >= onset).count()
     }
 }

@@ -14,7 +14,7 @@
 //!   pods and other nodes reach the node's address. A FORWARD policy of DROP, a CNI bridge
 //!   down, a broken veth setup do this.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use netdiag_model::probe::Source;
 use netdiag_model::{CulpritKind, NodeName, Severity};
@@ -76,21 +76,42 @@ pub(super) fn disabled(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             claim_and_report(a, out, n, &failing, Cause::Disabled(cause));
         }
     }
-    for (n, _) in &nodes {
-        if let Some((failing, contrast)) = broken(a, n) {
-            claim_and_report(a, out, n, &failing, Cause::Broken(contrast));
+    // One pass over the cells, then each node judged on its own lists (a scan per node was
+    // most of a 500-node diagnosis).
+    let mut by_node: BTreeMap<NodeName, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for i in a.open() {
+        let o = &a.obs[i];
+        let ends = std::iter::once(o.src_node()).chain(o.dst_node.as_ref());
+        for n in ends.collect::<BTreeSet<_>>() {
+            if forwarded_by(o, n) {
+                by_node.entry(n.clone()).or_default().0.push(i);
+            } else if delivered(o, n) {
+                by_node.entry(n.clone()).or_default().1.push(i);
+            }
+        }
+    }
+    for (n, (forwarded, delivered)) in by_node {
+        if let Some((failing, contrast)) = broken(a, &n, &forwarded, &delivered) {
+            claim_and_report(a, out, &n, &failing, Cause::Broken(contrast));
         }
     }
 }
 
 /// The failing forwarded paths of `n` and the contrast, when the pattern holds.
-fn broken(a: &Analysis<'_>, n: &NodeName) -> Option<(Vec<usize>, String)> {
-    let forwarded: Vec<usize> = a.open().filter(|&i| forwarded_by(&a.obs[i], n)).collect();
-    let failing: Vec<usize> = forwarded.iter().copied().filter(|&i| a.obs[i].failed()).collect();
+fn broken(
+    a: &Analysis<'_>,
+    n: &NodeName,
+    forwarded: &[usize],
+    delivered: &[usize],
+) -> Option<(Vec<usize>, String)> {
+    let failing: Vec<usize> =
+        forwarded.iter().copied().filter(|&i| a.is_open(i) && a.obs[i].failed()).collect();
+    if failing.len() < a.th.min_failing_cells {
+        return None;
+    }
     let working = forwarded.iter().filter(|&&i| a.obs[i].works() && !a.obs[i].failed()).count();
     let share = failing.len() as f64 / (failing.len() + working).max(1) as f64;
     let inside_failing = failing.iter().filter(|&&i| within(&a.obs[i], n)).count();
-    let delivered: Vec<usize> = a.open().filter(|&i| delivered(&a.obs[i], n)).collect();
     let delivered_ok = delivered.iter().filter(|&&i| a.obs[i].works() && !a.obs[i].failed()).count();
     let delivered_bad = delivered.iter().filter(|&&i| a.obs[i].failed()).count();
     // Independent observers of the outside: other nodes' agents.
