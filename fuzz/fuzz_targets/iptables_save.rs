@@ -1,12 +1,13 @@
-//! kube-proxy's iptables rules as the agent reads them from `iptables-save` text: every frontend
-//! and the DNAT targets its jumps lead to. Properties: no panic, no hang (jumps are followed to
-//! a bounded depth, loops cut), no unbounded memory; each frontend reported once, and every one
-//! passes the collector's validation.
+//! A node's iptables rules as the agent reads them from `iptables-save` text: kube-proxy's
+//! frontends and the DNAT targets its jumps lead to, and the firewall's drop rules. Properties:
+//! no panic, no hang (jumps are followed to a bounded depth, loops cut), no unbounded memory;
+//! each frontend reported once, at most the bound of drop rules, and every one of both passes
+//! the collector's validation.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netdiag_agent::inspect::iptables_nat;
+use netdiag_agent::inspect::{iptables_filter, iptables_nat};
 
 fuzz_target!(|data: &[u8]| {
     let text = netdiag_fuzz::text(data);
@@ -18,4 +19,5 @@ fuzz_target!(|data: &[u8]| {
         assert!(key(&pair[0]) != key(&pair[1]), "frontend reported twice: {:?}", pair[0]);
     }
     netdiag_fuzz::nat_reaches_the_collector(&services);
+    netdiag_fuzz::filter_reaches_the_collector(&iptables_filter::parse(&text));
 });

@@ -122,6 +122,14 @@ where
 }
 
 /// [`reaches_the_collector`] for NAT frontends, with targets capped as the agent caps them.
+/// Every drop rule the agent reads passes the collector's validation, as it is.
+pub fn filter_reaches_the_collector(drops: &[netdiag_model::inspect::FilterDrop]) {
+    assert!(drops.len() <= netdiag_model::limits::MAX_FILTER_DROPS, "{} drop rules", drops.len());
+    for d in drops {
+        reaches_the_collector::<_, netdiag_proto::v1::FilterDrop>(d);
+    }
+}
+
 pub fn nat_reaches_the_collector(services: &[netdiag_model::inspect::NatService]) {
     use netdiag_model::limits::MAX_NAT_TARGETS;
     for s in services {
