@@ -55,6 +55,7 @@ async fn replaced_tls_files_are_used_from_the_next_connection_attempt() {
         tls: Some(Arc::new(server.reloading(Duration::ZERO).unwrap())),
         mutual: true,
         allow_insecure: false,
+        node_identity: false,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
