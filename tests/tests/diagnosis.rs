@@ -312,8 +312,8 @@ fn hand_made_fault_is_named_alone(
 /// Faults made by hand with plain `iptables` in node-2's namespace, whose symptoms scatter
 /// over other components: a drop rule for TCP port 20160 forwarded through node-2 (tikv-1's
 /// port from everywhere, and node-2's pods reaching any tikv) is named as node-2's firewall,
-/// quoting the rule; a FORWARD policy of DROP (node-2 forwards nothing for its pods, while it
-/// still reaches them and answers for itself) as node-2's forwarding.
+/// quoting the rule; a rule dropping everything forwarded (node-2 forwards nothing for its pods,
+/// while it still reaches them and answers for itself) as node-2's forwarding, the rule quoted.
 #[test]
 fn hand_made_firewall_faults_are_named_once() {
     let c = LabCluster::up(INTERVAL);
@@ -325,8 +325,8 @@ fn hand_made_firewall_faults_are_named_once() {
     hand_made_fault_is_named_alone(
         &c,
         "node-2",
-        &["-P", "FORWARD", "DROP"],
-        &["-P", "FORWARD", "ACCEPT"],
+        &["-I", "FORWARD", "-j", "DROP"],
+        &["-D", "FORWARD", "-j", "DROP"],
         "node-forwarding-broken",
         "forwards nothing",
     );

@@ -22,6 +22,7 @@ use netdiag_model::{CulpritKind, NodeName, Severity};
 use super::super::context::{Backend, Context};
 use super::super::evidence::{Analysis, Obs};
 use super::super::report::{Draft, ids};
+use crate::matrix::Destination;
 
 const KEY: &str = "net.ipv4.ip_forward";
 
@@ -43,7 +44,8 @@ fn within(o: &Obs, n: &NodeName) -> bool {
 /// address, other nodes to its address.
 fn delivered(o: &Obs, n: &NodeName) -> bool {
     let from_node_itself = matches!(&o.source, Source::Node(m) if m == n);
-    let to_node_itself = o.dst_pod.is_none() && o.dst_node.as_ref() == Some(n) && o.dst_port.is_none();
+    // The node's own address itself: a NodePort there is DNATed to a pod and forwarded.
+    let to_node_itself = matches!(&o.dest, Destination::Node { node, .. } if node == n);
     (from_node_itself && o.dst_pod.is_some() && o.dst_node.as_ref() == Some(n))
         || (to_node_itself && !from_node_itself)
 }
