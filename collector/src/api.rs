@@ -77,6 +77,7 @@ pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: 
         .route("/api/v1/matrix", get(routes::matrix))
         .route("/api/v1/diagnosis", get(routes::diagnosis))
         .route("/api/v1/agents", get(routes::agents))
+        .route("/api/v1/events", get(routes::events))
         .route("/api/v1/probe", post(probe::probe))
         .route("/api", any(routes::api_not_found))
         .route("/api/{*rest}", any(routes::api_not_found))

@@ -5,6 +5,7 @@
 pub mod agents_tls;
 pub mod api;
 pub mod cli;
+pub mod history;
 pub mod ingest;
 pub mod kube_inventory;
 pub mod metrics;

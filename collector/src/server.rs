@@ -144,6 +144,10 @@ pub async fn serve(
         loop {
             tick.tick().await;
             state.expire(now());
+            // A diagnosis now and then even with nobody reading one, so the findings' history
+            // (first and last seen, the events timeline) keeps time.
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.diagnosis_snapshot(now())).await;
             let Some(path) = &inventory_file else { continue };
             let m = modified(path);
             if m == seen {

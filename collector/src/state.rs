@@ -42,6 +42,8 @@ pub struct DiagnosisSnapshot {
     pub claims: HashMap<(String, String, ProbeKind), usize>,
     /// Cells per (level, kind, status) at `diagnosis.generated_at`.
     pub cell_counts: BTreeMap<(MatrixLevel, ProbeKind, CellStatus), u64>,
+    /// When each listed finding (by [`finding_key`]) was first and last seen.
+    pub seen: HashMap<String, crate::history::Seen>,
 }
 
 impl DiagnosisSnapshot {
@@ -85,6 +87,8 @@ pub struct CollectorState {
     matrix: Mutex<Matrix>,
     inventory: RwLock<(Inventory, InventoryIndex)>,
     inspections: Mutex<BTreeMap<Source, (NodeName, InspectionReport)>>,
+    /// Findings' first and last sightings and the timeline of transitions.
+    history: Mutex<crate::history::FindingHistory>,
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
     runs: Arc<RunRegistry>,
@@ -109,6 +113,7 @@ impl CollectorState {
             matrix: Mutex::new(Matrix::new(config)),
             inventory: RwLock::new((inventory, index)),
             inspections: Mutex::default(),
+            history: Mutex::default(),
             agents: Mutex::default(),
             counters: Mutex::default(),
             runs: Arc::default(),
@@ -219,7 +224,20 @@ impl CollectorState {
         if let Some(s) = cached().filter(|s| fresh(s)) {
             return s;
         }
-        let snapshot = Arc::new(self.compute_diagnosis(now));
+        let mut computed = self.compute_diagnosis(now);
+        if let Ok(mut h) = self.history.lock() {
+            h.observe(&computed.diagnosis.findings, now);
+            computed.seen = computed
+                .diagnosis
+                .findings
+                .iter()
+                .filter_map(|f| {
+                    let key = finding_key(f);
+                    h.seen(&key).map(|s| (key, s))
+                })
+                .collect();
+        }
+        let snapshot = Arc::new(computed);
         if let Ok(mut d) = self.diagnosis.lock() {
             *d = Some(snapshot.clone());
         }
@@ -253,7 +271,13 @@ impl CollectorState {
             diagnosis: Diagnosis { findings: l.findings, generated_at: now },
             claims,
             cell_counts,
+            seen: HashMap::new(),
         }
+    }
+
+    /// Up to `limit` finding transitions, newest first ([`crate::history`]).
+    pub fn finding_events(&self, limit: usize) -> Vec<crate::history::FindingEvent> {
+        self.history.lock().map(|h| h.events(limit)).unwrap_or_default()
     }
 
     fn count(&self, f: impl FnOnce(&mut IngestCounters)) {

@@ -102,6 +102,28 @@ pub(super) fn matrix_query(pairs: &[(String, String)]) -> Result<MatrixQuery, Pa
     Ok(query)
 }
 
+/// Parameters `/api/v1/events` takes.
+pub(super) const EVENTS_PARAMS: [&str; 1] = ["limit"];
+/// What `limit` accepts, for the error message.
+const LIMITS: [&str; 1] = ["a whole number from 1 to 1000"];
+
+/// `/api/v1/events`'s `limit=N` (1 to [`crate::history::MAX_EVENTS`], default 100).
+pub(super) fn events_limit(pairs: &[(String, String)]) -> Result<usize, ParamError> {
+    let mut limit = None;
+    for (name, value) in pairs {
+        match name.as_str() {
+            "limit" if limit.is_some() => return Err(ParamError::Repeated { name: "limit" }),
+            "limit" => {
+                limit = Some(one_of("limit", value, &LIMITS, |v| {
+                    v.parse::<usize>().ok().filter(|n| (1..=crate::history::MAX_EVENTS).contains(n))
+                })?);
+            }
+            other => return Err(ParamError::Unknown { name: excerpt(other), allowed: &EVENTS_PARAMS }),
+        }
+    }
+    Ok(limit.unwrap_or(100))
+}
+
 /// For endpoints without parameters: any parameter is an error.
 pub(super) fn no_params(pairs: &[(String, String)]) -> Result<(), ParamError> {
     match pairs.first() {

@@ -93,9 +93,18 @@ pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Resp
 /// `GET /api/v1/diagnosis`.
 pub(super) async fn diagnosis(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
     params::no_params(&pairs(query)?)?;
-    let response =
-        blocking("the diagnosis", move || DiagnosisResponse::from(s.state.diagnosis(now()))).await?;
+    let response = blocking("the diagnosis", move || {
+        DiagnosisResponse::with_history(&s.state.diagnosis_snapshot(now()))
+    })
+    .await?;
     Ok(json(response))
+}
+
+/// `GET /api/v1/events?limit=…`.
+pub(super) async fn events(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
+    let limit = params::events_limit(&pairs(query)?)?;
+    let events = s.state.finding_events(limit).into_iter().map(super::v1::FindingEvent::from).collect();
+    Ok(json(super::v1::EventsResponse { events }))
 }
 
 /// `GET /api/v1/agents`.

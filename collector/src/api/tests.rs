@@ -380,8 +380,19 @@ async fn bad_parameters_are_a_400_naming_the_parameter_and_the_allowed_values() 
 
 // --- diagnosis ---
 
-const FINDING_FIELDS: [&str; 9] =
-    ["key", "id", "severity", "verdict", "culprit", "affected", "evidence", "runbook", "suggestion"];
+const FINDING_FIELDS: [&str; 11] = [
+    "key",
+    "id",
+    "severity",
+    "verdict",
+    "culprit",
+    "affected",
+    "evidence",
+    "runbook",
+    "suggestion",
+    "first_seen_unix_ms",
+    "last_seen_unix_ms",
+];
 
 #[tokio::test]
 async fn the_diagnosis_has_the_contract_shape() {
@@ -401,6 +412,43 @@ async fn the_diagnosis_has_the_contract_shape() {
     let (status, body) = get_json(app_for(healthy, lab.metrics.clone()), "/api/v1/diagnosis").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["findings"], json!([]), "empty list when everything is healthy");
+}
+
+/// Each finding says since when it is listed; `/api/v1/events` lists the findings that
+/// appeared (and cleared), newest first, bounded by `limit`.
+#[tokio::test]
+async fn findings_carry_their_history_and_events_list_the_transitions() {
+    let lab = lab();
+    let app = app_for(lab.state.clone(), lab.metrics.clone());
+    let (_, diagnosis) = get_json(app.clone(), "/api/v1/diagnosis").await;
+    let findings = diagnosis["findings"].as_array().unwrap();
+    assert!(!findings.is_empty());
+    for f in findings {
+        let (first, last) =
+            (f["first_seen_unix_ms"].as_i64().unwrap(), f["last_seen_unix_ms"].as_i64().unwrap());
+        assert!(first <= last && last <= diagnosis["generated_unix_ms"].as_i64().unwrap(), "{f}");
+    }
+    let (status, events) = get_json(app.clone(), "/api/v1/events").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(keys(&events), set(&["events"]));
+    let events = events["events"].as_array().unwrap();
+    assert_eq!(events.len(), findings.len(), "one appearance per listed finding: {events:?}");
+    for e in events {
+        assert_eq!(
+            keys(e),
+            set(&["at_unix_ms", "transition", "key", "id", "verdict", "first_seen_unix_ms"]),
+            "{e}"
+        );
+        assert_eq!(e["transition"], "appeared");
+        assert!(findings.iter().any(|f| f["key"] == e["key"]), "{e}");
+    }
+    let (_, one) = get_json(app.clone(), "/api/v1/events?limit=1").await;
+    assert_eq!(one["events"].as_array().unwrap().len(), 1);
+    for bad in ["limit=0", "limit=1001", "limit=x", "limit=1&limit=2", "since=1"] {
+        let (status, body) = get_json(app.clone(), &format!("/api/v1/events?{bad}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{bad}: {body}");
+    }
 }
 
 #[tokio::test]
@@ -471,7 +519,9 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "affected": ["tidb/demo-pd-0", "tidb/demo-pd-1"],
                     "evidence": ["tcp tidb/demo-pd-0 → tidb/demo-pd-1:2379: 3/3 timed out"],
                     "runbook": "1.6",
-                    "suggestion": "look for a rule dropping traffic between the nodes"
+                    "suggestion": "look for a rule dropping traffic between the nodes",
+                    "first_seen_unix_ms": null,
+                    "last_seen_unix_ms": null
                 },
                 {
                     "key": "dns-nxdomain node-1→node-2",
@@ -482,7 +532,9 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "affected": ["tidb/demo-pd-0", "tidb/demo-pd-1"],
                     "evidence": ["tcp tidb/demo-pd-0 → tidb/demo-pd-1:2379: 3/3 timed out"],
                     "runbook": "1.6",
-                    "suggestion": "look for a rule dropping traffic between the nodes"
+                    "suggestion": "look for a rule dropping traffic between the nodes",
+                    "first_seen_unix_ms": null,
+                    "last_seen_unix_ms": null
                 },
                 {
                     "key": "agent-silent",
@@ -493,7 +545,9 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "affected": [],
                     "evidence": [],
                     "runbook": null,
-                    "suggestion": ""
+                    "suggestion": "",
+                    "first_seen_unix_ms": null,
+                    "last_seen_unix_ms": null
                 }
             ],
             "generated_unix_ms": 1_700_000_000_000i64

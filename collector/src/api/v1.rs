@@ -280,6 +280,13 @@ pub struct Finding {
     pub runbook: Option<String>,
     /// What to do; empty when there is nothing to suggest.
     pub suggestion: String,
+    /// When this collector's diagnosis first listed the finding (since its latest start);
+    /// `null` when unknown.
+    #[serde(default)]
+    pub first_seen_unix_ms: Option<i64>,
+    /// When a diagnosis last listed it.
+    #[serde(default)]
+    pub last_seen_unix_ms: Option<i64>,
 }
 
 impl From<ModelFinding> for Finding {
@@ -294,6 +301,8 @@ impl From<ModelFinding> for Finding {
             evidence: f.evidence.into_iter().map(|e| e.into_string()).collect(),
             runbook: f.runbook.map(|r| r.into_string()),
             suggestion: f.suggestion.into_string(),
+            first_seen_unix_ms: None,
+            last_seen_unix_ms: None,
         }
     }
 }
@@ -312,6 +321,57 @@ impl From<Diagnosis> for DiagnosisResponse {
         // within a severity.
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
         DiagnosisResponse { findings, generated_unix_ms: d.generated_at.get() }
+    }
+}
+
+impl DiagnosisResponse {
+    /// The snapshot's findings with when each was first and last seen.
+    pub fn with_history(snapshot: &crate::state::DiagnosisSnapshot) -> Self {
+        let mut response = DiagnosisResponse::from(snapshot.diagnosis.clone());
+        for f in &mut response.findings {
+            if let Some(seen) = snapshot.seen.get(&f.key) {
+                f.first_seen_unix_ms = Some(seen.first.get());
+                f.last_seen_unix_ms = Some(seen.last.get());
+            }
+        }
+        response
+    }
+}
+
+/// `GET /api/v1/events`: findings appearing and clearing, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    pub events: Vec<FindingEvent>,
+}
+
+/// One finding appearing or clearing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingEvent {
+    pub at_unix_ms: i64,
+    /// `appeared` or `cleared`.
+    pub transition: String,
+    /// The finding's `key`.
+    pub key: String,
+    pub id: String,
+    /// What it said (its last words, for a cleared one).
+    pub verdict: String,
+    pub first_seen_unix_ms: i64,
+}
+
+impl From<crate::history::FindingEvent> for FindingEvent {
+    fn from(e: crate::history::FindingEvent) -> Self {
+        FindingEvent {
+            at_unix_ms: e.at.get(),
+            transition: match e.transition {
+                crate::history::Transition::Appeared => "appeared",
+                crate::history::Transition::Cleared => "cleared",
+            }
+            .to_owned(),
+            key: e.key,
+            id: e.id,
+            verdict: e.verdict,
+            first_seen_unix_ms: e.first_seen.get(),
+        }
     }
 }
 

@@ -278,6 +278,9 @@
             data: { testid: "finding", id: f.id, severity: f.severity },
           },
           el("header", {}, el("span", { class: `severity sev-${f.severity}`, data: { field: "severity" }, text: f.severity }), el("h3", { data: { field: "verdict" }, text: f.verdict })),
+          f.first_seen_unix_ms
+            ? el("p", { class: "since", data: { field: "since" } }, el("span", { class: "label", text: "since " }), new Date(f.first_seen_unix_ms).toLocaleString())
+            : null,
           f.culprit
             ? el("p", { class: "culprit", data: { field: "culprit", culpritType: f.culprit.type } }, el("span", { class: "label", text: "culprit " }), el("code", { text: f.culprit.type }), " ", el("strong", { text: f.culprit.name }))
             : null,
