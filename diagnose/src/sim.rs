@@ -176,6 +176,8 @@ pub struct World {
     dns_servfail: bool,
     names_missing: Vec<String>,
     bad_resolver: Vec<(PodRef, IpAddr)>,
+    /// The pod's own firewall drops its DNS queries over UDP (TCP passes).
+    udp_dns_blocked: Vec<PodRef>,
     mtu: Option<(NodeName, u32)>,
     /// Large packets through the node in one direction vanish (no ICMP error).
     mtu_one_way: Option<(NodeName, Direction)>,
@@ -273,6 +275,10 @@ impl World {
     }
     pub fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
+        self
+    }
+    pub fn udp_dns_blocked(mut self, p: &str) -> Self {
+        self.udp_dns_blocked.push(pod(p));
         self
     }
     pub fn mtu(mut self, n: &str, size: u32) -> Self {
@@ -815,7 +821,12 @@ impl World {
                 };
                 base(source, target, kind, outcome, at)
             }
-            (ProbeKind::Dns, Target::Dns { name, nameserver, .. }) => {
+            (ProbeKind::Dns, Target::Dns { name, nameserver, transport, .. }) => {
+                let udp_blocked = matches!(source, Source::Pod(p) if self.udp_dns_blocked.contains(p));
+                // Lookups through resolv.conf go over UDP first, and time out there.
+                if udp_blocked && (nameserver.is_none() || *transport == DnsTransport::Udp) {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::NoNameserver), at);
+                }
                 self.dns(inv, agent, source, target, name, *nameserver, at)
             }
             _ => base(source, target, kind, Outcome::Ok, at),

@@ -83,6 +83,13 @@ fn one_finding_per_runbook_verdict() {
         ),
         // A hand-made host firewall rule: port 2379 of every pod on node-2 dropped. The
         // symptoms read as the port dropped on one pod; the node's inspection has the rule.
+        // A hand-made fault from the lab: the pod's own OUTPUT chain drops UDP to port 53.
+        // Its lookups and its direct UDP queries fail, direct TCP queries answer.
+        row(
+            "tidb/demo-pd-0 drops its own DNS over UDP",
+            World::healthy().udp_dns_blocked("tidb/demo-pd-0"),
+            vec![(ids::DNS_POD_RESOLVER, Pod, "tidb/demo-pd-0", "over udp")],
+        ),
         row(
             "node-2 forwards nothing, no setting says why",
             World::healthy().forwarding_broken("node-2"),

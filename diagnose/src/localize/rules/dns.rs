@@ -408,11 +408,29 @@ pub(super) fn from_pod(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         if t.working > 0 || t.failing.len() < a.th.min_failing_cells || t.share() < a.th.fail_share {
             continue;
         }
-        let direct_ok = a.obs.iter().any(|o| {
-            o.src_pod() == Some(&pod)
-                && matches!(o.dest, Destination::Dns { nameserver: Some(_), .. })
-                && o.steady()
-        });
+        // The pod's queries straight to a nameserver, by transport: one transport failing
+        // while the other answers is a filter on that transport from this pod (its own
+        // firewall, an egress policy), and those direct queries are part of the finding.
+        let direct = |o: &Obs| {
+            o.src_pod() == Some(&pod) && matches!(o.dest, Destination::Dns { nameserver: Some(_), .. })
+        };
+        let transport = |o: &Obs| match o.dest {
+            Destination::Dns { transport, .. } => Some(transport),
+            _ => None,
+        };
+        let direct_ok = a.obs.iter().any(|o| direct(o) && o.steady());
+        let direct_failing: Vec<usize> =
+            a.open().filter(|&i| direct(&a.obs[i]) && a.obs[i].failed()).collect();
+        let failing_over: BTreeSet<String> =
+            direct_failing.iter().filter_map(|&i| transport(&a.obs[i])).map(|t| t.to_string()).collect();
+        let answering_over: BTreeSet<String> = a
+            .obs
+            .iter()
+            .filter(|o| direct(o) && o.steady())
+            .filter_map(transport)
+            .map(|t| t.to_string())
+            .filter(|t| !failing_over.contains(t))
+            .collect();
         let node = a.ctx.node_of_pod(&pod);
         let neighbours_ok = a.obs.iter().any(|o| {
             o.kind == ProbeKind::Dns
@@ -440,11 +458,26 @@ pub(super) fn from_pod(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             continue;
         }
         a.claim(&t.failing);
+        a.claim(&direct_failing);
         let conf = a.ctx.pod_reports.get(&pod).and_then(|(_, r)| r.resolv_conf.as_ref());
         let cluster = &a.ctx.inventory.cluster.dns_ips;
         let usual = usual_failure(a, &t.failing);
         let mut evidence = Vec::new();
+        let join_set = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
         let cause = match conf {
+            _ if !failing_over.is_empty() && !answering_over.is_empty() => {
+                evidence.push(format!(
+                    "queries straight to the nameserver fail over {} and answer over {}",
+                    join_set(&failing_over),
+                    join_set(&answering_over)
+                ));
+                format!(
+                    "its queries over {} fail, to the nameserver directly too, while {} answers: a filter on DNS over {} from this pod (its own firewall, an egress NetworkPolicy)",
+                    join_set(&failing_over),
+                    join_set(&answering_over),
+                    join_set(&failing_over)
+                )
+            }
             Some(c) if !c.nameservers.iter().any(|ns| cluster.contains(ns)) => {
                 evidence.push(format!(
                     "{pod}'s resolv.conf names nameserver {}, not the cluster DNS {}",
@@ -465,13 +498,15 @@ pub(super) fn from_pod(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             }
             None => format!("lookups through its resolv.conf fail ({usual})"),
         };
-        if direct_ok {
+        if direct_ok && failing_over.is_empty() {
             evidence.push("the cluster nameservers answer this pod when asked directly".to_owned());
         }
         if neighbours_ok && let Some(n) = node {
             evidence.push(format!("other pods on {n} resolve"));
         }
-        evidence.extend(a.cell_lines(&t.failing));
+        let mut failing = t.failing.clone();
+        failing.extend(&direct_failing);
+        evidence.extend(a.cell_lines(&failing));
         let verdict = format!("DNS fails from pod {pod}: {cause}");
         out.push(
             Draft::new(
@@ -481,11 +516,13 @@ pub(super) fn from_pod(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
                 "1.2",
                 verdict,
             )
-            .affected(a.paths(&t.failing))
+            .affected(a.paths(&failing))
             .evidence(evidence)
             .suggestion(format!(
                 "`kubectl -n {ns} exec {name} -- cat /etc/resolv.conf`; check the pod's dnsPolicy and \
-                     dnsConfig, and the kubelet's --cluster-dns and --cluster-domain",
+                     dnsConfig, and the kubelet's --cluster-dns and --cluster-domain; when one transport \
+                     fails, the egress NetworkPolicies selecting the pod (`kubectl get networkpolicy -n {ns}`) \
+                     and the firewall inside its network namespace (`iptables-save` via `nsenter -n`)",
                 ns = pod.namespace,
                 name = pod.name
             )),
