@@ -86,7 +86,7 @@ struct AgentEntry {
 pub struct CollectorState {
     matrix: Mutex<Matrix>,
     inventory: RwLock<(Inventory, InventoryIndex)>,
-    inspections: Mutex<BTreeMap<Source, (NodeName, InspectionReport)>>,
+    inspections: Mutex<Inspections>,
     /// Findings' first and last sightings and the timeline of transitions.
     history: Mutex<crate::history::FindingHistory>,
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
@@ -165,7 +165,7 @@ impl CollectorState {
 
     /// The latest inspection of every source, with the node that reported it.
     pub fn inspections(&self) -> BTreeMap<Source, (NodeName, InspectionReport)> {
-        self.inspections.lock().map(|i| i.clone()).unwrap_or_default()
+        self.inspections.lock().map(|i| i.latest.clone()).unwrap_or_default()
     }
 
     /// Every agent ever seen; `connected` only while its session is up and it was heard from
@@ -376,19 +376,14 @@ impl Sink for CollectorState {
             self.count(|c| c.foreign_inspections += 1);
             return;
         }
-        let Ok(mut i) = self.inspections.lock() else { return };
-        // Bounded per agent: its node and at most the pods a node can hold.
-        if !i.contains_key(&report.source)
-            && i.values().filter(|(n, _)| n == node).count() > netdiag_model::limits::MAX_LOCAL_PODS
-        {
-            tracing::warn!(agent = %node, source = %report.source, "inspection refused: the agent already has one per pod a node can hold");
-            drop(i);
+        let source = report.source.clone();
+        let Ok(stored) = self.inspections.lock().map(|mut i| i.insert(node, report)) else { return };
+        if stored {
+            self.count(|c| c.inspections += 1);
+        } else {
+            tracing::warn!(agent = %node, %source, "inspection refused: the agent already has one per pod a node can hold");
             self.count(|c| c.foreign_inspections += 1);
-            return;
         }
-        i.insert(report.source.clone(), (node.clone(), report));
-        drop(i);
-        self.count(|c| c.inspections += 1);
     }
 
     fn run_progress(&self, node: &NodeName, progress: RunProgress) {
@@ -401,6 +396,38 @@ impl Sink for CollectorState {
 
     fn invalid_message(&self, _node: &NodeName) {
         self.count(|c| c.invalid += 1);
+    }
+}
+
+/// The latest inspection per source and the agent that sent it, with how many each agent
+/// holds: its bound is checked on every new source without a scan over all of them.
+#[derive(Debug, Default)]
+struct Inspections {
+    latest: BTreeMap<Source, (NodeName, InspectionReport)>,
+    held: HashMap<NodeName, usize>,
+}
+
+impl Inspections {
+    /// Keeps `report` from `node`'s agent; false when it is a new source past the agent's
+    /// bound (its node and at most the pods a node can hold).
+    fn insert(&mut self, node: &NodeName, report: InspectionReport) -> bool {
+        let bound = netdiag_model::limits::MAX_LOCAL_PODS + 1;
+        let previous = self.latest.get(&report.source).map(|(n, _)| n.clone());
+        if previous.as_ref() != Some(node) {
+            let held = self.held.entry(node.clone()).or_default();
+            if *held >= bound {
+                return false;
+            }
+            *held += 1;
+            // A pod that moved: its old node's agent no longer holds it.
+            if let Some(old) = previous
+                && let Some(n) = self.held.get_mut(&old)
+            {
+                *n = n.saturating_sub(1);
+            }
+        }
+        self.latest.insert(report.source.clone(), (node.clone(), report));
+        true
     }
 }
 
@@ -438,5 +465,23 @@ mod tests {
         }
         let snapshot = state.counters();
         assert_eq!((snapshot.inspections, snapshot.foreign_inspections), (3, 2));
+    }
+
+    #[test]
+    fn an_agent_holds_at_most_one_inspection_per_pod_a_node_can_hold() {
+        let mut held = Inspections::default();
+        let node1: NodeName = "node-1".parse().unwrap();
+        let node2: NodeName = "node-2".parse().unwrap();
+        let bound = netdiag_model::limits::MAX_LOCAL_PODS + 1;
+        for i in 0..bound {
+            assert!(held.insert(&node1, report(&format!("default/pod-{i}"))), "{i}");
+        }
+        assert!(!held.insert(&node1, report("default/one-too-many")));
+        assert!(held.insert(&node1, report("default/pod-0")), "a newer report of a held source");
+        // A pod that moves to node-2 frees its place on node-1.
+        assert!(held.insert(&node2, report("default/pod-1")));
+        assert!(held.insert(&node1, report("default/one-too-many")));
+        assert_eq!(held.latest.len(), bound + 1);
+        assert_eq!((held.held[&node1], held.held[&node2]), (bound, 1));
     }
 }
