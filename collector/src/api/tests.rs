@@ -66,7 +66,7 @@ const TIMEOUT_DETAIL: &str = "connect to 10.244.2.2:2379 timed out after 1000ms"
 
 /// Sends one request through the router, as `tower::ServiceExt::oneshot` does (`tower` is not
 /// a direct dependency; tonic re-exports the `Service` trait).
-async fn oneshot(app: Router, request: Request<Body>) -> Response<Body> {
+pub(in crate::api) async fn oneshot(app: Router, request: Request<Body>) -> Response<Body> {
     let mut app = app;
     match std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut app, cx)).await {
         Ok(()) => {}

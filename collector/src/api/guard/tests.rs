@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::codegen::Service;
 
 use super::*;
 use crate::metrics::CollectorMetrics;
@@ -24,16 +23,7 @@ const BODY: &str = r#"{"from": "tidb/demo-pd-0", "to": "svc/tidb/demo-pd:2379"}"
 /// What a run from an admitted caller answers here: the rig has no agent.
 const NO_AGENT: StatusCode = StatusCode::SERVICE_UNAVAILABLE;
 
-async fn oneshot(mut app: Router, request: Request<Body>) -> axum::http::Response<Body> {
-    match std::future::poll_fn(|cx| Service::<Request<Body>>::poll_ready(&mut app, cx)).await {
-        Ok(()) => {}
-        Err(e) => match e {},
-    }
-    match app.call(request).await {
-        Ok(response) => response,
-        Err(e) => match e {},
-    }
-}
+use crate::api::tests::oneshot;
 
 fn app(rig: &Rig) -> Router {
     crate::api::router(rig.state.clone(), Arc::new(CollectorMetrics::new()), rig.dispatcher.clone())
