@@ -271,6 +271,26 @@ fn statuses_from_results() {
     }
 }
 
+/// A repaired cell's counts since its repair leave the outage out (what pooled degradation
+/// evidence reads), while the window's counts still show it.
+#[test]
+fn counts_since_a_repair_leave_the_outage_out() {
+    let timeout = Outcome::Tcp(TcpFailure::Timeout);
+    let outcomes = [vec![timeout; 15], vec![Outcome::Ok; 12], vec![timeout]].concat();
+    let mut m = Matrix::default();
+    let n = outcomes.len();
+    for (i, o) in outcomes.into_iter().enumerate() {
+        let at = t(30.0 - (n - 1 - i) as f64);
+        m.record(&node("node-1"), &tcp("tidb/pd-0", pd1_2379(), o, at), &index(), at);
+    }
+    let cell = m.pod_cell(&pod_key("tidb/pd-0", &pd1_2379(), ProbeKind::Tcp), t(30.0)).unwrap();
+    assert_eq!((cell.successes, cell.failures), (12, 16));
+    assert_eq!(cell.since_repair.failures, 1, "only the stray timeout: {:?}", cell.since_repair);
+    assert!(cell.since_repair.successes >= 10, "{:?}", cell.since_repair);
+    let history = m.pod_cell_history(&pod_key("tidb/pd-0", &pd1_2379(), ProbeKind::Tcp), t(30.0)).unwrap();
+    assert_eq!(history.iter().map(|b| b.failures).sum::<u64>(), 1, "{history:?}");
+}
+
 #[test]
 fn a_failed_cell_carries_the_last_error() {
     let mut m = Matrix::default();

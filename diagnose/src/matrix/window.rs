@@ -528,6 +528,21 @@ mod tests {
     }
 
     #[test]
+    fn a_repair_is_where_a_lossier_stretch_gives_way_to_a_cleaner_one() {
+        let down = (10, 10);
+        let up = (10, 0);
+        // An outage, then clean: the repair is the first clean bucket.
+        assert_eq!(repair_index(&[down, down, down, up, up, up]), 3);
+        // The bucket where it came back, still losing more than what follows, goes before it.
+        assert_eq!(repair_index(&[down, down, down, (10, 6), up, up, up]), 4);
+        // Steady loss, a loss that only began, too few packets: no repair.
+        assert_eq!(repair_index(&[(10, 3); 8]), 0);
+        assert_eq!(repair_index(&[up, up, up, down, down]), 0);
+        assert_eq!(repair_index(&[(1, 1), (1, 0)]), 0);
+        assert_eq!(repair_index(&[]), 0);
+    }
+
+    #[test]
     fn loss_counts_packets() {
         let spec = WindowSpec::default();
         let mut w = Window::new(&spec);
