@@ -39,6 +39,7 @@ mod context;
 mod cover;
 mod evidence;
 mod firewall;
+mod hooks;
 pub(crate) mod report;
 mod residual;
 mod rules;

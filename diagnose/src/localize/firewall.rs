@@ -22,6 +22,7 @@ use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::{CellStatus, CulpritKind, NodeName, PodRef, Port, Severity};
 
 use super::evidence::{Analysis, Obs};
+use super::hooks::hooks;
 use super::report::{Draft, ids};
 use crate::matrix::{Destination, key::IpFamily};
 
@@ -83,7 +84,8 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
     }
 }
 
-/// The hops from the cell's source to a destination on `dst` (a pod there, or the node).
+/// The hooks from the cell's source to a destination on `dst` (a pod there, or the node),
+/// with the packet each sees ([`hooks`]).
 fn hops(
     o: &Obs,
     protocol: FilterProtocol,
@@ -93,24 +95,18 @@ fn hops(
     dst: &NodeName,
     to_pod: bool,
 ) -> Vec<(NodeName, FilterHook, Packet)> {
-    let src = o.src_node();
     let port = if protocol == FilterProtocol::Icmp { None } else { port };
-    let packet =
-        |in_uplink, out_uplink| Packet { protocol, source, destination, port, in_uplink, out_uplink };
-    let cross = src != dst;
-    let mut out = Vec::new();
-    match &o.source {
-        Source::Node(_) => out.push((src.clone(), FilterHook::Output, packet(false, cross))),
-        Source::Pod(_) if !cross && !to_pod => {
-            out.push((src.clone(), FilterHook::Input, packet(false, false)))
-        }
-        Source::Pod(_) => out.push((src.clone(), FilterHook::Forward, packet(false, cross))),
-    }
-    if cross {
-        let hook = if to_pod { FilterHook::Forward } else { FilterHook::Input };
-        out.push((dst.clone(), hook, packet(true, false)));
-    }
-    out
+    let cross = o.src_node() != dst;
+    hooks(&o.source, o.src_node(), Some((dst, to_pod)))
+        .into_iter()
+        .enumerate()
+        .map(|(i, (node, hook))| {
+            // Out through the uplink from the source's node when it goes elsewhere; in through
+            // the uplink on the destination's.
+            let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
+            (node, hook, Packet { protocol, source, destination, port, in_uplink, out_uplink })
+        })
+        .collect()
 }
 
 /// Pods' and nodes' addresses, looked up once per diagnosis.

@@ -16,11 +16,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use netdiag_model::inspect::FilterHook;
 use netdiag_model::probe::Source;
 use netdiag_model::{CulpritKind, NodeName, Severity};
 
 use super::super::context::{Backend, Context};
 use super::super::evidence::{Analysis, Obs};
+use super::super::hooks::hooks;
 use super::super::report::{Draft, ids};
 use crate::matrix::Destination;
 
@@ -28,11 +30,8 @@ const KEY: &str = "net.ipv4.ip_forward";
 
 /// Whether the path of `o` is forwarded by `n` (pod traffic in or out of it, not the node's own).
 fn forwarded_by(o: &Obs, n: &NodeName) -> bool {
-    let src_pod_here = o.src_pod().is_some() && o.src_node() == n;
-    let to_node_itself = o.dst_pod.is_none() && o.dst_node.as_ref() == Some(n);
-    let dst_pod_here = o.dst_pod.is_some() && o.dst_node.as_ref() == Some(n);
-    let from_node_itself = matches!(&o.source, Source::Node(m) if m == n);
-    (src_pod_here && !to_node_itself) || (dst_pod_here && !from_node_itself)
+    let dst = o.dst_node.as_ref().map(|d| (d, o.dst_pod.is_some()));
+    hooks(&o.source, o.src_node(), dst).iter().any(|(m, hook)| m == n && *hook == FilterHook::Forward)
 }
 
 /// Pod to pod on `n` itself: forwarded by `n` and by nothing else.
