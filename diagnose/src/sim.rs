@@ -167,6 +167,7 @@ pub struct World {
     /// The node's firewall drops TCP forwarded to this port (its pods' port, from anywhere but
     /// the node itself).
     firewall_drops: Vec<(NodeName, u16)>,
+    forward_policy_drop: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
@@ -235,6 +236,12 @@ impl World {
     }
     pub fn forwarding_broken(mut self, n: &str) -> Self {
         self.forwarding_broken.push(node(n));
+        self
+    }
+    /// `iptables -P FORWARD DROP` on `n` with only a stateful accept before it: new
+    /// connections forwarded through `n` die, pings keep their conntrack entries and pass.
+    pub fn forward_policy_drop(mut self, n: &str) -> Self {
+        self.forward_policy_drop.push(node(n));
         self
     }
     pub fn firewall_drop(mut self, n: &str, port: u16) -> Self {
@@ -521,7 +528,7 @@ impl World {
             };
             sysctls.push(json!({"key": "net.netfilter.nf_conntrack_tcp_timeout_established", "value": cut.to_string()}));
         }
-        let drops: Vec<serde_json::Value> = self
+        let mut drops: Vec<serde_json::Value> = self
             .firewall_drops
             .iter()
             .filter(|(m, _)| m == n)
@@ -533,6 +540,12 @@ impl World {
                 })
             })
             .collect();
+        if self.forward_policy_drop.contains(n) {
+            drops.push(json!({
+                "hook": "forward", "reject": false, "policy": true,
+                "rule": "FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)",
+            }));
+        }
         report(json!({
             "source": {"node": n.to_string()},
             "at": now().get(),
@@ -597,6 +610,22 @@ impl World {
             r.burst = Burst::new(3, 0).ok();
         }
         r
+    }
+
+    /// Whether a FORWARD policy drop stops a new connection from `source` (on `from`) to a
+    /// destination on `to` (pings are not new: their conntrack entries stay fresh).
+    fn new_flows_dropped(
+        &self,
+        source: &Source,
+        from: &NodeName,
+        to: &NodeName,
+        dst_pod: Option<&PodRef>,
+    ) -> bool {
+        let pod_source = matches!(source, Source::Pod(_));
+        let forwarded_out = pod_source && (dst_pod.is_some() || from != to);
+        let forwarded_in = dst_pod.is_some() && (pod_source || from != to);
+        (forwarded_out && self.forward_policy_drop.contains(from))
+            || (forwarded_in && self.forward_policy_drop.contains(to))
     }
 
     /// How a pod-network path from `source` (on `from`) to a destination on `to` fares.
@@ -682,6 +711,9 @@ impl World {
         let forwarded_out =
             matches!(source, Source::Pod(_)) && self.firewall_drops.contains(&(from.clone(), port));
         if (self.firewall_drops.contains(&(to.clone(), port)) && !from_node_itself) || forwarded_out {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
+        if self.new_flows_dropped(source, from, &to, Some(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let is_dns = p.name.as_str().starts_with("coredns") && port == 53;
@@ -807,6 +839,8 @@ impl World {
                     info.ready_endpoints().filter(|e| !local || e.node.as_ref() == Some(&to)).collect();
                 let outcome = if let Some(o) = self.path(source, agent, &to, None) {
                     o
+                } else if self.new_flows_dropped(source, agent, &to, None) {
+                    Outcome::Tcp(TcpFailure::Timeout)
                 } else if self.nodeport_missing.contains(&(to.clone(), port.get())) {
                     Outcome::Tcp(TcpFailure::Refused)
                 } else if backends.is_empty() {
@@ -915,7 +949,9 @@ impl World {
         if self.dns_blocked.contains(agent) || self.dns_down {
             return fail(DnsFailure::Timeout);
         }
-        if self.path(source, agent, &node("node-1"), Some(&coredns)).is_some() {
+        if self.path(source, agent, &node("node-1"), Some(&coredns)).is_some()
+            || self.new_flows_dropped(source, agent, &node("node-1"), Some(&coredns))
+        {
             return fail(DnsFailure::Timeout);
         }
         if self.dns_servfail {

@@ -313,7 +313,9 @@ fn hand_made_fault_is_named_alone(
 /// over other components: a drop rule for TCP port 20160 forwarded through node-2 (tikv-1's
 /// port from everywhere, and node-2's pods reaching any tikv) is named as node-2's firewall,
 /// quoting the rule; a rule dropping everything forwarded (node-2 forwards nothing for its pods,
-/// while it still reaches them and answers for itself) as node-2's forwarding, the rule quoted.
+/// while it still reaches them and answers for itself) as node-2's forwarding, the rule quoted;
+/// a FORWARD policy of DROP (new connections die, pings ride their conntrack entries) as
+/// node-2's firewall, the policy quoted.
 #[test]
 fn hand_made_firewall_faults_are_named_once() {
     let c = LabCluster::up(INTERVAL);
@@ -329,5 +331,13 @@ fn hand_made_firewall_faults_are_named_once() {
         &["-D", "FORWARD", "-j", "DROP"],
         "node-forwarding-broken",
         "forwards nothing",
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &["-P", "FORWARD", "DROP"],
+        &["-P", "FORWARD", "ACCEPT"],
+        "firewall-drop",
+        "policy DROP",
     );
 }

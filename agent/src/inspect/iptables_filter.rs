@@ -23,23 +23,37 @@ use super::iptables_nat::{Word, split_words};
 /// How deep jumps between user chains are followed.
 const MAX_DEPTH: usize = 8;
 
-/// The drop and reject rules of the `filter` table in `text`, hook by hook, in rule order.
+/// The drop and reject rules of the `filter` table in `text`, hook by hook, in rule order; a
+/// built-in chain whose policy is DROP ends its hook's list with that policy.
 pub fn parse(text: &str) -> Vec<FilterDrop> {
-    let chains = filter_chains(text);
+    let Table { chains, drop_policies } = filter_table(text);
     let mut out = Vec::new();
     for (hook, name) in
         [(FilterHook::Input, "INPUT"), (FilterHook::Forward, "FORWARD"), (FilterHook::Output, "OUTPUT")]
     {
         let mut path = vec![name.to_owned()];
         walk(&chains, hook, name, &Conditions::default(), &mut path, &mut out);
+        if drop_policies.iter().any(|c| c == name) && out.len() < MAX_FILTER_DROPS {
+            let rule = format!("{name}: policy DROP (`iptables -P {name} DROP`: drops what no rule accepts)");
+            let mut drop = Conditions::default().into_drop(hook, false, &rule);
+            drop.policy = true;
+            out.push(drop);
+        }
     }
     out.truncate(MAX_FILTER_DROPS);
     out
 }
 
-/// Each chain's rules (the words after `-A CHAIN`), as the table lists them.
-fn filter_chains(text: &str) -> HashMap<String, Vec<Vec<Word>>> {
+/// The `filter` table: each chain's rules (the words after `-A CHAIN`), as the table lists
+/// them, and the built-in chains whose policy drops.
+struct Table {
+    chains: HashMap<String, Vec<Vec<Word>>>,
+    drop_policies: Vec<String>,
+}
+
+fn filter_table(text: &str) -> Table {
     let mut chains: HashMap<String, Vec<Vec<Word>>> = HashMap::new();
+    let mut drop_policies = Vec::new();
     let mut in_filter = false;
     for line in text.lines() {
         let line = line.trim();
@@ -51,8 +65,13 @@ fn filter_chains(text: &str) -> HashMap<String, Vec<Vec<Word>>> {
             continue;
         }
         if let Some(decl) = line.strip_prefix(':') {
-            if let Some(chain) = decl.split_whitespace().next() {
+            let mut fields = decl.split_whitespace();
+            if let Some(chain) = fields.next() {
                 chains.entry(chain.to_owned()).or_default();
+                // `:FORWARD DROP [0:0]`; user chains say `-`.
+                if fields.next() == Some("DROP") && !drop_policies.iter().any(|c| c == chain) {
+                    drop_policies.push(chain.to_owned());
+                }
             }
             continue;
         }
@@ -63,7 +82,7 @@ fn filter_chains(text: &str) -> HashMap<String, Vec<Vec<Word>>> {
         let rest = words.split_off(2);
         chains.entry(words[1].text.clone()).or_default().push(rest);
     }
-    chains
+    Table { chains, drop_policies }
 }
 
 fn walk(
@@ -156,6 +175,7 @@ impl Conditions {
             out_interface: iface(self.out_interface),
             destination_ports: self.ports,
             reject,
+            policy: false,
             rule: Text::<MAX_LINE_BYTES>::lossy(rule),
         }
     }
@@ -332,6 +352,32 @@ COMMIT
         assert!(got[1].reject);
         assert_eq!(got[2].hook, FilterHook::Output);
         assert_eq!(got[2].destination, Some("10.244.3.7/32".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_dropping_policy_ends_its_hooks_list() {
+        let save = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [12:720]\n:OUTPUT ACCEPT [0:0]\n:USER - [0:0]\n\
+                    -A FORWARD -p tcp --dport 22 -j DROP\n-A FORWARD -s 10.244.0.0/16 -j ACCEPT\nCOMMIT\n\
+                    *nat\n:PREROUTING DROP [0:0]\nCOMMIT\n";
+        let got = parse(save);
+        let lines: Vec<(&str, bool)> = got.iter().map(|d| (d.rule.as_str(), d.policy)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                ("FORWARD: -p tcp --dport 22 -j DROP", false),
+                ("FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)", true),
+            ],
+            "the policy comes after the chain's rules; the nat table's policies are not the firewall's"
+        );
+        let policy = &got[1];
+        assert_eq!(policy.hook, FilterHook::Forward);
+        assert!(policy.protocol.is_none() && policy.source.is_none() && policy.destination_ports.is_empty());
+        assert!(!policy.reject);
+        assert!(
+            parse(&SAVE.replace(":OUTPUT ACCEPT", ":OUTPUT DROP"))
+                .last()
+                .is_some_and(|d| d.policy && d.hook == FilterHook::Output)
+        );
     }
 
     #[test]

@@ -855,7 +855,14 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
             verdict.push_str(&format!(" ({})", parts.join(", ")));
         }
     }
-    let mut evidence = a.cell_lines(&f.hits);
+    // A degradation's paths are the troubled ones as well: a cell that still reads ok but
+    // fails now and then is what the finding is about.
+    let shown_cells: Vec<usize> = if pass == Pass::Soft {
+        f.hits.iter().chain(&f.troubled).copied().collect::<BTreeSet<_>>().into_iter().collect()
+    } else {
+        f.hits.clone()
+    };
+    let mut evidence = a.cell_lines(&shown_cells);
     if !f.misses.is_empty() {
         evidence.push(format!("{} other paths in the same scope work", f.misses.len()));
     }
@@ -874,7 +881,7 @@ fn draft(a: &Analysis<'_>, c: &Candidate, f: &Fit, pass: Pass) -> Draft {
     }
     let (runbook, suggestion) = suggestion(a, c, pass, icmp_filtered);
     Draft::new(id, severity, (kind, name), runbook, verdict)
-        .affected(a.paths(&f.hits))
+        .affected(a.paths(&shown_cells))
         .evidence(evidence)
         .suggestion(suggestion)
 }

@@ -2,10 +2,10 @@
 //! failing paths and no working one is a cause on record, not a guess. It runs after every
 //! other layer, over what they claimed:
 //!
-//! - a finding that already blames the rule's node (the node cut off, a pair with it) keeps
-//!   its verdict and gains the rule as evidence;
-//! - findings that blame something else and whose every path the rule matches — a port
-//!   "dropped" on one pod, a pod "unreachable from node-1", the residue — were the rule's
+//! - a named verdict that already blames the rule's node (the node cut off, a pair with it, its
+//!   forwarding) keeps its verdict and gains the rule as evidence;
+//! - findings whose every path the rule matches — a port "dropped" on one pod, a pod
+//!   "unreachable from node-1", the node's sources "unreachable", the residue — were the rule's
 //!   symptoms scattered over components: they become one `firewall-drop` finding naming the
 //!   node and quoting the rule;
 //! - a finding the rule explains in part gains it as evidence.
@@ -13,18 +13,28 @@
 //! A packet is matched on its way out (request direction only): the protocol of the probe, the
 //! source's and destination's addresses of the cell's family, the destination port, and the
 //! interfaces it crosses (the node's uplink — the link holding its address — or a pod's side).
+//!
+//! A chain's DROP policy matches everything at its hook but drops only what no rule accepts,
+//! and the usual stateful accept lets established flows through: a ping whose conntrack entry
+//! stays fresh keeps working, so working ICMP paths do not clear a policy. A policy is
+//! confirmed only on a node that is alive (some path from it works): a dead node's last
+//! inspection is no cause. NodePort traffic kube-proxy marked for masquerading is accepted by
+//! its `KUBE-FORWARD` chain, so a policy does not meet it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use netdiag_model::dns::DnsTransport;
 use netdiag_model::inspect::{FilterDrop, FilterHook, FilterProtocol};
+use netdiag_model::inventory::TrafficPolicy;
 use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::{CellStatus, CulpritKind, NodeName, PodRef, Port, Severity};
 
 use super::evidence::{Analysis, Obs};
 use super::hooks::hooks;
 use super::report::{Draft, ids};
-use crate::matrix::{Destination, key::IpFamily};
+use crate::matrix::Destination;
+use crate::matrix::key::{IpFamily, NodeAddr};
 
 /// One packet of a probe, as a node's firewall hook sees it.
 #[derive(Debug)]
@@ -36,15 +46,19 @@ struct Packet {
     /// The uplink, or a pod's side (None: any name but the uplink's).
     in_uplink: bool,
     out_uplink: bool,
+    /// Marked by kube-proxy for masquerading (NodePort traffic after its DNAT), which its
+    /// `KUBE-FORWARD` chain accepts before any chain policy is reached.
+    marked: bool,
 }
 
 /// The hooks a cell's request passes, node by node, with the packet each sees: one route for
 /// a direct path, one per backend for a service VIP (DNAT happens before the filter hooks).
 fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, FilterHook, Packet)>> {
-    let protocol = match o.kind {
-        ProbeKind::Icmp | ProbeKind::Mtu => FilterProtocol::Icmp,
-        ProbeKind::Tcp | ProbeKind::Http => FilterProtocol::Tcp,
-        ProbeKind::Dns => FilterProtocol::Udp,
+    let protocol = match (o.kind, &o.dest) {
+        (ProbeKind::Icmp | ProbeKind::Mtu, _) => FilterProtocol::Icmp,
+        (ProbeKind::Tcp | ProbeKind::Http, _) => FilterProtocol::Tcp,
+        (ProbeKind::Dns, Destination::Dns { transport: DnsTransport::Tcp, .. }) => FilterProtocol::Tcp,
+        (ProbeKind::Dns, _) => FilterProtocol::Udp,
     };
     let src_ip = |family| match &o.source {
         Source::Pod(p) => ips.pod(p, family),
@@ -61,7 +75,38 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
         }
         Destination::Node { node, port, family } => direct(*family, ips.node(node, *family), *port),
         Destination::Address { ip, port } => direct(IpFamily::of(*ip), Some(*ip), *port),
-        Destination::Service { family, .. } => {
+        Destination::NodePort { node, port } => {
+            let (family, ip) = match node {
+                NodeAddr::Node(name, family) => (*family, ips.node(name, *family)),
+                NodeAddr::Ip(ip) => (IpFamily::of(*ip), Some(*ip)),
+            };
+            let (Some(svc), Some(via)) = (a.service_of(o), o.dst_node.as_ref()) else { return Vec::new() };
+            let local = svc.info.external_traffic_policy == TrafficPolicy::Local;
+            let target = a.backend_port(o, svc);
+            let mut out = Vec::new();
+            for b in svc.backends.iter().filter(|b| IpFamily::of(b.ip) == family) {
+                let Some(b_node) = b.node.as_ref() else { continue };
+                if local && b_node != via {
+                    continue;
+                }
+                out.push(node_port_route(
+                    o,
+                    protocol,
+                    src_ip(family),
+                    (ip, *port),
+                    via,
+                    (b.ip, target),
+                    b_node,
+                ));
+            }
+            out
+        }
+        Destination::Service { .. } | Destination::Dns { .. } => {
+            let family = &match &o.dest {
+                Destination::Service { family, .. } => *family,
+                Destination::Dns { nameserver: Some(ip), .. } => IpFamily::of(*ip),
+                _ => IpFamily::V4,
+            };
             let Some(svc) = a.service_of(o) else { return Vec::new() };
             let port = a.backend_port(o, svc);
             svc.backends
@@ -80,8 +125,49 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
                 })
                 .collect()
         }
-        _ => Vec::new(),
     }
+}
+
+/// A NodePort request to `nodeport` on `via`, sent on to a backend on `b_node`: the source's
+/// hooks toward `via`, `via` forwarding it after its DNAT, then (with the source masqueraded to
+/// `via`'s address) the backend's node forwarding it in.
+fn node_port_route(
+    o: &Obs,
+    protocol: FilterProtocol,
+    source: Option<IpAddr>,
+    nodeport: (Option<IpAddr>, Port),
+    via: &NodeName,
+    backend: (IpAddr, Option<Port>),
+    b_node: &NodeName,
+) -> Vec<(NodeName, FilterHook, Packet)> {
+    let port = |p: Option<Port>| if protocol == FilterProtocol::Icmp { None } else { p };
+    let cross = o.src_node() != via;
+    let packet = |source, destination, port, in_uplink, out_uplink| Packet {
+        protocol,
+        source,
+        destination,
+        port,
+        in_uplink,
+        out_uplink,
+        marked: true,
+    };
+    let mut out = Vec::new();
+    for (i, (node, hook)) in hooks(&o.source, o.src_node(), Some((via, true))).into_iter().enumerate() {
+        // Before `via`'s DNAT the packet is for the node port; from `via` on, for the backend.
+        let p = if i == 0 && cross {
+            Packet { marked: false, ..packet(source, nodeport.0, port(Some(nodeport.1)), false, true) }
+        } else {
+            packet(source, Some(backend.0), port(backend.1), i > 0, b_node != via)
+        };
+        out.push((node, hook, p));
+    }
+    // The mark stays on `via` (its POSTROUTING masquerades and clears it; marks do not cross
+    // the wire): the backend's node sees a plain forwarded packet.
+    if b_node != via {
+        let p = packet(nodeport.0, Some(backend.0), port(backend.1), true, false);
+        out.push((b_node.clone(), FilterHook::Forward, Packet { marked: false, ..p }));
+    }
+    out
 }
 
 /// The hooks from the cell's source to a destination on `dst` (a pod there, or the node),
@@ -104,7 +190,7 @@ fn hops(
             // Out through the uplink from the source's node when it goes elsewhere; in through
             // the uplink on the destination's.
             let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
-            (node, hook, Packet { protocol, source, destination, port, in_uplink, out_uplink })
+            (node, hook, Packet { protocol, source, destination, port, in_uplink, out_uplink, marked: false })
         })
         .collect()
 }
@@ -171,10 +257,26 @@ struct Confirmed<'r> {
     node: NodeName,
     rule: &'r FilterDrop,
     bad: BTreeSet<usize>,
+    /// Cells still ok but failing part of the time through it (a VIP whose backend behind the
+    /// rule is picked now and then).
+    soft: BTreeSet<usize>,
+}
+
+/// What one rule matches: bad cells, troubled ok cells, and whether a working cell.
+#[derive(Default)]
+struct Matched {
+    bad: BTreeSet<usize>,
+    soft: BTreeSet<usize>,
+    working: bool,
+}
+
+/// Whether a working path of `protocol` that meets `d` shows `d` does not stop it.
+fn clears(d: &FilterDrop, protocol: FilterProtocol) -> bool {
+    !(d.policy && protocol == FilterProtocol::Icmp)
 }
 
 fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
-    let mut by_rule: BTreeMap<(NodeName, usize), (BTreeSet<usize>, bool)> = BTreeMap::new();
+    let mut by_rule: BTreeMap<(NodeName, usize), Matched> = BTreeMap::new();
     let guarded: BTreeSet<&NodeName> =
         a.ctx.node_reports.iter().filter(|(_, r)| !r.filter_drops.is_empty()).map(|(n, _)| n).collect();
     if guarded.is_empty() {
@@ -182,12 +284,17 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
     }
     let uplinks: BTreeMap<&NodeName, Option<String>> = guarded.iter().map(|n| (*n, uplink(a, n))).collect();
     let ips = Addresses::new(a.ctx.inventory);
+    let mut alive: BTreeSet<&NodeName> = BTreeSet::new();
     for (i, o) in a.obs.iter().enumerate() {
         let bad = o.is_bad();
         let working = o.stats.status == CellStatus::Ok
             && o.stats.since_repair.successes > 0
             && !o.stats.since_repair.troubled();
-        if !bad && !working {
+        if working {
+            alive.insert(o.src_node());
+        }
+        let soft = o.stats.status == CellStatus::Ok && o.stats.since_repair.troubled();
+        if !bad && !working && !soft {
             continue;
         }
         // Only paths that touch a node with such rules (a VIP's backends may sit anywhere).
@@ -198,10 +305,13 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
             continue;
         }
         let routes = routes(a, &ips, o);
-        if routes.is_empty() {
-            continue;
-        }
-        // A rule explains the cell when every route (every backend of a VIP) meets it.
+        let Some(protocol) = routes.iter().flatten().map(|(_, _, p)| p.protocol).next() else { continue };
+        // A rule explains the cell when every route (every backend of a VIP) meets it; a cell
+        // that fails part of the time, when some route does (the backends behind that rule).
+        // (A working cell clears only what every route meets.)
+        let partial = routes.len() > 1
+            && !working
+            && (soft || o.stats.status == CellStatus::Degraded || o.stats.since_repair.successes > 0);
         let mut met: Option<BTreeSet<(NodeName, usize)>> = None;
         for route in &routes {
             let mut here = BTreeSet::new();
@@ -209,37 +319,55 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                 let Some(report) = a.ctx.node_reports.get(node) else { continue };
                 let up = uplinks.get(node).cloned().flatten();
                 for (j, d) in report.filter_drops.iter().enumerate() {
-                    if d.hook == *hook && matches(d, packet, up.as_deref()) {
+                    if d.hook == *hook && matches(d, packet, up.as_deref()) && !(d.policy && packet.marked) {
                         here.insert((node.clone(), j));
                     }
                 }
             }
             met = Some(match met {
                 None => here,
+                Some(m) if partial => m.union(&here).cloned().collect(),
                 Some(m) => m.intersection(&here).cloned().collect(),
             });
         }
-        for key in met.unwrap_or_default() {
-            let e = by_rule.entry(key).or_default();
+        for (node, j) in met.unwrap_or_default() {
+            let Some(rule) = a.ctx.node_reports.get(&node).and_then(|r| r.filter_drops.get(j)) else {
+                continue;
+            };
+            if working && !clears(rule, protocol) {
+                continue;
+            }
+            let e = by_rule.entry((node, j)).or_default();
             if bad {
-                e.0.insert(i);
+                e.bad.insert(i);
+            } else if soft {
+                e.soft.insert(i);
             } else {
-                e.1 = true;
+                e.working = true;
             }
         }
     }
     by_rule
         .into_iter()
-        .filter(|(_, (bad, working))| !bad.is_empty() && !working)
-        .filter_map(|((node, j), (bad, _))| {
+        .filter(|(_, m)| !m.bad.is_empty() && !m.working)
+        .filter_map(|((node, j), m)| {
             let rule = a.ctx.node_reports.get(&node)?.filter_drops.get(j)?;
-            Some(Confirmed { node, rule, bad })
+            (!rule.policy || alive.contains(&node)).then_some(Confirmed {
+                node,
+                rule,
+                bad: m.bad,
+                soft: m.soft,
+            })
         })
         .collect()
 }
 
-/// Whether the draft already blames `node` (the node, or a pair with it).
+/// Whether the draft is a named verdict that already blames `node` (the node, or a pair with
+/// it): a cover-layer symptom on the node (its sources "unreachable") is not one.
 fn blames(d: &Draft, node: &NodeName) -> bool {
+    if !ids::ALL.contains(&d.id.as_ref()) {
+        return false;
+    }
     match d.culprit.0 {
         CulpritKind::Node => d.culprit.1 == node.as_str(),
         CulpritKind::NodePair => d.culprit.1.split(['↔', '→']).any(|n| n == node.as_str()),
@@ -273,6 +401,20 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
         }
         let owners: BTreeSet<usize> = c.bad.iter().filter_map(|&i| a.owner(i)).collect();
         let mut absorbed = Vec::new();
+        // A degradation finding owns no bad cell; it is the rule's when its every path is one
+        // the rule matches.
+        let matched: BTreeSet<String> =
+            a.paths(&c.bad.iter().chain(&c.soft).copied().collect::<Vec<_>>()).into_iter().collect();
+        for (d, draft) in drafts.iter().enumerate().take(n_old) {
+            let Some(draft) = draft else { continue };
+            if !claimed.contains_key(&d)
+                && !draft.affected.is_empty()
+                && !blames(draft, &c.node)
+                && draft.affected.iter().all(|p| matched.contains(p))
+            {
+                absorbed.push(d);
+            }
+        }
         for d in owners {
             let Some(Some(draft)) = drafts.get_mut(d) else { continue };
             let whole = claimed.get(&d).is_some_and(|cells| cells.iter().all(|i| c.bad.contains(i)));

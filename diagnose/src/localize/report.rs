@@ -42,8 +42,8 @@ pub(crate) mod ids {
     /// What nothing else explains: never silent.
     pub(crate) const UNEXPLAINED_FAILURES: &str = "unexplained-failures";
 
-    /// Every id, for tests.
-    #[cfg(test)]
+    /// Every named verdict's id; the cover layer's symptom ids (`node-sources-unreachable`,
+    /// `node-inbound-mtu-blackhole`, …) are built from a scope's stem and are not here.
     pub(crate) const ALL: [&str; 26] = [
         NODE_FORWARDING_BROKEN,
         FIREWALL_DROP,

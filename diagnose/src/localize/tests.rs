@@ -101,6 +101,11 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
         ),
         row(
+            "node-2's FORWARD policy drops new connections, pings keep their conntrack entries",
+            World::healthy().forward_policy_drop("node-2"),
+            vec![(ids::FIREWALL_DROP, Node, "node-2", "FORWARD: policy DROP")],
+        ),
+        row(
             "pod-down",
             World::healthy().pod_down("tidb/demo-pd-1"),
             vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1 (10.244.2.2) does not answer")],

@@ -75,6 +75,11 @@ pub struct FilterDrop {
     pub destination_ports: Vec<PortRange>,
     /// REJECT (the sender hears of it) rather than DROP (silence).
     pub reject: bool,
+    /// The chain's default policy (`-P FORWARD DROP`), not a rule: it drops what no rule before
+    /// it accepts. Flows a stateful accept rule lets through (`--ctstate ESTABLISHED`, so a ping
+    /// that keeps its conntrack entry) still pass.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy: bool,
     /// The rule as written, with the chains that lead to it (`FORWARD → BLOCK: -p tcp …`).
     pub rule: Text<MAX_LINE_BYTES>,
 }

@@ -267,6 +267,7 @@ impl TryFrom<v1::FilterDrop> for FilterDrop {
             out_interface: opt_str(d.out_interface, Text::new).at("out_interface")?,
             destination_ports: ports,
             reject: d.reject,
+            policy: d.policy,
             rule: Text::new(d.rule).at("rule")?,
         })
     }
@@ -299,6 +300,7 @@ impl From<FilterDrop> for v1::FilterDrop {
                 .map(|r| v1::PortRange { first: u32::from(r.first.get()), last: u32::from(r.last.get()) })
                 .collect(),
             reject: d.reject,
+            policy: d.policy,
             rule: d.rule.into(),
         }
     }
