@@ -21,6 +21,9 @@ use tokio::sync::watch;
 
 use crate::uplink::UplinkStats;
 
+/// The `Content-Type` of [`AgentMetrics::render`]'s output: the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
     kind: &'static str,
@@ -101,7 +104,9 @@ impl AgentMetrics {
         self.sources.set(n as i64);
     }
 
-    /// The Prometheus text exposition, with the uplink's numbers as of now.
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]), with the uplink's
+    /// numbers as of now. Not OpenMetrics: served as `text/plain`, an OpenMetrics counter (`# HELP
+    /// x`, sample `x_total`) reads to the Prometheus text parser as a sample without help text.
     pub fn render(&self, uplink: &UplinkStats) -> String {
         self.connected.set(i64::from(uplink.connected));
         self.buffered.set(uplink.held_results as i64);
@@ -109,7 +114,7 @@ impl AgentMetrics {
         self.batches.set(uplink.batches_sent as i64);
         self.acked.set(uplink.acked_results as i64);
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
             out.clear();
         }
         out
@@ -138,7 +143,7 @@ pub fn router(
 
 async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let stats = s.uplink.borrow().clone();
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&stats))
+    ([("content-type", CONTENT_TYPE)], s.metrics.render(&stats))
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -155,4 +160,70 @@ pub async fn serve(addr: SocketAddr, app: Router, mut stop: watch::Receiver<bool
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { crate::shutdown::stopped(&mut stop).await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use netdiag_model::outcome::TcpFailure;
+    use netdiag_model::probe::{ProbeKind, Target};
+    use netdiag_model::result::{Detail, Rtt};
+    use netdiag_model::{Outcome, UnixMillis};
+
+    use super::*;
+
+    fn result(kind: ProbeKind, outcome: Outcome, rtt_us: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            source: "tidb/pd-0".parse().unwrap(),
+            target: Target::Node {
+                node: "node-2".parse().unwrap(),
+                ip: "192.0.2.12".parse().unwrap(),
+                port: None,
+            },
+            kind,
+            outcome,
+            rtt: rtt_us.map(|us| Rtt::from_micros(us, false).unwrap()),
+            at: UnixMillis::new(1_700_000_000_000).unwrap(),
+            detail: Detail::default(),
+            burst: None,
+            http_status: None,
+            path_mtu: None,
+            answers: vec![],
+            nameserver: None,
+        }
+    }
+
+    /// The exposition as served, with probe counters and RTT histograms, in the Prometheus text
+    /// format its Content-Type names, through Prometheus' own parser and linter (it used to be
+    /// OpenMetrics served as text/plain: `promtool check metrics` exited 3, "no help text").
+    #[test]
+    fn the_exposition_passes_promtool_check_metrics() {
+        let metrics = AgentMetrics::default();
+        metrics.set_sources(3);
+        metrics.observe(&result(ProbeKind::Icmp, Outcome::Ok, Some(120)));
+        metrics.observe(&result(ProbeKind::Tcp, Outcome::Tcp(TcpFailure::Timeout), None));
+        let uplink = UplinkStats {
+            connected: true,
+            connects: 1,
+            batches_sent: 4,
+            acked_results: 7,
+            dropped_results: 1,
+            held_results: 2,
+        };
+        let text = metrics.render(&uplink);
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"), "{CONTENT_TYPE}");
+        for line in [
+            "# HELP netdiag_agent_probes_total ",
+            "# TYPE netdiag_agent_probes_total counter",
+            r#"netdiag_agent_probes_total{kind="icmp",outcome="ok"} 1"#,
+            r#"netdiag_agent_probes_total{kind="tcp",outcome="tcp_timeout"} 1"#,
+            r#"netdiag_agent_probe_rtt_seconds_count{kind="icmp"} 1"#,
+            "netdiag_agent_buffered_results 2",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(line)), "{line}:\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "OpenMetrics' terminator in a {CONTENT_TYPE} exposition:\n{text}");
+        if let Err(e) = netdiag_collector::metrics::promtool::check_metrics(&text) {
+            panic!("{e}\n{text}");
+        }
+    }
 }
