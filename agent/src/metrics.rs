@@ -11,8 +11,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use netdiag_model::result::ProbeResult;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -20,6 +22,9 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::uplink::UplinkStats;
+
+/// The metric name prefix.
+const PREFIX: &str = "netdiag_agent";
 
 /// The `Content-Type` of [`AgentMetrics::render`]'s output: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -49,22 +54,16 @@ pub struct AgentMetrics {
     sources: Gauge,
     connected: Gauge,
     buffered: Gauge,
-    dropped: Gauge,
-    batches: Gauge,
-    acked: Gauge,
 }
 
 impl Default for AgentMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("netdiag_agent");
+        let mut registry = Registry::with_prefix(PREFIX);
         let probes = Family::<ProbeLabels, Counter>::default();
         let rtt = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(rtt_histogram);
         let sources = Gauge::default();
         let connected = Gauge::default();
         let buffered = Gauge::default();
-        let dropped = Gauge::default();
-        let batches = Gauge::default();
-        let acked = Gauge::default();
         registry.register("probes", "Probes finished, by kind and outcome", probes.clone());
         registry.register("probe_rtt_seconds", "Round-trip time of successful probes", rtt.clone());
         registry.register("sources", "Namespaces the agent probes from (node and pods)", sources.clone());
@@ -78,14 +77,7 @@ impl Default for AgentMetrics {
             "Results held until the collector acknowledges them",
             buffered.clone(),
         );
-        registry.register(
-            "dropped_results",
-            "Results dropped because the buffer was full (total)",
-            dropped.clone(),
-        );
-        registry.register("batches_sent", "Result batches sent to the collector (total)", batches.clone());
-        registry.register("acked_results", "Results the collector acknowledged (total)", acked.clone());
-        Self { registry, probes, rtt, sources, connected, buffered, dropped, batches, acked }
+        Self { registry, probes, rtt, sources, connected, buffered }
     }
 }
 
@@ -110,14 +102,35 @@ impl AgentMetrics {
     pub fn render(&self, uplink: &UplinkStats) -> String {
         self.connected.set(i64::from(uplink.connected));
         self.buffered.set(uplink.held_results as i64);
-        self.dropped.set(uplink.dropped_results as i64);
-        self.batches.set(uplink.batches_sent as i64);
-        self.acked.set(uplink.acked_results as i64);
+        // The uplink's running totals are counters, read from its stats at each scrape.
+        let mut totals = Registry::with_prefix(PREFIX);
+        totals.register_collector(Box::new(UplinkTotals(uplink.clone())));
         let mut out = String::new();
-        if prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry).is_err() {
+        let encoded = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .and_then(|()| prometheus_client::encoding::prometheus_text::encode(&mut out, &totals));
+        if encoded.is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// The uplink's totals as counters: `netdiag_agent_dropped_results_total`,
+/// `netdiag_agent_batches_sent_total`, `netdiag_agent_acked_results_total`.
+#[derive(Debug)]
+struct UplinkTotals(UplinkStats);
+
+impl Collector for UplinkTotals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for (name, help, value) in [
+            ("dropped_results", "Results dropped because the buffer was full.", self.0.dropped_results),
+            ("batches_sent", "Result batches sent to the collector.", self.0.batches_sent),
+            ("acked_results", "Results the collector acknowledged.", self.0.acked_results),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -218,6 +231,10 @@ mod tests {
             r#"netdiag_agent_probes_total{kind="tcp",outcome="tcp_timeout"} 1"#,
             r#"netdiag_agent_probe_rtt_seconds_count{kind="icmp"} 1"#,
             "netdiag_agent_buffered_results 2",
+            "# TYPE netdiag_agent_dropped_results_total counter",
+            "netdiag_agent_dropped_results_total 1",
+            "netdiag_agent_batches_sent_total 4",
+            "netdiag_agent_acked_results_total 7",
         ] {
             assert!(text.lines().any(|l| l.starts_with(line)), "{line}:\n{text}");
         }

@@ -18,7 +18,8 @@
    NETDIAG_* variable a container sets is one the binary reads ([env: …] in --help).
 6. metrics: every netdiag_* metric the alerts and the dashboard use is exported: the collector's
    from a live scrape of a collector on loopback plus the table in collector/src/metrics.rs
-   (families with no sample yet are not in a scrape), the agent's from agent/src/metrics.rs.
+   (families with no sample yet are not in a scrape), the agent's from a live scrape plus the
+   families agent/src/metrics.rs registers.
 7. self-test: each checker is fed a broken input and must fail (so a check that passes means
    something).
 """
@@ -813,6 +814,8 @@ def main() -> int:
     for name, kind in {**declared_collector_metrics(), **live}.items():
         exported |= with_suffixes(name, kind)
     exported |= declared_agent_metrics()
+    for name, kind in (scrapes["netdiag-agent"].families() if scrapes else {}).items():
+        exported |= with_suffixes(name, kind)
     used: dict[str, set[str]] = {}
     for _, k, _, h, _ in renderings:
         for objs in (k, h):
