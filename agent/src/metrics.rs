@@ -11,8 +11,10 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use netdiag_model::result::ProbeResult;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -20,6 +22,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::uplink::UplinkStats;
+
+/// The metric name prefix.
+const PREFIX: &str = "netdiag_agent";
+
+/// The `Content-Type` of [`AgentMetrics::render`]'s output: the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
@@ -46,22 +54,16 @@ pub struct AgentMetrics {
     sources: Gauge,
     connected: Gauge,
     buffered: Gauge,
-    dropped: Gauge,
-    batches: Gauge,
-    acked: Gauge,
 }
 
 impl Default for AgentMetrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("netdiag_agent");
+        let mut registry = Registry::with_prefix(PREFIX);
         let probes = Family::<ProbeLabels, Counter>::default();
         let rtt = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(rtt_histogram);
         let sources = Gauge::default();
         let connected = Gauge::default();
         let buffered = Gauge::default();
-        let dropped = Gauge::default();
-        let batches = Gauge::default();
-        let acked = Gauge::default();
         registry.register("probes", "Probes finished, by kind and outcome", probes.clone());
         registry.register("probe_rtt_seconds", "Round-trip time of successful probes", rtt.clone());
         registry.register("sources", "Namespaces the agent probes from (node and pods)", sources.clone());
@@ -75,14 +77,7 @@ impl Default for AgentMetrics {
             "Results held until the collector acknowledges them",
             buffered.clone(),
         );
-        registry.register(
-            "dropped_results",
-            "Results dropped because the buffer was full (total)",
-            dropped.clone(),
-        );
-        registry.register("batches_sent", "Result batches sent to the collector (total)", batches.clone());
-        registry.register("acked_results", "Results the collector acknowledged (total)", acked.clone());
-        Self { registry, probes, rtt, sources, connected, buffered, dropped, batches, acked }
+        Self { registry, probes, rtt, sources, connected, buffered }
     }
 }
 
@@ -101,18 +96,41 @@ impl AgentMetrics {
         self.sources.set(n as i64);
     }
 
-    /// The Prometheus text exposition, with the uplink's numbers as of now.
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]), with the uplink's
+    /// numbers as of now. Not OpenMetrics: served as `text/plain`, an OpenMetrics counter (`# HELP
+    /// x`, sample `x_total`) reads to the Prometheus text parser as a sample without help text.
     pub fn render(&self, uplink: &UplinkStats) -> String {
         self.connected.set(i64::from(uplink.connected));
         self.buffered.set(uplink.held_results as i64);
-        self.dropped.set(uplink.dropped_results as i64);
-        self.batches.set(uplink.batches_sent as i64);
-        self.acked.set(uplink.acked_results as i64);
+        // The uplink's running totals are counters, read from its stats at each scrape.
+        let mut totals = Registry::with_prefix(PREFIX);
+        totals.register_collector(Box::new(UplinkTotals(uplink.clone())));
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+        let encoded = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
+            .and_then(|()| prometheus_client::encoding::prometheus_text::encode(&mut out, &totals));
+        if encoded.is_err() {
             out.clear();
         }
         out
+    }
+}
+
+/// The uplink's totals as counters: `netdiag_agent_dropped_results_total`,
+/// `netdiag_agent_batches_sent_total`, `netdiag_agent_acked_results_total`.
+#[derive(Debug)]
+struct UplinkTotals(UplinkStats);
+
+impl Collector for UplinkTotals {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        for (name, help, value) in [
+            ("dropped_results", "Results dropped because the buffer was full.", self.0.dropped_results),
+            ("batches_sent", "Result batches sent to the collector.", self.0.batches_sent),
+            ("acked_results", "Results the collector acknowledged.", self.0.acked_results),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -138,7 +156,7 @@ pub fn router(
 
 async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
     let stats = s.uplink.borrow().clone();
-    ([("content-type", "text/plain; version=0.0.4")], s.metrics.render(&stats))
+    ([("content-type", CONTENT_TYPE)], s.metrics.render(&stats))
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
@@ -155,4 +173,74 @@ pub async fn serve(addr: SocketAddr, app: Router, mut stop: watch::Receiver<bool
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { crate::shutdown::stopped(&mut stop).await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use netdiag_model::outcome::TcpFailure;
+    use netdiag_model::probe::{ProbeKind, Target};
+    use netdiag_model::result::{Detail, Rtt};
+    use netdiag_model::{Outcome, UnixMillis};
+
+    use super::*;
+
+    fn result(kind: ProbeKind, outcome: Outcome, rtt_us: Option<u64>) -> ProbeResult {
+        ProbeResult {
+            source: "tidb/pd-0".parse().unwrap(),
+            target: Target::Node {
+                node: "node-2".parse().unwrap(),
+                ip: "192.0.2.12".parse().unwrap(),
+                port: None,
+            },
+            kind,
+            outcome,
+            rtt: rtt_us.map(|us| Rtt::from_micros(us, false).unwrap()),
+            at: UnixMillis::new(1_700_000_000_000).unwrap(),
+            detail: Detail::default(),
+            burst: None,
+            http_status: None,
+            path_mtu: None,
+            answers: vec![],
+            nameserver: None,
+        }
+    }
+
+    /// The exposition as served, with probe counters and RTT histograms, in the Prometheus text
+    /// format its Content-Type names, through Prometheus' own parser and linter (it used to be
+    /// OpenMetrics served as text/plain: `promtool check metrics` exited 3, "no help text").
+    #[test]
+    fn the_exposition_passes_promtool_check_metrics() {
+        let metrics = AgentMetrics::default();
+        metrics.set_sources(3);
+        metrics.observe(&result(ProbeKind::Icmp, Outcome::Ok, Some(120)));
+        metrics.observe(&result(ProbeKind::Tcp, Outcome::Tcp(TcpFailure::Timeout), None));
+        let uplink = UplinkStats {
+            connected: true,
+            connects: 1,
+            batches_sent: 4,
+            acked_results: 7,
+            dropped_results: 1,
+            held_results: 2,
+        };
+        let text = metrics.render(&uplink);
+        assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"), "{CONTENT_TYPE}");
+        for line in [
+            "# HELP netdiag_agent_probes_total ",
+            "# TYPE netdiag_agent_probes_total counter",
+            r#"netdiag_agent_probes_total{kind="icmp",outcome="ok"} 1"#,
+            r#"netdiag_agent_probes_total{kind="tcp",outcome="tcp_timeout"} 1"#,
+            r#"netdiag_agent_probe_rtt_seconds_count{kind="icmp"} 1"#,
+            "netdiag_agent_buffered_results 2",
+            "# TYPE netdiag_agent_dropped_results_total counter",
+            "netdiag_agent_dropped_results_total 1",
+            "netdiag_agent_batches_sent_total 4",
+            "netdiag_agent_acked_results_total 7",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(line)), "{line}:\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "OpenMetrics' terminator in a {CONTENT_TYPE} exposition:\n{text}");
+        if let Err(e) = netdiag_collector::metrics::promtool::check_metrics(&text) {
+            panic!("{e}\n{text}");
+        }
+    }
 }

@@ -18,6 +18,7 @@
 //! | `netdiag_results_unplaced_total` | counter | |
 //! | `netdiag_matrix_cells` | gauge | `level`, `kind`, `status` (every combination, zeros included) |
 //! | `netdiag_findings` | gauge | `id`, `severity` |
+//! | `netdiag_finding_active` | gauge (1) | `id`, `severity`, `culprit_type`, `culprit` |
 //! | `netdiag_agent_sessions_connected` | gauge | |
 //! | `netdiag_agent_connected` | gauge (0/1) | `node` |
 //! | `netdiag_agent_results_received_total` | counter | `node` |
@@ -29,8 +30,16 @@
 //! name an agent reported that the inventory does not have: agents cannot mint series);
 //! `kind` and `outcome` are the model's fixed names; finding `id`s come from the localization
 //! code. Never a pod, an IP address or error text: per-pair detail lives in the API.
+//!
+//! The one exception is `netdiag_finding_active`: one series per *active* finding, naming its
+//! culprit (`culprit_type` one of the model's culprit kinds — `node`, `node_pair`, `pod`,
+//! `service`, `dns`, `port`, `path` — and `culprit` its name, e.g. `node-1↔node-2`), so an alert
+//! can say what to look at. It is bounded by the findings, not by the cluster: at most
+//! [`MAX_ACTIVE_FINDING_SERIES`] series, the most severe first (the diagnosis is sorted that way);
+//! the rest are still counted in `netdiag_findings`. A finding without a culprit has both culprit
+//! labels empty.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -41,7 +50,7 @@ use netdiag_model::agents::AgentInfo;
 use netdiag_model::matrix::{CellStatus, MatrixLevel};
 use netdiag_model::probe::{ProbeKind, Target};
 use netdiag_model::result::{ProbeResult, ResultBatch};
-use netdiag_model::{NodeName, Outcome, Severity, UnixMillis};
+use netdiag_model::{Finding, NodeName, Outcome, Severity, UnixMillis};
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet,
 };
@@ -68,6 +77,10 @@ const RTT_BUCKETS: [f64; 14] =
 
 /// The destination label of results whose target the inventory cannot place.
 const UNKNOWN: &str = "unknown";
+
+/// At most this many `netdiag_finding_active` series per scrape (the diagnosis itself holds up
+/// to [`netdiag_model::limits::MAX_FINDINGS`]).
+pub const MAX_ACTIVE_FINDING_SERIES: usize = 1_000;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -348,7 +361,11 @@ impl CollectorMetrics {
 
     /// The text exposition: the ingest-fed metrics, then what `state` says at `now`.
     pub fn render(&self, state: &CollectorState, now: UnixMillis) -> String {
-        let snapshot = StateSnapshot::take(state, now);
+        self.render_snapshot(StateSnapshot::take(state, now))
+    }
+
+    /// The text exposition of the ingest-fed metrics and `snapshot`.
+    fn render_snapshot(&self, snapshot: StateSnapshot) -> String {
         let mut scrape = Registry::with_prefix(PREFIX);
         scrape.register_collector(Box::new(snapshot));
         let mut out = String::new();
@@ -371,7 +388,43 @@ struct StateSnapshot {
     matrix: MatrixCounters,
     cells: BTreeMap<(MatrixLevel, ProbeKind, CellStatus), u64>,
     findings: BTreeMap<(String, Severity), u64>,
+    active: Vec<ActiveFinding>,
     agents: Vec<AgentInfo>,
+}
+
+/// The labels of one `netdiag_finding_active` series.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct ActiveFinding {
+    id: String,
+    severity: Severity,
+    culprit_type: &'static str,
+    culprit: String,
+}
+
+/// `findings`' counts by id and severity, and their `netdiag_finding_active` series: one per
+/// distinct label set, in the findings' order (most severe first), at most
+/// [`MAX_ACTIVE_FINDING_SERIES`].
+fn finding_series(findings: &[Finding]) -> (BTreeMap<(String, Severity), u64>, Vec<ActiveFinding>) {
+    let mut counts = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut active = Vec::new();
+    for f in findings {
+        *counts.entry((f.id.as_str().to_owned(), f.severity)).or_default() += 1;
+        if active.len() >= MAX_ACTIVE_FINDING_SERIES {
+            continue;
+        }
+        let series = ActiveFinding {
+            id: f.id.as_str().to_owned(),
+            severity: f.severity,
+            culprit_type: f.culprit.as_ref().map_or("", |c| c.kind.as_str()),
+            culprit: f.culprit.as_ref().map_or_else(String::new, |c| c.name.as_str().to_owned()),
+        };
+        // Two findings may differ only in their verdict: one series for both.
+        if seen.insert(series.clone()) {
+            active.push(series);
+        }
+    }
+    (counts, active)
 }
 
 const STATUSES: [CellStatus; 4] =
@@ -394,11 +447,8 @@ impl StateSnapshot {
             *cells.entry(*key).or_default() += n;
         }
         let matrix = state.with_matrix(|m| m.counters());
-        let mut findings = BTreeMap::new();
-        for f in &diagnosis.diagnosis.findings {
-            *findings.entry((f.id.as_str().to_owned(), f.severity)).or_default() += 1;
-        }
-        StateSnapshot { ingest: state.counters(), matrix, cells, findings, agents: state.agents(now) }
+        let (findings, active) = finding_series(&diagnosis.diagnosis.findings);
+        StateSnapshot { ingest: state.counters(), matrix, cells, findings, active, agents: state.agents(now) }
     }
 }
 
@@ -505,6 +555,25 @@ impl prometheus_client::collector::Collector for StateSnapshot {
                 ([("id", id.as_str()), ("severity", severity_str(*severity))], ConstGauge::new(*n))
             }),
         )?;
+        family(
+            &mut e,
+            "finding_active",
+            &format!(
+                "1 for each current finding, naming its culprit (culprit_type: node, node_pair, pod, \
+                 service, dns, port or path); the most severe first, at most \
+                 {MAX_ACTIVE_FINDING_SERIES} series."
+            ),
+            MetricType::Gauge,
+            self.active.iter().map(|a| {
+                let labels = [
+                    ("id", a.id.as_str()),
+                    ("severity", severity_str(a.severity)),
+                    ("culprit_type", a.culprit_type),
+                    ("culprit", a.culprit.as_str()),
+                ];
+                (labels, ConstGauge::new(1))
+            }),
+        )?;
         let connected = self.agents.iter().filter(|a| a.connected).count();
         let metric = e.encode_descriptor(
             "agent_sessions_connected",
@@ -540,11 +609,59 @@ impl prometheus_client::collector::Collector for StateSnapshot {
     }
 }
 
+/// `promtool check metrics` (Prometheus' own parser and linter) over an exposition, for the
+/// tests of the real renderings: this crate's and the agent's.
+#[doc(hidden)]
+pub mod promtool {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    /// Ok(true) when promtool accepts `text`, Ok(false) when promtool is not installed and this
+    /// is not CI (the caller skips), Err with promtool's words when it rejects `text` — or when
+    /// it is missing and `CI=true`: there, scripts/deps installs it and a missing one must fail.
+    pub fn check_metrics(text: &str) -> Result<bool, String> {
+        let child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    return Err("promtool is not installed (CI=true; `scripts/deps test` installs it)".into());
+                }
+                eprintln!("promtool is not installed: not checked (`scripts/deps test` installs it)");
+                return Ok(false);
+            }
+            Err(e) => return Err(format!("promtool: {e}")),
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(text.as_bytes()).map_err(|e| format!("promtool's stdin: {e}"))?;
+        }
+        let out = child.wait_with_output().map_err(|e| format!("promtool: {e}"))?;
+        if out.status.success() {
+            Ok(true)
+        } else {
+            Err(format!(
+                "promtool check metrics: {}: {}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use netdiag_diagnose::matrix::MatrixConfig;
     use netdiag_model::inventory::Inventory;
     use netdiag_model::outcome::TcpFailure;
     use netdiag_model::result::{Detail, Rtt, Seq};
+    use netdiag_model::text::Text;
+    use netdiag_model::{Culprit, CulpritKind, FindingId};
 
     use super::*;
 
@@ -623,5 +740,153 @@ mod tests {
         assert_eq!(value(&text, &format!("netdiag_probe_rtt_seconds_count{{{pair}}}")), 6.0);
         let sum = value(&text, &format!("netdiag_probe_rtt_seconds_sum{{{pair}}}"));
         assert!((sum - 2.0 * (0.0001 + 0.00025 + 0.003)).abs() < 1e-12, "{sum}");
+    }
+
+    fn finding(id: &str, severity: Severity, culprit: Option<(CulpritKind, &str)>, verdict: &str) -> Finding {
+        Finding {
+            id: FindingId::new(id).unwrap(),
+            severity,
+            verdict: Text::lossy(verdict),
+            culprit: culprit.map(|(kind, name)| Culprit { kind, name: Text::lossy(name) }),
+            affected: vec![],
+            evidence: vec![],
+            runbook: None,
+            suggestion: Text::default(),
+        }
+    }
+
+    /// What a scrape of a collector that received a batch and holds `findings` answers.
+    fn scrape_with(findings: &[Finding]) -> String {
+        let inventory = Inventory::from_yaml(INVENTORY).unwrap();
+        let index = InventoryIndex::new(&inventory);
+        let state = CollectorState::new(inventory, MatrixConfig::default());
+        let metrics = CollectorMetrics::new();
+        let pd1 = Target::Pod {
+            pod: "tidb/pd-1".parse().unwrap(),
+            ip: "10.244.2.2".parse().unwrap(),
+            port: Some(netdiag_model::Port::new(2379).unwrap()),
+        };
+        let batch = ResultBatch {
+            seq: Seq::FIRST,
+            results: vec![
+                result(pd1.clone(), ProbeKind::Tcp, Outcome::Ok, Some(180)),
+                result(pd1, ProbeKind::Tcp, Outcome::Tcp(TcpFailure::Timeout), None),
+            ],
+            dropped: 0,
+        };
+        metrics.observe_batch(&"node-1".parse().unwrap(), &batch, &index);
+        let mut snapshot = StateSnapshot::take(&state, UnixMillis::new(1_700_000_000_000).unwrap());
+        (snapshot.findings, snapshot.active) = finding_series(findings);
+        metrics.render_snapshot(snapshot)
+    }
+
+    #[test]
+    fn an_active_finding_names_its_culprit_with_escaped_labels() {
+        let findings = [
+            finding(
+                "node-pair-broken",
+                Severity::Critical,
+                Some((CulpritKind::NodePair, "node-1↔node-2")),
+                "a",
+            ),
+            // The same labels with another verdict: one series.
+            finding(
+                "node-pair-broken",
+                Severity::Critical,
+                Some((CulpritKind::NodePair, "node-1↔node-2")),
+                "b",
+            ),
+            finding("dns-down", Severity::Critical, Some((CulpritKind::Dns, "cluster DNS")), "c"),
+            finding(
+                "unexplained-failures",
+                Severity::Warning,
+                Some((CulpritKind::Path, "a \"b\" c:\\d\ne")),
+                "d",
+            ),
+            finding("agent-quiet", Severity::Info, None, "e"),
+        ];
+        let text = scrape_with(&findings);
+        let active: Vec<&str> = text.lines().filter(|l| l.starts_with("netdiag_finding_active{")).collect();
+        assert_eq!(
+            active,
+            [
+                r#"netdiag_finding_active{id="node-pair-broken",severity="critical",culprit_type="node_pair",culprit="node-1↔node-2"} 1"#,
+                r#"netdiag_finding_active{id="dns-down",severity="critical",culprit_type="dns",culprit="cluster DNS"} 1"#,
+                r#"netdiag_finding_active{id="unexplained-failures",severity="warning",culprit_type="path",culprit="a \"b\" c:\\d\ne"} 1"#,
+                r#"netdiag_finding_active{id="agent-quiet",severity="info",culprit_type="",culprit=""} 1"#,
+            ],
+            "{text}"
+        );
+        assert_eq!(value(&text, r#"netdiag_findings{id="node-pair-broken",severity="critical"}"#), 2.0);
+    }
+
+    #[test]
+    fn active_finding_series_are_capped_most_severe_first() {
+        let mut findings: Vec<Finding> = (0..MAX_ACTIVE_FINDING_SERIES)
+            .map(|i| {
+                finding(
+                    "node-isolated",
+                    Severity::Critical,
+                    Some((CulpritKind::Node, &format!("node-{i}"))),
+                    "v",
+                )
+            })
+            .collect();
+        findings.push(finding("pod-down", Severity::Warning, Some((CulpritKind::Pod, "tidb/pd-0")), "v"));
+        let (counts, active) = finding_series(&findings);
+        assert_eq!(active.len(), MAX_ACTIVE_FINDING_SERIES);
+        assert!(active.iter().all(|a| a.severity == Severity::Critical));
+        // Counted all the same.
+        assert_eq!(counts.get(&("pod-down".to_owned(), Severity::Warning)), Some(&1));
+        assert_eq!(counts.values().sum::<u64>(), MAX_ACTIVE_FINDING_SERIES as u64 + 1);
+    }
+
+    /// The exposition as served, with probe counters, RTT histograms and findings with
+    /// culprits that need escaping, through Prometheus' own parser and linter.
+    #[test]
+    fn the_exposition_passes_promtool_check_metrics() {
+        let findings = [
+            finding(
+                "node-pair-broken",
+                Severity::Critical,
+                Some((CulpritKind::NodePair, "node-1↔node-2")),
+                "a",
+            ),
+            finding(
+                "unexplained-failures",
+                Severity::Warning,
+                Some((CulpritKind::Path, "a \"b\" c:\\d\ne")),
+                "d",
+            ),
+            finding("agent-quiet", Severity::Info, None, "e"),
+        ];
+        let text = scrape_with(&findings);
+        assert!(
+            text.contains("netdiag_probe_rtt_seconds_bucket{") && text.contains("netdiag_finding_active{")
+        );
+        assert!(!text.contains("# EOF"), "OpenMetrics' terminator in a {CONTENT_TYPE} exposition:\n{text}");
+        if let Err(e) = promtool::check_metrics(&text) {
+            panic!("{e}\n{text}");
+        }
+    }
+
+    /// The check above can fail: promtool rejects what the Prometheus text parser cannot read,
+    /// such as an OpenMetrics counter (`# HELP x`, sample `x_total`: "no help text", the bug
+    /// the agent's /metrics had) and a malformed line.
+    #[test]
+    fn promtool_check_metrics_rejects_bad_expositions() {
+        let mut registry = Registry::with_prefix(PREFIX);
+        let counter = Counter::<u64>::default();
+        counter.inc();
+        registry.register("things", "Things", counter);
+        let mut openmetrics = String::new();
+        prometheus_client::encoding::text::encode(&mut openmetrics, &registry).unwrap();
+        match promtool::check_metrics(&openmetrics) {
+            Ok(true) => panic!("promtool accepted an OpenMetrics counter:\n{openmetrics}"),
+            Ok(false) => return,
+            Err(e) => assert!(e.contains("no help text"), "{e}"),
+        }
+        let malformed = "# HELP netdiag_x X.\n# TYPE netdiag_x gauge\nnetdiag_x{a=\"b} 1\n";
+        assert!(promtool::check_metrics(malformed).is_err(), "promtool accepted {malformed:?}");
     }
 }

@@ -18,7 +18,8 @@
    NETDIAG_* variable a container sets is one the binary reads ([env: …] in --help).
 6. metrics: every netdiag_* metric the alerts and the dashboard use is exported: the collector's
    from a live scrape of a collector on loopback plus the table in collector/src/metrics.rs
-   (families with no sample yet are not in a scrape), the agent's from agent/src/metrics.rs.
+   (families with no sample yet are not in a scrape), the agent's from a live scrape plus the
+   families agent/src/metrics.rs registers.
 7. self-test: each checker is fed a broken input and must fail (so a check that passes means
    something).
 """
@@ -29,6 +30,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -415,52 +417,89 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Every address in it is loopback: the agent's one probe (node-1 to node-2, ICMP) stays on lo.
 INVENTORY = """version: 1
 cluster:
   name: check
   domain: cluster.local
-  pod_cidrs: [10.244.0.0/16]
-  service_cidrs: [10.96.0.0/16]
-  node_cidrs: [192.0.2.0/24]
-  dns_ips: [10.96.0.10]
+  pod_cidrs: [127.244.0.0/16]
+  service_cidrs: [127.96.0.0/16]
+  node_cidrs: [127.0.0.0/24]
+  dns_ips: [127.96.0.10]
   proxy_mode: iptables
 nodes:
   - name: node-1
-    ips: [192.0.2.11]
-    pod_cidrs: [10.244.1.0/24]
+    ips: [127.0.0.11]
+    pod_cidrs: [127.244.1.0/24]
+  - name: node-2
+    ips: [127.0.0.12]
+    pod_cidrs: [127.244.2.0/24]
 pods: []
 services: []
 """
 
 
-def scrape_collector(binary: str) -> dict[str, str]:
-    """Metric families of a collector run on loopback with a one-node inventory: name -> type."""
+class Scrape:
+    """One GET /metrics: the Content-Type and the body."""
+
+    def __init__(self, content_type: str, text: str) -> None:
+        self.content_type = content_type
+        self.text = text
+
+    def families(self) -> dict[str, str]:
+        """name -> type, from the # TYPE lines."""
+        return dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", self.text))
+
+
+def get_metrics(port: int) -> Scrape:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        return Scrape(r.headers.get("Content-Type", ""), r.read().decode())
+
+
+def scrape_live(bins: Binaries) -> dict[str, Scrape]:
+    """/metrics of a collector and an agent run on loopback (the agent on node-1 of a two-node
+    inventory, so it probes node-2 and reports to the collector: both expositions then hold
+    probe counters and RTT histograms, not only zeros). Both are stopped before returning."""
     with tempfile.TemporaryDirectory() as tmp:
         inv = Path(tmp) / "inventory.yaml"
         inv.write_text(INVENTORY)
-        http, agents = free_port(), free_port()
-        proc = subprocess.Popen(
-            [binary, f"--inventory=file:{inv}", f"--http=127.0.0.1:{http}", f"--agents-listen=127.0.0.1:{agents}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )
+        http, agents, agent_http = free_port(), free_port(), free_port()
+        procs: list[tuple[str, subprocess.Popen]] = []
         try:
-            deadline = time.monotonic() + 20
+            for name, args in (
+                ("netdiag-collector", [f"--inventory=file:{inv}", f"--http=127.0.0.1:{http}",
+                                       f"--agents-listen=127.0.0.1:{agents}"]),
+                ("netdiag-agent", ["--node=node-1", f"--collector=http://127.0.0.1:{agents}",
+                                   f"--inventory=file:{inv}", f"--listen=127.0.0.1:{agent_http}",
+                                   "--interval=1s", "--timeout=500ms"]),
+            ):
+                procs.append((name, subprocess.Popen(
+                    [bins.paths[name], *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)))
+            deadline = time.monotonic() + 30
             while True:
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=2) as r:
-                        text = r.read().decode()
-                    break
+                    agent = get_metrics(agent_http)
+                    collector = get_metrics(http)
+                    # Wait for results to have gone both ways: the families a fresh start lacks.
+                    if "netdiag_agent_probes_total{" in agent.text and "netdiag_probe_results_total{" in collector.text:
+                        return {"netdiag-collector": collector, "netdiag-agent": agent}
                 except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError(f"the collector did not serve /metrics: {proc.stderr.read() if proc.poll() is not None else 'timeout'}")
-                    time.sleep(0.2)
+                    pass
+                for name, proc in procs:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"{name} exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no probe results in the agent's and the collector's /metrics after 30 s")
+                time.sleep(0.3)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    return dict(re.findall(r"(?m)^# TYPE (\S+) (\S+)$", text))
+            for _, proc in procs:
+                proc.terminate()
+            for _, proc in procs:
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def declared_collector_metrics() -> dict[str, str]:
@@ -487,10 +526,141 @@ def check_metrics(used: dict[str, set[str]], exported: set[str]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. self-test
+# 7. promtool: the expositions, the alert rules and their unit tests, the dashboard's queries
+
+ALERT_TESTS = ROOT / "deploy/tests/alerts.test.yaml"
+# Grafana's built-in interval variables, as PromQL would see them after substitution.
+GRAFANA_DURATIONS = ("__rate_interval", "__interval", "__range", "__auto")
 
 
-def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[str]) -> None:
+def promtool(*args: str, stdin: str | None = None, cwd: str | None = None) -> list[str]:
+    """Problems `promtool args…` reports: none when it exits 0."""
+    binary = shutil.which("promtool")
+    if binary is None:
+        return ["promtool is not installed (`scripts/deps test` installs Debian's prometheus package)"]
+    out = subprocess.run([binary, *args], input=stdin, capture_output=True, text=True, cwd=cwd, timeout=120)
+    if out.returncode == 0:
+        return []
+    lines = [line for line in (out.stdout + out.stderr).splitlines() if line.strip()]
+    return [f"`promtool {' '.join(args)}` exited {out.returncode}:"] + lines[:60]
+
+
+def check_exposition(scrape: Scrape) -> list[str]:
+    """The body is the format its Content-Type names, and `promtool check metrics` (Prometheus'
+    text parser, then its linter) accepts it."""
+    problems = []
+    ct = scrape.content_type.replace(" ", "").lower()
+    if not (ct.startswith("text/plain;") and "version=0.0.4" in ct):
+        problems.append(f"Content-Type {scrape.content_type!r}: the checks (and these binaries) serve "
+                        "the Prometheus text format, text/plain; version=0.0.4")
+    if re.search(r"(?m)^# EOF$", scrape.text):
+        problems.append(f"an OpenMetrics body (it ends with # EOF) served as {scrape.content_type!r}")
+    return problems + promtool("check", "metrics", stdin=scrape.text)
+
+
+def rule_groups(objs: list[Obj]) -> list[dict]:
+    """The groups of every PrometheusRule in a rendering."""
+    return [g for o in objs if o["kind"] == "PrometheusRule" for g in o["spec"]["groups"]]
+
+
+def dump(path: Path, doc: Any) -> None:
+    path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=1000))
+
+
+def check_rules(groups: list[dict]) -> list[str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        dump(Path(tmp) / "rules.yaml", {"groups": groups})
+        return promtool("check", "rules", "rules.yaml", cwd=tmp)
+
+
+def test_rules(groups: list[dict], tests: dict) -> list[str]:
+    """`promtool test rules` of `tests` (deploy/tests/alerts.test.yaml's content) against
+    `groups`, written to the rules.yaml the tests name."""
+    if tests.get("rule_files") != ["rules.yaml"]:
+        return [f"{ALERT_TESTS.relative_to(ROOT)}: rule_files must be [rules.yaml] (this check writes it)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        dump(Path(tmp) / "rules.yaml", {"groups": groups})
+        dump(Path(tmp) / "alerts.test.yaml", tests)
+        return promtool("test", "rules", "alerts.test.yaml", cwd=tmp)
+
+
+def alert_coverage(groups: list[dict], tests: dict) -> list[str]:
+    """Every alert has a test case where it fires (expected labels and annotations, the summary
+    and description among them) and one where it must not; no test names an unknown alert."""
+    alerts = {r["alert"] for g in groups for r in g["rules"] if "alert" in r}
+    fires: set[str] = set()
+    silent: set[str] = set()
+    problems = []
+    for t in tests.get("tests") or []:
+        for case in t.get("alert_rule_test") or []:
+            name = case.get("alertname")
+            if name not in alerts:
+                problems.append(f"test {t.get('name')!r}: no alert {name!r} in the rules")
+            expected = case.get("exp_alerts") or []
+            if not expected:
+                silent.add(name)
+            for e in expected:
+                missing = {"summary", "description"} - set(e.get("exp_annotations") or {})
+                if missing or not e.get("exp_labels"):
+                    problems.append(f"test {t.get('name')!r}, {name}: expects no labels or lacks "
+                                    f"annotations {', '.join(sorted(missing))}")
+                fires.add(name)
+    problems += [f"{a}: no test case where it fires" for a in sorted(alerts - fires)]
+    problems += [f"{a}: no test case where it must not fire" for a in sorted(alerts - silent)]
+    return problems
+
+
+def dashboard_exprs(dashboard: dict) -> tuple[list[tuple[str, str]], list[str]]:
+    """(where, PromQL) of every query of the dashboard with Grafana's variables replaced by
+    values PromQL takes (intervals by 5m, template variables by a label value), and problems:
+    a target without an expression, a variable left over."""
+    variables = {v["name"]: "x" for v in (dashboard.get("templating") or {}).get("list", [])
+                 if v.get("type") not in ("datasource", "interval")}
+    variables |= {v["name"]: "5m" for v in (dashboard.get("templating") or {}).get("list", [])
+                  if v.get("type") == "interval"}
+    variables |= {name: "5m" for name in GRAFANA_DURATIONS} | {"__range_s": "300", "__range_ms": "300000"}
+
+    def substitute(expr: str) -> str:
+        return re.sub(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)\]\]",
+                      lambda m: variables.get(m.group(1) or m.group(2) or m.group(3), m.group(0)), expr)
+
+    exprs: list[tuple[str, str]] = []
+    problems: list[str] = []
+
+    def walk(panels: list[dict]) -> None:
+        for p in panels:
+            walk(p.get("panels") or [])
+            for t in p.get("targets") or []:
+                where = f"panel {p.get('id')} {p.get('title')!r} target {t.get('refId')}"
+                expr = substitute(t.get("expr") or "")
+                if not expr.strip():
+                    problems.append(f"{where}: no expr")
+                elif "$" in expr or "[[" in expr:
+                    problems.append(f"{where}: a variable this check does not know: {expr}")
+                else:
+                    exprs.append((where, expr))
+
+    walk(dashboard.get("panels") or [])
+    return exprs, problems
+
+
+def check_dashboard(dashboard: dict) -> tuple[list[str], int]:
+    """Every query, as a recording rule (one group per query, named after its panel, so
+    promtool's message says which), through `promtool check rules`."""
+    exprs, problems = dashboard_exprs(dashboard)
+    groups = [{"name": where, "rules": [{"record": f"netdiag:dashboard:q{i}", "expr": expr}]}
+              for i, (where, expr) in enumerate(exprs)]
+    if groups:
+        problems += check_rules(groups)
+    return problems, len(exprs)
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. self-test
+
+
+def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[str],
+              groups: list[dict], tests: dict, dashboard: dict) -> None:
     bogus = {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "bogus"},
         "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
@@ -520,6 +690,48 @@ def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[s
 
     report.check("self-test: the metric check rejects an unknown metric",
                  [] if check_metrics({"netdiag_no_such_metric": {"test"}}, exported) else ["it passed"])
+
+    def rejects(what: str, problems: list[str], needle: str) -> None:
+        """A self-test: `problems` holds one with `needle` (a failure for the expected reason,
+        not any failure: a missing promtool must not pass for a rejection)."""
+        report.check(f"self-test: {what}", [] if any(needle in p for p in problems)
+                     else [f"expected a problem with {needle!r}, got {problems}"])
+
+    text_ct = "text/plain; version=0.0.4; charset=utf-8"
+    openmetrics_counter = "# HELP netdiag_things Things.\n# TYPE netdiag_things counter\nnetdiag_things_total 1\n"
+    rejects("promtool check metrics rejects an OpenMetrics counter served as text (the agent's old bug)",
+            check_exposition(Scrape(text_ct, openmetrics_counter)), "no help text")
+    rejects("promtool check metrics rejects a malformed sample line",
+            check_exposition(Scrape(text_ct, '# HELP netdiag_x X.\n# TYPE netdiag_x gauge\nnetdiag_x{a="b} 1\n')),
+            "exited 1")
+    rejects("the exposition check rejects an OpenMetrics body (# EOF) served as text/plain",
+            check_exposition(Scrape(text_ct, "# EOF\n")), "# EOF")
+    rejects("the exposition check rejects a Content-Type that is not the text format",
+            check_exposition(Scrape("application/json", "")), "Content-Type")
+    if not groups:
+        report.fail("self-test: no alert rules to break")
+        return
+    broken = copy.deepcopy(groups)
+    broken[0]["rules"][0]["expr"] += " +"
+    rejects("promtool check rules rejects a broken alert expression", check_rules(broken), "exited 1")
+    wrong = copy.deepcopy(tests)
+    culprits = [e for t in wrong["tests"] for c in t.get("alert_rule_test") or [] for e in c.get("exp_alerts") or []
+                if "culprit" in (e.get("exp_labels") or {})]
+    if culprits:
+        culprits[0]["exp_labels"]["culprit"] = "node-9"
+        rejects("promtool test rules fails an alert test expecting the wrong culprit", test_rules(groups, wrong), "FAILED")
+    else:
+        report.fail("self-test: no alert test expects a culprit label")
+    first = groups[0]["rules"][0]["alert"]
+    untested = copy.deepcopy(tests)
+    for t in untested["tests"]:
+        t["alert_rule_test"] = [c for c in t.get("alert_rule_test") or [] if c.get("alertname") != first]
+    rejects(f"the coverage check notices {first} without tests", alert_coverage(groups, untested), first)
+    bad = copy.deepcopy(dashboard)
+    bad["panels"][0]["targets"][0]["expr"] = "sum(rate(netdiag_ingest_results_total[$__rate_interval])"
+    rejects("the dashboard check rejects a broken query", check_dashboard(bad)[0], "exited 1")
+    bad["panels"][0]["targets"][0]["expr"] = 'netdiag_agent_connected{node=~"$no_such_variable"}'
+    rejects("the dashboard check rejects an unknown variable", check_dashboard(bad)[0], "no_such_variable")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -590,16 +802,20 @@ def main() -> int:
             report.check(f"{name}: {checked} flags and NETDIAG_* variables", problems)
 
     section("metrics used by alerts and the dashboard")
+    scrapes: dict[str, Scrape] = {}
     try:
-        live = scrape_collector(bins.paths["netdiag-collector"])
-        report.ok(f"scraped {len(live)} metric families from a collector on loopback")
+        scrapes = scrape_live(bins)
+        report.ok("scraped " + ", ".join(f"{len(sc.families())} metric families from {name}"
+                                         for name, sc in scrapes.items()) + " (run on loopback)")
     except Exception as e:  # noqa: BLE001
-        report.fail("scrape a collector's /metrics", [str(e)])
-        live = {}
+        report.fail("scrape a collector's and an agent's /metrics", [str(e)])
+    live = scrapes["netdiag-collector"].families() if scrapes else {}
     exported: set[str] = set()
     for name, kind in {**declared_collector_metrics(), **live}.items():
         exported |= with_suffixes(name, kind)
     exported |= declared_agent_metrics()
+    for name, kind in (scrapes["netdiag-agent"].families() if scrapes else {}).items():
+        exported |= with_suffixes(name, kind)
     used: dict[str, set[str]] = {}
     for _, k, _, h, _ in renderings:
         for objs in (k, h):
@@ -607,9 +823,26 @@ def main() -> int:
                 used.setdefault(name, set()).update(where)
     report.check(f"{len(used)} metric names used are exported", check_metrics(used, exported))
 
+    section("promtool: /metrics, alert rules and their unit tests, dashboard queries")
+    for name, sc in scrapes.items():
+        report.check(f"{name}'s /metrics ({sc.content_type}): promtool check metrics", check_exposition(sc))
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    rulesets = [(name, rule_groups(objs)) for kname, k, hname, h, _ in renderings for name, objs in ((kname, k), (hname, h))]
+    rulesets = [(name, groups) for name, groups in rulesets if groups]
+    if not rulesets:
+        report.fail("no rendering holds a PrometheusRule: nothing to check")
+    for name, groups in rulesets:
+        n = sum(len(g["rules"]) for g in groups)
+        report.check(f"{name}: promtool check rules ({n} rules)", check_rules(groups))
+        report.check(f"{name}: promtool test rules {ALERT_TESTS.relative_to(ROOT)}", test_rules(groups, tests))
+        report.check(f"{name}: every alert has a firing and a silent test case", alert_coverage(groups, tests))
+    dashboard = json.loads((ROOT / DASHBOARD_COPIES[0]).read_text())
+    problems, n = check_dashboard(dashboard)
+    report.check(f"the dashboard's {n} queries: promtool check rules (as recording rules)", problems)
+
     section("self-test: each check can fail")
     if renderings:
-        self_test(report, bins, renderings[0][3], exported)
+        self_test(report, bins, renderings[0][3], exported, rulesets[0][1] if rulesets else [], tests, dashboard)
 
     print()
     if report.failed:

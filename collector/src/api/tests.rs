@@ -712,7 +712,33 @@ async fn metrics_have_the_families_and_only_bounded_labels() {
         set(&["node", "node_pair", "kind", "outcome", "level", "status", "id", "severity", "reason", "le"]);
     let inv = inventory();
     let pods: Vec<String> = inv.pods.iter().map(|p| p.name.to_string()).collect();
-    for (name, labels) in &samples {
+    // The one family that names things: one series per current finding, its culprit as the
+    // diagnosis says (bounded by the findings, not the cluster).
+    let (_, diagnosis) = get_json(lab.app(), "/api/v1/diagnosis").await;
+    let findings: BTreeSet<(String, String, String, String)> = diagnosis["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let culprit = |k: &str| f["culprit"][k].as_str().unwrap_or_default().to_owned();
+            (
+                f["id"].as_str().unwrap().to_owned(),
+                f["severity"].as_str().unwrap().to_owned(),
+                culprit("type"),
+                culprit("name"),
+            )
+        })
+        .collect();
+    let active: BTreeSet<(String, String, String, String)> = samples
+        .iter()
+        .filter(|(name, _)| name == "netdiag_finding_active")
+        .map(|(_, l)| {
+            (l["id"].clone(), l["severity"].clone(), l["culprit_type"].clone(), l["culprit"].clone())
+        })
+        .collect();
+    assert!(!findings.is_empty(), "the lab has findings: {diagnosis}");
+    assert_eq!(active, findings, "one netdiag_finding_active series per finding");
+    for (name, labels) in samples.iter().filter(|(name, _)| name != "netdiag_finding_active") {
         for (k, v) in labels {
             assert!(allowed_labels.contains(k.as_str()), "{name}: label {k} is not from a bounded set");
             assert!(v.parse::<IpAddr>().is_err(), "{name}: {k}={v} is an address");
