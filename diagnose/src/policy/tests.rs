@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use netdiag_model::inventory::{ContainerPort, PodInfo, Protocol, ServicePort, TrafficPolicy};
-use netdiag_model::netpol::{NamespaceLabels, NetworkPolicy, Policy, PolicyRef};
+use netdiag_model::netpol::{NamespaceLabels, NamespaceObject, NetworkPolicy, Policy, PolicyRef};
 use netdiag_model::{NodeName, Port};
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -664,6 +664,42 @@ fn policies_in_an_unknown_namespace_see_only_its_name_label() {
     w_pod.namespace = "w".parse().unwrap();
     let f = Fixture::new(vec![np("x", "from-w", json!({"podSelector": {}, "ingress": [{"from": [peer]}]}))]);
     allow(&f.check(Endpoint::Pod(PodEndpoint::of(&w_pod)), f.pod("x/a"), tcp(80)));
+}
+
+#[test]
+fn a_set_is_built_from_api_objects_and_refuses_an_invalid_one() {
+    let objects: Vec<NetworkPolicy> = serde_json::from_value(json!([
+        {"metadata": {"namespace": "x", "name": "deny-in"}, "spec": {"podSelector": {}}},
+        {"metadata": {"namespace": "y", "name": "deny-in"}, "spec": {}},
+    ]))
+    .unwrap();
+    let namespaces: Vec<NamespaceObject> =
+        serde_json::from_value(json!([{"metadata": {"name": "x", "labels": {"ns": "x"}}}])).unwrap();
+    let set = PolicySet::from_objects(&objects, &namespaces).unwrap();
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.policies_in(&"x".parse().unwrap()).count(), 1);
+
+    let mut bad = objects.clone();
+    bad[1].spec.policy_types = Some(vec!["Sideways".into()]);
+    let err = PolicySet::from_objects(&bad, &namespaces).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "network policy y/deny-in: spec.policyTypes[0]: unsupported policy type \"Sideways\": use Ingress or Egress"
+    );
+}
+
+#[test]
+fn endpoints_name_themselves_for_verdict_text() {
+    let f = Fixture::new(vec![]);
+    assert_eq!(f.pod("x/b").to_string(), "pod x/b");
+    assert_eq!(
+        f.host("node-1", HostKind::HostNetworkPod).to_string(),
+        "a hostNetwork pod on node node-1 (172.29.0.11)"
+    );
+    assert_eq!(f.host("node-2", HostKind::Node).to_string(), "node node-2 (172.29.0.12)");
+    assert_eq!(external("203.0.113.7").to_string(), "203.0.113.7");
+    assert_eq!(tcp(80).to_string(), "80/TCP");
+    assert_eq!(Transport::Icmp.to_string(), "ICMP");
 }
 
 // Properties, over random policies drawn from the rows' building blocks.

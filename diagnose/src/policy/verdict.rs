@@ -133,7 +133,7 @@ pub struct PolicyVerdict {
     pub egress: Side,
     /// The destination pod's ingress.
     pub ingress: Side,
-    /// What an allow relies on; empty for a deny.
+    /// What an allow relies on (nothing for a deny), plus SCTP with an isolated pod either way.
     pub plugin_dependent: BTreeSet<PluginDependence>,
     pub undefined: BTreeSet<UndefinedReason>,
 }
