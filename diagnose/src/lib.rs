@@ -6,6 +6,7 @@
 
 pub mod localize;
 pub mod matrix;
+pub mod policy;
 pub mod run;
 
 #[cfg(any(test, feature = "sim"))]

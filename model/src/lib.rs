@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod limits;
 pub mod matrix;
 pub mod names;
+pub mod netpol;
 pub mod outcome;
 pub mod plan;
 pub mod probe;

@@ -24,7 +24,7 @@ pub enum NameError {
     BadPort { value: String },
 }
 
-fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     // Hostile input can be megabytes long; error messages quote only its start.
     const LIMIT: usize = 80;
     if s.len() <= LIMIT {
