@@ -72,6 +72,8 @@ fn empty_inventory(node: &netdiag_model::NodeName) -> Inventory {
         nodes: vec![NodeInfo { name: node.clone(), ips: vec![], pod_cidrs: vec![], netns: None }],
         pods: vec![],
         services: vec![],
+        namespaces: vec![],
+        network_policies: vec![],
     }
 }
 

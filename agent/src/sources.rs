@@ -92,6 +92,8 @@ pub fn inventory_from_collector(node: &NodeName, pods: &NodePods) -> Inventory {
             })
             .collect(),
         services: vec![],
+        namespaces: vec![],
+        network_policies: vec![],
     }
 }
 

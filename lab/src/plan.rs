@@ -459,6 +459,8 @@ impl LabPlan {
             nodes,
             pods,
             services,
+            namespaces: vec![],
+            network_policies: vec![],
         }
     }
 

@@ -22,6 +22,14 @@ pub struct Inventory {
     pub nodes: Vec<NodeInfo>,
     pub pods: Vec<PodInfo>,
     pub services: Vec<ServiceInfo>,
+    /// Namespaces with their labels (what NetworkPolicy namespace selectors match); a
+    /// namespace a pod names but this list lacks has only its `kubernetes.io/metadata.name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<crate::netpol::NamespaceObject>,
+    /// `networking.k8s.io/v1` NetworkPolicies as the API (or the lab) gives them, checked
+    /// where they are read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policies: Vec<crate::netpol::NetworkPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -313,6 +313,8 @@ where
         nodes: nodes.into_values().collect(),
         pods: pods.into_values().collect(),
         services: services.into_values().collect(),
+        namespaces: vec![],
+        network_policies: vec![],
     };
     skipped.sort();
     Converted { inventory, skipped }

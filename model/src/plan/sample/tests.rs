@@ -97,6 +97,8 @@ fn cluster(nodes: usize) -> Inventory {
         nodes: nodes_v,
         pods,
         services,
+        namespaces: vec![],
+        network_policies: vec![],
     };
     inv.validate().unwrap();
     inv
