@@ -128,10 +128,14 @@ pub(crate) fn render_matrix(m: &MatrixSnapshot, problems_only: bool) -> String {
 }
 
 pub(crate) fn render_diagnosis(d: &Diagnosis) -> String {
-    if d.findings.is_empty() {
-        return "no findings: every probed path works\n".into();
-    }
     let mut out = String::new();
+    if d.findings.is_empty() {
+        out.push_str(if d.denied_by_policy_total == 0 {
+            "no findings: every probed path works\n"
+        } else {
+            "no findings: every probed path works, or NetworkPolicy denies it as intended\n"
+        });
+    }
     for f in &d.findings {
         out.push_str(&format!("[{}] {} ({})\n", f.severity, f.verdict, f.id));
         if let Some(c) = &f.culprit {
@@ -151,6 +155,18 @@ pub(crate) fn render_diagnosis(d: &Diagnosis) -> String {
         }
         if !f.suggestion.is_empty() {
             out.push_str(&format!("  suggestion: {}\n", f.suggestion));
+        }
+    }
+    if d.denied_by_policy_total > 0 {
+        out.push_str(&format!(
+            "\ndenied by NetworkPolicy, as intended (not findings): {} paths\n",
+            d.denied_by_policy_total
+        ));
+        for p in d.denied_by_policy.iter().take(10) {
+            out.push_str(&format!("  {}: {}\n", p.path, p.reason));
+        }
+        if d.denied_by_policy_total > 10 {
+            out.push_str(&format!("  … and {} more (`-o json` lists them)\n", d.denied_by_policy_total - 10));
         }
     }
     out

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use ipnet::IpNet;
-use k8s_openapi::api::core::v1::{Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use netdiag_model::inventory::{Inventory, ProxyMode};
@@ -131,18 +132,21 @@ pub async fn client_config(kubeconfig: Option<&Path>) -> Result<kube::Config, Ku
     }
 }
 
-/// The four reflectors' stores.
+/// The reflectors' stores: the four kinds the inventory needs, and the two NetworkPolicy-aware
+/// diagnosis reads when it may (empty while they cannot be listed).
 #[derive(Clone)]
 struct Stores {
     nodes: Store<Node>,
     pods: Store<Pod>,
     services: Store<Service>,
     endpoint_slices: Store<EndpointSlice>,
+    namespaces: Store<Namespace>,
+    network_policies: Store<NetworkPolicy>,
 }
 
 impl Stores {
     fn convert(&self, settings: &ClusterSettings) -> Converted {
-        convert::inventory(
+        let mut converted = convert::inventory(
             settings,
             convert::Objects {
                 nodes: &self.nodes.state(),
@@ -150,9 +154,21 @@ impl Stores {
                 services: &self.services.state(),
                 endpoint_slices: &self.endpoint_slices.state(),
             },
-        )
+        );
+        let (namespaces, policies) = convert::policies(
+            &self.namespaces.state(),
+            &self.network_policies.state(),
+            &mut converted.skipped,
+        );
+        converted.inventory.namespaces = namespaces;
+        converted.inventory.network_policies = policies;
+        converted
     }
 }
+
+/// How long the start waits for the optional kinds (Namespaces, NetworkPolicies) to list: a
+/// collector whose RBAC lacks them starts without policy awareness rather than late.
+const OPTIONAL_READY: Duration = Duration::from_secs(5);
 
 /// Aborts the reflector tasks when the inventory's last receiver is gone.
 struct Tasks(Vec<JoinHandle<()>>);
@@ -210,16 +226,39 @@ pub async fn start(
     let (nodes, t1) = reflect::<Node>(client.clone(), changed.clone(), last_error.clone());
     let (pods, t2) = reflect::<Pod>(client.clone(), changed.clone(), last_error.clone());
     let (services, t3) = reflect::<Service>(client.clone(), changed.clone(), last_error.clone());
-    let (endpoint_slices, t4) = reflect::<EndpointSlice>(client, changed.clone(), last_error.clone());
-    let tasks = Tasks(vec![t1, t2, t3, t4]);
-    let stores = Stores { nodes, pods, services, endpoint_slices };
+    let (endpoint_slices, t4) = reflect::<EndpointSlice>(client.clone(), changed.clone(), last_error.clone());
+    let optional_error = LastError::default();
+    let (namespaces, t5) = reflect::<Namespace>(client.clone(), changed.clone(), optional_error.clone());
+    let (network_policies, t6) = reflect::<NetworkPolicy>(client, changed.clone(), optional_error.clone());
+    let tasks = Tasks(vec![t1, t2, t3, t4, t5, t6]);
+    let stores = Stores { nodes, pods, services, endpoint_slices, namespaces, network_policies };
 
-    let ready = tokio::join!(
-        tokio::time::timeout(ready_within, stores.nodes.wait_until_ready()),
-        tokio::time::timeout(ready_within, stores.pods.wait_until_ready()),
-        tokio::time::timeout(ready_within, stores.services.wait_until_ready()),
-        tokio::time::timeout(ready_within, stores.endpoint_slices.wait_until_ready()),
+    let optional_within = ready_within.min(OPTIONAL_READY);
+    let (ready, optional) = tokio::join!(
+        async {
+            tokio::join!(
+                tokio::time::timeout(ready_within, stores.nodes.wait_until_ready()),
+                tokio::time::timeout(ready_within, stores.pods.wait_until_ready()),
+                tokio::time::timeout(ready_within, stores.services.wait_until_ready()),
+                tokio::time::timeout(ready_within, stores.endpoint_slices.wait_until_ready()),
+            )
+        },
+        async {
+            tokio::join!(
+                tokio::time::timeout(optional_within, stores.namespaces.wait_until_ready()),
+                tokio::time::timeout(optional_within, stores.network_policies.wait_until_ready()),
+            )
+        },
     );
+    if !matches!(optional, (Ok(Ok(())), Ok(Ok(())))) {
+        let last = optional_error.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        warn!(
+            waited = ?optional_within,
+            last_error = last.as_deref().unwrap_or("none"),
+            "Namespaces or NetworkPolicies not listed yet: the diagnosis treats every path as allowed until they are \
+             (grant the collector list and watch on namespaces and networking.k8s.io networkpolicies)"
+        );
+    }
     let missing: Vec<&str> = [
         ("Nodes", matches!(ready.0, Ok(Ok(())))),
         ("Pods", matches!(ready.1, Ok(Ok(())))),

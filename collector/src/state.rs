@@ -8,14 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use netdiag_model::NodeName;
 use netdiag_model::agents::AgentInfo;
-use netdiag_model::finding::Diagnosis;
+use netdiag_model::finding::{Diagnosis, PolicyDenial};
 use netdiag_model::inspect::InspectionReport;
 use netdiag_model::inventory::Inventory;
+use netdiag_model::limits::MAX_POLICY_DENIALS;
 use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
 use netdiag_model::probe::{ProbeKind, Source};
 use netdiag_model::result::ResultBatch;
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
+use netdiag_model::text::Text;
 use netdiag_model::time::UnixMillis;
 
 use crate::metrics::CollectorMetrics;
@@ -40,6 +42,9 @@ pub struct DiagnosisSnapshot {
     /// Every failed or degraded pod-level cell, by (source label, destination label, kind),
     /// with the index in `diagnosis.findings` of the finding that claims it.
     pub claims: HashMap<(String, String, ProbeKind), usize>,
+    /// Failed or degraded pod-level cells NetworkPolicy keeps shut, as intended, with the
+    /// policy verdict's sentence.
+    pub denied_by_policy: HashMap<(String, String, ProbeKind), String>,
     /// Cells per (level, kind, status) at `diagnosis.generated_at`.
     pub cell_counts: BTreeMap<(MatrixLevel, ProbeKind, CellStatus), u64>,
     /// When each listed finding (by [`finding_key`]) was first and last seen.
@@ -48,6 +53,11 @@ pub struct DiagnosisSnapshot {
 
 impl DiagnosisSnapshot {
     /// The key of the finding that claims a pod-level cell, if any ([`finding_key`]).
+    /// Why NetworkPolicy denies a failing pod-level cell, as intended, if it does.
+    pub fn denied_by_policy(&self, source: &str, destination: &str, kind: ProbeKind) -> Option<&str> {
+        self.denied_by_policy.get(&(source.to_owned(), destination.to_owned(), kind)).map(String::as_str)
+    }
+
     pub fn claimed_by(&self, source: &str, destination: &str, kind: ProbeKind) -> Option<String> {
         let i = self.claims.get(&(source.to_owned(), destination.to_owned(), kind))?;
         self.diagnosis.findings.get(*i).map(finding_key)
@@ -98,6 +108,8 @@ pub struct CollectorState {
     /// The latest diagnosis, and a lock held by whoever computes the next one (others are
     /// served the latest meanwhile).
     diagnosis: Mutex<Option<Arc<DiagnosisSnapshot>>>,
+    /// The policy errors last logged (logged again only when they change).
+    policy_errors_logged: Mutex<Vec<String>>,
     computing: Mutex<()>,
 }
 
@@ -119,6 +131,7 @@ impl CollectorState {
             runs: Arc::default(),
             metrics,
             diagnosis: Mutex::default(),
+            policy_errors_logged: Mutex::default(),
             computing: Mutex::default(),
         }
     }
@@ -260,6 +273,30 @@ impl CollectorState {
                 ((source, destination, key.kind), i)
             })
             .collect();
+        let denied_by_policy_total = l.denied_by_policy.len() as u64;
+        let mut denied_list = Vec::new();
+        let mut denied = HashMap::new();
+        for (key, reason) in l.denied_by_policy {
+            let (source, destination) = key.labels();
+            if denied_list.len() < MAX_POLICY_DENIALS {
+                denied_list.push(PolicyDenial {
+                    path: Text::lossy(&format!("{source} -> {destination} {}", key.kind)),
+                    reason: Text::lossy(&reason),
+                });
+            }
+            denied.insert((source, destination, key.kind), reason);
+        }
+        let changed = self.policy_errors_logged.lock().is_ok_and(|mut seen| {
+            let changed = *seen != l.policy_errors;
+            seen.clone_from(&l.policy_errors);
+            changed
+        });
+        if changed && !l.policy_errors.is_empty() {
+            tracing::warn!(
+                errors = %l.policy_errors.join("; "),
+                "NetworkPolicies left out of the diagnosis: the API server would refuse them; fix or delete them"
+            );
+        }
         let mut cell_counts = BTreeMap::new();
         for (key, stats) in matrix.pod_cells(now) {
             *cell_counts.entry((MatrixLevel::Pod, key.kind, stats.status)).or_default() += 1;
@@ -268,8 +305,14 @@ impl CollectorState {
             *cell_counts.entry((MatrixLevel::Node, key.kind, stats.status)).or_default() += 1;
         }
         DiagnosisSnapshot {
-            diagnosis: Diagnosis { findings: l.findings, generated_at: now },
+            diagnosis: Diagnosis {
+                findings: l.findings,
+                generated_at: now,
+                denied_by_policy: denied_list,
+                denied_by_policy_total,
+            },
             claims,
+            denied_by_policy: denied,
             cell_counts,
             seen: HashMap::new(),
         }

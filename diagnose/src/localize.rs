@@ -31,7 +31,10 @@
 //! 5. **Firewalls on record** ([`firewall`]): a node's drop or reject rule that matches failing
 //!    paths and no working one is quoted as evidence; findings it wholly explains that blame
 //!    other components (its symptoms, scattered) become one `firewall-drop` finding.
-//! 6. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
+//! 6. **NetworkPolicy** ([`policy`]): cells the cluster's policies keep shut are set apart
+//!    before any rule runs (denied as intended: listed, never a finding); working cells a
+//!    policy denies make a `policy-not-enforced` finding.
+//! 7. **Findings** ([`report`]): one per blamed component, with the runbook's words and real
 //!    names, the affected paths (capped), the cells and inspection lines behind it, the
 //!    runbook section and what to check next; most severe first, then by id and culprit.
 
@@ -40,6 +43,7 @@ mod cover;
 mod evidence;
 mod firewall;
 mod hooks;
+mod policy;
 pub(crate) mod report;
 mod residual;
 mod rules;
@@ -68,8 +72,14 @@ pub struct Localization {
     pub findings: Vec<Finding>,
     /// Every failed or degraded pod-level cell, with the index in `findings` of the finding
     /// that claims it (in key order). A cell is missing only when its finding was cut by the
-    /// cap on findings.
+    /// cap on findings, or when it is in `denied_by_policy`.
     pub claims: Vec<(PodKey, usize)>,
+    /// Failed or degraded cells NetworkPolicy keeps shut, as intended (in key order), each
+    /// with the policy verdict's sentence: never a finding's.
+    pub denied_by_policy: Vec<(PodKey, String)>,
+    /// The inventory's NetworkPolicies (or namespaces) left out, each with why: what the API
+    /// server's validation would have refused.
+    pub policy_errors: Vec<String>,
 }
 
 /// The findings for the current state, most severe first; empty when everything is healthy.
@@ -106,7 +116,8 @@ pub fn localize(
     let mut drafts = rules::run(&mut analysis);
     let rejected = cover::run(&mut analysis, &mut drafts);
     residual::run(&mut analysis, &mut drafts, &rejected);
-    let drafts = firewall::run(&mut analysis, drafts);
+    let mut drafts = firewall::run(&mut analysis, drafts);
+    drafts.extend(policy::not_enforced(&analysis));
     let (findings, place) = report::finish(drafts, thresholds.max_affected);
     let owner = |c: Option<usize>| c.and_then(|d| place.get(d).copied().flatten());
     let a = &analysis;
@@ -122,5 +133,8 @@ pub fn localize(
         }))
         .collect();
     claims.sort_by(|x, y| x.0.cmp(&y.0));
-    Localization { findings, claims }
+    let mut denied_by_policy: Vec<(PodKey, String)> =
+        a.expected.iter().map(|(o, e)| (o.key(), e.verdict.to_string())).collect();
+    denied_by_policy.sort_by(|x, y| x.0.cmp(&y.0));
+    Localization { findings, claims, denied_by_policy, policy_errors: a.ctx.policy_errors.clone() }
 }

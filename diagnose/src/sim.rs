@@ -22,6 +22,7 @@ use netdiag_model::{
 use serde_json::json;
 
 use crate::matrix::{InventoryIndex, Matrix};
+use crate::policy::{Decision, Endpoint, HostKind, PodEndpoint, PolicySet, Side, Traffic, Transport, Via};
 
 pub const INVENTORY: &str = r#"
 version: 1
@@ -168,6 +169,11 @@ pub struct World {
     /// the node itself).
     firewall_drops: Vec<(NodeName, u16)>,
     forward_policy_drop: Vec<NodeName>,
+    /// NetworkPolicies (and namespace labels) in the inventory, enforced by the network.
+    policies: Vec<netdiag_model::netpol::NetworkPolicy>,
+    namespaces: Vec<netdiag_model::netpol::NamespaceObject>,
+    /// Nodes whose network plugin applies no policy to their pods.
+    policies_unenforced_on: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
@@ -236,6 +242,21 @@ impl World {
     }
     pub fn forwarding_broken(mut self, n: &str) -> Self {
         self.forwarding_broken.push(node(n));
+        self
+    }
+    /// A NetworkPolicy (the API's JSON) in the inventory, enforced on every node.
+    pub fn policy(mut self, object: serde_json::Value) -> Self {
+        self.policies.push(serde_json::from_value(object).expect("a NetworkPolicy object"));
+        self
+    }
+    /// A namespace with labels (`{"metadata": {"name": …, "labels": {…}}}`).
+    pub fn namespace(mut self, object: serde_json::Value) -> Self {
+        self.namespaces.push(serde_json::from_value(object).expect("a Namespace object"));
+        self
+    }
+    /// The network plugin on `n` applies no policy to `n`'s pods.
+    pub fn policies_unenforced_on(mut self, n: &str) -> Self {
+        self.policies_unenforced_on.push(node(n));
         self
     }
     /// `iptables -P FORWARD DROP` on `n` with only a stateful accept before it: new
@@ -401,6 +422,8 @@ impl World {
     /// The inventory, with the scenario's changes.
     pub fn inventory(&self) -> Inventory {
         let mut inv = Inventory::from_yaml(INVENTORY).unwrap();
+        inv.network_policies = self.policies.clone();
+        inv.namespaces = self.namespaces.clone();
         for s in &mut inv.services {
             if self.no_endpoints.contains(&s.service_ref()) {
                 s.endpoints.clear();
@@ -612,6 +635,41 @@ impl World {
         r
     }
 
+    /// Whether the enforced NetworkPolicies shut `transport` from `source` to pod `dst`: a
+    /// side that denies counts unless its pod's node does not enforce.
+    fn policy_shuts(&self, inv: &Inventory, source: &Source, dst: &PodRef, transport: Transport) -> bool {
+        if self.policies.is_empty() {
+            return false;
+        }
+        let set = PolicySet::from_objects(&self.policies, &self.namespaces)
+            .expect("the simulator's policies are valid");
+        let Some(d) = inv.pod(dst) else { return false };
+        let src = match source {
+            Source::Pod(p) => match inv.pod(p) {
+                Some(i) => Endpoint::Pod(PodEndpoint::of(i)),
+                None => return false,
+            },
+            Source::Node(n) => match inv.node(n) {
+                Some(info) => Endpoint::Host { ip: info.ips[0], node: n, kind: HostKind::Node },
+                None => return false,
+            },
+        };
+        let v = set.evaluate(&Traffic {
+            source: src,
+            destination: Endpoint::Pod(PodEndpoint::of(d)),
+            transport,
+            via: Via::Direct,
+        });
+        if v.as_written != Some(Decision::Deny) {
+            return false;
+        }
+        let enforced = |n: &NodeName| !self.policies_unenforced_on.contains(n);
+        let ingress = matches!(v.ingress, Side::Denied { .. }) && enforced(&d.node);
+        let egress = matches!(v.egress, Side::Denied { .. })
+            && source.pod().and_then(|p| inv.pod(p)).is_some_and(|i| enforced(&i.node));
+        ingress || egress
+    }
+
     /// Whether a FORWARD policy drop stops a new connection from `source` (on `from`) to a
     /// destination on `to` (pings are not new: their conntrack entries stay fresh).
     fn new_flows_dropped(
@@ -716,6 +774,11 @@ impl World {
         if self.new_flows_dropped(source, from, &to, Some(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
+        if let Ok(port) = Port::new(u32::from(port))
+            && self.policy_shuts(inv, source, p, Transport::Tcp(port))
+        {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
         let is_dns = p.name.as_str().starts_with("coredns") && port == 53;
         if is_dns && (self.dns_down || self.dns_blocked.contains(from)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
@@ -750,6 +813,9 @@ impl World {
         let pick = |n: usize| (hash(&cell) as usize).wrapping_add(k.rem_euclid(1 << 16) as usize) % n.max(1);
         match (kind, target) {
             (ProbeKind::Icmp, Target::Pod { pod: p, .. }) => {
+                if self.policy_shuts(inv, source, p, Transport::Icmp) {
+                    return base(source, target, kind, Outcome::Icmp(IcmpFailure::Timeout), at);
+                }
                 let to = inv.pod(p).map(|i| i.node.clone()).unwrap_or_else(|| agent.clone());
                 self.icmp(source, target, agent, &to, Some(p), k, at)
             }

@@ -49,10 +49,12 @@ pub enum CulpritKind {
     Dns,
     Port,
     Path,
+    /// One or more NetworkPolicies (`namespace/name`, comma-separated).
+    NetworkPolicy,
 }
 
 impl CulpritKind {
-    pub const ALL: [CulpritKind; 7] = [
+    pub const ALL: [CulpritKind; 8] = [
         CulpritKind::Pod,
         CulpritKind::Node,
         CulpritKind::NodePair,
@@ -60,9 +62,11 @@ impl CulpritKind {
         CulpritKind::Dns,
         CulpritKind::Port,
         CulpritKind::Path,
+        CulpritKind::NetworkPolicy,
     ];
 
-    /// The wire name: `pod`, `node`, `node_pair`, `service`, `dns`, `port` or `path`.
+    /// The wire name: `pod`, `node`, `node_pair`, `service`, `dns`, `port`, `path` or
+    /// `network_policy`.
     pub const fn as_str(self) -> &'static str {
         match self {
             CulpritKind::Pod => "pod",
@@ -72,6 +76,7 @@ impl CulpritKind {
             CulpritKind::Dns => "dns",
             CulpritKind::Port => "port",
             CulpritKind::Path => "path",
+            CulpritKind::NetworkPolicy => "network_policy",
         }
     }
 }
@@ -126,6 +131,26 @@ pub struct Finding {
 pub struct Diagnosis {
     pub findings: Vec<Finding>,
     pub generated_at: UnixMillis,
+    /// Failing paths NetworkPolicy keeps shut, as intended (never findings), at most
+    /// [`crate::limits::MAX_POLICY_DENIALS`] of them, in path order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_by_policy: Vec<PolicyDenial>,
+    /// How many there are in all (the list may be cut).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub denied_by_policy_total: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A failing path NetworkPolicy denies, as intended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDenial {
+    /// `source -> destination kind`, as a finding's affected paths read.
+    pub path: Text<MAX_LINE_BYTES>,
+    /// The policy verdict in one sentence ("denied: ingress is isolated by policy …").
+    pub reason: Text<MAX_DETAIL_BYTES>,
 }
 
 #[cfg(test)]

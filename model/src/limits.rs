@@ -67,6 +67,8 @@ pub const MAX_STEP_ELAPSED: Duration = Duration::from_secs(3600);
 
 /// Findings and the query service.
 pub const MAX_FINDINGS: usize = 10_000;
+/// Failing paths a diagnosis lists as denied by NetworkPolicy (the rest are counted).
+pub const MAX_POLICY_DENIALS: usize = 1_000;
 pub const MAX_AFFECTED: usize = 10_000;
 pub const MAX_FINDING_EVIDENCE: usize = 256;
 pub const MAX_MATRIX_CELLS: usize = 1_000_000;

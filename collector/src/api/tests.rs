@@ -399,7 +399,8 @@ async fn the_diagnosis_has_the_contract_shape() {
     let lab = lab();
     let (status, body) = get_json(lab.app(), "/api/v1/diagnosis").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(keys(&body), set(&["findings", "generated_unix_ms"]));
+    assert_eq!(keys(&body), set(&["findings", "generated_unix_ms", "denied_by_policy_total"]));
+    assert_eq!(body["denied_by_policy_total"], 0, "the lab without policies denies nothing");
     let findings = body["findings"].as_array().unwrap();
     for f in findings {
         assert_eq!(keys(f), set(&FINDING_FIELDS), "{f}");
@@ -504,6 +505,11 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
             finding("dns-nxdomain", Severity::Warning),
         ],
         generated_at: UnixMillis::new(1_700_000_000_000).unwrap(),
+        denied_by_policy: vec![netdiag_model::finding::PolicyDenial {
+            path: Text::lossy("kube-system/coredns-0 -> tidb/demo-pd-0:2379 tcp"),
+            reason: Text::lossy("denied: ingress is isolated by policy tidb/only-tidb and no rule admits it"),
+        }],
+        denied_by_policy_total: 1,
     };
     let json = serde_json::to_value(DiagnosisResponse::from(diagnosis)).unwrap();
     assert_eq!(
@@ -550,7 +556,12 @@ fn findings_convert_to_the_contract_shape_most_severe_first() {
                     "last_seen_unix_ms": null
                 }
             ],
-            "generated_unix_ms": 1_700_000_000_000i64
+            "generated_unix_ms": 1_700_000_000_000i64,
+            "denied_by_policy": [{
+                "path": "kube-system/coredns-0 -> tidb/demo-pd-0:2379 tcp",
+                "reason": "denied: ingress is isolated by policy tidb/only-tidb and no rule admits it"
+            }],
+            "denied_by_policy_total": 1
         })
     );
     let back: DiagnosisResponse = serde_json::from_value(json).unwrap();

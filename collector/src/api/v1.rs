@@ -148,6 +148,10 @@ pub struct MatrixCell {
     /// node level, and where the diagnosis was not at hand (the CLI's gRPC path).
     #[serde(default)]
     pub claimed_by: Option<String>,
+    /// For a failed or degraded pod-level cell NetworkPolicy keeps shut, as intended (no
+    /// finding claims it): the policy verdict in one sentence. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_by_policy: Option<String>,
 }
 
 impl From<ModelCell> for MatrixCell {
@@ -164,6 +168,7 @@ impl From<ModelCell> for MatrixCell {
             samples: c.samples,
             last_update_unix_ms: c.last_update.map(UnixMillis::get),
             claimed_by: None,
+            denied_by_policy: None,
         }
     }
 }
@@ -196,6 +201,8 @@ impl MatrixResponse {
         }
         for c in &mut self.cells {
             c.claimed_by = diagnosis.claimed_by(&c.source, &c.destination, c.kind.into());
+            c.denied_by_policy =
+                diagnosis.denied_by_policy(&c.source, &c.destination, c.kind.into()).map(str::to_owned);
         }
         self
     }
@@ -231,6 +238,7 @@ pub enum CulpritType {
     Dns,
     Port,
     Path,
+    NetworkPolicy,
 }
 
 impl From<CulpritKind> for CulpritType {
@@ -243,6 +251,7 @@ impl From<CulpritKind> for CulpritType {
             CulpritKind::Dns => CulpritType::Dns,
             CulpritKind::Port => CulpritType::Port,
             CulpritKind::Path => CulpritType::Path,
+            CulpritKind::NetworkPolicy => CulpritType::NetworkPolicy,
         }
     }
 }
@@ -312,6 +321,21 @@ impl From<ModelFinding> for Finding {
 pub struct DiagnosisResponse {
     pub findings: Vec<Finding>,
     pub generated_unix_ms: i64,
+    /// Failing paths NetworkPolicy keeps shut, as intended: never findings (at most 1000,
+    /// in path order; `denied_by_policy_total` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub denied_by_policy: Vec<PolicyDenial>,
+    #[serde(default)]
+    pub denied_by_policy_total: u64,
+}
+
+/// A failing path NetworkPolicy denies, as intended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDenial {
+    /// `source -> destination kind`.
+    pub path: String,
+    /// The policy verdict in one sentence.
+    pub reason: String,
 }
 
 impl From<Diagnosis> for DiagnosisResponse {
@@ -320,7 +344,16 @@ impl From<Diagnosis> for DiagnosisResponse {
         // The contract promises most severe first; a stable sort keeps localization's order
         // within a severity.
         findings.sort_by_key(|f| std::cmp::Reverse(f.severity));
-        DiagnosisResponse { findings, generated_unix_ms: d.generated_at.get() }
+        DiagnosisResponse {
+            findings,
+            generated_unix_ms: d.generated_at.get(),
+            denied_by_policy: d
+                .denied_by_policy
+                .into_iter()
+                .map(|p| PolicyDenial { path: p.path.into_string(), reason: p.reason.into_string() })
+                .collect(),
+            denied_by_policy_total: d.denied_by_policy_total,
+        }
     }
 }
 

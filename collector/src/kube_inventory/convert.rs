@@ -349,3 +349,54 @@ fn named_target(
             .map(|c| c.port)
     })
 }
+
+/// Namespaces and NetworkPolicies in the model's shape (the API's own JSON, so a round trip
+/// through it), sorted by name; an object that does not read is left out and said so. The
+/// policies are checked where the diagnosis reads them.
+pub fn policies<N, P>(
+    namespaces: &[N],
+    policies: &[P],
+    skipped: &mut Vec<Skipped>,
+) -> (Vec<netdiag_model::netpol::NamespaceObject>, Vec<netdiag_model::netpol::NetworkPolicy>)
+where
+    N: std::borrow::Borrow<k8s_openapi::api::core::v1::Namespace>,
+    P: std::borrow::Borrow<k8s_openapi::api::networking::v1::NetworkPolicy>,
+{
+    fn read<K: serde::Serialize, T: serde::de::DeserializeOwned>(
+        object: &K,
+        what: &'static str,
+        name: String,
+        skipped: &mut Vec<Skipped>,
+    ) -> Option<T> {
+        match serde_json::to_value(object).and_then(serde_json::from_value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                skipped.push(Skipped {
+                    what,
+                    name,
+                    reason: format!("does not read as the API's shape: {e}"),
+                });
+                None
+            }
+        }
+    }
+    let mut ns: Vec<netdiag_model::netpol::NamespaceObject> = namespaces
+        .iter()
+        .filter_map(|n| {
+            let n = n.borrow();
+            read(n, "namespace", meta_name(&n.metadata), skipped)
+        })
+        .collect();
+    ns.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut np: Vec<netdiag_model::netpol::NetworkPolicy> = policies
+        .iter()
+        .filter_map(|p| {
+            let p = p.borrow();
+            read(p, "network policy", meta_name(&p.metadata), skipped)
+        })
+        .collect();
+    np.sort_by(|a, b| {
+        (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+    });
+    (ns, np)
+}

@@ -389,3 +389,55 @@ fn flags_have_defaults_and_parse() {
         assert!(Cli::try_parse_from(["x", bad[0], bad[1]]).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn namespaces_and_network_policies_are_read_in_the_apis_own_shape_sorted() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::api::networking::v1::NetworkPolicy;
+    let policy = |ns: &str, name: &str| -> NetworkPolicy {
+        serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"namespace": ns, "name": name, "uid": "u-1", "resourceVersion": "7",
+                         "creationTimestamp": "2026-12-01T10:00:00Z", "generation": 1},
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/component": "pd"}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{
+                    "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "tidb"}},
+                              "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["tidb"]}]}},
+                             {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                    "ports": [{"protocol": "TCP", "port": 2379}, {"port": "metrics", "protocol": "TCP"},
+                              {"port": 30000, "endPort": 30100}]
+                }]
+            }
+        }))
+        .unwrap()
+    };
+    let namespace: Namespace = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "tidb", "uid": "u-2", "labels": {"kubernetes.io/metadata.name": "tidb", "team": "db"}},
+        "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}
+    }))
+    .unwrap();
+    let mut skipped = Vec::new();
+    let (namespaces, policies) = super::convert::policies(
+        &[namespace],
+        &[policy("tidb", "z-last"), policy("monitoring", "a-first"), policy("tidb", "pd-client")],
+        &mut skipped,
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let names: Vec<String> = policies
+        .iter()
+        .map(|p| {
+            format!("{}/{}", p.metadata.namespace.as_deref().unwrap(), p.metadata.name.as_deref().unwrap())
+        })
+        .collect();
+    assert_eq!(names, ["monitoring/a-first", "tidb/pd-client", "tidb/z-last"]);
+    let checked = policies[1].check().unwrap();
+    assert_eq!(checked.id().to_string(), "tidb/pd-client");
+    assert!(checked.ingress().is_some_and(|rules| rules.len() == 1 && rules[0].peers().len() == 2));
+    assert!(checked.egress().is_none(), "Ingress only, as written");
+    assert_eq!(namespaces.len(), 1);
+    let labels = namespaces[0].check().unwrap();
+    assert_eq!(labels.labels().get("team").map(String::as_str), Some("db"));
+}

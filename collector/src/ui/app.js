@@ -9,8 +9,10 @@
   const TIMEOUT_MS = 5000;
   const KINDS = ["icmp", "tcp", "dns", "http", "mtu"];
   const KIND_LETTER = { icmp: "I", tcp: "T", dns: "D", http: "H", mtu: "M" };
-  const STATUSES = ["ok", "degraded", "failed", "unknown"];
-  const STATUS_GLYPH = { ok: "", degraded: "!", failed: "\u2715", unknown: "?" };
+  // "denied": failing where NetworkPolicy denies the path, as intended (the cell's
+  // denied_by_policy); shown apart from "failed", never a finding's.
+  const STATUSES = ["ok", "degraded", "failed", "denied", "unknown"];
+  const STATUS_GLYPH = { ok: "", degraded: "!", failed: "\u2715", denied: "\u2298", unknown: "?" };
   const LEVELS = ["pod", "node"];
   const KIND_VALUES = ["all"].concat(KINDS);
 
@@ -121,8 +123,13 @@
     return `${new Date(unixMs).toLocaleTimeString()} (${ago} s ago)`;
   }
 
+  function shownStatus(c) {
+    return c.denied_by_policy ? "denied" : c.status;
+  }
+
   function cellTitle(c) {
-    const parts = [`${c.source} \u2192 ${c.destination} (${c.kind}): ${c.status}`, `loss ${pct(c.loss_ratio)}`];
+    const status = c.denied_by_policy ? `${c.status}, denied by NetworkPolicy as intended (${c.denied_by_policy})` : c.status;
+    const parts = [`${c.source} \u2192 ${c.destination} (${c.kind}): ${status}`, `loss ${pct(c.loss_ratio)}`];
     if (c.rtt_p50_ms !== null) parts.push(`p50 ${ms(c.rtt_p50_ms)}`);
     if (c.last_error) parts.push(c.last_error);
     return parts.join(" \u00b7 ");
@@ -155,18 +162,19 @@
         const here = (at.get(`${s}\u0000${d}`) || []).sort((a, b) => KINDS.indexOf(a.kind) - KINDS.indexOf(b.kind));
         const td = el("td", { class: here.length ? "square" : "square none" });
         for (const c of here) {
-          counts[c.status] = (counts[c.status] || 0) + 1;
+          const shown = shownStatus(c);
+          counts[shown] = (counts[shown] || 0) + 1;
           const isSelected = sameCell(c, selected);
           const slice = el(
             "button",
             {
               type: "button",
-              class: `slice status-${c.status}${view.kind === "all" ? "" : " glyph"}${isSelected ? " selected" : ""}${finding && relatedTo(finding, c) ? " related" : ""}`,
+              class: `slice status-${shown}${view.kind === "all" ? "" : " glyph"}${isSelected ? " selected" : ""}${finding && relatedTo(finding, c) ? " related" : ""}`,
               title: cellTitle(c),
               "aria-label": cellTitle(c),
               "aria-pressed": isSelected ? "true" : "false",
-              data: { testid: "cell", source: c.source, destination: c.destination, kind: c.kind, status: c.status },
-              text: view.kind === "all" ? KIND_LETTER[c.kind] || "?" : STATUS_GLYPH[c.status],
+              data: { testid: "cell", source: c.source, destination: c.destination, kind: c.kind, status: c.status, shown },
+              text: view.kind === "all" ? KIND_LETTER[c.kind] || "?" : STATUS_GLYPH[shown],
             },
           );
           slice.addEventListener("click", () => select(c));
@@ -243,7 +251,9 @@
     set("source", cell.source);
     set("destination", cell.destination);
     set("kind", cell.kind);
-    set("status", cell.status).className = `badge status-${cell.status}`;
+    set("status", cell.denied_by_policy ? `${cell.status}: denied by NetworkPolicy, as intended` : cell.status).className =
+      `badge status-${shownStatus(cell)}`;
+    set("policy", cell.denied_by_policy || "allows it, or no policy applies");
     set("loss", pct(cell.loss_ratio));
     set("rtt_p50", ms(cell.rtt_p50_ms));
     set("rtt_p99", ms(cell.rtt_p99_ms));
@@ -261,8 +271,15 @@
     const box = $("findings");
     const findings = diagnosis.findings;
     $("findings-count").textContent = String(findings.length);
+    const denied = diagnosis.denied_by_policy_total || 0;
+    const deniedNote = denied
+      ? el("p", { class: "empty", data: { testid: "denied-by-policy" }, text: `${denied} failing paths are denied by NetworkPolicy, as intended (not findings).` })
+      : null;
     if (!findings.length) {
-      box.replaceChildren(el("p", { class: "empty", data: { testid: "no-findings" }, text: "No findings: every probed path looks healthy." }));
+      const text = denied
+        ? "No findings: every probed path looks healthy or is denied by NetworkPolicy as intended."
+        : "No findings: every probed path looks healthy.";
+      box.replaceChildren(...[el("p", { class: "empty", data: { testid: "no-findings" }, text }), deniedNote].filter(Boolean));
       return;
     }
     box.replaceChildren(
@@ -308,6 +325,7 @@
         });
         return article;
       }),
+      ...(deniedNote ? [deniedNote] : []),
     );
   }
 

@@ -1,17 +1,19 @@
 //! What localization knows besides the matrix, looked up once per diagnosis: where pods and
 //! IPs live (from the inventory), each service's ready backends, the cluster DNS service, and
 //! the latest inspection of every node and pod with the lookups the rules need from them
-//! (kube-proxy frontends, routes covering a prefix, sysctls).
+//! (kube-proxy frontends, routes covering a prefix, sysctls), and the NetworkPolicies.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use netdiag_model::inspect::{InspectionReport, NatProtocol, NatService, Route};
-use netdiag_model::inventory::{Inventory, Protocol, ServiceInfo};
+use netdiag_model::inventory::{Inventory, PodInfo, Protocol, ServiceInfo};
 use netdiag_model::probe::Source;
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
+
+use crate::policy::PolicySet;
 
 /// One ready backend of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +84,11 @@ pub(crate) struct Context<'a> {
     pub(crate) dns_services: Vec<ServiceRef>,
     pub(crate) node_reports: BTreeMap<NodeName, &'a InspectionReport>,
     pub(crate) pod_reports: BTreeMap<PodRef, (&'a NodeName, &'a InspectionReport)>,
+    pods: HashMap<PodRef, &'a PodInfo>,
+    /// The inventory's NetworkPolicies that pass the API's validation, with its namespaces.
+    pub(crate) policies: PolicySet,
+    /// The policies left out, each with why (the API server would have refused them).
+    pub(crate) policy_errors: Vec<String>,
 }
 
 impl<'a> Context<'a> {
@@ -137,8 +144,27 @@ impl<'a> Context<'a> {
                 }
             }
         }
+        let mut checked = Vec::new();
+        let mut policy_errors = Vec::new();
+        for p in &inventory.network_policies {
+            match p.check() {
+                Ok(p) => checked.push(p),
+                Err(e) => policy_errors.push(e.to_string()),
+            }
+        }
+        let namespaces = inventory.namespaces.iter().filter_map(|n| match n.check() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                policy_errors.push(e.to_string());
+                None
+            }
+        });
+        let policies = PolicySet::new(checked, namespaces.collect::<Vec<_>>());
         Context {
             inventory,
+            pods: inventory.pods.iter().map(|p| (p.pod_ref(), p)).collect(),
+            policies,
+            policy_errors,
             pod_nodes,
             ip_owners,
             pod_cidrs,
@@ -150,6 +176,10 @@ impl<'a> Context<'a> {
     }
 
     /// The node a pod runs on, from the inventory (or the node that inspected it).
+    pub(crate) fn pod_info(&self, pod: &PodRef) -> Option<&'a PodInfo> {
+        self.pods.get(pod).copied()
+    }
+
     pub(crate) fn node_of_pod(&self, pod: &PodRef) -> Option<&NodeName> {
         self.pod_nodes.get(pod).or_else(|| self.pod_reports.get(pod).map(|(n, _)| *n))
     }

@@ -256,6 +256,10 @@ pub(crate) struct Analysis<'a> {
     pub(crate) held: Vec<(Obs, Held, Claim)>,
     /// Every agent with at least one known cell.
     pub(crate) agents: BTreeSet<NodeName>,
+    /// Failed or degraded cells NetworkPolicy keeps shut, as intended: no finding's.
+    pub(crate) expected: Vec<(Obs, super::policy::Expectation)>,
+    /// Working cells (by index in `obs`) NetworkPolicy denies.
+    pub(crate) unenforced: Vec<(usize, super::policy::Expectation)>,
     /// The cells by the keys the class layer's scopes select on, built on first use.
     pub(crate) scope_index: std::cell::OnceCell<super::cover::ScopeIndex>,
 }
@@ -268,9 +272,19 @@ impl<'a> Analysis<'a> {
         let heard = |n: &NodeName| matrix.agent_last_seen(n).is_some_and(|t| now.since(t) <= quiet_after);
         let mut obs = Vec::new();
         let mut held = Vec::new();
+        let mut expected = Vec::new();
+        let mut unenforced = Vec::new();
         for (key, stats) in matrix.pod_cells(now).filter(|(_, stats)| stats.status != CellStatus::Unknown) {
             let o = Obs::new(key.source.clone(), key.destination.clone(), key.kind, stats, ctx);
             let bad = matches!(o.stats.status, CellStatus::Failed | CellStatus::Degraded);
+            let policy = super::policy::expect(ctx, &o);
+            if bad && let Some(e) = policy.as_ref().filter(|e| e.shut()) {
+                expected.push((o, e.clone()));
+                continue;
+            }
+            if let Some(e) = policy.filter(|e| e.strictly_denied() && o.steady()) {
+                unenforced.push((obs.len(), e));
+            }
             if !heard(&o.stats.agent) {
                 if bad {
                     held.push((o, Held::Quiet, Claim::Open));
@@ -286,7 +300,19 @@ impl<'a> Analysis<'a> {
         }
         let agents = obs.iter().map(|o| o.src_node().clone()).collect();
         let claims = vec![Claim::Open; obs.len()];
-        Analysis { ctx, th, matrix, now, obs, claims, held, agents, scope_index: std::cell::OnceCell::new() }
+        Analysis {
+            ctx,
+            th,
+            matrix,
+            now,
+            obs,
+            claims,
+            held,
+            agents,
+            expected,
+            unenforced,
+            scope_index: std::cell::OnceCell::new(),
+        }
     }
 
     pub(crate) fn is_open(&self, i: usize) -> bool {

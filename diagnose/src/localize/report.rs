@@ -33,6 +33,8 @@ pub(crate) mod ids {
     pub(crate) const NODE_PACKET_LOSS: &str = "node-packet-loss";
     pub(crate) const KEEPALIVE_EXCEEDS_IDLE_CUT: &str = "keepalive-exceeds-idle-cut";
     pub(crate) const KEEPALIVE_UNVERIFIED: &str = "keepalive-unverified";
+    /// Working paths a NetworkPolicy denies: the dataplane does not enforce it.
+    pub(crate) const POLICY_NOT_ENFORCED: &str = "policy-not-enforced";
     /// A node firewall's rule that matches failing paths and no working one.
     pub(crate) const FIREWALL_DROP: &str = "firewall-drop";
     /// The class layer: ICMP fails where TCP works (never a pod or node blamed).
@@ -44,8 +46,9 @@ pub(crate) mod ids {
 
     /// Every named verdict's id; the cover layer's symptom ids (`node-sources-unreachable`,
     /// `node-inbound-mtu-blackhole`, …) are built from a scope's stem and are not here.
-    pub(crate) const ALL: [&str; 26] = [
+    pub(crate) const ALL: [&str; 27] = [
         NODE_FORWARDING_BROKEN,
+        POLICY_NOT_ENFORCED,
         FIREWALL_DROP,
         NODE_FORWARDING_DISABLED,
         NODE_ISOLATED,

@@ -18,6 +18,7 @@ use crate::matrix::{InventoryIndex, Matrix};
 use crate::sim::{self, World, now};
 
 mod classes;
+mod policies;
 
 fn run(world: &World) -> Vec<Finding> {
     diagnose(&world.matrix(), &world.inspections(), &world.inventory(), now())

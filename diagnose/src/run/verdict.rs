@@ -259,6 +259,8 @@ impl<'a> View<'a> {
                         None => true,
                     }
             }
+            // A policy left unenforced opens paths; it never explains a failing step.
+            CulpritKind::NetworkPolicy => false,
         }
     }
 

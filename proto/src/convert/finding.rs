@@ -1,10 +1,11 @@
 //! Findings (verdicts) and the diagnosis response that lists them.
 
-use netdiag_model::limits::{MAX_AFFECTED, MAX_FINDING_EVIDENCE, MAX_FINDINGS};
+use netdiag_model::finding::PolicyDenial;
+use netdiag_model::limits::{MAX_AFFECTED, MAX_FINDING_EVIDENCE, MAX_FINDINGS, MAX_POLICY_DENIALS};
 use netdiag_model::{Culprit, CulpritKind, Diagnosis, Finding, FindingId, Text};
 
 use super::enums::{self, wire};
-use super::error::{At, ConvertError};
+use super::error::{At, ConvertError, ErrorKind};
 use super::field::{Result, list, non_empty, opt_str, opt_to_wire, unix_ms};
 use crate::v1;
 
@@ -58,9 +59,22 @@ impl From<Finding> for v1::Finding {
 impl TryFrom<v1::DiagnosisResponse> for Diagnosis {
     type Error = ConvertError;
     fn try_from(d: v1::DiagnosisResponse) -> Result<Self> {
+        let denied_by_policy = list(d.denied_by_policy, MAX_POLICY_DENIALS, |p| {
+            Ok(PolicyDenial {
+                path: Text::new(p.path).at("path")?,
+                reason: Text::new(p.reason).at("reason")?,
+            })
+        })
+        .at("denied_by_policy")?;
+        if d.denied_by_policy_total < denied_by_policy.len() as u64 {
+            return Err(ErrorKind::Conflict("denied_by_policy_total is below the paths listed"))
+                .at("denied_by_policy_total");
+        }
         Ok(Diagnosis {
             findings: list(d.findings, MAX_FINDINGS, Finding::try_from).at("findings")?,
             generated_at: unix_ms(d.generated_unix_ms).at("generated_unix_ms")?,
+            denied_by_policy,
+            denied_by_policy_total: d.denied_by_policy_total,
         })
     }
 }
@@ -70,6 +84,12 @@ impl From<Diagnosis> for v1::DiagnosisResponse {
         v1::DiagnosisResponse {
             findings: d.findings.into_iter().map(Into::into).collect(),
             generated_unix_ms: d.generated_at.get(),
+            denied_by_policy: d
+                .denied_by_policy
+                .into_iter()
+                .map(|p| v1::PolicyDenial { path: p.path.into(), reason: p.reason.into() })
+                .collect(),
+            denied_by_policy_total: d.denied_by_policy_total,
         }
     }
 }

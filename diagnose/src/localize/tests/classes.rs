@@ -112,8 +112,8 @@ fn two_faults_of_different_classes_are_found_independently() {
     assert!(ids.contains(&"source-group-unreachable"), "{:#?}", summary(&all));
 }
 
-/// Every failed or degraded pod-level cell is claimed by exactly one finding, and every claim
-/// points at a finding that exists.
+/// Every failed or degraded pod-level cell is claimed by exactly one finding or denied by
+/// policy as intended (never both), and every claim points at a finding that exists.
 fn assert_complete(world: &World) -> Result<(), TestCaseError> {
     let m = world.matrix();
     let l = localize(&m, &world.inspections(), &world.inventory(), now(), &Thresholds::default());
@@ -122,7 +122,13 @@ fn assert_complete(world: &World) -> Result<(), TestCaseError> {
         .filter(|(_, s)| matches!(s.status, CellStatus::Failed | CellStatus::Degraded))
         .map(|(k, _)| k.clone())
         .collect();
-    let claimed: Vec<_> = l.claims.iter().map(|(k, _)| k.clone()).collect();
+    let mut claimed: Vec<_> = l
+        .claims
+        .iter()
+        .map(|(k, _)| k.clone())
+        .chain(l.denied_by_policy.iter().map(|(k, _)| k.clone()))
+        .collect();
+    claimed.sort();
     prop_assert_eq!(&claimed, &bad, "claims {:#?}", summary(&l.findings));
     for (_, f) in &l.claims {
         prop_assert!(*f < l.findings.len());
@@ -174,8 +180,9 @@ proptest! {
     fn every_bad_cell_is_claimed_by_exactly_one_finding(
         faults in proptest::collection::vec((any::<u8>(), 0usize..3, 0usize..6), 0..3),
         timing in 0u8..3,
+        policies in any::<bool>(),
     ) {
-        let mut world = World::healthy();
+        let mut world = if policies { super::policies::only_tidb() } else { World::healthy() };
         for (pick, a, b) in faults {
             world = fault(world, pick, a, b);
         }

@@ -1,6 +1,8 @@
 //! The query service: findings and diagnoses, matrix requests and snapshots, agent listings.
 
-use netdiag_model::{AgentInfo, Diagnosis, Finding, MatrixLevel, MatrixQuery, MatrixSnapshot, ProbeKind};
+use netdiag_model::{
+    AgentInfo, Diagnosis, Finding, MatrixLevel, MatrixQuery, MatrixSnapshot, ProbeKind, Text,
+};
 
 use super::fixtures::*;
 use crate::v1;
@@ -19,6 +21,20 @@ fn query_messages_round_trip() {
     round_trip::<Diagnosis, v1::DiagnosisResponse>(Diagnosis {
         findings: vec![finding()],
         generated_at: at(1_700_000_000_000),
+        denied_by_policy: vec![],
+        denied_by_policy_total: 0,
+    });
+    round_trip::<Diagnosis, v1::DiagnosisResponse>(Diagnosis {
+        findings: vec![],
+        generated_at: at(1_700_000_000_000),
+        denied_by_policy: vec![netdiag_model::finding::PolicyDenial {
+            path: Text::new("kube-system/coredns-0 -> tidb/demo-pd-0:2379 tcp".to_owned()).unwrap(),
+            reason: Text::new(
+                "denied: ingress is isolated by policy tidb/only-tidb and no rule admits it".to_owned(),
+            )
+            .unwrap(),
+        }],
+        denied_by_policy_total: 7,
     });
     round_trip::<MatrixSnapshot, v1::MatrixResponse>(matrix());
     round_trip::<Vec<AgentInfo>, v1::ListAgentsResponse>(agents());
@@ -41,7 +57,14 @@ fn unspecified_matrix_request_means_every_kind_per_pod() {
 
 #[test]
 fn hostile_findings() {
-    let valid = v1::DiagnosisResponse::from(Diagnosis { findings: vec![finding()], generated_at: at(1) });
+    let mut valid = v1::DiagnosisResponse::from(Diagnosis {
+        findings: vec![finding()],
+        generated_at: at(1),
+        denied_by_policy: vec![],
+        denied_by_policy_total: 0,
+    });
+    valid.denied_by_policy = vec![v1::PolicyDenial { path: "a -> b tcp".into(), reason: "denied".into() }];
+    valid.denied_by_policy_total = 1;
     check_rejects::<Diagnosis, _>(
         &valid,
         &[
@@ -54,6 +77,18 @@ fn hostile_findings() {
                 "4 is not a known severity",
             ),
             ("no verdict", |d| d.findings[0].verdict = String::new(), "findings[0].verdict", "is missing"),
+            (
+                "denials undercounted",
+                |d| d.denied_by_policy_total = 0,
+                "denied_by_policy_total",
+                "below the paths listed",
+            ),
+            (
+                "too many denials",
+                |d| d.denied_by_policy = vec![d.denied_by_policy[0].clone(); 1_001],
+                "denied_by_policy",
+                "",
+            ),
             (
                 "culprit type",
                 |d| d.findings[0].culprit.as_mut().unwrap().r#type = "nodepair".into(),

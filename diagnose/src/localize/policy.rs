@@ -1,0 +1,294 @@
+//! What the cluster's NetworkPolicies say of each cell ([`crate::policy`]'s evaluator over the
+//! inventory's policies and namespaces), and the finding when the dataplane disagrees.
+//!
+//! - A cell that fails where policy denies it (or leaves it undefined, as written a deny — an
+//!   ICMP echo to an isolated pod) is **denied, as intended**: never a finding, listed apart.
+//! - A cell that works where policy (defined, not undefined) denies it is **policy not
+//!   enforced**: one finding per deciding policy, blaming the node when every such path ends
+//!   on that node's pods while the policy holds elsewhere (the CNI there ignores policies),
+//!   the policy otherwise (no one enforces it: the plugin has no NetworkPolicy support, or the
+//!   policy is not what the team thinks).
+//! - A failing cell policy allows is a failure like any other.
+//!
+//! A service VIP is judged per ready backend (policy applies after the DNAT, on the backend's
+//! pod and target port); the cell gets a verdict only when every backend gets the same one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use netdiag_model::dns::DnsTransport;
+use netdiag_model::inventory::{PodInfo, TrafficPolicy};
+use netdiag_model::netpol::PolicyRef;
+use netdiag_model::probe::{ProbeKind, Source};
+use netdiag_model::{CulpritKind, NodeName, Port, Severity};
+
+use super::context::Context;
+use super::evidence::{Analysis, Obs};
+use super::report::{Draft, ids};
+use crate::matrix::Destination;
+use crate::matrix::key::IpFamily;
+use crate::policy::{
+    Decision, Endpoint, HostKind, PodEndpoint, PolicyVerdict, Side, Traffic, Transport, Verdict, Via,
+};
+
+/// What policy says of one cell, when it says one thing.
+#[derive(Debug, Clone)]
+pub(crate) struct Expectation {
+    pub(crate) verdict: PolicyVerdict,
+    /// The pods whose isolation denies it (the destination for ingress, the source for
+    /// egress), with their nodes.
+    pub(crate) denying: Vec<(String, NodeName)>,
+}
+
+impl Expectation {
+    /// Policy keeps this path shut: denied, or undefined where the rules as written deny.
+    pub(crate) fn shut(&self) -> bool {
+        self.verdict.verdict == Verdict::Deny
+            || (self.verdict.verdict == Verdict::Undefined && self.verdict.as_written == Some(Decision::Deny))
+    }
+
+    /// A deny the semantics define (not left to the plugin): a working path here is a finding.
+    pub(crate) fn strictly_denied(&self) -> bool {
+        self.verdict.verdict == Verdict::Deny
+    }
+}
+
+/// The policy verdict of cell `o`; None without policies, for paths policy does not speak
+/// to (NodePorts), or for a VIP whose backends get different verdicts.
+pub(crate) fn expect(ctx: &Context<'_>, o: &Obs) -> Option<Expectation> {
+    if ctx.policies.is_empty() {
+        return None;
+    }
+    let family = family_of(&o.dest);
+    let source = endpoint_of_source(ctx, &o.source, family)?;
+    let transport = |port: Option<Port>| -> Option<Transport> {
+        match (o.kind, &o.dest) {
+            (ProbeKind::Icmp | ProbeKind::Mtu, _) => Some(Transport::Icmp),
+            (ProbeKind::Dns, Destination::Dns { transport: DnsTransport::Tcp, .. }) => {
+                Some(Transport::Tcp(port?))
+            }
+            (ProbeKind::Dns, _) => Some(Transport::Udp(port?)),
+            (ProbeKind::Tcp | ProbeKind::Http, _) => Some(Transport::Tcp(port?)),
+        }
+    };
+    let one = |dest: Endpoint<'_>, port: Option<Port>, via: Via| -> Option<Expectation> {
+        let traffic = Traffic { source, destination: dest, transport: transport(port)?, via };
+        let verdict = ctx.policies.evaluate(&traffic);
+        let mut denying = Vec::new();
+        if let (Side::Denied { .. }, Endpoint::Pod(p)) = (&verdict.ingress, &dest) {
+            denying.push((format!("{}/{}", p.namespace, p.name), p.node.clone()));
+        }
+        if let (Side::Denied { .. }, Endpoint::Pod(p)) = (&verdict.egress, &source) {
+            denying.push((format!("{}/{}", p.namespace, p.name), p.node.clone()));
+        }
+        Some(Expectation { verdict, denying })
+    };
+    match &o.dest {
+        Destination::Pod { pod, port, family } => {
+            let info = ctx.pod_info(pod)?;
+            one(Endpoint::Pod(pod_at(info, *family)?), *port, Via::Direct)
+        }
+        Destination::Endpoint { pod, port, family, .. } => {
+            let info = ctx.pod_info(pod)?;
+            one(Endpoint::Pod(pod_at(info, *family)?), Some(*port), Via::Direct)
+        }
+        Destination::Node { node, port, family } => {
+            let ip = ctx.inventory.node(node)?.ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family)?;
+            one(Endpoint::Host { ip, node, kind: HostKind::Node }, *port, Via::Direct)
+        }
+        Destination::Address { ip, port } => one(address(ctx, *ip)?, *port, Via::Direct),
+        Destination::Service { .. } | Destination::Dns { .. } => {
+            let svc = a_service(ctx, o)?;
+            let port = match &o.dest {
+                Destination::Service { port, .. } => Some(svc.target_port(*port)),
+                _ => Port::new(53).ok().map(|p| svc.target_port(p)),
+            };
+            let via = match &o.dest {
+                Destination::Dns { nameserver: Some(ip), .. } if ctx.owner_of_ip(*ip).is_some() => {
+                    Via::Direct
+                }
+                _ => Via::ClusterIp,
+            };
+            let mut all: Option<Expectation> = None;
+            for b in svc.backends.iter().filter(|b| IpFamily::of(b.ip) == family) {
+                let dest = match &b.pod {
+                    Some(p) => Endpoint::Pod(PodEndpoint::of(ctx.pod_info(p)?).at(b.ip)),
+                    None => address(ctx, b.ip)?,
+                };
+                let e = one(dest, port, via)?;
+                match &mut all {
+                    None => all = Some(e),
+                    Some(seen) if seen.verdict.verdict == e.verdict.verdict => seen.denying.extend(e.denying),
+                    Some(_) => return None,
+                }
+            }
+            all
+        }
+        Destination::NodePort { port, .. } if matches!(o.kind, ProbeKind::Tcp | ProbeKind::Http) => {
+            // The node owning the port DNATs to a backend; under `Cluster` it masquerades the
+            // client to its own address, under `Local` it keeps it (and picks a local backend).
+            let svc = ctx.service_with_node_port(*port)?;
+            let via_node = o.dst_node.as_ref()?;
+            let etp = svc.info.external_traffic_policy;
+            let local = etp == TrafficPolicy::Local;
+            let target = svc.info.ports.iter().find(|p| p.node_port == Some(*port)).map(|p| p.target_port);
+            let masquerade = match ctx
+                .inventory
+                .node(via_node)?
+                .ips
+                .iter()
+                .copied()
+                .find(|ip| IpFamily::of(*ip) == family)
+            {
+                Some(ip) => Endpoint::Host { ip, node: via_node, kind: HostKind::Node },
+                None => return None,
+            };
+            let client = if local { source } else { masquerade };
+            let mut all: Option<Expectation> = None;
+            for b in svc.backends.iter().filter(|b| IpFamily::of(b.ip) == family) {
+                if local && b.node.as_ref() != Some(via_node) {
+                    continue;
+                }
+                let dest = match &b.pod {
+                    Some(p) => Endpoint::Pod(PodEndpoint::of(ctx.pod_info(p)?).at(b.ip)),
+                    None => address(ctx, b.ip)?,
+                };
+                let traffic = Traffic {
+                    source: client,
+                    destination: dest,
+                    transport: Transport::Tcp(target?),
+                    via: Via::NodePort { external_traffic_policy: etp },
+                };
+                let verdict = ctx.policies.evaluate(&traffic);
+                let mut denying = Vec::new();
+                if let (Side::Denied { .. }, Endpoint::Pod(p)) = (&verdict.ingress, &dest) {
+                    denying.push((format!("{}/{}", p.namespace, p.name), p.node.clone()));
+                }
+                let e = Expectation { verdict, denying };
+                match &mut all {
+                    None => all = Some(e),
+                    Some(seen)
+                        if seen.verdict.verdict == e.verdict.verdict
+                            && seen.verdict.as_written == e.verdict.as_written =>
+                    {
+                        seen.denying.extend(e.denying)
+                    }
+                    Some(_) => return None,
+                }
+            }
+            all
+        }
+        Destination::NodePort { .. } => None,
+    }
+}
+
+fn family_of(d: &Destination) -> IpFamily {
+    match d {
+        Destination::Pod { family, .. }
+        | Destination::Endpoint { family, .. }
+        | Destination::Service { family, .. }
+        | Destination::Node { family, .. } => *family,
+        Destination::Address { ip, .. } | Destination::Dns { nameserver: Some(ip), .. } => IpFamily::of(*ip),
+        Destination::Dns { nameserver: None, .. } => IpFamily::V4,
+        Destination::NodePort { node, .. } => match node {
+            crate::matrix::key::NodeAddr::Node(_, f) => *f,
+            crate::matrix::key::NodeAddr::Ip(ip) => IpFamily::of(*ip),
+        },
+    }
+}
+
+fn pod_at(info: &PodInfo, family: IpFamily) -> Option<PodEndpoint<'_>> {
+    let ip = info.ips.iter().copied().find(|ip| IpFamily::of(*ip) == family)?;
+    Some(PodEndpoint::of(info).at(ip))
+}
+
+fn endpoint_of_source<'c>(ctx: &'c Context<'_>, s: &'c Source, family: IpFamily) -> Option<Endpoint<'c>> {
+    match s {
+        Source::Pod(p) => Some(Endpoint::Pod(pod_at(ctx.pod_info(p)?, family)?)),
+        Source::Node(n) => {
+            let ip = ctx.inventory.node(n)?.ips.iter().copied().find(|ip| IpFamily::of(*ip) == family)?;
+            Some(Endpoint::Host { ip, node: n, kind: HostKind::Node })
+        }
+    }
+}
+
+fn address<'c>(ctx: &'c Context<'_>, ip: IpAddr) -> Option<Endpoint<'c>> {
+    Some(match ctx.owner_of_ip(ip) {
+        Some((Some(pod), _)) => Endpoint::Pod(PodEndpoint::of(ctx.pod_info(pod)?).at(ip)),
+        Some((None, node)) => Endpoint::Host { ip, node, kind: HostKind::Node },
+        None => Endpoint::External(ip),
+    })
+}
+
+fn a_service<'c, 'a>(ctx: &'c Context<'a>, o: &Obs) -> Option<&'c super::context::ServiceView<'a>> {
+    match &o.dest {
+        Destination::Service { service, .. } => ctx.services.get(service),
+        Destination::Dns { nameserver: Some(ip), .. } => {
+            ctx.service_with_vip(*ip).or_else(|| ctx.dns_service())
+        }
+        Destination::Dns { nameserver: None, .. } => ctx.dns_service(),
+        _ => None,
+    }
+}
+
+/// `policy-not-enforced` findings: working cells policy denies, one finding per deciding
+/// policy set. They claim nothing (their cells are ok).
+pub(crate) fn not_enforced(a: &Analysis<'_>) -> Vec<Draft> {
+    if a.unenforced.is_empty() {
+        return Vec::new();
+    }
+    // The nodes where each policy demonstrably holds: a denied path failing there.
+    let mut holds_on: BTreeMap<Vec<PolicyRef>, BTreeSet<NodeName>> = BTreeMap::new();
+    for (_, e) in &a.expected {
+        let key: Vec<PolicyRef> = e.verdict.deciding_policies().into_iter().cloned().collect();
+        holds_on.entry(key).or_default().extend(e.denying.iter().map(|(_, n)| n.clone()));
+    }
+    let mut groups: BTreeMap<Vec<PolicyRef>, Vec<usize>> = BTreeMap::new();
+    for (k, (_, e)) in a.unenforced.iter().enumerate() {
+        groups.entry(e.verdict.deciding_policies().into_iter().cloned().collect()).or_default().push(k);
+    }
+    let mut out = Vec::new();
+    for (policies, members) in groups {
+        let cells: Vec<usize> = members.iter().map(|&k| a.unenforced[k].0).collect();
+        let nodes: BTreeSet<&NodeName> =
+            members.iter().flat_map(|&k| a.unenforced[k].1.denying.iter().map(|(_, n)| n)).collect();
+        let names = policies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let held_elsewhere: BTreeSet<&NodeName> = holds_on
+            .get(&policies)
+            .map(|ns| ns.iter().filter(|n| !nodes.contains(n)).collect())
+            .unwrap_or_default();
+        let first = &a.unenforced[members[0]].1.verdict;
+        let (culprit, verdict, suggestion) = match (nodes.len(), nodes.first()) {
+            (1, Some(node)) if !held_elsewhere.is_empty() => (
+                (CulpritKind::Node, node.to_string()),
+                format!(
+                    "NetworkPolicy is not enforced on node {node}: {} paths that {names} denies connect there, \
+                     while the same policy holds on {}",
+                    cells.len(),
+                    held_elsewhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ),
+                format!(
+                    "check the network plugin's agent on {node} (its pod, logs and policy rules: \
+                     `iptables-save`/`nft list ruleset` in the pods' namespaces or on the node): it does not apply {names}"
+                ),
+            ),
+            _ => (
+                (CulpritKind::NetworkPolicy, names.clone()),
+                format!("{names} is not enforced: {} paths it denies connect ({first})", cells.len()),
+                format!(
+                    "does the network plugin enforce NetworkPolicy at all (flannel alone does not)? If it does, read \
+                     `kubectl describe networkpolicy` for {names}: is it what the team thinks it is?"
+                ),
+            ),
+        };
+        let mut evidence = vec![format!("policy verdict: {first}")];
+        evidence.extend(a.cell_lines(&cells));
+        out.push(
+            Draft::new(ids::POLICY_NOT_ENFORCED, Severity::Warning, culprit, "1.6", verdict)
+                .affected(a.paths(&cells))
+                .evidence(evidence)
+                .suggestion(suggestion),
+        );
+    }
+    out
+}
