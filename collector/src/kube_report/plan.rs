@@ -13,8 +13,9 @@
 //! diagnosis lists them most severe first) and that verdict (others named after it); a node
 //! it no longer blames (or one found carrying the condition when the collector started, once
 //! [`ReportConfig::inherited_grace`] has passed, so a restart does not flap it) gets `False`,
-//! `NetworkOk`. Nodes never blamed are not touched. A write happens only when status or reason
-//! changes, or the message does and the last write is [`ReportConfig::message_refresh`] old.
+//! `NetworkOk`. Nodes never blamed are not touched. A write happens only when status, reason or
+//! the other findings named change, or the verdict's words do and the last write is
+//! [`ReportConfig::message_refresh`] old.
 //!
 //! Events (core/v1, what `kubectl describe` lists): one per transition per blamed object —
 //! `Warning` when a finding appears, `Normal` when it clears, reason the finding id. A series
@@ -176,6 +177,11 @@ impl Condition {
             written: c.last_heartbeat_time.as_ref().map_or(now, |t| millis(t, now)),
         })
     }
+}
+
+/// The findings a condition's message names besides its reason: `(also: a, b)`.
+fn also(message: &str) -> Option<&str> {
+    message.rsplit_once(" (also: ").map(|(_, rest)| rest)
 }
 
 /// A Kubernetes time from milliseconds.
@@ -355,7 +361,10 @@ impl Reporter {
             };
             let known = self.written.get(node);
             if let Some(k) = known {
-                let same_state = k.status == status && k.reason == reason;
+                // The same findings (reason, and the others named) with new words wait; other
+                // findings are written at once.
+                let same_state =
+                    k.status == status && k.reason == reason && also(&k.message) == also(&message);
                 if same_state && (k.message == message || now.since(k.written) < self.config.message_refresh)
                 {
                     continue;

@@ -117,7 +117,8 @@ fn conditions_are_written_on_change_only_and_cleared_as_npd_does() {
             vec![
                 "node-1 true node-pair node-1 and node-3 cannot talk @15".into(),
                 "node-2 true node-packet-loss 30% lost @15".into(),
-                // node-3's message alone changed: it waits for the refresh interval.
+                // Another finding blames node-3: written at once, its transition kept.
+                format!("node-3 true node-isolated {cut} (also: node-pair) @5"),
             ],
         ),
         // A new message alone waits for the refresh interval…
@@ -126,16 +127,21 @@ fn conditions_are_written_on_change_only_and_cleared_as_npd_does() {
         (
             80,
             vec![isolated("node-3"), pair.clone(), loss(32)],
+            vec!["node-2 true node-packet-loss 32% lost @15".into()],
+        ),
+        // The other finding gone: written at once.
+        (
+            81,
+            vec![isolated("node-3"), loss(32)],
             vec![
-                "node-2 true node-packet-loss 32% lost @15".into(),
-                format!("node-3 true node-isolated {cut} (also: node-pair) @5"),
+                "node-1 false NetworkOk no netdiag finding blames this node @81".into(),
+                format!("node-3 true node-isolated {cut} @5"),
             ],
         ),
         (
             85,
             vec![],
             vec![
-                format!("node-1 false {REASON_OK} {MESSAGE_OK} @85"),
                 format!("node-2 false {REASON_OK} {MESSAGE_OK} @85"),
                 format!("node-3 false {REASON_OK} {MESSAGE_OK} @85"),
             ],
