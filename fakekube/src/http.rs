@@ -200,13 +200,13 @@ async fn handle(
     let target = route(uri.path());
     match (&method, target) {
         (&Method::POST, Some(Target::Collection { kind, namespace })) => {
-            return create(&shared, kind, namespace, &body);
+            create(&shared, kind, namespace, &body)
         }
         (&Method::PATCH, Some(Target::Object { kind, namespace, name })) => {
-            return patch(&shared, (kind, namespace, name, false), &headers, &body);
+            patch(&shared, (kind, namespace, name, false), &headers, &body)
         }
         (&Method::PATCH, Some(Target::Status { kind, name })) => {
-            return patch(&shared, (kind, None, name, true), &headers, &body);
+            patch(&shared, (kind, None, name, true), &headers, &body)
         }
         (&Method::GET, target) => get(shared, target, &query),
         _ => failure(

@@ -138,7 +138,7 @@ impl Filter {
             let equal = match field {
                 Value::String(s) => *s == t.value,
                 Value::Null => t.value.is_empty(),
-                other => t.value == other.to_string(),
+                other => t.value.as_str() == other.to_string().as_str(),
             };
             equal != t.negated
         });
