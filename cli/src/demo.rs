@@ -210,6 +210,8 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
             inventory: netdiag_collector::server::InventorySource::File(state.inventory_path()),
             runs,
             plans: Default::default(),
+            // A file inventory: no Kubernetes API to report to.
+            kube_report: None,
         },
         stop_rx,
     ));

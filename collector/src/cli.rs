@@ -80,6 +80,8 @@ pub struct CollectorCli {
     pub plans: crate::plans::PlanArgs,
     #[command(flatten)]
     pub kube: KubeArgs,
+    #[command(flatten)]
+    pub kube_report: crate::kube_report::KubeReportArgs,
 }
 
 /// A run limit: `500ms`, `30s`, `2m`; from 100 ms to 10 minutes.
@@ -147,20 +149,26 @@ pub fn load_inventory(source: &str) -> anyhow::Result<(Inventory, PathBuf)> {
     Ok((inv, path))
 }
 
-/// The first inventory and where its changes come from: the file, or the Kubernetes API.
-async fn inventory_source(cli: &CollectorCli) -> anyhow::Result<(Inventory, InventorySource)> {
+/// The first inventory and where its changes come from: the file, or the Kubernetes API (then
+/// also the API's client configuration).
+async fn inventory_source(
+    cli: &CollectorCli,
+) -> anyhow::Result<(Inventory, InventorySource, Option<kube::Config>)> {
     if cli.inventory != "kubernetes" {
         let (inventory, path) = load_inventory(&cli.inventory)?;
-        return Ok((inventory, InventorySource::File(path)));
+        return Ok((inventory, InventorySource::File(path), None));
     }
     let config = kube_inventory::client_config(cli.kube.kubeconfig.as_deref()).await?;
-    let updates = kube_inventory::start(config, cli.kube.settings(), kube_inventory::READY_WITHIN).await?;
+    let updates =
+        kube_inventory::start(config.clone(), cli.kube.settings(), kube_inventory::READY_WITHIN).await?;
     let first = updates.borrow().clone();
-    Ok((first, InventorySource::Watch(updates)))
+    Ok((first, InventorySource::Watch(updates), Some(config)))
 }
 
 async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
-    let (inventory, source) = inventory_source(&cli).await?;
+    let (inventory, source, kube_config) = inventory_source(&cli).await?;
+    let kube_report =
+        kube_config.filter(|_| cli.kube_report.node_conditions).map(crate::kube_report::KubeReport::new);
     let runs = cli.runs_config()?;
     let agents = bind(cli.agents_listen, cli.agents_netns.as_deref())?;
     let http = bind(cli.http, None)?;
@@ -183,6 +191,7 @@ async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
         inventory: source,
         runs,
         plans,
+        kube_report,
     };
     crate::server::serve(state, config, stop_rx).await?;
     Ok(())
@@ -232,6 +241,15 @@ mod tests {
         assert_eq!(cli.max_concurrent_runs, DEFAULT_MAX_CONCURRENT);
         let defaults = CollectorCli::try_parse_from(["netdiag-collector", "--inventory", "file:/x"]).unwrap();
         assert_eq!(defaults.run_timeout, Duration::from_secs(30));
+        assert!(defaults.kube_report.node_conditions, "node conditions are on by default");
+        let off = CollectorCli::try_parse_from([
+            "netdiag-collector",
+            "--inventory",
+            "kubernetes",
+            "--node-conditions=false",
+        ])
+        .unwrap();
+        assert!(!off.kube_report.node_conditions);
         for bad in ["0s", "11m", "5h", "x"] {
             assert!(parse_limit(bad).is_err(), "{bad}");
         }

@@ -6,7 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use netdiag_model::UnixMillis;
-use netdiag_model::finding::Finding;
+use netdiag_model::finding::{Culprit, Finding};
 
 use crate::state::finding_key;
 
@@ -30,22 +30,37 @@ pub enum Transition {
 /// One transition, with what the finding said (its last words, for a cleared one).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FindingEvent {
+    /// Numbers transitions from 1 in the order they happened ([`FindingHistory::since`]).
+    pub seq: u64,
     pub at: UnixMillis,
     pub transition: Transition,
     /// [`finding_key`]: `<id> <culprit>`.
     pub key: String,
     pub id: String,
     pub verdict: String,
+    /// What the finding blames.
+    pub culprit: Option<Culprit>,
     /// When the finding appeared (the same as `at` for an appearance).
     pub first_seen: UnixMillis,
+}
+
+/// What the history keeps of a listed finding.
+#[derive(Debug)]
+struct Active {
+    seen: Seen,
+    id: String,
+    verdict: String,
+    culprit: Option<Culprit>,
 }
 
 /// The findings listed now with when they were first seen, and the timeline.
 #[derive(Debug, Default)]
 pub struct FindingHistory {
     /// Per listed finding: when seen, and its latest verdict (for the clearing event).
-    active: HashMap<String, (Seen, String, String)>,
+    active: HashMap<String, Active>,
     events: VecDeque<FindingEvent>,
+    /// The latest transition's `seq`.
+    seq: u64,
     /// The time of the latest diagnosis recorded.
     latest: Option<UnixMillis>,
 }
@@ -62,52 +77,71 @@ impl FindingHistory {
         for f in findings {
             listed.insert(finding_key(f), f);
         }
-        let gone: Vec<String> = self.active.keys().filter(|k| !listed.contains_key(*k)).cloned().collect();
+        // Sorted, so transitions of one diagnosis are numbered in a stable order.
+        let mut gone: Vec<String> =
+            self.active.keys().filter(|k| !listed.contains_key(*k)).cloned().collect();
+        gone.sort();
         for key in gone {
-            if let Some((seen, id, verdict)) = self.active.remove(&key) {
+            if let Some(a) = self.active.remove(&key) {
                 self.push(FindingEvent {
+                    seq: 0,
                     at,
                     transition: Transition::Cleared,
                     key,
-                    id,
-                    verdict,
-                    first_seen: seen.first,
+                    id: a.id,
+                    verdict: a.verdict,
+                    culprit: a.culprit,
+                    first_seen: a.seen.first,
                 });
             }
         }
+        let mut listed: Vec<(String, &Finding)> = listed.into_iter().collect();
+        listed.sort_by(|a, b| a.0.cmp(&b.0));
         for (key, f) in listed {
             let verdict = f.verdict.as_str().to_owned();
             match self.active.get_mut(&key) {
-                Some((seen, _, last_verdict)) => {
-                    seen.last = at;
-                    *last_verdict = verdict;
+                Some(a) => {
+                    a.seen.last = at;
+                    a.verdict = verdict;
                 }
                 None => {
                     let id = f.id.as_str().to_owned();
                     self.push(FindingEvent {
+                        seq: 0,
                         at,
                         transition: Transition::Appeared,
                         key: key.clone(),
                         id: id.clone(),
                         verdict: verdict.clone(),
+                        culprit: f.culprit.clone(),
                         first_seen: at,
                     });
-                    self.active.insert(key, (Seen { first: at, last: at }, id, verdict));
+                    let seen = Seen { first: at, last: at };
+                    self.active.insert(key, Active { seen, id, verdict, culprit: f.culprit.clone() });
                 }
             }
         }
     }
 
-    fn push(&mut self, event: FindingEvent) {
+    fn push(&mut self, mut event: FindingEvent) {
         if self.events.len() == MAX_EVENTS {
             self.events.pop_back();
         }
+        self.seq += 1;
+        event.seq = self.seq;
         self.events.push_front(event);
     }
 
     /// When the finding with `key` was first and last seen, while it is listed.
     pub fn seen(&self, key: &str) -> Option<Seen> {
-        self.active.get(key).map(|(seen, _, _)| *seen)
+        self.active.get(key).map(|a| a.seen)
+    }
+
+    /// The transitions after `seq`, oldest first (those still kept: at most [`MAX_EVENTS`]).
+    pub fn since(&self, seq: u64) -> Vec<FindingEvent> {
+        let mut out: Vec<FindingEvent> = self.events.iter().take_while(|e| e.seq > seq).cloned().collect();
+        out.reverse();
+        out
     }
 
     /// Up to `limit` transitions, newest first.
@@ -168,6 +202,10 @@ mod tests {
         );
         assert_eq!(events[0].first_seen, at(0));
         assert_eq!(events[0].verdict, "31% lost", "a cleared finding's last words");
+        assert_eq!(events[0].culprit, loss.culprit, "and its culprit");
+        let seqs: Vec<u64> = h.since(1).iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [2, 3], "after the first, oldest first");
+        assert!(h.since(3).is_empty());
         // A diagnosis older than the latest one changes nothing.
         h.observe(&[], at(7));
         assert!(h.seen(&finding_key(&cut)).is_some());

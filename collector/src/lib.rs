@@ -8,6 +8,7 @@ pub mod cli;
 pub mod history;
 pub mod ingest;
 pub mod kube_inventory;
+pub mod kube_report;
 pub mod metrics;
 pub mod plans;
 pub mod query;

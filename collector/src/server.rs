@@ -70,6 +70,9 @@ pub struct ServeConfig {
     pub runs: RunsConfig,
     /// How plans are computed for agents without an inventory.
     pub plans: PlansConfig,
+    /// Node conditions and Events written to the Kubernetes API (kubernetes mode, unless
+    /// `--node-conditions=false`).
+    pub kube_report: Option<crate::kube_report::KubeReport>,
 }
 
 /// Serves until `stop` turns true.
@@ -78,7 +81,7 @@ pub async fn serve(
     config: ServeConfig,
     stop: watch::Receiver<bool>,
 ) -> Result<(), ServerError> {
-    let ServeConfig { agents, agents_transport, http, inventory, runs, plans } = config;
+    let ServeConfig { agents, agents_transport, http, inventory, runs, plans, kube_report } = config;
     agents.set_nonblocking(true).map_err(ServerError::Listener)?;
     http.set_nonblocking(true).map_err(ServerError::Listener)?;
     let agents = tokio::net::TcpListener::from_std(agents).map_err(ServerError::Listener)?;
@@ -95,6 +98,9 @@ pub async fn serve(
         .with_planner(planner.clone())
         .with_node_identity(agents_transport.node_identity);
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
+    if let Some(report) = kube_report {
+        tokio::spawn(crate::kube_report::run(state.clone(), report, stop.clone()));
+    }
     if runs.token.is_none() {
         info!("no API token configured: on-demand runs are accepted only from loopback callers");
     }

@@ -323,6 +323,11 @@ impl CollectorState {
         self.history.lock().map(|h| h.events(limit)).unwrap_or_default()
     }
 
+    /// The finding transitions after `seq`, oldest first ([`crate::history::FindingHistory::since`]).
+    pub fn finding_events_since(&self, seq: u64) -> Vec<crate::history::FindingEvent> {
+        self.history.lock().map(|h| h.since(seq)).unwrap_or_default()
+    }
+
     fn count(&self, f: impl FnOnce(&mut IngestCounters)) {
         if let Ok(mut c) = self.counters.lock() {
             f(&mut c);

@@ -153,13 +153,13 @@ async fn a_410_gone_makes_the_watchers_list_again() {
     // again on their own schedule (each watcher backs off independently).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline
-        && !Kind::ALL.iter().all(|k| fake.stats().lists.get(k).copied().unwrap_or(0) >= 2)
+        && !Kind::INVENTORY.iter().all(|k| fake.stats().lists.get(k).copied().unwrap_or(0) >= 2)
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = fake.stats();
     assert!(stats.gone >= 4, "every kind resumed into 410: {stats:?}");
-    for kind in Kind::ALL {
+    for kind in Kind::INVENTORY {
         assert!(stats.lists.get(&kind).copied().unwrap_or(0) >= 2, "{kind:?} listed again: {stats:?}");
     }
     // The endpoint of the deleted pod is still listed in its (unchanged) slice: kept, without

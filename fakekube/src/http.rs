@@ -1,5 +1,6 @@
-//! The fake's HTTP side: the paths kube-rs asks for (`/version`, discovery, and list, get and
-//! watch of the four kinds, cluster-wide and namespaced) answered from the [`Store`].
+//! The fake's HTTP side: the paths kube-rs and `kubectl describe` ask for (`/version`,
+//! discovery, list, get and watch of every kind, cluster-wide and namespaced), create and patch
+//! of Events, and patch of `nodes/{name}/status`, answered from the [`Store`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -8,8 +9,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -49,8 +51,20 @@ fn failure(code: StatusCode, reason: &str, message: &str) -> Response {
 enum Target {
     Version,
     Discovery(Value),
-    Collection { kind: Kind, namespace: Option<String> },
-    Object { kind: Kind, namespace: Option<String>, name: String },
+    Collection {
+        kind: Kind,
+        namespace: Option<String>,
+    },
+    Object {
+        kind: Kind,
+        namespace: Option<String>,
+        name: String,
+    },
+    /// `nodes/{name}/status`
+    Status {
+        kind: Kind,
+        name: String,
+    },
 }
 
 fn route(path: &str) -> Option<Target> {
@@ -78,8 +92,101 @@ fn route(path: &str) -> Option<Target> {
     match rest {
         [_] => Some(Target::Collection { kind, namespace }),
         [_, name] => Some(Target::Object { kind, namespace, name: (*name).to_string() }),
+        [_, name, "status"] if kind == Kind::Node => Some(Target::Status { kind, name: (*name).to_string() }),
         _ => None,
     }
+}
+
+/// `403 Forbidden` in the API server's words, when [`crate::FakeKube::forbid`] said so.
+fn forbidden(shared: &Shared, verb: &str, resource: &str, name: &str) -> Option<Response> {
+    if !shared.store().forbidden.contains(&(verb.to_string(), resource.to_string())) {
+        return None;
+    }
+    let what = resource.split('/').next().unwrap_or(resource);
+    let (res, sub) = match resource.split_once('/') {
+        Some((r, s)) => (r, format!("/{s}")),
+        None => (resource, String::new()),
+    };
+    Some(failure(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        &format!(
+            "{what} \"{name}\" is forbidden: User \"system:serviceaccount:netdiag:netdiag-collector\" cannot {verb} resource \"{res}{sub}\" in API group \"\""
+        ),
+    ))
+}
+
+fn outcome(result: Result<Value, Value>, ok: StatusCode) -> Response {
+    match result {
+        Ok(o) => json_response(ok, &o),
+        Err(s) => {
+            let code = s["code"].as_u64().and_then(|c| u16::try_from(c).ok()).unwrap_or(500);
+            json_response(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &s)
+        }
+    }
+}
+
+/// POST to a collection: create (Events only).
+fn create(shared: &Shared, kind: Kind, namespace: Option<String>, body: &[u8]) -> Response {
+    if kind != Kind::Event {
+        return failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake API server creates only Events",
+        );
+    }
+    let object: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("the body is not JSON: {e}"));
+        }
+    };
+    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    if let Some(r) = forbidden(shared, "create", kind.plural(), name) {
+        return r;
+    }
+    let Some(namespace) = namespace else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            "create an Event in a namespace: POST /api/v1/namespaces/{ns}/events",
+        );
+    };
+    outcome(shared.store().create(kind, &namespace, object), StatusCode::CREATED)
+}
+
+/// PATCH of an Event or a Node's status.
+fn patch(
+    shared: &Shared,
+    target: (Kind, Option<String>, String, bool),
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let (kind, namespace, name, status_only) = target;
+    let resource = if status_only { format!("{}/status", kind.plural()) } else { kind.plural().to_string() };
+    if !(kind == Kind::Event || (kind == Kind::Node && status_only)) {
+        return failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("the fake API server patches only events and nodes/status, not {resource}"),
+        );
+    }
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let ty = match crate::patch::PatchType::from_content_type(ct) {
+        Ok(t) => t,
+        Err(e) => return failure(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", &e),
+    };
+    let patch: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("the patch is not JSON: {e}"));
+        }
+    };
+    if let Some(r) = forbidden(shared, "patch", &resource, &name) {
+        return r;
+    }
+    let ns = namespace.unwrap_or_default();
+    outcome(shared.store().patch(kind, &ns, &name, status_only, ty, &patch), StatusCode::OK)
 }
 
 async fn handle(
@@ -87,16 +194,39 @@ async fn handle(
     method: Method,
     uri: Uri,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
-    if method != Method::GET {
-        return failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", "the fake API server only reads");
+    let target = route(uri.path());
+    match (&method, target) {
+        (&Method::POST, Some(Target::Collection { kind, namespace })) => {
+            create(&shared, kind, namespace, &body)
+        }
+        (&Method::PATCH, Some(Target::Object { kind, namespace, name })) => {
+            patch(&shared, (kind, namespace, name, false), &headers, &body)
+        }
+        (&Method::PATCH, Some(Target::Status { kind, name })) => {
+            patch(&shared, (kind, None, name, true), &headers, &body)
+        }
+        (&Method::GET, target) => get(shared, target, &query),
+        _ => failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake API server reads, creates Events and patches Events and nodes/status",
+        ),
     }
-    match route(uri.path()) {
+}
+
+fn get(shared: Arc<Shared>, target: Option<Target>, query: &HashMap<String, String>) -> Response {
+    match target {
         None => {
             failure(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")
         }
         Some(Target::Version) => json_response(StatusCode::OK, &version()),
         Some(Target::Discovery(body)) => json_response(StatusCode::OK, &body),
+        Some(Target::Status { kind, name }) => {
+            get(shared, Some(Target::Object { kind, namespace: None, name }), query)
+        }
         Some(Target::Object { kind, namespace, name }) => {
             match shared.store().get(kind, namespace.as_deref().unwrap_or(""), &name) {
                 Some(o) => json_response(StatusCode::OK, o),
@@ -117,7 +247,7 @@ async fn handle(
                 Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &e),
             };
             if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
-                watch(shared, kind, filter, &query)
+                watch(shared, kind, filter, query)
             } else {
                 let (items, rv) = shared.store().list(kind, &filter);
                 json_response(
@@ -216,18 +346,28 @@ fn api_groups() -> Value {
 }
 
 fn resource_list(group_version: &str) -> Value {
-    let resources: Vec<Value> = Kind::ALL
-        .into_iter()
-        .filter(|k| k.api_version() == group_version)
-        .map(|k| {
-            json!({
-                "name": k.plural(),
-                "singularName": k.kind().to_lowercase(),
-                "namespaced": k.namespaced(),
-                "kind": k.kind(),
-                "verbs": ["get", "list", "watch"],
-            })
-        })
-        .collect();
+    let mut resources: Vec<Value> = Vec::new();
+    for k in Kind::ALL.into_iter().filter(|k| k.api_version() == group_version) {
+        let verbs = match k {
+            Kind::Event => json!(["create", "get", "list", "patch", "watch"]),
+            _ => json!(["get", "list", "watch"]),
+        };
+        resources.push(json!({
+            "name": k.plural(),
+            "singularName": k.kind().to_lowercase(),
+            "namespaced": k.namespaced(),
+            "kind": k.kind(),
+            "verbs": verbs,
+        }));
+        if k == Kind::Node {
+            resources.push(json!({
+                "name": "nodes/status",
+                "singularName": "",
+                "namespaced": false,
+                "kind": "Node",
+                "verbs": ["get", "patch"],
+            }));
+        }
+    }
     json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources })
 }

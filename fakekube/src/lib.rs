@@ -1,7 +1,9 @@
-//! A fake Kubernetes API server for tests, so the real kube-rs client code runs without a
-//! cluster. It serves list and watch of Pods, Services, Nodes (`/api/v1/…`) and EndpointSlices
-//! (`/apis/discovery.k8s.io/v1/…`), cluster-wide and namespaced, with the API server's JSON
-//! shapes: lists with a `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
+//! A fake Kubernetes API server for tests, so the real kube-rs client code (and real
+//! `kubectl describe`) runs without a cluster. It serves list and watch of Pods, Services, Nodes,
+//! Events (`/api/v1/…`) and EndpointSlices (`/apis/discovery.k8s.io/v1/…`), cluster-wide and
+//! namespaced, with `=`/`!=` label and field selectors; creates and patches (merge or strategic
+//! merge, [`patch`]) core/v1 Events and patches `nodes/{name}/status` (conditions merged by
+//! `type`); it answers with the API server's JSON shapes: lists with a `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
 //! `DELETED`, `BOOKMARK` when asked for, and `ERROR` with a `410 Expired` `Status` when a watch
 //! resumes from a compacted version), plus `/version` and discovery. Objects are k8s-openapi
 //! types serialized as the API server would send them.
@@ -12,6 +14,7 @@
 //! into a 410, and [`FakeKube::seed`] loads a netdiag inventory's objects.
 
 mod http;
+mod patch;
 pub mod seed;
 mod store;
 
@@ -106,7 +109,7 @@ impl FakeKube {
             every.max(Duration::from_millis(10));
     }
 
-    /// Creates or replaces an object (a Pod, Service, EndpointSlice or Node); returns its
+    /// Creates or replaces an object (a Pod, Service, EndpointSlice, Node or Event); returns its
     /// resource version. Open watches get `ADDED` or `MODIFIED`.
     pub fn apply<K>(&self, object: &K) -> Result<u64, FakeKubeError>
     where
@@ -140,6 +143,26 @@ impl FakeKube {
 
     pub fn resource_version(&self) -> u64 {
         self.shared.store().resource_version()
+    }
+
+    /// The stored object, as a GET would return it (`namespace` is ignored for Nodes).
+    pub fn object(&self, kind: Kind, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        self.shared.store().get(kind, namespace, name).cloned()
+    }
+
+    /// Every stored object of `kind`, ordered by namespace and name.
+    pub fn objects(&self, kind: Kind) -> Vec<serde_json::Value> {
+        self.shared.store().all(kind)
+    }
+
+    /// Answers `verb` (`create`, `patch`) on `resource` (`events`, `nodes/status`) with
+    /// `403 Forbidden`, as a ClusterRole without it would; `allow` undoes it.
+    pub fn forbid(&self, verb: &str, resource: &str) {
+        self.shared.store().forbidden.insert((verb.to_string(), resource.to_string()));
+    }
+
+    pub fn allow(&self, verb: &str, resource: &str) {
+        self.shared.store().forbidden.remove(&(verb.to_string(), resource.to_string()));
     }
 
     pub fn stats(&self) -> Stats {

@@ -3,7 +3,7 @@
 //! floor below which a resumed watch is told `410 Gone`, and the open watches, each fed through
 //! its own channel so events and bookmarks reach it in resource-version order.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedSender;
@@ -15,10 +15,15 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Node,
+    /// core/v1 Events: created and patched by clients (the collector's reports), listed by
+    /// `kubectl describe`.
+    Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node];
+    pub const ALL: [Kind; 5] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node, Kind::Event];
+    /// The kinds the collector's Kubernetes inventory lists and watches.
+    pub const INVENTORY: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -26,6 +31,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::Event => "Event",
         }
     }
 
@@ -42,6 +48,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
+            Kind::Event => "events",
         }
     }
 
@@ -60,36 +67,51 @@ impl Kind {
     }
 }
 
-/// What a list or watch asked for: a namespace and equality selectors.
+/// One selector term: `key=value`, `key==value` or `key!=value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Term {
+    pub key: String,
+    pub value: String,
+    /// `!=`: the key differs from (or, for labels, lacks) the value.
+    pub negated: bool,
+}
+
+/// What a list or watch asked for: a namespace and equality/inequality selectors.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Filter {
     pub namespace: Option<String>,
-    /// `key=value` label requirements.
-    pub labels: Vec<(String, String)>,
-    /// `a.b.c=value` field requirements.
-    pub fields: Vec<(String, String)>,
+    /// Label requirements.
+    pub labels: Vec<Term>,
+    /// `a.b.c` field requirements.
+    pub fields: Vec<Term>,
 }
 
 impl Filter {
-    /// Parses `labelSelector`/`fieldSelector` equality terms (`a=b,c==d`); anything else is
-    /// refused rather than ignored, so a test never sees a silently unfiltered answer.
+    /// Parses `labelSelector`/`fieldSelector` terms (`a=b,c==d,e!=f`); anything else (set
+    /// selectors, `exists`) is refused rather than ignored, so a test never sees a silently
+    /// unfiltered answer.
     pub(crate) fn parse(
         namespace: Option<String>,
         labels: Option<&str>,
         fields: Option<&str>,
     ) -> Result<Self, String> {
-        fn terms(s: Option<&str>, what: &str) -> Result<Vec<(String, String)>, String> {
+        fn terms(s: Option<&str>, what: &str) -> Result<Vec<Term>, String> {
             let Some(s) = s.filter(|s| !s.is_empty()) else { return Ok(Vec::new()) };
             s.split(',')
                 .map(|t| {
-                    let (k, v) = t
-                        .split_once("==")
-                        .or_else(|| t.split_once('='))
-                        .filter(|(k, _)| !k.ends_with('!'))
-                        .ok_or_else(|| {
-                            format!("the fake API server supports only equality {what}s, not {t:?}")
-                        })?;
-                    Ok((k.trim().to_string(), v.trim().to_string()))
+                    let refuse = || format!("the fake API server supports only = and != {what}s, not {t:?}");
+                    let (key, value, negated) = if let Some((k, v)) = t.split_once("!=") {
+                        (k, v, true)
+                    } else if let Some((k, v)) = t.split_once("==").or_else(|| t.split_once('=')) {
+                        (k, v, false)
+                    } else {
+                        return Err(refuse());
+                    };
+                    let key = key.trim();
+                    if key.is_empty() || key.contains([' ', '(', ')', '!']) {
+                        return Err(refuse());
+                    }
+                    Ok(Term { key: key.to_string(), value: value.trim().to_string(), negated })
                 })
                 .collect()
         }
@@ -107,14 +129,18 @@ impl Filter {
         {
             return false;
         }
-        let labels_ok = self.labels.iter().all(|(k, v)| meta["labels"][k].as_str() == Some(v.as_str()));
-        let fields_ok = self.fields.iter().all(|(path, v)| {
-            let field = path.split('.').fold(object, |o, key| &o[key]);
-            match field {
-                Value::String(s) => s == v,
-                Value::Null => v.is_empty(),
-                other => v.as_str() == other.to_string().as_str(),
-            }
+        let labels_ok = self
+            .labels
+            .iter()
+            .all(|t| (meta["labels"][&t.key].as_str() == Some(t.value.as_str())) != t.negated);
+        let fields_ok = self.fields.iter().all(|t| {
+            let field = t.key.split('.').fold(object, |o, key| &o[key]);
+            let equal = match field {
+                Value::String(s) => *s == t.value,
+                Value::Null => t.value.is_empty(),
+                other => t.value.as_str() == other.to_string().as_str(),
+            };
+            equal != t.negated
         });
         labels_ok && fields_ok
     }
@@ -182,6 +208,11 @@ pub struct Stats {
     /// Watches answered with `410 Gone` (`ERROR` … `Expired`).
     pub gone: u64,
     pub bookmarks: u64,
+    /// Objects created by POST, per kind.
+    pub creates: BTreeMap<Kind, u64>,
+    /// PATCH requests answered (changing the object or not), per kind (`nodes/status` counts
+    /// as Node).
+    pub patches: BTreeMap<Kind, u64>,
 }
 
 /// A watch that may start: its id and the lines to send first.
@@ -201,6 +232,10 @@ pub(crate) struct Store {
     watches: HashMap<u64, Watch>,
     next_watch: u64,
     uids: u64,
+    /// Names `generateName` completed so far.
+    generated: u64,
+    /// `(verb, resource)` pairs answered `403 Forbidden`, as RBAC would.
+    pub forbidden: BTreeSet<(String, String)>,
     pub stats: Stats,
 }
 
@@ -270,9 +305,123 @@ impl Store {
         self.history.push(Event { kind, rv, ty, object });
     }
 
+    pub(crate) fn all(&self, kind: Kind) -> Vec<Value> {
+        self.objects.get(&kind).into_iter().flat_map(|m| m.values().cloned()).collect()
+    }
+
     pub(crate) fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Value> {
         let ns = if kind.namespaced() { namespace } else { "" };
         self.objects.get(&kind)?.get(&(ns.to_string(), name.to_string()))
+    }
+
+    /// Creates `object` in `namespace` (`""` for cluster-scoped kinds), as a POST to the
+    /// collection: `409 AlreadyExists` when the name is taken; `metadata.generateName` gets a
+    /// suffix when no name is given. Returns the stored object or the failure `Status`.
+    pub(crate) fn create(&mut self, kind: Kind, namespace: &str, mut object: Value) -> Result<Value, Value> {
+        let invalid = |message: String| status(422, "Invalid", &message);
+        if !object.is_object() || !object["metadata"].is_object() {
+            return Err(status(400, "BadRequest", "the body is not an object with metadata"));
+        }
+        if kind.namespaced() {
+            match object["metadata"]["namespace"].as_str() {
+                Some(ns) if ns != namespace => {
+                    return Err(status(
+                        400,
+                        "BadRequest",
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+                _ => object["metadata"]["namespace"] = Value::String(namespace.to_string()),
+            }
+        }
+        if object["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+            let Some(prefix) = object["metadata"]["generateName"].as_str().filter(|p| !p.is_empty()) else {
+                return Err(invalid(format!("{} metadata.name: Required value", kind.kind())));
+            };
+            self.generated += 1;
+            object["metadata"]["name"] = Value::String(format!("{prefix}{:05x}", self.generated));
+        }
+        if kind == Kind::Event {
+            // The API server's rule for core/v1 Events: an event about a namespaced object lives
+            // in that object's namespace; one about a cluster-scoped object in "" or "default".
+            let involved = object["involvedObject"]["namespace"].as_str().unwrap_or_default();
+            let ok = if involved.is_empty() {
+                namespace.is_empty() || namespace == "default"
+            } else {
+                involved == namespace
+            };
+            if !ok {
+                return Err(invalid(format!(
+                    "Event involvedObject.namespace: Invalid value: {involved:?}: does not match event.namespace {namespace:?}"
+                )));
+            }
+        }
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        if self.get(kind, namespace, &name).is_some() {
+            return Err(status(
+                409,
+                "AlreadyExists",
+                &format!("{} \"{name}\" already exists", kind.plural()),
+            ));
+        }
+        object["kind"] = Value::String(kind.kind().into());
+        object["apiVersion"] = Value::String(kind.api_version().into());
+        object["metadata"]["creationTimestamp"] = serde_json::to_value(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+        )
+        .unwrap_or_default();
+        *self.stats.creates.entry(kind).or_default() += 1;
+        self.apply(kind, object);
+        self.get(kind, namespace, &name)
+            .cloned()
+            .ok_or_else(|| status(500, "InternalError", "lost a created object"))
+    }
+
+    /// Patches an object (only its `status` when `status_only`, as the `/status` subresource
+    /// does): name, namespace and uid cannot change; a patch that changes nothing writes nothing
+    /// (no new resource version, no watch event). Returns the object or the failure `Status`.
+    pub(crate) fn patch(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        status_only: bool,
+        ty: crate::patch::PatchType,
+        patch: &Value,
+    ) -> Result<Value, Value> {
+        *self.stats.patches.entry(kind).or_default() += 1;
+        let Some(current) = self.get(kind, namespace, name).cloned() else {
+            return Err(status(404, "NotFound", &format!("{} \"{name}\" not found", kind.plural())));
+        };
+        if !patch.is_object() {
+            return Err(status(400, "BadRequest", "the patch is not a JSON object"));
+        }
+        let mut patched = current.clone();
+        match ty {
+            crate::patch::PatchType::Merge => crate::patch::merge(&mut patched, patch),
+            crate::patch::PatchType::Strategic => {
+                crate::patch::strategic(&mut patched, patch).map_err(|e| status(400, "BadRequest", &e))?;
+            }
+        }
+        let next = if status_only {
+            let mut next = current.clone();
+            next["status"] = patched["status"].take();
+            next
+        } else {
+            for key in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+                patched["metadata"][key] = current["metadata"][key].clone();
+            }
+            patched["kind"] = current["kind"].clone();
+            patched["apiVersion"] = current["apiVersion"].clone();
+            patched
+        };
+        if next == current {
+            return Ok(current);
+        }
+        self.apply(kind, next);
+        self.get(kind, namespace, name)
+            .cloned()
+            .ok_or_else(|| status(500, "InternalError", "lost a patched object"))
     }
 
     /// The list's items (without `kind`/`apiVersion`, as the API server lists them) and its
@@ -430,7 +579,13 @@ mod tests {
         assert_eq!(s.list(Kind::Pod, &f).0.len(), 1);
         let f = Filter::parse(Some("other".into()), None, None).unwrap();
         assert_eq!(s.list(Kind::Pod, &f).0.len(), 0);
-        assert!(Filter::parse(None, Some("app!=a"), None).is_err());
+        let f = Filter::parse(None, Some("app!=a"), Some("spec.nodeName!=n9")).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 1, "b only");
+        let f = Filter::parse(None, None, Some("spec.nodeName=n2,status.phase!=Failed")).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 1, "no phase is not Failed");
+        let f = Filter::parse(None, Some("missing!=x"), None).unwrap();
+        assert_eq!(s.list(Kind::Pod, &f).0.len(), 2, "a label not there differs");
         assert!(Filter::parse(None, Some("app in (a)"), None).is_err());
+        assert!(Filter::parse(None, Some("!app"), None).is_err());
     }
 }

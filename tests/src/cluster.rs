@@ -117,7 +117,8 @@ impl LabCluster {
     }
 
     /// [`Self::start`] with the collector in `kubernetes` mode: its inventory comes from a fake
-    /// API server seeded with the lab's inventory file (agents still read the file).
+    /// API server seeded with the lab's inventory file (agents still read the file), and it
+    /// writes node conditions and Events there.
     pub fn start_kubernetes(lab: TestLab, interval: Duration) -> Self {
         Self::start_opts(lab, interval, ClusterOptions { kubernetes: true, ..ClusterOptions::default() })
     }
@@ -153,6 +154,12 @@ impl LabCluster {
         } else {
             PlansConfig::default()
         };
+        // In kubernetes mode the collector reports to the fake API server, as it would by default,
+        // looking at the diagnosis every interval.
+        let kube_report = kube.as_ref().map(|k| netdiag_collector::kube_report::KubeReport {
+            every: interval,
+            ..netdiag_collector::kube_report::KubeReport::new(k.fake.config())
+        });
         let (stop, stop_rx) = watch::channel(false);
         let agents_listener = netdiag_collector::cli::bind(
             SocketAddr::new(lab.plan.control_ip.into(), 0),
@@ -182,6 +189,7 @@ impl LabCluster {
                         inventory: source,
                         runs,
                         plans,
+                        kube_report,
                     },
                     stop,
                 )) {

@@ -310,6 +310,7 @@ async fn the_server_guards_the_api_and_the_grpc_queries_on_its_port() {
         inventory: crate::server::InventorySource::Fixed,
         runs: RunsConfig::default(),
         plans: Default::default(),
+        kube_report: None,
     };
     let server = tokio::spawn(crate::server::serve(state, config, stop_rx));
 
