@@ -228,8 +228,10 @@ async fn run_async(args: &ProbeArgs, request: ProbeRunRequest, token: Option<Api
             Err(status) => return Ok(refused(args.output, &refusal(&status))),
         };
         let event = ProbeRunEvent::try_from(event).context("the collector sent an invalid run event")?;
-        if let (Format::Table, ProbeRunEvent::Step(step)) = (args.output, &event) {
-            print!("{}", render_step(step));
+        match (args.output, &event) {
+            (Format::Table, ProbeRunEvent::Step(step)) => print!("{}", render_step(step)),
+            (Format::Table, ProbeRunEvent::Policy(p)) => println!("policy: {p} (probing anyway)"),
+            _ => {}
         }
         record.apply(event);
     }
@@ -245,7 +247,8 @@ async fn run_async(args: &ProbeArgs, request: ProbeRunRequest, token: Option<Api
                 record.verdict.clone(),
                 &done,
                 started.elapsed(),
-            );
+            )
+            .with_policy(record.policy.as_ref());
             println!("{}", serde_json::to_string_pretty(&response)?);
         }
     }

@@ -278,6 +278,9 @@ pub struct RunProgress {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProbeRunEvent {
+    /// What NetworkPolicy says of the run's path, sent before any step (the run probes it
+    /// anyway, to tell whether the dataplane agrees); only when a policy isolates either end.
+    Policy(Text<MAX_DETAIL_BYTES>),
     Step(RunStep),
     /// The run's verdict; absent when every step is ok.
     Verdict(Finding),

@@ -203,7 +203,8 @@ pub(super) async fn probe(
         record.verdict.clone(),
         &record.done_or_failed(),
         started.elapsed(),
-    );
+    )
+    .with_policy(record.policy.as_ref());
     Ok((no_store(), Json(response)).into_response())
 }
 

@@ -664,9 +664,22 @@ pub struct ProbeResponse {
     pub verdict: Option<Finding>,
     pub done: RunDoneJson,
     pub elapsed_ms: f64,
+    /// What NetworkPolicy says of the path (said before the run probed it); absent when no
+    /// policy isolates either end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl ProbeResponse {
+    /// The response with what NetworkPolicy said of the path.
+    pub fn with_policy(
+        mut self,
+        policy: Option<&netdiag_model::text::Text<{ netdiag_model::limits::MAX_DETAIL_BYTES }>>,
+    ) -> Self {
+        self.policy = policy.map(|p| p.as_str().to_owned());
+        self
+    }
+
     pub fn new(
         run_id: &RunId,
         request: &ProbeRunRequest,
@@ -685,6 +698,7 @@ impl ProbeResponse {
             verdict: verdict.map(Finding::from),
             done: done.into(),
             elapsed_ms: millis(elapsed),
+            policy: None,
         }
     }
 }

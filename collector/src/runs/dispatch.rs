@@ -286,6 +286,8 @@ pub struct RunRecord {
     /// In the order they finished.
     pub steps: Vec<RunStep>,
     pub verdict: Option<Finding>,
+    /// What NetworkPolicy says of the path, when a policy isolates either end.
+    pub policy: Option<Text<{ netdiag_model::limits::MAX_DETAIL_BYTES }>>,
     /// None until the run is done.
     pub done: Option<RunDone>,
 }
@@ -293,6 +295,7 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn apply(&mut self, event: ProbeRunEvent) {
         match event {
+            ProbeRunEvent::Policy(p) => self.policy = Some(p),
             ProbeRunEvent::Step(s) => self.steps.push(s),
             ProbeRunEvent::Verdict(f) => self.verdict = Some(f),
             ProbeRunEvent::Done(d) => self.done = Some(d),
@@ -371,6 +374,9 @@ impl Lifecycle {
     async fn drive(mut self, mut inbox: RunInbox, events: mpsc::UnboundedSender<ProbeRunEvent>) {
         let started = Instant::now();
         let planned = self.run.plan.steps.len();
+        if let Some(p) = &self.run.policy {
+            let _ = events.send(ProbeRunEvent::Policy(Text::lossy(&p.summary)));
+        }
         let mut steps: Vec<RunStep> = Vec::new();
         let mut seen = BTreeSet::new();
         let end = loop {

@@ -163,6 +163,8 @@ pub struct ExpandedRun {
     pub service: Option<(ServiceRef, Port, usize)>,
     /// The cluster DNS as the continuous diagnosis names it (`10.96.0.10 (kube-system/kube-dns)`).
     pub dns_culprit: String,
+    /// What NetworkPolicy says of the run's path, when a policy isolates either end.
+    pub policy: Option<super::policy::RunPolicy>,
 }
 
 impl ExpandedRun {
@@ -216,7 +218,9 @@ pub fn expand(
         RunTarget::Address { ip, port } => b.address_target(scope, *ip, *port)?,
         RunTarget::Dns { name, port } => b.dns_target(name, *port)?,
     }
+    let policy = super::policy::judge(inventory, &request.from, &b.roles);
     Ok(ExpandedRun {
+        policy,
         node,
         request: request.clone(),
         plan: RunPlan { steps: b.steps, allowed: scope.ranges().to_vec() },

@@ -26,6 +26,8 @@ const MAX_AFFECTED: usize = 8;
 
 /// A run-only finding id: the backend's port connects but HTTP fails.
 const HTTP_FAILED: &str = "http-failed";
+/// A run-only finding id: the path is denied by NetworkPolicy and the dataplane agrees.
+const DENIED_BY_POLICY: &str = "denied-by-policy";
 /// A run-only finding id: a plain address (not a pod or node) does not answer.
 const ADDRESS_UNREACHABLE: &str = "address-unreachable";
 
@@ -33,6 +35,9 @@ const ADDRESS_UNREACHABLE: &str = "address-unreachable";
 /// passed and nothing the continuous diagnosis knows concerns this path.
 pub fn verdict(run: &ExpandedRun, steps: &[RunStep], continuous: &[Finding]) -> Option<Finding> {
     let view = View::new(run, steps);
+    if let Some(p) = run.policy.as_ref().filter(|p| p.denied) {
+        return policy_verdict(p, &view).into_finding(MAX_AFFECTED);
+    }
     let relevant: Vec<&Finding> = continuous.iter().filter(|f| view.concerns(f)).collect();
     let own = own_verdict(&view);
     // The run's own verdict, widened by a continuous finding of its family, comes first: a
@@ -65,6 +70,53 @@ pub fn verdict(run: &ExpandedRun, steps: &[RunStep], continuous: &[Finding]) -> 
             )
         }),
     }
+}
+
+/// A path NetworkPolicy denies: the run still probed it, and the dataplane either agrees
+/// (its backend steps fail: denied as intended) or lets it through (policy not enforced).
+fn policy_verdict(p: &super::policy::RunPolicy, view: &View<'_>) -> Draft {
+    let backends: Vec<&RunStep> = view
+        .steps
+        .iter()
+        .filter(|(r, _)| {
+            matches!(r, StepRole::Backend { port: Some(_), kind: ProbeKind::Tcp | ProbeKind::Http, .. })
+        })
+        .map(|(_, s)| *s)
+        .collect();
+    let through = backends.iter().filter(|s| !view.failed(s)).count();
+    let culprit = (CulpritKind::NetworkPolicy, p.policies.join(", "));
+    let draft = if through == 0 {
+        Draft::new(
+            DENIED_BY_POLICY,
+            Severity::Info,
+            culprit,
+            "1.6",
+            format!("denied by NetworkPolicy, as intended: the dataplane agrees, the connection fails. {}", p.summary),
+        )
+        .suggestion(
+            "nothing to repair if the policy is what the team wants; otherwise add an ingress (or egress) rule              admitting this source: `kubectl describe networkpolicy` lists what each admits"
+                .to_owned(),
+        )
+    } else {
+        Draft::new(
+            ids::POLICY_NOT_ENFORCED,
+            Severity::Warning,
+            culprit,
+            "1.6",
+            format!(
+                "NetworkPolicy denies this path, yet {through} of {} backends answered: the policy is not enforced. {}",
+                backends.len(),
+                p.summary
+            ),
+        )
+        .suggestion(
+            "does the network plugin enforce NetworkPolicy (flannel alone does not)? If it does, check its agent on              the backend's node and on the source's node"
+                .to_owned(),
+        )
+    };
+    let mut evidence = vec![p.summary.clone()];
+    evidence.extend(view.failing_lines());
+    draft.affected(vec![view.path()]).evidence(evidence)
 }
 
 /// Findings about paths that work most of the time: one run may or may not trip over them.

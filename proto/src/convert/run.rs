@@ -321,6 +321,7 @@ impl TryFrom<v1::ProbeRunEvent> for ProbeRunEvent {
     fn try_from(e: v1::ProbeRunEvent) -> Result<Self> {
         use v1::probe_run_event::Body;
         Ok(match required(e.body).at("body")? {
+            Body::Policy(p) => ProbeRunEvent::Policy(non_empty(p, Text::new).at("policy")?),
             Body::Step(s) => ProbeRunEvent::Step(s.try_into().at("step")?),
             Body::Verdict(f) => ProbeRunEvent::Verdict(f.try_into().at("verdict")?),
             Body::Done(d) => ProbeRunEvent::Done(d.try_into().at("done")?),
@@ -332,6 +333,7 @@ impl From<ProbeRunEvent> for v1::ProbeRunEvent {
     fn from(e: ProbeRunEvent) -> Self {
         use v1::probe_run_event::Body;
         let body = match e {
+            ProbeRunEvent::Policy(p) => Body::Policy(p.into()),
             ProbeRunEvent::Step(s) => Body::Step(s.into()),
             ProbeRunEvent::Verdict(f) => Body::Verdict(f.into()),
             ProbeRunEvent::Done(d) => Body::Done(d.into()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use netdiag_model::inventory::Inventory;
 use netdiag_model::outcome::{DnsFailure, IcmpFailure, MtuFailure, Outcome, TcpFailure};
+use netdiag_model::probe::ProbeKind;
 use netdiag_model::result::{Burst, PathMtu, ProbeResult, Rtt};
 use netdiag_model::run::{ProbeRunRequest, RunStep, StepStatus};
 use netdiag_model::run_plan::StepAction;
@@ -442,4 +443,65 @@ fn timeouts_on_a_path_known_to_be_lossy_are_the_loss() {
         summary(&verdict(&r, &steps(&r, refused), &[loss])),
         want("port-refused", CulpritKind::Port, "tidb/demo-pd-2:2379")
     );
+}
+
+/// A run planned on the lab-shaped inventory with one NetworkPolicy: ingress to every pod of
+/// `tidb` only from pods of `tidb`.
+fn run_under_policy(from: &str, to: &str) -> ExpandedRun {
+    let inv = crate::sim::World::healthy()
+        .policy(serde_json::json!({
+            "metadata": {"namespace": "tidb", "name": "only-tidb"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+        }))
+        .inventory();
+    let req = ProbeRunRequest {
+        from: from.parse().unwrap(),
+        to: to.parse().unwrap(),
+        http_path: None,
+        timeout: None,
+    };
+    expand(&inv, &Scope::new(&inv, &[]), &req).unwrap()
+}
+
+#[test]
+fn a_denied_path_that_fails_is_denied_as_intended_and_says_so_up_front() {
+    let r = run_under_policy("kube-system/coredns-0", "svc/tidb/demo-pd:2379");
+    let p = r.policy.as_ref().expect("the run knows what policy says before it probes");
+    assert!(p.denied && p.summary.starts_with("NetworkPolicy denies this path"), "{p:?}");
+    assert_eq!(p.policies, ["tidb/only-tidb"]);
+    let dropped: Fault<'_> = &|role| match role {
+        StepRole::Backend { .. } | StepRole::Vip { .. } => failed(Outcome::Tcp(TcpFailure::Timeout)),
+        _ => None,
+    };
+    let f = verdict(&r, &steps(&r, dropped), &[]).unwrap();
+    assert_eq!(f.id.as_str(), "denied-by-policy");
+    assert_eq!(f.severity, Severity::Info);
+    assert_eq!(
+        f.culprit.as_ref().map(|c| (c.kind, c.name.as_str())),
+        Some((CulpritKind::NetworkPolicy, "tidb/only-tidb"))
+    );
+    assert!(f.verdict.as_str().contains("the dataplane agrees"), "{}", f.verdict);
+}
+
+#[test]
+fn a_denied_path_that_connects_is_policy_not_enforced() {
+    let r = run_under_policy("kube-system/coredns-0", "tidb/demo-pd-1:2379");
+    let f = verdict(&r, &steps(&r, &|_| None), &[]).unwrap();
+    assert_eq!(f.id.as_str(), "policy-not-enforced");
+    assert_eq!(f.severity, Severity::Warning);
+    assert!(f.verdict.as_str().contains("1 of 1 backends answered"), "{}", f.verdict);
+}
+
+#[test]
+fn an_allowed_path_under_policy_is_diagnosed_as_any_other() {
+    let r = run_under_policy("tidb/demo-pd-0", "tidb/demo-pd-1:2379");
+    let p = r.policy.as_ref().expect("the destination is isolated");
+    assert!(!p.denied && p.summary.contains("allowed by policy tidb/only-tidb"), "{p:?}");
+    assert_eq!(verdict(&r, &steps(&r, &|_| None), &[]), None, "every step passed");
+    let refused: Fault<'_> = &|role| match role {
+        StepRole::Backend { kind: ProbeKind::Tcp, .. } => failed(Outcome::Tcp(TcpFailure::Refused)),
+        _ => None,
+    };
+    let f = verdict(&r, &steps(&r, refused), &[]).unwrap();
+    assert_eq!(f.id.as_str(), "port-refused", "{}", f.verdict);
 }
