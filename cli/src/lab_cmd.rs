@@ -88,7 +88,7 @@ impl TopologyArgs {
 fn fault_help() -> String {
     let mut s = String::from("Faults:\n");
     for (name, args, what) in FAULTS {
-        s.push_str(&format!("  {:<14} {:<38} {what}\n", name, args));
+        s.push_str(&format!("  {:<20} {:<38} {what}\n", name, args));
     }
     s
 }
