@@ -1,5 +1,6 @@
-//! The fake's HTTP side: the paths kube-rs asks for (`/version`, discovery, and list, get and
-//! watch of the four kinds, cluster-wide and namespaced) answered from the [`Store`].
+//! The fake's HTTP side: the paths kube-rs and kubectl ask for (`/version`, discovery, and
+//! list, get and watch of every [`Kind`], cluster-wide and namespaced) answered from the
+//! [`Store`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -60,11 +61,12 @@ fn route(path: &str) -> Option<Target> {
         ["api"] => return Some(Target::Discovery(api_versions())),
         ["apis"] => return Some(Target::Discovery(api_groups())),
         ["api", "v1"] => return Some(Target::Discovery(resource_list("v1"))),
-        ["apis", "discovery.k8s.io", "v1"] => {
-            return Some(Target::Discovery(resource_list("discovery.k8s.io/v1")));
+        ["apis", group @ ("discovery.k8s.io" | "networking.k8s.io"), "v1"] => {
+            return Some(Target::Discovery(resource_list(&format!("{group}/v1"))));
         }
         ["api", "v1", rest @ ..] => ("v1", rest),
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io/v1", rest),
+        ["apis", "networking.k8s.io", "v1", rest @ ..] => ("networking.k8s.io/v1", rest),
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -204,15 +206,18 @@ fn api_versions() -> Value {
 }
 
 fn api_groups() -> Value {
-    json!({
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [{
-            "name": "discovery.k8s.io",
-            "versions": [{ "groupVersion": "discovery.k8s.io/v1", "version": "v1" }],
-            "preferredVersion": { "groupVersion": "discovery.k8s.io/v1", "version": "v1" },
-        }],
-    })
+    let groups: Vec<Value> = ["discovery.k8s.io", "networking.k8s.io"]
+        .into_iter()
+        .map(|name| {
+            let gv = format!("{name}/v1");
+            json!({
+                "name": name,
+                "versions": [{ "groupVersion": gv, "version": "v1" }],
+                "preferredVersion": { "groupVersion": gv, "version": "v1" },
+            })
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 fn resource_list(group_version: &str) -> Value {
@@ -226,6 +231,7 @@ fn resource_list(group_version: &str) -> Value {
                 "namespaced": k.namespaced(),
                 "kind": k.kind(),
                 "verbs": ["get", "list", "watch"],
+                "shortNames": k.short_names(),
             })
         })
         .collect();

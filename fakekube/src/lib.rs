@@ -1,6 +1,7 @@
-//! A fake Kubernetes API server for tests, so the real kube-rs client code runs without a
-//! cluster. It serves list and watch of Pods, Services, Nodes (`/api/v1/…`) and EndpointSlices
-//! (`/apis/discovery.k8s.io/v1/…`), cluster-wide and namespaced, with the API server's JSON
+//! A fake Kubernetes API server for tests, so the real kube-rs client code (and kubectl) runs
+//! without a cluster. It serves list, get and watch of Pods, Services, Nodes, Namespaces
+//! (`/api/v1/…`), EndpointSlices (`/apis/discovery.k8s.io/v1/…`) and NetworkPolicies
+//! (`/apis/networking.k8s.io/v1/…`), cluster-wide and namespaced, with the API server's JSON
 //! shapes: lists with a `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
 //! `DELETED`, `BOOKMARK` when asked for, and `ERROR` with a `410 Expired` `Status` when a watch
 //! resumes from a compacted version), plus `/version` and discovery. Objects are k8s-openapi
@@ -106,7 +107,7 @@ impl FakeKube {
             every.max(Duration::from_millis(10));
     }
 
-    /// Creates or replaces an object (a Pod, Service, EndpointSlice or Node); returns its
+    /// Creates or replaces an object (any served [`Kind`]); returns its
     /// resource version. Open watches get `ADDED` or `MODIFIED`.
     pub fn apply<K>(&self, object: &K) -> Result<u64, FakeKubeError>
     where
@@ -146,9 +147,12 @@ impl FakeKube {
         self.shared.store().stats.clone()
     }
 
-    /// Loads an inventory's Nodes, Pods, Services and EndpointSlices ([`seed::objects`]).
+    /// Loads an inventory's Namespaces, Nodes, Pods, Services, EndpointSlices and
+    /// NetworkPolicies ([`seed::objects`]).
     pub fn seed(&self, inventory: &Inventory) -> Result<(), FakeKubeError> {
         let o = seed::objects(inventory);
+        o.namespaces.iter().try_for_each(|x| self.apply(x).map(drop))?;
+        o.network_policies.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.nodes.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.pods.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.services.iter().try_for_each(|x| self.apply(x).map(drop))?;

@@ -15,10 +15,13 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Node,
+    Namespace,
+    NetworkPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node];
+    pub const ALL: [Kind; 6] =
+        [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node, Kind::Namespace, Kind::NetworkPolicy];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -26,13 +29,28 @@ impl Kind {
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
+            Kind::Namespace => "Namespace",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
             _ => "v1",
+        }
+    }
+
+    /// kubectl's short names (`kubectl get netpol`), from discovery.
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Pod => &["po"],
+            Kind::Service => &["svc"],
+            Kind::EndpointSlice => &[],
+            Kind::Node => &["no"],
+            Kind::Namespace => &["ns"],
+            Kind::NetworkPolicy => &["netpol"],
         }
     }
 
@@ -42,11 +60,13 @@ impl Kind {
             Kind::Service => "services",
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
+            Kind::Namespace => "namespaces",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Node
+        !matches!(self, Kind::Node | Kind::Namespace)
     }
 
     /// The kind a `Kind` string names (`Pod`, `Service`, `EndpointSlice`, `Node`).
