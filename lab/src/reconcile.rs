@@ -186,28 +186,34 @@ fn ip_lines(what: &'static str, netns: &str, lines: &[String]) -> Result<(), Rec
     })
 }
 
-/// Brings the lab from the state of `old` faults (None: unknown, apply everything) to `new`.
-pub fn reconcile(
-    plan: &LabPlan,
-    old: Option<&[ActiveFault]>,
-    new: &[ActiveFault],
-) -> Result<(), ReconcileError> {
-    let enforcement = Enforcement::new(plan);
+/// The filter-table state one (plan, faults) pair asks for.
+struct Desired<'a> {
+    plan: &'a LabPlan,
+    enforcement: &'a Enforcement,
+    faults: &'a [ActiveFault],
+}
+
+/// Writes every node's and pod's filter table (nodes: with kube-proxy's iptables tables, or
+/// the nftables script) that differs between `old` (None: unknown, write all) and `new`. Each
+/// namespace is one `iptables-restore` transaction, which replaces its tables whole, so writing
+/// one twice is harmless.
+fn apply_filter_tables(old: Option<&Desired<'_>>, new: &Desired<'_>) -> Result<(), ReconcileError> {
+    let plan = new.plan;
     for family in families(plan) {
         for node in &plan.nodes {
-            let want = node_iptables(plan, &enforcement, node, new, family);
-            if old.is_none_or(|o| node_iptables(plan, &enforcement, node, o, family) != want) {
+            let want = node_iptables(plan, new.enforcement, node, new.faults, family);
+            if old.is_none_or(|o| node_iptables(o.plan, o.enforcement, node, o.faults, family) != want) {
                 apply("iptables rules", &node.netns, restore_program(family), &[], &want)?;
             }
-            if let Some(want) = nft_script(plan, node, new, family)
-                && old.is_none_or(|o| nft_script(plan, node, o, family).as_ref() != Some(&want))
+            if let Some(want) = nft_script(plan, node, new.faults, family)
+                && old.is_none_or(|o| nft_script(o.plan, node, o.faults, family).as_ref() != Some(&want))
             {
                 apply("nftables rules", &node.netns, "nft", &["-f", "-"], &want)?;
             }
         }
         for pod in &plan.pods {
-            let want = pod_iptables(plan, &enforcement, pod, new, family);
-            let before = old.map(|o| pod_iptables(plan, &enforcement, pod, o, family));
+            let want = pod_iptables(plan, new.enforcement, pod, new.faults, family);
+            let before = old.map(|o| pod_iptables(o.plan, o.enforcement, pod, o.faults, family));
             // A pod gets a filter table only once a fault or a policy touches it; one that no
             // longer has any rule gets an empty fault chain.
             let text = match (&before, want) {
@@ -219,6 +225,34 @@ pub fn reconcile(
             apply("fault and policy rules", &pod.netns, restore_program(family), &[], &text)?;
         }
     }
+    Ok(())
+}
+
+/// Re-applies the policy chains after a running lab's namespaces or NetworkPolicies changed
+/// (`old` and `new` differ in nothing else): only the namespaces whose filter tables differ are
+/// written.
+pub fn reconcile_policies(
+    old: &LabPlan,
+    new: &LabPlan,
+    faults: &[ActiveFault],
+) -> Result<(), ReconcileError> {
+    let (old_e, new_e) = (Enforcement::new(old), Enforcement::new(new));
+    apply_filter_tables(
+        Some(&Desired { plan: old, enforcement: &old_e, faults }),
+        &Desired { plan: new, enforcement: &new_e, faults },
+    )
+}
+
+/// Brings the lab from the state of `old` faults (None: unknown, apply everything) to `new`.
+pub fn reconcile(
+    plan: &LabPlan,
+    old: Option<&[ActiveFault]>,
+    new: &[ActiveFault],
+) -> Result<(), ReconcileError> {
+    let enforcement = Enforcement::new(plan);
+    let old = old.map(|o| Desired { plan, enforcement: &enforcement, faults: o });
+    apply_filter_tables(old.as_ref(), &Desired { plan, enforcement: &enforcement, faults: new })?;
+    let old = old.map(|o| o.faults);
 
     for node in &plan.nodes {
         let mut lines = Vec::new();

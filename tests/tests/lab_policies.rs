@@ -279,3 +279,46 @@ fn policies_meet_service_traffic_after_dnat() {
     }
     assert!(outcomes.contains(&Reach::Ok) && outcomes.contains(&Reach::Timeout));
 }
+
+/// A running lab's policies change without a rebuild (`netdiag lab policies`): from none to
+/// policies.yaml's set (the connects then match the evaluator, faults survive the change) and
+/// back to none (everything connects again); a file that changes pods is refused.
+#[test]
+fn policies_change_on_a_running_lab() {
+    let without = POLICIES_TOPOLOGY.split("\nnamespaces:").next().expect("policies.yaml has namespaces");
+    let lab = TestLab::from_yaml(without);
+    let tidb0 = lab.pod("tidb/demo-tidb-0");
+    let pd0 = SocketAddr::new(lab.pod("tidb/demo-pd-0").ip.into(), 2379);
+    let coredns = lab.pod("kube-system/coredns-0");
+    assert_eq!(probe::tcp(&coredns.netns, pd0, T), Reach::Ok, "no policy yet");
+    lab.fault("extra-deny tidb/demo-pd-0 tidb/demo-tidb-0");
+    assert_eq!(probe::tcp(&tidb0.netns, pd0, T), Reach::Timeout);
+
+    let with = netdiag_lab::topology::Topology::parse(POLICIES_TOPOLOGY).unwrap();
+    let plan = netdiag_lab::control::set_policies(lab.name(), &with).expect("set policies");
+    assert_eq!(plan.network_policies.len(), 5);
+    assert_eq!(probe::tcp(&coredns.netns, pd0, T), Reach::Timeout, "default deny in tidb now");
+    assert_eq!(probe::tcp(&tidb0.netns, pd0, T), Reach::Timeout, "the extra deny is still there");
+    let inventory = std::fs::read_to_string(lab.state.inventory_path()).unwrap();
+    assert_eq!(Inventory::from_yaml(&inventory).unwrap().network_policies.len(), 5, "the inventory follows");
+    lab.heal();
+    assert_eq!(probe::tcp(&tidb0.netns, pd0, T), Reach::Ok);
+    // Applying the same set again changes nothing.
+    netdiag_lab::control::set_policies(lab.name(), &with).expect("set the same policies");
+    assert_eq!(probe::tcp(&coredns.netns, pd0, T), Reach::Timeout);
+    assert_eq!(probe::tcp(&tidb0.netns, pd0, T), Reach::Ok);
+
+    let none = netdiag_lab::topology::Topology::parse(without).unwrap();
+    netdiag_lab::control::set_policies(lab.name(), &none).expect("remove policies");
+    assert_eq!(probe::tcp(&coredns.netns, pd0, T), Reach::Ok, "policies removed");
+    let tikv0 = lab.pod("tidb/demo-tikv-0");
+    let prom = SocketAddr::new(lab.pod("monitoring/prometheus-0").ip.into(), 9090);
+    assert_eq!(probe::tcp(&tikv0.netns, prom, T), Reach::Ok, "egress policies removed");
+
+    let err = netdiag_lab::control::set_policies(
+        lab.name(),
+        &netdiag_lab::topology::Topology::default_lab().unwrap(),
+    )
+    .expect_err("another pod set");
+    assert!(err.to_string().contains("more than namespaces and network_policies (pods)"), "{err}");
+}
