@@ -3,6 +3,9 @@
 //! (`kubectl get networkpolicies -A`, `kubectl get netpol`, `kubectl get ns`). Seeded from the
 //! policy lab's inventory (`lab/topologies/policies.yaml`).
 
+// Helpers here panic on purpose: a panic is how a test reports what it found.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -4,6 +4,9 @@
 //! from inside the source's namespace succeeds exactly when the verdict is Allow and times out
 //! when it is Deny. The two policy faults change exactly the triples they should. Needs root.
 
+// Helpers here panic on purpose: a panic is how a test reports what it found.
+#![allow(clippy::unwrap_used)]
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
