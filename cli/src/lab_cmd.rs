@@ -30,7 +30,8 @@ pub(crate) struct NameArg {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TopologyArgs {
-    /// Topology file (YAML); the default is the seed's TiDB cluster on 3 nodes.
+    /// Topology file (YAML); the default is the seed's TiDB cluster on 3 nodes, without
+    /// NetworkPolicies (lab/topologies/policies.yaml adds a policy set the lab enforces).
     #[arg(long, env = "NETDIAG_TOPOLOGY")]
     pub(crate) topology: Option<PathBuf>,
     /// Lab name (overrides the topology's).
@@ -88,7 +89,7 @@ impl TopologyArgs {
 fn fault_help() -> String {
     let mut s = String::from("Faults:\n");
     for (name, args, what) in FAULTS {
-        s.push_str(&format!("  {:<14} {:<38} {what}\n", name, args));
+        s.push_str(&format!("  {:<20} {:<38} {what}\n", name, args));
     }
     s
 }
@@ -119,6 +120,16 @@ enum LabCommand {
         /// (`out`) the node; both directions without it.
         #[arg(long, value_parser = ["in", "out"])]
         direction: Option<String>,
+    },
+    /// Replace a running lab's namespaces and NetworkPolicies with those of a topology file
+    /// (its nodes, pods and services must be the lab's); the lab re-applies its policy rules.
+    Policies {
+        #[command(flatten)]
+        name: NameArg,
+        /// The topology file whose `namespaces` and `network_policies` to enforce, e.g.
+        /// lab/topologies/policies.yaml (a file without them removes every policy).
+        #[arg(long)]
+        topology: PathBuf,
     },
     /// Remove one fault (by id) or, without an id, every fault.
     Heal {
@@ -171,6 +182,19 @@ pub(crate) fn run(args: LabArgs) -> Result<ExitCode> {
             let f = control::fault(&name.name, &fault, &args)?;
             println!("fault {} injected: {}", f.id, f.description);
             println!("undo it with: netdiag lab heal {}", f.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Policies { name, topology } => {
+            let text = std::fs::read_to_string(&topology)
+                .with_context(|| format!("cannot read topology file {}", topology.display()))?;
+            let topo = Topology::parse(&text).with_context(|| format!("in {}", topology.display()))?;
+            let plan = control::set_policies(&name.name, &topo)?;
+            println!(
+                "lab {}: {} network policies over {} namespaces enforced",
+                name.name,
+                plan.network_policies.len(),
+                plan.namespaces.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Heal { name, id } => {

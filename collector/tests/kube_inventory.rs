@@ -70,6 +70,17 @@ fn pod_ref(s: &str) -> PodRef {
     s.parse().unwrap()
 }
 
+/// The Namespaces the fake serves for `inventory`, as the collector reads them.
+fn api_namespaces(inventory: &Inventory) -> Vec<netdiag_model::netpol::NamespaceObject> {
+    let mut out: Vec<netdiag_model::netpol::NamespaceObject> = seed::objects(inventory)
+        .namespaces
+        .iter()
+        .map(|n| serde_json::from_value(serde_json::to_value(n).unwrap()).unwrap())
+        .collect();
+    out.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    out
+}
+
 async fn started() -> (FakeKube, Inventory, watch::Receiver<Inventory>) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(std::env::var("TLOG").unwrap_or("warn".into()))
@@ -77,8 +88,10 @@ async fn started() -> (FakeKube, Inventory, watch::Receiver<Inventory>) {
         .try_init();
     let fake = FakeKube::start().await.unwrap();
     fake.set_bookmark_interval(Duration::from_millis(100));
-    let inventory = Inventory::from_yaml(INVENTORY).unwrap();
+    let mut inventory = Inventory::from_yaml(INVENTORY).unwrap();
     fake.seed(&inventory).unwrap();
+    // The API also serves the Namespaces the pods and services name.
+    inventory.namespaces = api_namespaces(&inventory);
     let rx = kube_inventory::start(fake.config(), settings(), Duration::from_secs(10)).await.unwrap();
     (fake, inventory, rx)
 }
@@ -88,12 +101,12 @@ async fn the_inventory_follows_pods_and_endpoints() {
     let (fake, expected, mut rx) = started().await;
     assert_eq!(*rx.borrow(), expected, "the first list");
     for _ in 0..50 {
-        if fake.open_watches() == 4 {
+        if fake.open_watches() == Kind::INVENTORY.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(fake.open_watches(), 4, "one watch per kind");
+    assert_eq!(fake.open_watches(), Kind::INVENTORY.len(), "one watch per kind");
 
     // A pod appears.
     let mut extra = expected.pods[1].clone();
@@ -143,7 +156,7 @@ async fn the_inventory_follows_pods_and_endpoints() {
 #[tokio::test]
 async fn a_410_gone_makes_the_watchers_list_again() {
     let (fake, expected, mut rx) = started().await;
-    assert_eq!(fake.stats().lists.values().sum::<u64>(), 4);
+    assert_eq!(fake.stats().lists.values().sum::<u64>(), Kind::INVENTORY.len() as u64);
     // Compact the history and drop every watch; while the watchers reconnect, a pod goes away.
     // Resuming from their last version gets 410, so only a fresh list can show the deletion.
     fake.expire_history();
@@ -158,7 +171,7 @@ async fn a_410_gone_makes_the_watchers_list_again() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let stats = fake.stats();
-    assert!(stats.gone >= 4, "every kind resumed into 410: {stats:?}");
+    assert!(stats.gone >= Kind::INVENTORY.len() as u64, "every kind resumed into 410: {stats:?}");
     for kind in Kind::INVENTORY {
         assert!(stats.lists.get(&kind).copied().unwrap_or(0) >= 2, "{kind:?} listed again: {stats:?}");
     }

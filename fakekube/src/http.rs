@@ -1,6 +1,6 @@
-//! The fake's HTTP side: the paths kube-rs and `kubectl describe` ask for (`/version`,
-//! discovery, list, get and watch of every kind, cluster-wide and namespaced), create and patch
-//! of Events, and patch of `nodes/{name}/status`, answered from the [`Store`].
+//! The fake's HTTP side: the paths kube-rs and kubectl (`describe` included) ask for
+//! (`/version`, discovery, list, get and watch of every [`Kind`], cluster-wide and namespaced),
+//! create and patch of Events, and patch of `nodes/{name}/status`, answered from the [`Store`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -74,11 +74,12 @@ fn route(path: &str) -> Option<Target> {
         ["api"] => return Some(Target::Discovery(api_versions())),
         ["apis"] => return Some(Target::Discovery(api_groups())),
         ["api", "v1"] => return Some(Target::Discovery(resource_list("v1"))),
-        ["apis", "discovery.k8s.io", "v1"] => {
-            return Some(Target::Discovery(resource_list("discovery.k8s.io/v1")));
+        ["apis", group @ ("discovery.k8s.io" | "networking.k8s.io"), "v1"] => {
+            return Some(Target::Discovery(resource_list(&format!("{group}/v1"))));
         }
         ["api", "v1", rest @ ..] => ("v1", rest),
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io/v1", rest),
+        ["apis", "networking.k8s.io", "v1", rest @ ..] => ("networking.k8s.io/v1", rest),
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -334,15 +335,18 @@ fn api_versions() -> Value {
 }
 
 fn api_groups() -> Value {
-    json!({
-        "kind": "APIGroupList",
-        "apiVersion": "v1",
-        "groups": [{
-            "name": "discovery.k8s.io",
-            "versions": [{ "groupVersion": "discovery.k8s.io/v1", "version": "v1" }],
-            "preferredVersion": { "groupVersion": "discovery.k8s.io/v1", "version": "v1" },
-        }],
-    })
+    let groups: Vec<Value> = ["discovery.k8s.io", "networking.k8s.io"]
+        .into_iter()
+        .map(|name| {
+            let gv = format!("{name}/v1");
+            json!({
+                "name": name,
+                "versions": [{ "groupVersion": gv, "version": "v1" }],
+                "preferredVersion": { "groupVersion": gv, "version": "v1" },
+            })
+        })
+        .collect();
+    json!({ "kind": "APIGroupList", "apiVersion": "v1", "groups": groups })
 }
 
 fn resource_list(group_version: &str) -> Value {
@@ -358,6 +362,7 @@ fn resource_list(group_version: &str) -> Value {
             "namespaced": k.namespaced(),
             "kind": k.kind(),
             "verbs": verbs,
+            "shortNames": k.short_names(),
         }));
         if k == Kind::Node {
             resources.push(json!({

@@ -1,9 +1,11 @@
-//! A fake Kubernetes API server for tests, so the real kube-rs client code (and real
-//! `kubectl describe`) runs without a cluster. It serves list and watch of Pods, Services, Nodes,
-//! Events (`/api/v1/…`) and EndpointSlices (`/apis/discovery.k8s.io/v1/…`), cluster-wide and
-//! namespaced, with `=`/`!=` label and field selectors; creates and patches (merge or strategic
-//! merge, [`patch`]) core/v1 Events and patches `nodes/{name}/status` (conditions merged by
-//! `type`); it answers with the API server's JSON shapes: lists with a `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
+//! A fake Kubernetes API server for tests, so the real kube-rs client code (and real kubectl,
+//! `describe` included) runs without a cluster. It serves list, get and watch of Pods,
+//! Services, Nodes, Namespaces, Events (`/api/v1/…`), EndpointSlices
+//! (`/apis/discovery.k8s.io/v1/…`) and NetworkPolicies (`/apis/networking.k8s.io/v1/…`),
+//! cluster-wide and namespaced, with `=`/`!=` label and field selectors; creates and patches
+//! (merge or strategic merge, [`patch`]) core/v1 Events and patches `nodes/{name}/status`
+//! (conditions merged by `type`); it answers with the API server's JSON shapes: lists with a
+//! `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
 //! `DELETED`, `BOOKMARK` when asked for, and `ERROR` with a `410 Expired` `Status` when a watch
 //! resumes from a compacted version), plus `/version` and discovery. Objects are k8s-openapi
 //! types serialized as the API server would send them.
@@ -109,7 +111,7 @@ impl FakeKube {
             every.max(Duration::from_millis(10));
     }
 
-    /// Creates or replaces an object (a Pod, Service, EndpointSlice, Node or Event); returns its
+    /// Creates or replaces an object (any served [`Kind`]); returns its
     /// resource version. Open watches get `ADDED` or `MODIFIED`.
     pub fn apply<K>(&self, object: &K) -> Result<u64, FakeKubeError>
     where
@@ -169,9 +171,12 @@ impl FakeKube {
         self.shared.store().stats.clone()
     }
 
-    /// Loads an inventory's Nodes, Pods, Services and EndpointSlices ([`seed::objects`]).
+    /// Loads an inventory's Namespaces, Nodes, Pods, Services, EndpointSlices and
+    /// NetworkPolicies ([`seed::objects`]).
     pub fn seed(&self, inventory: &Inventory) -> Result<(), FakeKubeError> {
         let o = seed::objects(inventory);
+        o.namespaces.iter().try_for_each(|x| self.apply(x).map(drop))?;
+        o.network_policies.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.nodes.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.pods.iter().try_for_each(|x| self.apply(x).map(drop))?;
         o.services.iter().try_for_each(|x| self.apply(x).map(drop))?;

@@ -1,8 +1,11 @@
 //! Kubernetes objects for a netdiag [`Inventory`], shaped as a real cluster would hold them:
 //! Ready Nodes with InternalIP addresses and podCIDRs, Running Pods with podIPs, Services, and
 //! one EndpointSlice per Service and address family, labelled `kubernetes.io/service-name` and
-//! managed by the endpoint-slice controller. What the inventory holds beyond the API (netns
-//! paths, resolv.conf files, cluster-wide settings) has no object.
+//! managed by the endpoint-slice controller, Namespaces (the inventory's, with their labels,
+//! plus any namespace its objects name, with just `kubernetes.io/metadata.name`, as the API
+//! server labels every namespace) and `networking.k8s.io/v1` NetworkPolicies as the API server
+//! stores them (defaulted: `policyTypes` filled in, protocol TCP). What the inventory holds
+//! beyond the API (netns paths, resolv.conf files, cluster-wide settings) has no object.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,12 +14,16 @@ use k8s_openapi::api::core::v1::{
     Container, ContainerPort, Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, ObjectReference, Pod,
     PodCondition, PodIP, PodSpec, PodStatus, Service, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::core::v1::{Namespace, NamespaceSpec, NamespaceStatus};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use netdiag_model::inventory::{
     EndpointInfo, Inventory, NodeInfo, PodInfo, Protocol, ServiceInfo, ServiceKind, TrafficPolicy,
 };
+use netdiag_model::netpol::METADATA_NAME_LABEL;
+use serde_json::Value;
 
 /// The objects for an inventory, in the order a cluster creates them.
 #[derive(Debug, Clone, Default)]
@@ -25,10 +32,14 @@ pub struct Objects {
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    pub namespaces: Vec<Namespace>,
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 pub fn objects(inventory: &Inventory) -> Objects {
     Objects {
+        namespaces: namespaces(inventory),
+        network_policies: inventory.network_policies.iter().filter_map(network_policy).collect(),
         nodes: inventory.nodes.iter().map(node).collect(),
         pods: inventory.pods.iter().map(|p| pod(p, inventory.node(&p.node))).collect(),
         services: inventory.services.iter().map(service).collect(),
@@ -242,4 +253,84 @@ pub fn endpoint_slices(s: &ServiceInfo) -> Vec<EndpointSlice> {
             ports: Some(ports.clone()),
         })
         .collect()
+}
+
+/// An Active namespace with `labels` and the API server's `kubernetes.io/metadata.name`.
+pub fn namespace(name: &str, labels: Option<&BTreeMap<String, String>>) -> Namespace {
+    let mut labels = labels.cloned().unwrap_or_default();
+    labels.insert(METADATA_NAME_LABEL.to_owned(), name.to_owned());
+    Namespace {
+        metadata: ObjectMeta { name: Some(name.to_owned()), labels: Some(labels), ..ObjectMeta::default() },
+        spec: Some(NamespaceSpec { finalizers: Some(vec!["kubernetes".into()]) }),
+        status: Some(NamespaceStatus { phase: Some("Active".into()), ..NamespaceStatus::default() }),
+    }
+}
+
+/// The inventory's namespaces, then every other namespace its pods, services and policies name.
+fn namespaces(inventory: &Inventory) -> Vec<Namespace> {
+    let mut out: Vec<Namespace> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &inventory.namespaces {
+        if let Some(name) = n.metadata.name.as_deref()
+            && seen.insert(name.to_owned())
+        {
+            out.push(namespace(name, n.metadata.labels.as_ref()));
+        }
+    }
+    let named = inventory
+        .pods
+        .iter()
+        .map(|p| p.namespace.to_string())
+        .chain(inventory.services.iter().map(|s| s.namespace.to_string()))
+        .chain(inventory.network_policies.iter().filter_map(|p| p.metadata.namespace.clone()));
+    for name in named {
+        if seen.insert(name.clone()) {
+            out.push(namespace(&name, None));
+        }
+    }
+    out
+}
+
+/// A NetworkPolicy as the API server stores it: the API's own JSON shape (the inventory keeps
+/// it), defaulted as `SetDefaults_NetworkPolicy` does. `None` (logged) for one whose shape
+/// k8s-openapi cannot read.
+pub fn network_policy(p: &netdiag_model::netpol::NetworkPolicy) -> Option<NetworkPolicy> {
+    let mut v = match serde_json::to_value(p) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serialize a NetworkPolicy for the fake API server");
+            return None;
+        }
+    };
+    v["apiVersion"] = "networking.k8s.io/v1".into();
+    v["kind"] = "NetworkPolicy".into();
+    let spec = &mut v["spec"];
+    if !spec.is_object() {
+        *spec = Value::Object(serde_json::Map::new());
+    }
+    if spec["podSelector"].is_null() {
+        spec["podSelector"] = Value::Object(serde_json::Map::new());
+    }
+    let has_types = spec["policyTypes"].as_array().is_some_and(|t| !t.is_empty());
+    if !has_types {
+        let egress = spec["egress"].as_array().is_some_and(|e| !e.is_empty());
+        spec["policyTypes"] =
+            if egress { serde_json::json!(["Ingress", "Egress"]) } else { serde_json::json!(["Ingress"]) };
+    }
+    for direction in ["ingress", "egress"] {
+        for rule in spec[direction].as_array_mut().into_iter().flatten() {
+            for port in rule["ports"].as_array_mut().into_iter().flatten() {
+                if port["protocol"].is_null() {
+                    port["protocol"] = "TCP".into();
+                }
+            }
+        }
+    }
+    match serde_json::from_value(v) {
+        Ok(np) => Some(np),
+        Err(e) => {
+            tracing::warn!(error = %e, policy = ?p.metadata.name, "a NetworkPolicy does not fit k8s-openapi's shape; not served");
+            None
+        }
+    }
 }

@@ -15,15 +15,26 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Node,
+    Namespace,
+    NetworkPolicy,
     /// core/v1 Events: created and patched by clients (the collector's reports), listed by
     /// `kubectl describe`.
     Event,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node, Kind::Event];
+    pub const ALL: [Kind; 7] = [
+        Kind::Pod,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Node,
+        Kind::Namespace,
+        Kind::NetworkPolicy,
+        Kind::Event,
+    ];
     /// The kinds the collector's Kubernetes inventory lists and watches.
-    pub const INVENTORY: [Kind; 4] = [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node];
+    pub const INVENTORY: [Kind; 6] =
+        [Kind::Pod, Kind::Service, Kind::EndpointSlice, Kind::Node, Kind::Namespace, Kind::NetworkPolicy];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -32,13 +43,29 @@ impl Kind {
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Node => "Node",
             Kind::Event => "Event",
+            Kind::Namespace => "Namespace",
+            Kind::NetworkPolicy => "NetworkPolicy",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
             _ => "v1",
+        }
+    }
+
+    /// kubectl's short names (`kubectl get netpol`), from discovery.
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Pod => &["po"],
+            Kind::Service => &["svc"],
+            Kind::EndpointSlice => &[],
+            Kind::Node => &["no"],
+            Kind::Namespace => &["ns"],
+            Kind::NetworkPolicy => &["netpol"],
+            Kind::Event => &["ev"],
         }
     }
 
@@ -49,11 +76,13 @@ impl Kind {
             Kind::EndpointSlice => "endpointslices",
             Kind::Node => "nodes",
             Kind::Event => "events",
+            Kind::Namespace => "namespaces",
+            Kind::NetworkPolicy => "networkpolicies",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Node
+        !matches!(self, Kind::Node | Kind::Namespace)
     }
 
     /// The kind a `Kind` string names (`Pod`, `Service`, `EndpointSlice`, `Node`).

@@ -38,6 +38,11 @@ pub enum LabError {
     Reconcile(#[from] ReconcileError),
     #[error("lab {name} has no active fault {id}; `netdiag lab status` lists them")]
     NoSuchFault { name: String, id: u32 },
+    #[error(
+        "lab {name}: the topology differs from the running lab in more than namespaces and network_policies \
+         ({what}); only those change on a running lab: `netdiag lab down --name {name}`, then `up` with the new file"
+    )]
+    NotOnlyPolicies { name: String, what: String },
 }
 
 /// What `up` did.
@@ -153,4 +158,38 @@ pub fn heal(name: &str, id: Option<u32>) -> Result<Vec<ActiveFault>, LabError> {
     reconcile::reconcile(&plan, Some(&old), &kept)?;
     state.write_faults(&kept)?;
     Ok(healed)
+}
+
+/// Replaces a running lab's namespaces and NetworkPolicies with `topology`'s (whose nodes,
+/// pods, services and addressing must equal the lab's) and re-applies the policy chains where
+/// they change. Returns the new plan.
+pub fn set_policies(name: &str, topology: &Topology) -> Result<LabPlan, LabError> {
+    let state = LabState::new(name);
+    require_up(&state)?;
+    let _lock = state.lock()?;
+    let old = require_up(&state)?;
+    let mut renamed = topology.clone();
+    renamed.name = old.name.clone();
+    let new = LabPlan::from_topology(&renamed)?;
+    let mut comparable = new.clone();
+    comparable.namespaces = old.namespaces.clone();
+    comparable.network_policies = old.network_policies.clone();
+    if comparable != old {
+        let what = if comparable.pods != old.pods {
+            "pods"
+        } else if comparable.services != old.services {
+            "services"
+        } else if comparable.nodes != old.nodes {
+            "nodes"
+        } else {
+            "settings"
+        };
+        return Err(LabError::NotOnlyPolicies { name: name.to_owned(), what: what.to_owned() });
+    }
+    let faults = state.read_faults()?;
+    // Record first, as faults are: a failure half-way is repaired by applying again.
+    state.write_plan(&new)?;
+    state.write_file(&state.inventory_path(), &new.inventory(&state.dir).to_yaml())?;
+    reconcile::reconcile_policies(&old, &new, &faults)?;
+    Ok(new)
 }

@@ -191,7 +191,10 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
             | FaultSpec::DnsServfail
             | FaultSpec::RouteMissing { .. }
             | FaultSpec::Keepalive { .. }
-            | FaultSpec::ForwardingOff { .. } => {}
+            | FaultSpec::ForwardingOff { .. }
+            // Policy faults change the policy chains (`crate::netpol`), not the fault chain.
+            | FaultSpec::PolicyNotEnforced { .. }
+            | FaultSpec::ExtraDeny { .. } => {}
         }
     }
     out

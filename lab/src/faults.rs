@@ -63,6 +63,20 @@ pub enum FaultSpec {
     /// A node stops forwarding (`net.ipv4.ip_forward = 0`): it still answers for itself, but
     /// passes nothing between its pods and the rest.
     ForwardingOff { node: NodeName },
+    /// The CNI enforces no NetworkPolicy on one node: its pods get no policy rules.
+    PolicyNotEnforced { node: NodeName },
+    /// A pod drops new connections from a pod or a namespace's pods, which no NetworkPolicy
+    /// asks for (a stale or foreign rule in the policy chain, stateful like a policy).
+    ExtraDeny { pod: PodRef, from: DenySource },
+}
+
+/// The sources an `extra-deny` drops.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DenySource {
+    Pod(PodRef),
+    /// Every pod of the namespace (but the denying pod itself).
+    Namespace(Namespace),
 }
 
 /// Which packets through a node's uplink a fault hits. Faults recorded before the option
@@ -147,9 +161,19 @@ pub const FAULTS: &[(&str, &str, &str)] = &[
     ("keepalive", "<ns>/<pod> <seconds>", "set a pod's tcp_keepalive_time"),
     ("idle-cut", "<node> <seconds>", "a node forgets idle TCP connections after <seconds>"),
     ("forwarding-off", "<node>", "a node stops forwarding (net.ipv4.ip_forward = 0)"),
+    (
+        "policy-not-enforced",
+        "<node>",
+        "no NetworkPolicy rules on that node's pods (the CNI is not enforcing there)",
+    ),
+    (
+        "extra-deny",
+        "<ns>/<pod> <ns>/<pod>|namespace/<ns>",
+        "a pod drops new connections from that pod or namespace, which no NetworkPolicy asks for",
+    ),
 ];
 
-pub const FAULT_NAMES: [&str; 17] = [
+pub const FAULT_NAMES: [&str; 19] = [
     "node-pair",
     "node-isolate",
     "pod-down",
@@ -167,6 +191,8 @@ pub const FAULT_NAMES: [&str; 17] = [
     "keepalive",
     "idle-cut",
     "forwarding-off",
+    "policy-not-enforced",
+    "extra-deny",
 ];
 
 impl FaultSpec {
@@ -189,6 +215,8 @@ impl FaultSpec {
             FaultSpec::Keepalive { .. } => "keepalive",
             FaultSpec::IdleCut { .. } => "idle-cut",
             FaultSpec::ForwardingOff { .. } => "forwarding-off",
+            FaultSpec::PolicyNotEnforced { .. } => "policy-not-enforced",
+            FaultSpec::ExtraDeny { .. } => "extra-deny",
         }
     }
 
@@ -350,6 +378,49 @@ impl FaultSpec {
                 FaultSpec::IdleCut { node: node(a(0))?, seconds: number(a(1), "seconds", 5..=432_000)? }
             }
             "forwarding-off" => FaultSpec::ForwardingOff { node: node(a(0))? },
+            "policy-not-enforced" => {
+                let n = node(a(0))?;
+                let enforcement = crate::netpol::Enforcement::new(plan);
+                let isolated = plan
+                    .pods
+                    .iter()
+                    .filter(|p| p.node == n)
+                    .any(|p| enforcement.isolates_ingress(p) || enforcement.isolates_egress(p));
+                if !isolated {
+                    return Err(invalid(format!(
+                        "no NetworkPolicy isolates a pod on {n} in lab {}: the fault would change nothing \
+                         (bring the lab up with a topology that has network_policies, e.g. lab/topologies/policies.yaml)",
+                        plan.name
+                    )));
+                }
+                FaultSpec::PolicyNotEnforced { node: n }
+            }
+            "extra-deny" => {
+                let p = pod(a(0))?;
+                let from = match a(1).strip_prefix("namespace/") {
+                    Some(ns) => {
+                        let ns: Namespace =
+                            ns.parse().map_err(|e: netdiag_model::NameError| invalid(e.to_string()))?;
+                        if !plan.pods.iter().any(|q| q.pod.namespace == ns && q.pod != p) {
+                            return Err(invalid(format!(
+                                "no pod other than {p} in namespace {ns} in lab {}: there is nothing to deny",
+                                plan.name
+                            )));
+                        }
+                        DenySource::Namespace(ns)
+                    }
+                    None => {
+                        let src = pod(a(1))?;
+                        if src == p {
+                            return Err(invalid(
+                                "a pod cannot block itself (NetworkPolicy exempts loopback); pick another source".into(),
+                            ));
+                        }
+                        DenySource::Pod(src)
+                    }
+                };
+                FaultSpec::ExtraDeny { pod: p, from }
+            }
             _ => return Err(FaultError::UnknownFault { name: name.to_owned() }),
         };
         Ok(spec)
@@ -441,6 +512,15 @@ impl fmt::Display for FaultSpec {
             FaultSpec::ForwardingOff { node } => {
                 write!(f, "{node} does not forward (net.ipv4.ip_forward = 0)")
             }
+            FaultSpec::PolicyNotEnforced { node } => {
+                write!(f, "NetworkPolicies are not enforced on {node}'s pods")
+            }
+            FaultSpec::ExtraDeny { pod, from: DenySource::Pod(src) } => {
+                write!(f, "{pod} drops new connections from {src} (no policy asks for it)")
+            }
+            FaultSpec::ExtraDeny { pod, from: DenySource::Namespace(ns) } => {
+                write!(f, "{pod} drops new connections from namespace {ns}'s pods (no policy asks for it)")
+            }
         }
     }
 }
@@ -479,10 +559,16 @@ mod tests {
             ("keepalive", "tidb/demo-tikv-0 7200"),
             ("idle-cut", "node-2 30"),
             ("forwarding-off", "node-2"),
+            ("policy-not-enforced", "node-1"),
+            ("extra-deny", "tidb/demo-pd-1 namespace/monitoring"),
         ];
         assert_eq!(good.len(), FAULTS.len());
+        let with_policies =
+            LabPlan::from_topology(&Topology::parse(crate::topology::POLICIES_TOPOLOGY).unwrap()).unwrap();
         for (name, a) in good {
-            let spec = FaultSpec::parse(name, &args(a), &plan).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let plan =
+                if name.starts_with("policy") || name == "extra-deny" { &with_policies } else { &plan };
+            let spec = FaultSpec::parse(name, &args(a), plan).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(spec.name(), name);
             assert!(!spec.to_string().is_empty());
         }

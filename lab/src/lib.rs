@@ -10,6 +10,7 @@ pub mod control;
 pub mod desired;
 pub mod faults;
 pub mod netcmd;
+pub mod netpol;
 pub mod plan;
 pub mod preflight;
 pub mod reconcile;

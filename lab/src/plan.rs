@@ -11,6 +11,7 @@ use netdiag_model::inventory::{
     ClusterInfo, ContainerPort, EndpointInfo, INVENTORY_VERSION, Inventory, NodeInfo, PodInfo, Protocol,
     ProxyMode, ServiceInfo, ServiceKind, ServicePort, TrafficPolicy,
 };
+use netdiag_model::netpol::{NamespaceObject, NetworkPolicy};
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
 use serde::{Deserialize, Serialize};
 
@@ -69,6 +70,13 @@ pub struct LabPlan {
     pub nodes: Vec<NodePlan>,
     pub pods: Vec<PodPlan>,
     pub services: Vec<ServicePlan>,
+    /// Namespaces and their labels (empty for a topology without namespaces or policies).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<NamespaceObject>,
+    /// The topology's NetworkPolicies (checked when the topology was loaded); the lab enforces
+    /// them ([`crate::netpol`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +107,9 @@ pub struct PodPlan {
     pub mtu: u32,
     pub app: AppKind,
     pub ports: Vec<Port>,
+    /// Container port names, for NetworkPolicy named ports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub port_names: BTreeMap<Port, String>,
     pub labels: BTreeMap<String, String>,
     pub listen: bool,
 }
@@ -216,6 +227,7 @@ impl LabPlan {
                 },
                 app: p.app,
                 ports: p.ports.clone(),
+                port_names: p.port_names.clone(),
                 labels: p.labels.clone(),
                 listen: p.listen,
             });
@@ -311,6 +323,8 @@ impl LabPlan {
             nodes,
             pods,
             services,
+            namespaces: t.namespaces.clone(),
+            network_policies: t.network_policies.clone(),
         })
     }
 
@@ -389,7 +403,11 @@ impl LabPlan {
                 ports: self
                     .listening_ports(p)
                     .into_iter()
-                    .map(|(port, protocol)| ContainerPort { name: None, port, protocol })
+                    .map(|(port, protocol)| ContainerPort {
+                        name: p.port_names.get(&port).cloned(),
+                        port,
+                        protocol,
+                    })
                     .collect(),
                 netns: Some(Self::netns_path(&p.netns)),
                 resolv_conf: Some(resolv_conf_path(state_dir, &p.pod)),
@@ -459,8 +477,8 @@ impl LabPlan {
             nodes,
             pods,
             services,
-            namespaces: vec![],
-            network_policies: vec![],
+            namespaces: self.namespaces.clone(),
+            network_policies: self.network_policies.clone(),
         }
     }
 

@@ -8,6 +8,7 @@ use netdiag_model::inventory::ProxyMode;
 use crate::desired::{self, FAULT_CHAIN};
 use crate::faults::ActiveFault;
 use crate::netcmd::{self, CommandError};
+use crate::netpol::{Chains, Enforcement};
 use crate::plan::{LabPlan, NodePlan, POD_GATEWAY_V4, POD_GATEWAY_V6, PodPlan, UPLINK_IF};
 use crate::rules::Family;
 
@@ -48,9 +49,10 @@ pub fn pod_routes(pod: &PodPlan) -> Vec<String> {
 }
 
 /// The filter table of one namespace: the fault chain, jumped to first from INPUT, FORWARD and
-/// OUTPUT, merged with whatever else the namespace's filter table must hold (kube-proxy's
-/// filter rules on a node in iptables mode).
-fn filter_table(fault_rules: &[String], extra: Option<&str>) -> String {
+/// OUTPUT, then the NetworkPolicy chains ([`crate::netpol`]), merged with whatever else the
+/// namespace's filter table must hold (kube-proxy's filter rules on a node in iptables mode),
+/// whose hooks come last, as a CNI's come before kube-proxy's.
+fn filter_table(fault_rules: &[String], netpol: &Chains, extra: Option<&str>) -> String {
     let (mut decls, mut rules) = (Vec::new(), Vec::new());
     if let Some(extra) = extra {
         for line in extra.lines() {
@@ -72,8 +74,14 @@ fn filter_table(fault_rules: &[String], extra: Option<&str>) -> String {
         text.push('\n');
     }
     text.push_str(&format!(":{FAULT_CHAIN} - [0:0]\n"));
+    for (chain, _) in &netpol.chains {
+        text.push_str(&format!(":{chain} - [0:0]\n"));
+    }
     for builtin in ["INPUT", "FORWARD", "OUTPUT"] {
         text.push_str(&format!("-A {builtin} -j {FAULT_CHAIN}\n"));
+    }
+    for (builtin, chain) in &netpol.hooks {
+        text.push_str(&format!("-A {builtin} -j {chain}\n"));
     }
     for r in &rules {
         text.push_str(r);
@@ -81,6 +89,11 @@ fn filter_table(fault_rules: &[String], extra: Option<&str>) -> String {
     }
     for r in fault_rules {
         text.push_str(&format!("-A {FAULT_CHAIN} {r}\n"));
+    }
+    for (chain, chain_rules) in &netpol.chains {
+        for r in chain_rules {
+            text.push_str(&format!("-A {chain} {r}\n"));
+        }
     }
     text.push_str("COMMIT\n");
     text
@@ -106,9 +119,16 @@ fn split_tables(text: &str) -> BTreeMap<String, String> {
 }
 
 /// Everything one node namespace's iptables must hold for a family: kube-proxy's nat (and
-/// filter) tables in iptables mode, and the fault chain.
-fn node_iptables(plan: &LabPlan, node: &NodePlan, faults: &[ActiveFault], family: Family) -> String {
+/// filter) tables in iptables mode, the fault chain and the pods' egress policy chains.
+pub fn node_iptables(
+    plan: &LabPlan,
+    enforcement: &Enforcement,
+    node: &NodePlan,
+    faults: &[ActiveFault],
+    family: Family,
+) -> String {
     let rules = desired::fault_rules(plan, faults, &node.netns, family);
+    let netpol = enforcement.node_chains(plan, faults, node, family);
     match plan.proxy_mode {
         ProxyMode::Iptables => {
             let kube = desired::nat_rules(plan, node, faults, family);
@@ -119,11 +139,25 @@ fn node_iptables(plan: &LabPlan, node: &NodePlan, faults: &[ActiveFault], family
                     text.push_str(&format!("*{name}\n{body}COMMIT\n"));
                 }
             }
-            text.push_str(&filter_table(&rules, tables.get("filter").map(String::as_str)));
+            text.push_str(&filter_table(&rules, &netpol, tables.get("filter").map(String::as_str)));
             text
         }
-        ProxyMode::Nftables => filter_table(&rules, None),
+        ProxyMode::Nftables => filter_table(&rules, &netpol, None),
     }
+}
+
+/// A pod namespace's filter table (fault chain and policy chains); `None` while neither has a
+/// rule there, so a pod no fault or policy touches keeps an untouched filter table.
+pub fn pod_iptables(
+    plan: &LabPlan,
+    enforcement: &Enforcement,
+    pod: &PodPlan,
+    faults: &[ActiveFault],
+    family: Family,
+) -> Option<String> {
+    let rules = desired::fault_rules(plan, faults, &pod.netns, family);
+    let netpol = enforcement.pod_chains(plan, faults, pod, family);
+    (!rules.is_empty() || !netpol.is_empty()).then(|| filter_table(&rules, &netpol, None))
 }
 
 fn nft_script(plan: &LabPlan, node: &NodePlan, faults: &[ActiveFault], family: Family) -> Option<String> {
@@ -152,37 +186,73 @@ fn ip_lines(what: &'static str, netns: &str, lines: &[String]) -> Result<(), Rec
     })
 }
 
+/// The filter-table state one (plan, faults) pair asks for.
+struct Desired<'a> {
+    plan: &'a LabPlan,
+    enforcement: &'a Enforcement,
+    faults: &'a [ActiveFault],
+}
+
+/// Writes every node's and pod's filter table (nodes: with kube-proxy's iptables tables, or
+/// the nftables script) that differs between `old` (None: unknown, write all) and `new`. Each
+/// namespace is one `iptables-restore` transaction, which replaces its tables whole, so writing
+/// one twice is harmless.
+fn apply_filter_tables(old: Option<&Desired<'_>>, new: &Desired<'_>) -> Result<(), ReconcileError> {
+    let plan = new.plan;
+    for family in families(plan) {
+        for node in &plan.nodes {
+            let want = node_iptables(plan, new.enforcement, node, new.faults, family);
+            if old.is_none_or(|o| node_iptables(o.plan, o.enforcement, node, o.faults, family) != want) {
+                apply("iptables rules", &node.netns, restore_program(family), &[], &want)?;
+            }
+            if let Some(want) = nft_script(plan, node, new.faults, family)
+                && old.is_none_or(|o| nft_script(o.plan, node, o.faults, family).as_ref() != Some(&want))
+            {
+                apply("nftables rules", &node.netns, "nft", &["-f", "-"], &want)?;
+            }
+        }
+        for pod in &plan.pods {
+            let want = pod_iptables(plan, new.enforcement, pod, new.faults, family);
+            let before = old.map(|o| pod_iptables(o.plan, o.enforcement, pod, o.faults, family));
+            // A pod gets a filter table only once a fault or a policy touches it; one that no
+            // longer has any rule gets an empty fault chain.
+            let text = match (&before, want) {
+                (None, None) => continue,
+                (Some(b), w) if *b == w => continue,
+                (_, Some(w)) => w,
+                (Some(_), None) => filter_table(&[], &Chains::default(), None),
+            };
+            apply("fault and policy rules", &pod.netns, restore_program(family), &[], &text)?;
+        }
+    }
+    Ok(())
+}
+
+/// Re-applies the policy chains after a running lab's namespaces or NetworkPolicies changed
+/// (`old` and `new` differ in nothing else): only the namespaces whose filter tables differ are
+/// written.
+pub fn reconcile_policies(
+    old: &LabPlan,
+    new: &LabPlan,
+    faults: &[ActiveFault],
+) -> Result<(), ReconcileError> {
+    let (old_e, new_e) = (Enforcement::new(old), Enforcement::new(new));
+    apply_filter_tables(
+        Some(&Desired { plan: old, enforcement: &old_e, faults }),
+        &Desired { plan: new, enforcement: &new_e, faults },
+    )
+}
+
 /// Brings the lab from the state of `old` faults (None: unknown, apply everything) to `new`.
 pub fn reconcile(
     plan: &LabPlan,
     old: Option<&[ActiveFault]>,
     new: &[ActiveFault],
 ) -> Result<(), ReconcileError> {
-    for family in families(plan) {
-        for node in &plan.nodes {
-            let want = node_iptables(plan, node, new, family);
-            if old.is_none_or(|o| node_iptables(plan, node, o, family) != want) {
-                apply("iptables rules", &node.netns, restore_program(family), &[], &want)?;
-            }
-            if let Some(want) = nft_script(plan, node, new, family)
-                && old.is_none_or(|o| nft_script(plan, node, o, family).as_ref() != Some(&want))
-            {
-                apply("nftables rules", &node.netns, "nft", &["-f", "-"], &want)?;
-            }
-        }
-        for pod in &plan.pods {
-            let want = desired::fault_rules(plan, new, &pod.netns, family);
-            let before = old.map(|o| desired::fault_rules(plan, o, &pod.netns, family));
-            // A pod gets a fault chain only once a fault touches it.
-            let changed = match &before {
-                None => !want.is_empty(),
-                Some(b) => *b != want,
-            };
-            if changed {
-                apply("fault rules", &pod.netns, restore_program(family), &[], &filter_table(&want, None))?;
-            }
-        }
-    }
+    let enforcement = Enforcement::new(plan);
+    let old = old.map(|o| Desired { plan, enforcement: &enforcement, faults: o });
+    apply_filter_tables(old.as_ref(), &Desired { plan, enforcement: &enforcement, faults: new })?;
+    let old = old.map(|o| o.faults);
 
     for node in &plan.nodes {
         let mut lines = Vec::new();
@@ -271,7 +341,7 @@ mod tests {
     #[test]
     fn filter_table_hooks_fault_chain_before_kube_rules() {
         let kube = ":KUBE-SERVICES - [0:0]\n-A FORWARD -m conntrack --ctstate NEW -j KUBE-SERVICES\n";
-        let text = filter_table(&["-p tcp -j DROP".into()], Some(kube));
+        let text = filter_table(&["-p tcp -j DROP".into()], &Chains::default(), Some(kube));
         let hook = text.find("-A FORWARD -j NETDIAG-FAULTS").unwrap();
         let kube_hook = text.find("-A FORWARD -m conntrack").unwrap();
         assert!(hook < kube_hook, "{text}");

@@ -6,12 +6,15 @@ use std::net::IpAddr;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netdiag_model::inventory::{Protocol, ProxyMode, TrafficPolicy};
+use netdiag_model::netpol::{METADATA_NAME_LABEL, NamespaceObject, NetworkPolicy, ObjectMeta};
 use netdiag_model::{Name, Namespace, NodeName, PodRef, Port, ServiceRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 /// The embedded default topology (the seed's TiDB cluster on 3 nodes).
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topologies/default.yaml");
+/// The default cluster plus a `monitoring` namespace and a NetworkPolicy set the lab enforces.
+pub const POLICIES_TOPOLOGY: &str = include_str!("../topologies/policies.yaml");
 
 /// A mistake in a topology file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,6 +93,36 @@ struct RawTopology {
     pods: Vec<Spanned<RawPod>>,
     #[serde(default)]
     services: Vec<Spanned<RawService>>,
+    /// Namespaces with labels (what NetworkPolicy namespace selectors match).
+    #[serde(default)]
+    namespaces: Option<Vec<Spanned<RawNamespace>>>,
+    /// `networking.k8s.io/v1` NetworkPolicy objects, in the Kubernetes shape.
+    #[serde(default)]
+    network_policies: Option<Vec<Spanned<NetworkPolicy>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamespace {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// A pod port: a number, or a named container port (`{ name: client, port: 2379 }`), which
+/// NetworkPolicies can name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawPodPort {
+    Number(u32),
+    Named(RawNamedPort),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNamedPort {
+    name: String,
+    port: u32,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,7 +140,7 @@ struct RawPod {
     #[serde(default)]
     app: AppKind,
     #[serde(default)]
-    ports: Vec<u32>,
+    ports: Vec<RawPodPort>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
     /// false: the pod exists (namespace, address) but its app never listens, like a
@@ -201,6 +234,13 @@ pub struct Topology {
     pub nodes: Vec<NodeName>,
     pub pods: Vec<PodSpec>,
     pub services: Vec<ServiceSpec>,
+    /// Every namespace with its labels (`kubernetes.io/metadata.name` always set): those the
+    /// file lists, then those its pods, services and policies name with just that label. Empty
+    /// when the file has neither `namespaces` nor `network_policies`, so a policy-free lab's
+    /// inventory stays as it was.
+    pub namespaces: Vec<NamespaceObject>,
+    /// The file's NetworkPolicies, each checked (`NetworkPolicy::check`) at load.
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -209,6 +249,8 @@ pub struct PodSpec {
     pub node: NodeName,
     pub app: AppKind,
     pub ports: Vec<Port>,
+    /// Container port names (what a NetworkPolicy's named port resolves to on this pod).
+    pub port_names: BTreeMap<Port, String>,
     pub labels: BTreeMap<String, String>,
     pub listen: bool,
 }
@@ -280,6 +322,158 @@ fn check_lab_name(name: &str, line: u64) -> Result<(), TopologyError> {
     }
 }
 
+/// Checks each policy as the API server would (`NetworkPolicy::check`); an error names the
+/// policy's line and the field path inside it.
+fn check_policies(raw: &[Spanned<NetworkPolicy>]) -> Result<Vec<NetworkPolicy>, TopologyError> {
+    let mut out: Vec<NetworkPolicy> = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let line = p.referenced.line();
+        let policy = &p.value;
+        if let Some(v) = policy.api_version.as_deref()
+            && v != "networking.k8s.io/v1"
+        {
+            return Err(field_err(
+                line,
+                format!("network_policies[{i}].apiVersion"),
+                format!("{:?} is not networking.k8s.io/v1 (or leave apiVersion out)", shorten(v)),
+            ));
+        }
+        if let Some(k) = policy.kind.as_deref()
+            && k != "NetworkPolicy"
+        {
+            return Err(field_err(
+                line,
+                format!("network_policies[{i}].kind"),
+                format!("{:?} is not NetworkPolicy (or leave kind out)", shorten(k)),
+            ));
+        }
+        let checked = policy.check().map_err(|e| {
+            field_err(
+                line,
+                format!("network_policies[{i}].{}", e.field),
+                format!("{}: {}", e.object, e.problem),
+            )
+        })?;
+        if out.iter().any(|q| {
+            q.metadata.namespace.as_deref() == Some(checked.namespace().as_str())
+                && q.metadata.name.as_deref() == Some(checked.id().name.as_str())
+        }) {
+            return Err(field_err(
+                line,
+                format!("network_policies[{i}].metadata.name"),
+                format!("network policy {} is listed twice", checked.id()),
+            ));
+        }
+        out.push(policy.clone());
+    }
+    Ok(out)
+}
+
+/// The policy wire type ignores unknown fields (as a client of the API must); in a hand-written
+/// file an unknown field is a typo (`podselector`, `ingres`) that would silently widen or drop
+/// a rule, so each policy is read a second time as plain data and every key that did not make
+/// it into the parsed object is an error. `metadata` may hold more (annotations, …).
+fn reject_unknown_policy_fields(text: &str, parsed: &[Spanned<NetworkPolicy>]) -> Result<(), TopologyError> {
+    #[derive(Deserialize)]
+    struct PoliciesOnly {
+        #[serde(default)]
+        network_policies: Vec<serde_json::Value>,
+    }
+    let plain: PoliciesOnly =
+        serde_saphyr::from_str(text).map_err(|e| TopologyError::Syntax(e.to_string()))?;
+    for (i, (raw, p)) in plain.network_policies.iter().zip(parsed).enumerate() {
+        let known = serde_json::to_value(&p.value).unwrap_or_default();
+        if let Some(field) = unknown_field(raw, &known, "", true) {
+            return Err(field_err(
+                p.referenced.line(),
+                format!("network_policies[{i}]{field}"),
+                "unknown field (NetworkPolicy fields are camelCase: podSelector, policyTypes, ingress, egress, from, to, ports, namespaceSelector, ipBlock, cidr, except, protocol, port, endPort, matchLabels, matchExpressions)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The path of the first key in `raw` (not null) that `known` lacks.
+fn unknown_field(raw: &serde_json::Value, known: &serde_json::Value, at: &str, top: bool) -> Option<String> {
+    use serde_json::Value;
+    match (raw, known) {
+        (Value::Object(r), Value::Object(k)) => r.iter().find_map(|(key, v)| {
+            if v.is_null() || (top && key == "metadata") {
+                return None;
+            }
+            let path = format!("{at}.{key}");
+            match k.get(key) {
+                None => Some(path),
+                Some(kv) => unknown_field(v, kv, &path, false),
+            }
+        }),
+        (Value::Array(r), Value::Array(k)) => r
+            .iter()
+            .zip(k)
+            .enumerate()
+            .find_map(|(i, (rv, kv))| unknown_field(rv, kv, &format!("{at}[{i}]"), false)),
+        _ => None,
+    }
+}
+
+fn shorten(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// The listed namespaces (names checked, no duplicate, `kubernetes.io/metadata.name` set to
+/// the name as the API server does), then every other namespace the lab's objects name.
+fn check_namespaces(
+    raw: &[Spanned<RawNamespace>],
+    pods: &[PodSpec],
+    services: &[ServiceSpec],
+    policies: &[NetworkPolicy],
+) -> Result<Vec<NamespaceObject>, TopologyError> {
+    let mut out: Vec<NamespaceObject> = Vec::new();
+    let object = |name: &Namespace, mut labels: BTreeMap<String, String>| {
+        labels.insert(METADATA_NAME_LABEL.to_owned(), name.as_str().to_owned());
+        NamespaceObject {
+            metadata: ObjectMeta { name: Some(name.to_string()), namespace: None, labels: Some(labels) },
+        }
+    };
+    let mut seen: BTreeSet<Namespace> = BTreeSet::new();
+    for n in raw {
+        let line = n.referenced.line();
+        let name = Namespace::new(n.value.name.clone())
+            .map_err(|e| field_err(line, "namespaces[].name", e.to_string()))?;
+        if !seen.insert(name.clone()) {
+            return Err(field_err(line, "namespaces[].name", format!("namespace {name} is listed twice")));
+        }
+        if n.value.labels.keys().any(String::is_empty) {
+            return Err(field_err(line, "namespaces[].labels", "a label key is empty"));
+        }
+        if let Some(v) = n.value.labels.get(METADATA_NAME_LABEL)
+            && v != name.as_str()
+        {
+            return Err(field_err(
+                line,
+                "namespaces[].labels",
+                format!(
+                    "{METADATA_NAME_LABEL} is always the namespace's name ({name}), not {:?}; leave it out",
+                    shorten(v)
+                ),
+            ));
+        }
+        out.push(object(&name, n.value.labels.clone()));
+    }
+    let named = pods
+        .iter()
+        .map(|p| p.pod.namespace.clone())
+        .chain(services.iter().map(|s| s.service.namespace.clone()))
+        .chain(policies.iter().filter_map(|p| p.metadata.namespace.as_deref()?.parse().ok()));
+    for ns in named {
+        if seen.insert(ns.clone()) {
+            out.push(object(&ns, BTreeMap::new()));
+        }
+    }
+    Ok(out)
+}
+
 /// NodePorts must come from Kubernetes' default range.
 const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
@@ -293,6 +487,9 @@ impl Topology {
     pub fn parse(text: &str) -> Result<Self, TopologyError> {
         let raw: RawTopology =
             serde_saphyr::from_str(text).map_err(|e| TopologyError::Syntax(e.to_string()))?;
+        if let Some(policies) = &raw.network_policies {
+            reject_unknown_policy_fields(text, policies)?;
+        }
         Self::check(raw)
     }
 
@@ -362,17 +559,50 @@ impl Topology {
                 return Err(field_err(line, "pods[].name", format!("pod {pod} is listed twice")));
             }
             let mut ports = Vec::new();
-            for &n in &r.ports {
+            let mut port_names: BTreeMap<Port, String> = BTreeMap::new();
+            for raw_port in &r.ports {
+                let (n, port_name) = match raw_port {
+                    RawPodPort::Number(n) => (*n, None),
+                    RawPodPort::Named(named) => (named.port, Some(&named.name)),
+                };
                 let port = Port::new(n).map_err(|e| field_err(line, "pods[].ports", e.to_string()))?;
                 if ports.contains(&port) {
                     return Err(field_err(line, "pods[].ports", format!("port {port} is listed twice")));
+                }
+                if let Some(port_name) = port_name {
+                    if !netdiag_model::netpol::check::is_port_name(port_name) {
+                        return Err(field_err(
+                            line,
+                            "pods[].ports[].name",
+                            format!(
+                                "{:?} is not a container port name: 1 to 15 lowercase letters, digits and '-', with a letter",
+                                port_name.chars().take(64).collect::<String>()
+                            ),
+                        ));
+                    }
+                    if port_names.values().any(|n| n == port_name) {
+                        return Err(field_err(
+                            line,
+                            "pods[].ports[].name",
+                            format!("port name {port_name} is used twice in pod {pod}"),
+                        ));
+                    }
+                    port_names.insert(port, port_name.clone());
                 }
                 ports.push(port);
             }
             if r.app == AppKind::Dns && !ports.is_empty() {
                 return Err(field_err(line, "pods[].ports", "a dns pod listens on 53; leave `ports` out"));
             }
-            pods.push(PodSpec { pod, node, app: r.app, ports, labels: r.labels.clone(), listen: r.listen });
+            pods.push(PodSpec {
+                pod,
+                node,
+                app: r.app,
+                ports,
+                port_names,
+                labels: r.labels.clone(),
+                listen: r.listen,
+            });
         }
         if pods.iter().filter(|p| p.app == AppKind::Dns).count() == 0 {
             return Err(field_err(
@@ -496,6 +726,18 @@ impl Topology {
             }
         }
 
+        let network_policies = check_policies(raw.network_policies.as_deref().unwrap_or_default())?;
+        let namespaces = if raw.namespaces.is_none() && raw.network_policies.is_none() {
+            Vec::new()
+        } else {
+            check_namespaces(
+                raw.namespaces.as_deref().unwrap_or_default(),
+                &pods,
+                &services,
+                &network_policies,
+            )?
+        };
+
         let topo = Topology {
             name,
             proxy_mode: raw.proxy_mode.unwrap_or(ProxyMode::Iptables),
@@ -512,6 +754,8 @@ impl Topology {
             nodes,
             pods,
             services,
+            namespaces,
+            network_policies,
         };
         let lines = RangeLines {
             node: raw.node_cidr.referenced.line(),

@@ -34,6 +34,14 @@ fn as_the_api_tells_it(mut inv: Inventory) -> Inventory {
     inv.pods.sort_by_key(|p| p.pod_ref());
     inv.services.sort_by_key(|s| s.service_ref());
     inv.services.iter_mut().for_each(|s| s.endpoints.sort_by_key(|e| e.ip));
+    // The API serves a Namespace for every namespace the pods and services name.
+    let mut namespaces: Vec<netdiag_model::netpol::NamespaceObject> = netdiag_fakekube::seed::objects(&inv)
+        .namespaces
+        .iter()
+        .map(|n| serde_json::from_value(serde_json::to_value(n).unwrap()).unwrap())
+        .collect();
+    namespaces.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    inv.namespaces = namespaces;
     inv
 }
 
@@ -50,7 +58,7 @@ fn kubernetes_mode_builds_the_same_matrix_as_the_inventory_file() {
     let c = LabCluster::start_kubernetes(TestLab::up(), INTERVAL);
     let kube = c.kube.as_ref().unwrap();
     let lists = kube.fake.stats().lists;
-    assert_eq!(lists.len(), 4, "the collector listed all four kinds: {lists:?}");
+    assert_eq!(lists.len(), 6, "the collector listed all six kinds: {lists:?}");
     let file = Inventory::from_yaml(&std::fs::read_to_string(c.lab.state.inventory_path()).unwrap()).unwrap();
     let from_api = c.collector.inventory();
     assert!(from_api.pods.iter().all(|p| p.netns.is_none()), "the collector's inventory came from the API");

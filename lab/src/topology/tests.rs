@@ -132,4 +132,161 @@ proptest::proptest! {
         text.insert_str(at, &junk);
         let _ = Topology::parse(&text);
     }
+
+    #[test]
+    fn parse_never_panics_on_mutated_policies(cut in 0usize..8000, junk in "[ -~\\n]{0,8}") {
+        let mut text = POLICIES_TOPOLOGY.to_owned();
+        let mut at = cut.min(text.len());
+        while !text.is_char_boundary(at) { at -= 1; }
+        text.insert_str(at, &junk);
+        if let Ok(t) = Topology::parse(&text) {
+            // Whatever loads, plans and enforces without a panic.
+            if let Ok(plan) = crate::plan::LabPlan::from_topology(&t) {
+                let e = crate::netpol::Enforcement::new(&plan);
+                for pod in &plan.pods {
+                    let _ = e.pod_chains(&plan, &[], pod, crate::rules::Family::V4);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn policies_topology_has_namespaces_policies_and_named_ports() {
+    let t = Topology::parse(POLICIES_TOPOLOGY).unwrap();
+    let names: Vec<String> =
+        t.network_policies.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
+    assert_eq!(
+        names,
+        [
+            "default-deny-ingress",
+            "allow-same-namespace-and-monitoring",
+            "pd-client-and-peers",
+            "tikv-egress",
+            "prometheus-egress"
+        ]
+    );
+    let ns: Vec<(String, BTreeMap<String, String>)> = t
+        .namespaces
+        .iter()
+        .map(|n| (n.metadata.name.clone().unwrap(), n.metadata.labels.clone().unwrap()))
+        .collect();
+    assert_eq!(ns.len(), 3, "{ns:?}");
+    assert_eq!(ns[2].0, "monitoring");
+    assert_eq!(ns[2].1.get("team").map(String::as_str), Some("monitoring"));
+    assert_eq!(ns[2].1.get(METADATA_NAME_LABEL).map(String::as_str), Some("monitoring"));
+    let pd = t.pods.iter().find(|p| p.pod.to_string() == "tidb/demo-pd-0").unwrap();
+    assert_eq!(pd.ports.iter().map(|p| p.get()).collect::<Vec<_>>(), [2379, 2380]);
+    assert_eq!(pd.port_names.get(&Port::new(2379).unwrap()).map(String::as_str), Some("client"));
+}
+
+#[test]
+fn a_policy_free_topology_lists_no_namespaces() {
+    let t = Topology::default_lab().unwrap();
+    assert!(t.namespaces.is_empty() && t.network_policies.is_empty());
+}
+
+#[test]
+fn namespaces_named_by_pods_get_the_default_label_only() {
+    let t =
+        Topology::parse(&format!("{MINIMAL}namespaces: [{{ name: tidb, labels: {{ a: b }} }}]\n")).unwrap();
+    let ns: Vec<String> = t.namespaces.iter().map(|n| format!("{:?}", n.metadata.labels)).collect();
+    assert_eq!(
+        ns,
+        [
+            r#"Some({"a": "b", "kubernetes.io/metadata.name": "tidb"})"#,
+            r#"Some({"kubernetes.io/metadata.name": "kube-system"})"#
+        ]
+    );
+}
+
+#[test]
+fn bad_policies_and_namespaces_name_their_line_and_field() {
+    let policy = |spec: &str| {
+        format!(
+            "{MINIMAL}network_policies:\n  - metadata: {{ namespace: tidb, name: p }}\n    spec: {spec}\n"
+        )
+    };
+    let cases: Vec<(String, &str, u64, &str)> = vec![
+        (
+            policy("{ policyTypes: [Sideways] }"),
+            "network_policies[0].spec.policyTypes[0]",
+            7,
+            "unsupported policy type \"Sideways\"",
+        ),
+        (
+            policy("{ ingress: [{ from: [{ ipBlock: { cidr: 10.0.0.0/8, except: [11.0.0.0/24] } }] }] }"),
+            "network_policies[0].spec.ingress[0].from[0].ipBlock.except[0]",
+            7,
+            "must be a strict subset",
+        ),
+        (
+            policy("{ ingress: [{ ports: [{ port: 80, endPort: 79 }] }] }"),
+            "network_policies[0].spec.ingress[0].ports[0].endPort",
+            7,
+            "greater than or equal to port 80",
+        ),
+        (
+            policy("{ podselector: { matchLabels: { a: b } } }"),
+            "network_policies[0].spec.podselector",
+            7,
+            "unknown field",
+        ),
+        (
+            policy("{ ingress: [{ from: [{ podSelector: { matchLabel: { a: b } } }] }] }"),
+            "network_policies[0].spec.ingress[0].from[0].podSelector.matchLabel",
+            7,
+            "unknown field",
+        ),
+        (
+            format!("{MINIMAL}network_policies:\n  - metadata: {{ name: p }}\n"),
+            "network_policies[0].metadata.namespace",
+            7,
+            "is required",
+        ),
+        (
+            format!("{MINIMAL}network_policies:\n  - kind: Pod\n    metadata: {{ namespace: a, name: p }}\n"),
+            "network_policies[0].kind",
+            7,
+            "is not NetworkPolicy",
+        ),
+        (
+            format!(
+                "{MINIMAL}network_policies:\n  - metadata: {{ namespace: a, name: p }}\n  - metadata: {{ namespace: a, name: p }}\n"
+            ),
+            "network_policies[1].metadata.name",
+            8,
+            "listed twice",
+        ),
+        (format!("{MINIMAL}namespaces: [{{ name: Bad }}]\n"), "namespaces[].name", 6, "not a valid name"),
+        (format!("{MINIMAL}namespaces:\n  - {{ name: a }}\n  - {{ name: a }}\n"), "namespaces[].name", 8, "twice"),
+        (
+            format!("{MINIMAL}namespaces: [{{ name: a, labels: {{ kubernetes.io/metadata.name: b }} }}]\n"),
+            "namespaces[].labels",
+            6,
+            "always the namespace's name",
+        ),
+        (
+            "nodes: [{ name: n }]\npods:\n  - { namespace: a, name: dns, node: n, app: dns }\n  - { namespace: a, name: p, node: n, ports: [{ name: Client, port: 80 }] }\n".to_owned(),
+            "pods[].ports[].name",
+            4,
+            "not a container port name",
+        ),
+        (
+            "nodes: [{ name: n }]\npods:\n  - { namespace: a, name: dns, node: n, app: dns }\n  - { namespace: a, name: p, node: n, ports: [{ name: web, port: 80 }, { name: web, port: 81 }] }\n".to_owned(),
+            "pods[].ports[].name",
+            4,
+            "used twice",
+        ),
+    ];
+    for (text, want_field, want_line, want_message) in cases {
+        match Topology::parse(&text) {
+            Err(TopologyError::Field { line, field, message }) => {
+                assert_eq!(field, want_field, "{text}");
+                assert_eq!(line, want_line, "{text}: {message}");
+                assert!(message.contains(want_message), "{text}: {message}");
+            }
+            other => panic!("{text}: {other:?}"),
+        }
+    }
 }

@@ -365,8 +365,8 @@ fn check_port(port: &NetworkPolicyPort, at: &str) -> Result<PortRule, FieldError
     Ok(PortRule { protocol, port })
 }
 
-/// Kubernetes' `IsValidPortName` (an IANA service name).
-fn is_port_name(s: &str) -> bool {
+/// Kubernetes' `IsValidPortName` (an IANA service name): what a container port's name must be.
+pub fn is_port_name(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 15

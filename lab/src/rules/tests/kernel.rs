@@ -517,3 +517,55 @@ fn fault_chain_rules_load_into_a_kernel() {
         }
     }
 }
+
+/// The policy lab's filter tables, every pod's and every node's (iptables mode, with the kube
+/// filter rules) with both policy faults active, in both families: the kernel takes each, a
+/// second load replaces rather than duplicates, and every chain keeps its rule count.
+#[test]
+fn policy_chains_load_into_a_kernel() {
+    use crate::faults::{ActiveFault, FaultSpec};
+    use crate::netpol::Enforcement;
+    use crate::reconcile::{node_iptables, pod_iptables};
+
+    let plan = plan_from(&edit(crate::topology::POLICIES_TOPOLOGY, "ipv6: false", "ipv6: true"));
+    let enforcement = Enforcement::new(&plan);
+    let faults: Vec<ActiveFault> =
+        ["extra-deny tidb/demo-tikv-1 namespace/monitoring", "policy-not-enforced node-3"]
+            .iter()
+            .zip(1..)
+            .map(|(text, id)| {
+                let mut words = text.split_whitespace();
+                let name = words.next().unwrap_or_default();
+                let args: Vec<String> = words.map(str::to_owned).collect();
+                let spec = FaultSpec::parse(name, &args, &plan).unwrap_or_else(|e| panic!("{text}: {e}"));
+                ActiveFault { id, description: spec.to_string(), spec, since_unix_ms: 0 }
+            })
+            .collect();
+    let count = |text: &str| {
+        let mut by_chain: BTreeMap<String, usize> = BTreeMap::new();
+        for line in text.lines().skip_while(|l| *l != "*filter").take_while(|l| *l != "COMMIT") {
+            if let Some(rest) = line.strip_prefix("-A ") {
+                *by_chain.entry(rest.split(' ').next().unwrap_or_default().to_owned()).or_default() += 1;
+            }
+        }
+        by_chain
+    };
+    for family in [Family::V4, Family::V6] {
+        let mut texts: Vec<String> =
+            plan.pods.iter().filter_map(|p| pod_iptables(&plan, &enforcement, p, &faults, family)).collect();
+        assert_eq!(texts.len(), 5, "{family}: the tidb pods on node-1 and node-2 get filter tables");
+        texts.extend(plan.nodes.iter().map(|n| node_iptables(&plan, &enforcement, n, &faults, family)));
+        for text in texts {
+            let ns = ScratchNetns::new();
+            ns.run(family.restore_command(), &[], &text);
+            ns.run(family.restore_command(), &[], &text);
+            let saved = ns.run(family.save_command(), &["-t", "filter"], "");
+            let want = count(&text);
+            assert_eq!(
+                count(&saved),
+                want,
+                "{family}: the kernel kept another rule set:\n{text}\n---\n{saved}"
+            );
+        }
+    }
+}
