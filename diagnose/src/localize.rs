@@ -134,7 +134,7 @@ pub fn localize(
         .collect();
     claims.sort_by(|x, y| x.0.cmp(&y.0));
     let mut denied_by_policy: Vec<(PodKey, String)> =
-        a.expected.iter().map(|(o, e)| (o.key(), e.verdict.to_string())).collect();
+        a.expected.iter().map(|(o, e)| (o.key(), e.reason())).collect();
     denied_by_policy.sort_by(|x, y| x.0.cmp(&y.0));
     Localization { findings, claims, denied_by_policy, policy_errors: a.ctx.policy_errors.clone() }
 }

@@ -28,28 +28,62 @@ use super::report::{Draft, ids};
 use crate::matrix::Destination;
 use crate::matrix::key::IpFamily;
 use crate::policy::{
-    Decision, Endpoint, HostKind, PodEndpoint, PolicyVerdict, Side, Traffic, Transport, Verdict, Via,
+    Decision, Endpoint, HostKind, PodEndpoint, PolicyVerdict, Side, Traffic, Transport, UndefinedReason,
+    Verdict, Via,
 };
 
-/// What policy says of one cell, when it says one thing.
+/// What policy says of one cell.
 #[derive(Debug, Clone)]
 pub(crate) struct Expectation {
+    /// The verdict (for a VIP whose backends differ, that of a backend policy may shut).
     pub(crate) verdict: PolicyVerdict,
     /// The pods whose isolation denies it (the destination for ingress, the source for
     /// egress), with their nodes.
     pub(crate) denying: Vec<(String, NodeName)>,
+    /// A VIP some of whose backends policy may shut while it allows the others: failing now
+    /// and then is what policy asks for.
+    pub(crate) partial: bool,
 }
 
 impl Expectation {
-    /// Policy keeps this path shut: denied, or undefined where the rules as written deny.
+    /// Policy may keep this path shut — a failure there is no finding: denied; undefined where
+    /// the rules as written deny (an ICMP echo to a pod whose rules admit only some ports);
+    /// or undefined because the address the plugin sees is not the one the rules were
+    /// written for (a pod reaching itself through its Service, a NodePort's masqueraded
+    /// client, a hostNetwork peer). An echo the rules as written admit is not shut: plugins
+    /// let it through, so its failure is evidence like any other.
     pub(crate) fn shut(&self) -> bool {
-        self.verdict.verdict == Verdict::Deny
-            || (self.verdict.verdict == Verdict::Undefined && self.verdict.as_written == Some(Decision::Deny))
+        let v = &self.verdict;
+        match v.verdict {
+            Verdict::Deny => true,
+            Verdict::Undefined => {
+                v.as_written == Some(Decision::Deny)
+                    || v.undefined.iter().any(|r| {
+                        matches!(
+                            r,
+                            UndefinedReason::ServiceHairpin
+                                | UndefinedReason::NodePortOrLoadBalancer
+                                | UndefinedReason::HostNetworkPeer
+                        )
+                    })
+            }
+            Verdict::Allow | Verdict::Pending => false,
+        }
     }
 
-    /// A deny the semantics define (not left to the plugin): a working path here is a finding.
+    /// A deny the semantics define (not left to the plugin) for every backend: a working
+    /// path here is a finding.
     pub(crate) fn strictly_denied(&self) -> bool {
-        self.verdict.verdict == Verdict::Deny
+        self.verdict.verdict == Verdict::Deny && !self.partial
+    }
+
+    /// The policy verdict in one sentence, for the list of denied paths.
+    pub(crate) fn reason(&self) -> String {
+        if self.partial {
+            format!("to some of its backends: {}", self.verdict)
+        } else {
+            self.verdict.to_string()
+        }
     }
 }
 
@@ -81,7 +115,7 @@ pub(crate) fn expect(ctx: &Context<'_>, o: &Obs) -> Option<Expectation> {
         if let (Side::Denied { .. }, Endpoint::Pod(p)) = (&verdict.egress, &source) {
             denying.push((format!("{}/{}", p.namespace, p.name), p.node.clone()));
         }
-        Some(Expectation { verdict, denying })
+        Some(Expectation { verdict, denying, partial: false })
     };
     match &o.dest {
         Destination::Pod { pod, port, family } => {
@@ -109,20 +143,15 @@ pub(crate) fn expect(ctx: &Context<'_>, o: &Obs) -> Option<Expectation> {
                 }
                 _ => Via::ClusterIp,
             };
-            let mut all: Option<Expectation> = None;
+            let mut each = Vec::new();
             for b in svc.backends.iter().filter(|b| IpFamily::of(b.ip) == family) {
                 let dest = match &b.pod {
                     Some(p) => Endpoint::Pod(PodEndpoint::of(ctx.pod_info(p)?).at(b.ip)),
                     None => address(ctx, b.ip)?,
                 };
-                let e = one(dest, port, via)?;
-                match &mut all {
-                    None => all = Some(e),
-                    Some(seen) if seen.verdict.verdict == e.verdict.verdict => seen.denying.extend(e.denying),
-                    Some(_) => return None,
-                }
+                each.push(one(dest, port, via)?);
             }
-            all
+            combine(each)
         }
         Destination::NodePort { port, .. } if matches!(o.kind, ProbeKind::Tcp | ProbeKind::Http) => {
             // The node owning the port DNATs to a backend; under `Cluster` it masquerades the
@@ -144,7 +173,7 @@ pub(crate) fn expect(ctx: &Context<'_>, o: &Obs) -> Option<Expectation> {
                 None => return None,
             };
             let client = if local { source } else { masquerade };
-            let mut all: Option<Expectation> = None;
+            let mut each = Vec::new();
             for b in svc.backends.iter().filter(|b| IpFamily::of(b.ip) == family) {
                 if local && b.node.as_ref() != Some(via_node) {
                     continue;
@@ -164,22 +193,22 @@ pub(crate) fn expect(ctx: &Context<'_>, o: &Obs) -> Option<Expectation> {
                 if let (Side::Denied { .. }, Endpoint::Pod(p)) = (&verdict.ingress, &dest) {
                     denying.push((format!("{}/{}", p.namespace, p.name), p.node.clone()));
                 }
-                let e = Expectation { verdict, denying };
-                match &mut all {
-                    None => all = Some(e),
-                    Some(seen)
-                        if seen.verdict.verdict == e.verdict.verdict
-                            && seen.verdict.as_written == e.verdict.as_written =>
-                    {
-                        seen.denying.extend(e.denying)
-                    }
-                    Some(_) => return None,
-                }
+                each.push(Expectation { verdict, denying, partial: false });
             }
-            all
+            combine(each)
         }
         Destination::NodePort { .. } => None,
     }
+}
+
+/// One expectation for a VIP from its backends': shut when policy may shut every backend,
+/// partial when it may shut some, allowed when it allows them all.
+fn combine(each: Vec<Expectation>) -> Option<Expectation> {
+    let shut = each.iter().filter(|e| e.shut()).count();
+    let mut pick = if shut > 0 { each.iter().find(|e| e.shut()) } else { each.first() }.cloned()?;
+    pick.partial = shut > 0 && shut < each.len();
+    pick.denying = each.iter().filter(|e| e.shut()).flat_map(|e| e.denying.iter().cloned()).collect();
+    Some(pick)
 }
 
 fn family_of(d: &Destination) -> IpFamily {
@@ -231,64 +260,92 @@ fn a_service<'c, 'a>(ctx: &'c Context<'a>, o: &Obs) -> Option<&'c super::context
     }
 }
 
-/// `policy-not-enforced` findings: working cells policy denies, one finding per deciding
-/// policy set. They claim nothing (their cells are ok).
+/// `policy-not-enforced` findings: working cells policy denies. Each such cell is the fault of
+/// the nodes whose pods should have refused it (the destination's for ingress, the source's
+/// for egress); cells are grouped on the node most of them share. A node whose group it is,
+/// while policies hold on other nodes (denied paths fail there), is named; what is left — no
+/// node enforces — is one finding per policy set. They claim nothing (their cells are ok).
 pub(crate) fn not_enforced(a: &Analysis<'_>) -> Vec<Draft> {
     if a.unenforced.is_empty() {
         return Vec::new();
     }
-    // The nodes where each policy demonstrably holds: a denied path failing there.
-    let mut holds_on: BTreeMap<Vec<PolicyRef>, BTreeSet<NodeName>> = BTreeMap::new();
-    for (_, e) in &a.expected {
-        let key: Vec<PolicyRef> = e.verdict.deciding_policies().into_iter().cloned().collect();
-        holds_on.entry(key).or_default().extend(e.denying.iter().map(|(_, n)| n.clone()));
+    // The nodes where policy demonstrably holds: a denied path failing there.
+    let holds_on: BTreeSet<&NodeName> =
+        a.expected.iter().flat_map(|(_, e)| e.denying.iter().map(|(_, n)| n)).collect();
+    let mut per_node: BTreeMap<&NodeName, usize> = BTreeMap::new();
+    for (_, e) in &a.unenforced {
+        for n in e.denying.iter().map(|(_, n)| n).collect::<BTreeSet<_>>() {
+            *per_node.entry(n).or_default() += 1;
+        }
     }
-    let mut groups: BTreeMap<Vec<PolicyRef>, Vec<usize>> = BTreeMap::new();
+    let mut by_node: BTreeMap<&NodeName, Vec<usize>> = BTreeMap::new();
+    let mut by_policy: BTreeMap<Vec<PolicyRef>, Vec<usize>> = BTreeMap::new();
     for (k, (_, e)) in a.unenforced.iter().enumerate() {
-        groups.entry(e.verdict.deciding_policies().into_iter().cloned().collect()).or_default().push(k);
+        let home = e
+            .denying
+            .iter()
+            .map(|(_, n)| n)
+            .max_by_key(|n| (per_node.get(n).copied().unwrap_or(0), std::cmp::Reverse(*n)));
+        match home {
+            Some(n) if holds_on.iter().any(|h| h != &n) => by_node.entry(n).or_default().push(k),
+            _ => by_policy
+                .entry(e.verdict.deciding_policies().into_iter().cloned().collect())
+                .or_default()
+                .push(k),
+        }
     }
+    let policies_of = |members: &[usize]| -> String {
+        let set: BTreeSet<String> = members
+            .iter()
+            .flat_map(|&k| a.unenforced[k].1.verdict.deciding_policies().into_iter().map(ToString::to_string))
+            .collect();
+        set.into_iter().collect::<Vec<_>>().join(", ")
+    };
     let mut out = Vec::new();
-    for (policies, members) in groups {
-        let cells: Vec<usize> = members.iter().map(|&k| a.unenforced[k].0).collect();
-        let nodes: BTreeSet<&NodeName> =
-            members.iter().flat_map(|&k| a.unenforced[k].1.denying.iter().map(|(_, n)| n)).collect();
-        let names = policies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let held_elsewhere: BTreeSet<&NodeName> = holds_on
-            .get(&policies)
-            .map(|ns| ns.iter().filter(|n| !nodes.contains(n)).collect())
-            .unwrap_or_default();
-        let first = &a.unenforced[members[0]].1.verdict;
-        let (culprit, verdict, suggestion) = match (nodes.len(), nodes.first()) {
-            (1, Some(node)) if !held_elsewhere.is_empty() => (
-                (CulpritKind::Node, node.to_string()),
-                format!(
-                    "NetworkPolicy is not enforced on node {node}: {} paths that {names} denies connect there, \
-                     while the same policy holds on {}",
-                    cells.len(),
-                    held_elsewhere.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                ),
-                format!(
-                    "check the network plugin's agent on {node} (its pod, logs and policy rules: \
-                     `iptables-save`/`nft list ruleset` in the pods' namespaces or on the node): it does not apply {names}"
-                ),
-            ),
-            _ => (
-                (CulpritKind::NetworkPolicy, names.clone()),
-                format!("{names} is not enforced: {} paths it denies connect ({first})", cells.len()),
-                format!(
-                    "does the network plugin enforce NetworkPolicy at all (flannel alone does not)? If it does, read \
-                     `kubectl describe networkpolicy` for {names}: is it what the team thinks it is?"
-                ),
-            ),
-        };
-        let mut evidence = vec![format!("policy verdict: {first}")];
-        evidence.extend(a.cell_lines(&cells));
-        out.push(
-            Draft::new(ids::POLICY_NOT_ENFORCED, Severity::Warning, culprit, "1.6", verdict)
-                .affected(a.paths(&cells))
-                .evidence(evidence)
-                .suggestion(suggestion),
+    for (node, members) in by_node {
+        let names = policies_of(&members);
+        let elsewhere: Vec<String> =
+            holds_on.iter().filter(|h| **h != node).map(ToString::to_string).collect();
+        let verdict = format!(
+            "NetworkPolicy is not enforced on node {node}: {} paths that {names} deny connect there, while policy holds on {}",
+            members.len(),
+            elsewhere.join(", ")
         );
+        let suggestion = format!(
+            "check the network plugin's agent on {node} (its pod and logs, and its policy rules: `iptables-save` or \
+             `nft list ruleset` in the pods' namespaces and on the node): it does not apply {names}"
+        );
+        out.push(draft(a, &members, (CulpritKind::Node, node.to_string()), verdict, suggestion));
+    }
+    for (policies, members) in by_policy {
+        let names = policies.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let first = &a.unenforced[members[0]].1.verdict;
+        let verdict = format!("{names} is not enforced: {} paths it denies connect ({first})", members.len());
+        let suggestion = format!(
+            "does the network plugin enforce NetworkPolicy at all (flannel alone does not)? If it does, read \
+             `kubectl describe networkpolicy` for {names}: is it what the team thinks it is?"
+        );
+        out.push(draft(a, &members, (CulpritKind::NetworkPolicy, names), verdict, suggestion));
     }
     out
+}
+
+fn draft(
+    a: &Analysis<'_>,
+    members: &[usize],
+    culprit: (CulpritKind, String),
+    verdict: String,
+    suggestion: String,
+) -> Draft {
+    let cells: Vec<usize> = members.iter().map(|&k| a.unenforced[k].0).collect();
+    let mut evidence: Vec<String> = Vec::new();
+    for &k in members.iter().take(3) {
+        let (i, e) = &a.unenforced[k];
+        evidence.push(format!("{}: {} — yet it connects", a.obs[*i].path(), e.verdict));
+    }
+    evidence.extend(a.cell_lines(&cells));
+    Draft::new(ids::POLICY_NOT_ENFORCED, Severity::Warning, culprit, "1.6", verdict)
+        .affected(a.paths(&cells))
+        .evidence(evidence)
+        .suggestion(suggestion)
 }
