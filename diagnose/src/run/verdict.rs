@@ -130,8 +130,14 @@ const DEGRADATIONS: &[&str] = &[
 
 /// Ids that name the same trouble at different widths.
 fn family(id: &str) -> &'static [&'static str] {
-    const NODE: &[&str] =
-        &[ids::NODE_ISOLATED, ids::NODE_PAIR_BROKEN, ids::ROUTE_MISSING, ids::NODE_FORWARDING_DISABLED];
+    // A node firewall's rule on the path, on record, explains what the run saw of it.
+    const NODE: &[&str] = &[
+        ids::NODE_ISOLATED,
+        ids::NODE_PAIR_BROKEN,
+        ids::ROUTE_MISSING,
+        ids::NODE_FORWARDING_DISABLED,
+        ids::FIREWALL_DROP,
+    ];
     const DNS: &[&str] = &[
         ids::DNS_DOWN,
         ids::DNS_UNREACHABLE_FROM_NODE,
@@ -146,8 +152,9 @@ fn family(id: &str) -> &'static [&'static str] {
         ids::NODEPORT_LOCAL_POLICY,
     ];
     // A node that forwards nothing silences its pods.
-    const POD: &[&str] = &[ids::POD_DOWN, ids::NODE_ISOLATED, ids::NODE_FORWARDING_DISABLED];
-    const PORT: &[&str] = &[ids::PORT_REFUSED, ids::PORT_DROPPED];
+    const POD: &[&str] =
+        &[ids::POD_DOWN, ids::NODE_ISOLATED, ids::NODE_FORWARDING_DISABLED, ids::FIREWALL_DROP];
+    const PORT: &[&str] = &[ids::PORT_REFUSED, ids::PORT_DROPPED, ids::FIREWALL_DROP];
     const MTU: &[&str] = &[ids::MTU_BLACKHOLE, ids::MTU_REDUCED];
     const LOSS: &[&str] = &[ids::NODE_PACKET_LOSS];
     match id {

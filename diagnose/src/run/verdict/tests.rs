@@ -381,6 +381,20 @@ fn the_continuous_diagnosis_widens_what_one_source_sees() {
         summary(&verdict(&r, &steps(&r, dns), &[other])),
         want("dns-unreachable-from-node", Dns, "10.96.0.10 from node-2")
     );
+    // node-2's firewall drops TCP to 2379 forwarded to its pods: the run sees a port dropped,
+    // the matrix the rule on record.
+    let r = run("tidb/demo-pd-0", "tidb/demo-pd-1:2379");
+    let dropped: Fault<'_> = &|role| match role {
+        StepRole::Backend { kind: netdiag_model::ProbeKind::Tcp, .. } => {
+            failed(Outcome::Tcp(TcpFailure::Timeout))
+        }
+        _ => None,
+    };
+    let alone = verdict(&r, &steps(&r, dropped), &[]);
+    assert_eq!(summary(&alone).map(|s| s.0), Some("port-dropped".to_owned()));
+    let rule = continuous("firewall-drop", Node, "node-2");
+    assert_eq!(summary(&verdict(&r, &steps(&r, dropped), &[rule])), want("firewall-drop", Node, "node-2"));
+    let r = run("tidb/demo-pd-1", "svc/tidb/demo-pd:2379");
     // A different family does not override the run's own verdict.
     let unrelated = continuous("pod-down", Pod, "tidb/demo-pd-1");
     let got = verdict(&r, &steps(&r, dns), &[unrelated]);
