@@ -176,6 +176,8 @@ pub struct World {
     policies_unenforced_on: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
+    /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
+    routes_blackholed: bool,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
     nodeport_missing: Vec<(NodeName, u16)>,
     dns_down: bool,
@@ -272,6 +274,11 @@ impl World {
     pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
         self.pairs_cut.push((node(a), node(b)));
         self
+    }
+    /// `ip route replace blackhole <peer's pod CIDR>` on `n`.
+    pub fn route_blackholed(mut self, n: &str, peer: &str) -> Self {
+        self.routes_blackholed = true;
+        self.route_missing(n, peer)
     }
     pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
         self.routes_missing.push((node(n), node(peer)));
@@ -493,6 +500,11 @@ impl World {
             vec![json!({"destination": "172.29.0.0/24", "device": "eth0", "table": 254, "metric": 0})];
         for peer in inv.nodes.iter().filter(|p| &p.name != n) {
             if !self.stale_routes && self.routes_missing.contains(&(n.clone(), peer.name.clone())) {
+                if self.routes_blackholed {
+                    routes.push(
+                        json!({"destination": peer.pod_cidrs[0].to_string(), "table": 254, "metric": 0}),
+                    );
+                }
                 continue;
             }
             routes.push(json!({

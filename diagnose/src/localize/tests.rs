@@ -180,6 +180,16 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "no route to 10.244.3.0/24 on node-1")],
         ),
         row(
+            "a blackhole route on node-1 for node-3's pods",
+            World::healthy().route_blackholed("node-1", "node-3"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-1→node-3",
+                "a blackhole route for 10.244.3.0/24 on node-1",
+            )],
+        ),
+        row(
             "dnat-missing",
             World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379),
             vec![(

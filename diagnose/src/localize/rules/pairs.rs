@@ -158,10 +158,15 @@ fn route_draft(
     failing: &[usize],
 ) -> Draft {
     let cidrs: Vec<IpNet> = gaps.iter().map(|(p, _)| *p).collect();
+    // A blackhole (or unreachable/prohibit) route is there and says so: "no route" would send
+    // the reader looking for a missing line.
+    let what = if gaps.iter().all(|(_, g)| matches!(g, Gap::Blackhole(_))) {
+        format!("a blackhole route for {} on {from}", join(&cidrs))
+    } else {
+        format!("no route to {} on {from}", join(&cidrs))
+    };
     let verdict = format!(
-        "no route to {} on {from}: pods on {from} cannot reach pods on {to}, and replies from {to}'s pods to \
-         {from}'s are lost too",
-        join(&cidrs)
+        "{what}: pods on {from} cannot reach pods on {to}, and replies from {to}'s pods to {from}'s are lost too"
     );
     let mut evidence = Vec::new();
     for (cidr, gap) in gaps {
