@@ -117,6 +117,7 @@ pub fn localize(
     let rejected = cover::run(&mut analysis, &mut drafts);
     residual::run(&mut analysis, &mut drafts, &rejected);
     let mut drafts = firewall::run(&mut analysis, drafts);
+    policy::note_allowed(&analysis, &mut drafts);
     drafts.extend(policy::not_enforced(&analysis));
     let (findings, place) = report::finish(drafts, thresholds.max_affected);
     let owner = |c: Option<usize>| c.and_then(|d| place.get(d).copied().flatten());

@@ -260,6 +260,9 @@ pub(crate) struct Analysis<'a> {
     pub(crate) expected: Vec<(Obs, super::policy::Expectation)>,
     /// Working cells (by index in `obs`) NetworkPolicy denies.
     pub(crate) unenforced: Vec<(usize, super::policy::Expectation)>,
+    /// Failing cells (by index in `obs`) a policy isolating one of their ends allows, with
+    /// the verdict's sentence: a finding over them says policy is not the cause.
+    pub(crate) policy_allowed: BTreeMap<usize, String>,
     /// The cells by the keys the class layer's scopes select on, built on first use.
     pub(crate) scope_index: std::cell::OnceCell<super::cover::ScopeIndex>,
 }
@@ -274,6 +277,7 @@ impl<'a> Analysis<'a> {
         let mut held = Vec::new();
         let mut expected = Vec::new();
         let mut unenforced = Vec::new();
+        let mut policy_allowed = BTreeMap::new();
         for (key, stats) in matrix.pod_cells(now).filter(|(_, stats)| stats.status != CellStatus::Unknown) {
             let o = Obs::new(key.source.clone(), key.destination.clone(), key.kind, stats, ctx);
             let bad = matches!(o.stats.status, CellStatus::Failed | CellStatus::Degraded);
@@ -289,8 +293,12 @@ impl<'a> Analysis<'a> {
                     continue;
                 }
             }
-            if let Some(e) = policy.filter(|e| e.strictly_denied() && o.steady()) {
-                unenforced.push((obs.len(), e));
+            if let Some(e) = &policy {
+                if e.strictly_denied() && o.steady() {
+                    unenforced.push((obs.len(), e.clone()));
+                } else if bad && e.allowed_under_isolation() {
+                    policy_allowed.insert(obs.len(), e.verdict.to_string());
+                }
             }
             if !heard(&o.stats.agent) {
                 if bad {
@@ -318,6 +326,7 @@ impl<'a> Analysis<'a> {
             agents,
             expected,
             unenforced,
+            policy_allowed,
             scope_index: std::cell::OnceCell::new(),
         }
     }

@@ -77,6 +77,13 @@ impl Expectation {
         self.verdict.verdict == Verdict::Deny && !self.partial
     }
 
+    /// Policy isolates an end of this path and admits it: if it fails, policy is not why.
+    pub(crate) fn allowed_under_isolation(&self) -> bool {
+        self.verdict.verdict == Verdict::Allow
+            && !self.partial
+            && (self.verdict.egress.is_isolated() || self.verdict.ingress.is_isolated())
+    }
+
     /// The policy verdict in one sentence, for the list of denied paths.
     pub(crate) fn reason(&self) -> String {
         if self.partial {
@@ -328,6 +335,28 @@ pub(crate) fn not_enforced(a: &Analysis<'_>) -> Vec<Draft> {
         out.push(draft(a, &members, (CulpritKind::NetworkPolicy, names), verdict, suggestion));
     }
     out
+}
+
+/// Adds to each finding over failing paths a policy admits (an end isolated, a rule allowing
+/// it) the line that says so: the first question about a failing path in a cluster with
+/// policies is whether one of them is the cause.
+pub(crate) fn note_allowed(a: &Analysis<'_>, drafts: &mut [Draft]) {
+    let mut noted = BTreeSet::new();
+    for (&i, sentence) in &a.policy_allowed {
+        let Some(d) = a.owner(i) else { continue };
+        if !noted.insert(d) {
+            continue;
+        }
+        if let Some(draft) = drafts.get_mut(d) {
+            draft.evidence.insert(
+                0,
+                format!(
+                    "nothing in NetworkPolicy denies these paths, yet they fail ({}: {sentence})",
+                    a.obs[i].path()
+                ),
+            );
+        }
+    }
 }
 
 fn draft(

@@ -88,12 +88,23 @@ fn a_policy_no_node_enforces_blames_the_policy() {
 }
 
 #[test]
-fn a_fault_under_policies_is_named_as_without_them() {
+fn a_fault_under_policies_is_named_as_without_them_and_says_policy_is_not_why() {
     let l = run(&only_tidb().pod_down("tidb/demo-pd-1"));
     assert_eq!(
         summary(&l.findings),
         vec![(ids::POD_DOWN.to_owned(), CulpritKind::Pod, "tidb/demo-pd-1".to_owned())],
         "{:#?}",
         l.findings.iter().map(|f| f.verdict.as_str()).collect::<Vec<_>>()
+    );
+    let first = l.findings[0].evidence[0].as_str();
+    assert!(
+        first.starts_with("nothing in NetworkPolicy denies these paths, yet they fail (")
+            && first.contains("allowed by policy tidb/only-tidb"),
+        "{first}"
+    );
+    let plain = run(&World::healthy().pod_down("tidb/demo-pd-1"));
+    assert!(
+        !plain.findings[0].evidence.iter().any(|e| e.as_str().contains("NetworkPolicy")),
+        "without policies nothing is said of them"
     );
 }
