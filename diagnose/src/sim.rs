@@ -158,6 +158,9 @@ pub enum FilteredSources {
 #[derive(Debug, Clone, Default)]
 pub struct World {
     pods_down: Vec<PodRef>,
+    /// Pods whose default route was deleted (`ip route del default` inside them): up, but
+    /// nothing leaves them and no reply gets back.
+    pods_unrouted: Vec<PodRef>,
     ports_closed: Vec<(PodRef, u16)>,
     ports_dropped: Vec<(PodRef, u16)>,
     isolated: Vec<NodeName>,
@@ -221,6 +224,10 @@ pub struct World {
 impl World {
     pub fn healthy() -> Self {
         World::default()
+    }
+    pub fn pod_unrouted(mut self, p: &str) -> Self {
+        self.pods_unrouted.push(pod(p));
+        self
     }
     pub fn pod_down(mut self, p: &str) -> Self {
         self.pods_down.push(pod(p));
@@ -619,7 +626,11 @@ impl World {
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
                 {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": [], "kind": "veth"},
             ],
-            "routes": [{"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0}],
+            "routes": if self.pods_unrouted.contains(p) {
+                json!([{"destination": "169.254.1.1/32", "device": "eth0", "table": 254, "metric": 0}])
+            } else {
+                json!([{"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0}])
+            },
             "neighbours": [],
             "nat_services": [],
             "sysctls": [{"key": "net.ipv4.tcp_keepalive_time", "value": keepalive.to_string()}],
@@ -707,11 +718,11 @@ impl World {
         dst_pod: Option<&PodRef>,
     ) -> Option<Outcome> {
         if let Source::Pod(p) = source
-            && self.pods_down.contains(p)
+            && (self.pods_down.contains(p) || self.pods_unrouted.contains(p))
         {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
         }
-        if dst_pod.is_some_and(|p| self.pods_down.contains(p)) {
+        if dst_pod.is_some_and(|p| self.pods_down.contains(p) || self.pods_unrouted.contains(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let filtered = |(p, g): &(PodRef, FilteredSources)| {

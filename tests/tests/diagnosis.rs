@@ -341,3 +341,49 @@ fn hand_made_firewall_faults_are_named_once() {
         "policy DROP",
     );
 }
+
+fn sh_in(netns: &str, args: &[&str]) {
+    let status = std::process::Command::new("ip").args(["netns", "exec", netns]).args(args).status().unwrap();
+    assert!(status.success(), "{args:?} in {netns}");
+}
+
+/// A pod's default route deleted by hand (`ip route del default` inside it): the pod is up,
+/// yet nothing leaves it and no reply gets back. Its inspection holds the cause: the verdict
+/// is its routing table, not a dead interface; restoring the route clears it.
+#[test]
+fn a_pods_deleted_default_route_is_named_from_its_routing_table() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let netns = c.lab.pod("tidb/demo-pd-0").netns.clone();
+    sh_in(&netns, &["ip", "route", "del", "default"]);
+    let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        let d = c.diagnosis();
+        let named = d.findings.len() == 1
+            && d.findings[0].id.as_str() == "route-missing"
+            && d.findings[0]
+                .culprit
+                .as_ref()
+                .is_some_and(|cu| cu.kind == CulpritKind::Pod && cu.name.as_str() == "tidb/demo-pd-0")
+            && d.findings[0].verdict.as_str().contains("its routing table has no route to");
+        named.then_some(())
+    });
+    let restore =
+        || sh_in(&netns, &["ip", "route", "replace", "default", "via", "169.254.1.1", "dev", "eth0"]);
+    let Some(((), took)) = found else {
+        restore();
+        panic!(
+            "no lone route-missing on the pod; findings now:\n  {}",
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    eprintln!("pod default route deleted: route-missing on the pod in {took:?}");
+    restore();
+    let cleared = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        c.diagnosis().findings.is_empty().then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "restored, findings remain:\n  {}",
+        describe_findings(&c.diagnosis().findings)
+    );
+}

@@ -315,6 +315,43 @@ impl<'a> Context<'a> {
         }
     }
 
+    /// What `pod`'s own routing table lacks (last inspection): the addresses among other
+    /// nodes' pods and its own node that no route with a device or gateway covers (a default
+    /// route covers all), with the table as read. None without an inspection or routes, or
+    /// when every such address is covered.
+    pub(crate) fn pod_route_gap(&self, pod: &PodRef) -> Option<(Vec<IpAddr>, Vec<String>)> {
+        let (node, report) = self.pod_reports.get(pod).copied()?;
+        if report.routes.is_empty() && report.links.is_empty() {
+            return None;
+        }
+        let own_ips = self.pod_ips(pod);
+        let v6 = own_ips.first().is_some_and(IpAddr::is_ipv6);
+        let mut targets: Vec<IpAddr> = Vec::new();
+        if let Some(n) = self.inventory.node(node) {
+            targets.extend(n.ips.iter().copied().filter(|ip| ip.is_ipv6() == v6).take(1));
+        }
+        if let Some(other) = self
+            .inventory
+            .pods
+            .iter()
+            .filter(|p| &p.node != node)
+            .find_map(|p| p.ips.iter().copied().find(|ip| ip.is_ipv6() == v6))
+        {
+            targets.push(other);
+        }
+        let covered = |ip: &IpAddr| {
+            report.routes.iter().any(|r| {
+                (r.device.is_some() || r.gateway.is_some()) && r.table == 254 && r.destination.contains(ip)
+            })
+        };
+        let missing: Vec<IpAddr> = targets.into_iter().filter(|ip| !covered(ip)).collect();
+        if missing.is_empty() {
+            return None;
+        }
+        let table = report.routes.iter().filter(|r| r.table == 254).map(route_line).collect();
+        Some((missing, table))
+    }
+
     /// The pod CIDRs of `node`.
     pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()

@@ -107,6 +107,11 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::FIREWALL_DROP, Node, "node-2", "FORWARD: policy DROP")],
         ),
         row(
+            "a pod whose default route was deleted",
+            World::healthy().pod_unrouted("tidb/demo-pd-1"),
+            vec![(ids::ROUTE_MISSING, Pod, "tidb/demo-pd-1", "its routing table has no route to")],
+        ),
+        row(
             "pod-down",
             World::healthy().pod_down("tidb/demo-pd-1"),
             vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1 (10.244.2.2) does not answer")],

@@ -1,7 +1,8 @@
 //! Rule 3, a pod down (runbook 1.5, decision-tree step 3 at L3): ICMP and TCP to the pod fail
 //! from every observer. A pod that answers anyone is not down. Its own probes failing too means
 //! its interface is gone; its own probes working means something drops everything sent to it
-//! (an ingress policy). The pod's inspection adds its links' state.
+//! (an ingress policy). The pod's inspection adds its links' state, and names the cause when
+//! its routing table has no route out (a deleted default route): `route-missing` on the pod.
 
 use std::collections::BTreeSet;
 
@@ -37,8 +38,10 @@ pub(super) fn down(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             .collect();
         let st = a.tally(&sending);
         let mute = st.working == 0 && !st.failing.is_empty();
-        // Its own failures share the cause unless it still reaches others.
-        let own: Vec<usize> = if st.working == 0 {
+        // Its own failures share the cause unless it still reaches others — or its routing
+        // table, on record, has no route out (then its lookups fail for the same reason).
+        let unrouted = a.ctx.pod_route_gap(&pod).is_some();
+        let own: Vec<usize> = if st.working == 0 || unrouted {
             a.open().filter(|&i| a.obs[i].src_pod() == Some(&pod) && a.obs[i].failed()).collect()
         } else {
             Vec::new()
@@ -71,7 +74,15 @@ fn draft(
     let has_tcp = into.iter().any(|&i| a.obs[i].kind == ProbeKind::Tcp);
     let what = if has_tcp { "ICMP and TCP to it" } else { "ICMP to it" };
     let observers: BTreeSet<_> = into.iter().map(|&i| a.obs[i].src_node()).collect();
-    let tail = if mute {
+    // Its own routing table, as inspected, may say why it is mute: the cause on record.
+    let gap = a.ctx.pod_route_gap(pod);
+    let tail = if let Some((missing, _)) = &gap {
+        &*format!(
+            ", and its own probes fail too: its routing table has no route to {} (no default route), so nothing \
+             leaves it and no reply gets back",
+            join(missing)
+        )
+    } else if mute {
         ", and its own probes fail too: its network interface is gone"
     } else if sends {
         ", yet it still reaches others: something drops everything sent to it (an ingress policy or firewall)"
@@ -85,6 +96,9 @@ fn draft(
     );
     let mut evidence = Vec::new();
     let node = a.ctx.node_of_pod(pod);
+    if let Some((_, table)) = &gap {
+        evidence.push(format!("{pod}'s routing table (last inspection): {}", table.join("; ")));
+    }
     if let Some((_, report)) = a.ctx.pod_reports.get(pod) {
         for link in report.links.iter().filter(|l| !l.up && l.name.as_str() != "lo") {
             evidence.push(format!(
@@ -114,6 +128,23 @@ fn draft(
     let mut affected = a.paths(into);
     affected.extend(a.paths(dependents));
     let from = node.map_or_else(|| "its node".to_owned(), ToString::to_string);
+    if gap.is_some() {
+        let suggestion = format!(
+            "`ip -n <pod netns> route` for {pod}: the network plugin sets its default route when the pod starts \
+             (`default via 169.254.1.1 dev eth0` for Calico, the bridge's address for bridge plugins); something \
+             removed it — restore it, or restart the pod so the plugin sets it up again"
+        );
+        return Draft::new(
+            ids::ROUTE_MISSING,
+            Severity::Critical,
+            (CulpritKind::Pod, pod.to_string()),
+            "1.6",
+            verdict,
+        )
+        .affected(affected)
+        .evidence(evidence)
+        .suggestion(suggestion);
+    }
     let suggestion = format!(
         "`kubectl -n {ns} get pod {name} -o wide` and `kubectl -n {ns} describe pod {name}` (Running? \
          Ready? being deleted?); from {from}, look at its interface (`ip -n <pod netns> link`) and \
