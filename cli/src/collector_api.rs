@@ -18,7 +18,7 @@ pub(crate) enum Collector {
     /// The collector's gRPC address (`--collector`).
     Grpc(String),
     /// The collector's HTTP API behind its Service, through the API server.
-    Proxy(KubeProxy),
+    Proxy(Box<KubeProxy>),
 }
 
 pub(crate) async fn grpc_client(url: &str) -> Result<QueryClient<tonic::transport::Channel>> {

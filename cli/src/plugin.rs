@@ -73,7 +73,8 @@ pub fn main() -> ExitCode {
         service: cli.service,
         port: cli.service_port,
     };
-    let connect = |token| async move { Ok(Collector::Proxy(KubeProxy::connect(target, token).await?)) };
+    let connect =
+        |token| async move { Ok(Collector::Proxy(Box::new(KubeProxy::connect(target, token).await?))) };
     let result = match cli.command {
         PluginCommand::Probe(opts) => return probe_cmd::run_blocking(connect, opts),
         PluginCommand::Matrix(opts) => {
