@@ -251,7 +251,10 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
             let ids: Vec<String> =
                 diagnosis.findings.iter().map(|f| format!("{}:{:?}", f.id, f.culprit)).collect();
             if last_ids.as_ref() != Some(&ids) {
-                println!("{}", render_diagnosis(&diagnosis));
+                println!(
+                    "{}",
+                    render_diagnosis(&netdiag_collector::api::v1::DiagnosisResponse::from(diagnosis))
+                );
                 last_ids = Some(ids);
             }
         }

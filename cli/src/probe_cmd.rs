@@ -1,30 +1,30 @@
 //! `netdiag probe --from <ns>/<pod>|node/<name> --to <target>`: an on-demand run through the
-//! collector's gRPC `RunProbe`, each step printed as it finishes, then the verdict. `-o json`
-//! prints one document at the end, the shape of `POST /api/v1/probe`'s answer. Exit status: 0
-//! the run completed and found no problem, 1 it found one (the verdict), 2 the run could not be
-//! done (refused, failed, cancelled, collector unreachable).
+//! collector's gRPC `RunProbe`, each step printed as it finishes, then the verdict
+//! (`kubectl netdiag probe`: `POST /api/v1/probe` through the API server, the steps printed when
+//! the run is done). `-o json` prints one document at the end, the shape of `POST
+//! /api/v1/probe`'s answer; `--junit FILE` writes a JUnit report. Exit status: 0 the run
+//! completed and found no problem, 1 it found one (the verdict), 2 the run could not be done
+//! (refused, failed, cancelled, collector unreachable).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
-use netdiag_collector::api::v1 as v1json;
+use netdiag_collector::api::v1::{self as v1json, RunEnd};
 use netdiag_collector::query::RUN_ID_METADATA;
 use netdiag_collector::runs::auth::ApiToken;
 use netdiag_collector::runs::dispatch::RunRecord;
-use netdiag_model::finding::Finding;
-use netdiag_model::run::{
-    ProbeRunEvent, ProbeRunRequest, RunDone, RunId, RunStep, RunTarget, RunTimeout, StepStatus,
-};
+use netdiag_model::run::{ProbeRunEvent, ProbeRunRequest, RunId, RunTarget, RunTimeout};
 use netdiag_model::{HttpPath, Port, Source};
 use netdiag_proto::v1;
-use netdiag_proto::v1::query_client::QueryClient;
 use tonic::metadata::MetadataValue;
 
+use crate::collector_api::{Collector, grpc_client};
+use crate::kube_proxy::KubeProxy;
 use crate::output::Format;
-use crate::query_cmd::CollectorArg;
+use crate::query_cmd::{name, runtime};
 
 /// The run found a problem.
 const EXIT_VERDICT: u8 = 1;
@@ -32,9 +32,7 @@ const EXIT_VERDICT: u8 = 1;
 const EXIT_NOT_DONE: u8 = 2;
 
 #[derive(Debug, Args)]
-pub(crate) struct ProbeArgs {
-    #[command(flatten)]
-    collector: CollectorArg,
+pub(crate) struct ProbeOpts {
     /// Where to probe from: `<ns>/<pod>` or `node/<name>`.
     #[arg(long)]
     from: String,
@@ -54,6 +52,11 @@ pub(crate) struct ProbeArgs {
     /// A file holding the collector's API token; without it, NETDIAG_API_TOKEN is used.
     #[arg(long, env = "NETDIAG_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
+    /// Also write the run as a JUnit XML report to this file, for CI: one test case per step (a
+    /// failure per failed step) and a "verdict" case (a failure with the verdict, an error when
+    /// the run could not be done).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
 }
@@ -82,7 +85,7 @@ pub(crate) fn target(to: &str, port: Option<u16>) -> Result<RunTarget> {
     })
 }
 
-fn request(args: &ProbeArgs) -> Result<ProbeRunRequest> {
+fn request(args: &ProbeOpts) -> Result<ProbeRunRequest> {
     let from: Source = args.from.parse().with_context(|| format!("--from {:?}", args.from))?;
     let http_path = args.http_path.as_deref().map(HttpPath::new).transpose().context("--http")?;
     let timeout = args.timeout_ms.map(RunTimeout::from_millis).transpose().context("--timeout-ms")?;
@@ -109,21 +112,21 @@ fn millis(d: std::time::Duration) -> String {
 
 /// One step as it finishes: `[2] failed  tcp  TCP connect … (1002 ms)`, then its result and
 /// evidence indented.
-pub(crate) fn render_step(s: &RunStep) -> String {
+pub(crate) fn render_step(s: &v1json::ProbeStep) -> String {
     let mut out = format!(
         "[{}] {:<7} {:<10} {} ({})\n",
         s.index,
-        s.status.to_string(),
-        s.name.as_str(),
+        name(&s.status),
+        s.name,
         s.description,
-        millis(s.elapsed)
+        millis(Duration::from_secs_f64(s.elapsed_ms.max(0.0) / 1000.0))
     );
     // The agent's evidence starts with the outcome in one line, then the detail: a passing
     // probe needs the first line only; a failing one, rule and route lookups get them all.
-    let brief = s.result.is_some() && s.status == StepStatus::Ok;
-    let lines: Vec<&str> = s.evidence.iter().flat_map(|e| e.as_str().lines()).collect();
+    let brief = s.result.is_some() && s.status == v1json::StepStatus::Ok;
+    let lines: Vec<&str> = s.evidence.iter().flat_map(|e| e.lines()).collect();
     match (&s.result, lines.is_empty()) {
-        (Some(r), true) => out.push_str(&format!("      {}\n", v1json::StepResult::from(r.as_ref()).summary)),
+        (Some(r), true) => out.push_str(&format!("      {}\n", r.summary)),
         _ => {
             for line in lines.iter().take(if brief { 1 } else { usize::MAX }) {
                 out.push_str(&format!("      {line}\n"));
@@ -134,13 +137,13 @@ pub(crate) fn render_step(s: &RunStep) -> String {
 }
 
 /// The end of a run: the verdict, or that there was no problem, or why the run did not finish.
-pub(crate) fn render_end(verdict: Option<&Finding>, done: &RunDone) -> String {
+pub(crate) fn render_end(verdict: Option<&v1json::Finding>, done: &v1json::RunDoneJson) -> String {
     let mut out = String::new();
-    match (verdict, done) {
+    match (verdict, done.end) {
         (Some(f), _) => {
-            out.push_str(&format!("\nverdict: [{}] {} ({})\n", f.severity, f.verdict, f.id));
+            out.push_str(&format!("\nverdict: [{}] {} ({})\n", name(&f.severity), f.verdict, f.id));
             if let Some(c) = &f.culprit {
-                out.push_str(&format!("  culprit:    {} {}\n", c.kind, c.name));
+                out.push_str(&format!("  culprit:    {} {}\n", name(&c.kind), c.name));
             }
             for e in &f.evidence {
                 out.push_str(&format!("  evidence:   {e}\n"));
@@ -152,20 +155,29 @@ pub(crate) fn render_end(verdict: Option<&Finding>, done: &RunDone) -> String {
                 out.push_str(&format!("  suggestion: {}\n", f.suggestion));
             }
         }
-        (None, RunDone::Completed) => out.push_str("\nno problem found: every step passed\n"),
-        (None, RunDone::Cancelled) => {
+        (None, RunEnd::Completed) => out.push_str("\nno problem found: every step passed\n"),
+        (None, RunEnd::Cancelled) => {
             out.push_str("\nthe run was cancelled by the agent before it finished\n")
         }
-        (None, RunDone::Failed { error }) => out.push_str(&format!("\nthe run could not be done: {error}\n")),
+        (None, RunEnd::Failed) => out.push_str(&format!(
+            "\nthe run could not be done: {}\n",
+            done.error.as_deref().unwrap_or("no reason given")
+        )),
     }
     out
 }
 
 /// The exit status for how the run ended.
-pub(crate) fn exit_code(verdict: Option<&Finding>, done: &RunDone) -> u8 {
-    match (done, verdict) {
-        (RunDone::Completed, None) => 0,
-        (RunDone::Completed, Some(_)) => EXIT_VERDICT,
+/// The run's verdict says NetworkPolicy denies its path and the dataplane agrees: expected.
+pub(crate) fn denied_as_intended(verdict: Option<&v1json::Finding>) -> bool {
+    verdict.is_some_and(|f| f.id == "denied-by-policy")
+}
+
+pub(crate) fn exit_code(verdict: Option<&v1json::Finding>, done: &v1json::RunDoneJson) -> u8 {
+    match (done.end, verdict) {
+        (RunEnd::Completed, None) => 0,
+        (RunEnd::Completed, v) if denied_as_intended(v) => 0,
+        (RunEnd::Completed, Some(_)) => EXIT_VERDICT,
         _ => EXIT_NOT_DONE,
     }
 }
@@ -191,14 +203,15 @@ fn refusal(status: &tonic::Status) -> String {
     }
 }
 
-async fn run_async(args: &ProbeArgs, request: ProbeRunRequest, token: Option<ApiToken>) -> Result<ExitCode> {
+/// A run over gRPC `RunProbe`, each step printed as it arrives.
+async fn run_grpc(
+    url: &str,
+    opts: &ProbeOpts,
+    request: ProbeRunRequest,
+    token: Option<ApiToken>,
+) -> Result<ExitCode> {
     let started = Instant::now();
-    let mut client = QueryClient::connect(args.collector.collector.clone()).await.with_context(|| {
-        format!(
-            "cannot reach the collector at {} (is `netdiag demo` or a collector running? set --collector)",
-            args.collector.collector
-        )
-    })?;
+    let mut client = grpc_client(url).await?;
     let mut call = tonic::Request::new(v1::ProbeRunRequest::from(request.clone()));
     if let Some(t) = &token {
         let value = MetadataValue::try_from(format!("Bearer {}", t.expose())).map_err(|_| {
@@ -208,14 +221,14 @@ async fn run_async(args: &ProbeArgs, request: ProbeRunRequest, token: Option<Api
     }
     let response = match client.run_probe(call).await {
         Ok(r) => r,
-        Err(status) => return Ok(refused(args.output, &refusal(&status))),
+        Err(status) => return Ok(refused(opts, &refusal(&status))),
     };
     let run_id = response
         .metadata()
         .get(RUN_ID_METADATA)
         .and_then(|v| v.to_str().ok())
         .and_then(|s| RunId::new(s).ok());
-    if args.output == Format::Table {
+    if opts.output == Format::Table {
         let id = run_id.as_ref().map(|r| format!(" (run {r})")).unwrap_or_default();
         println!("probing {} → {}{id}", request.from, request.to);
     }
@@ -225,69 +238,117 @@ async fn run_async(args: &ProbeArgs, request: ProbeRunRequest, token: Option<Api
         let event = match events.message().await {
             Ok(Some(e)) => e,
             Ok(None) => break,
-            Err(status) => return Ok(refused(args.output, &refusal(&status))),
+            Err(status) => return Ok(refused(opts, &refusal(&status))),
         };
         let event = ProbeRunEvent::try_from(event).context("the collector sent an invalid run event")?;
-        match (args.output, &event) {
-            (Format::Table, ProbeRunEvent::Step(step)) => print!("{}", render_step(step)),
+        match (opts.output, &event) {
+            (Format::Table, ProbeRunEvent::Step(step)) => {
+                print!("{}", render_step(&v1json::ProbeStep::from(step)))
+            }
             (Format::Table, ProbeRunEvent::Policy(p)) => println!("policy: {p} (probing anyway)"),
             _ => {}
         }
         record.apply(event);
     }
-    let done = record.done_or_failed();
-    match args.output {
-        Format::Table => print!("{}", render_end(record.verdict.as_ref(), &done)),
-        Format::Json => {
-            let unknown = RunId::new("unknown").context("a run id")?;
-            let response = v1json::ProbeResponse::new(
-                run_id.as_ref().unwrap_or(&unknown),
-                &request,
-                &record.steps,
-                record.verdict.clone(),
-                &done,
-                started.elapsed(),
-            )
-            .with_policy(record.policy.as_ref());
-            println!("{}", serde_json::to_string_pretty(&response)?);
-        }
-    }
-    Ok(ExitCode::from(exit_code(record.verdict.as_ref(), &done)))
+    let unknown = RunId::new("unknown").context("a run id")?;
+    let response = v1json::ProbeResponse::new(
+        run_id.as_ref().unwrap_or(&unknown),
+        &request,
+        &record.steps,
+        record.verdict.clone(),
+        &record.done_or_failed(),
+        started.elapsed(),
+    )
+    .with_policy(record.policy.as_ref());
+    finish(opts, &response)
 }
 
-fn refused(output: Format, message: &str) -> ExitCode {
-    if output == Format::Json {
+/// A run through the API server's service proxy: `POST /api/v1/probe`, answered when done.
+async fn run_proxy(proxy: &KubeProxy, opts: &ProbeOpts, request: ProbeRunRequest) -> Result<ExitCode> {
+    let body = serde_json::to_value(v1json::ProbeRequest {
+        from: request.from.to_string(),
+        to: request.to.to_string(),
+        http_path: request.http_path.as_ref().map(|p| p.as_str().to_owned()),
+        timeout_ms: request.timeout.map(RunTimeout::as_millis),
+    })?;
+    if opts.output == Format::Table {
+        println!(
+            "probing {} → {} (through the API server; steps follow when the run is done)",
+            request.from, request.to
+        );
+    }
+    let response: v1json::ProbeResponse = match proxy.post("/api/v1/probe", &body).await {
+        Ok(r) => r,
+        Err(e) => return Ok(refused(opts, &format!("{e:#}"))),
+    };
+    if opts.output == Format::Table {
+        println!("run {}", response.run_id);
+        if let Some(p) = &response.policy {
+            println!("policy: {p} (probed anyway)");
+        }
+        for step in &response.steps {
+            print!("{}", render_step(step));
+        }
+    }
+    finish(opts, &response)
+}
+
+/// The end of a run: the verdict or the JSON document, the JUnit report, the exit status.
+fn finish(opts: &ProbeOpts, response: &v1json::ProbeResponse) -> Result<ExitCode> {
+    match opts.output {
+        Format::Table => print!("{}", render_end(response.verdict.as_ref(), &response.done)),
+        Format::Json => println!("{}", serde_json::to_string_pretty(response)?),
+    }
+    if let Some(path) = &opts.junit {
+        crate::junit::write(path, &crate::junit::probe(response))?;
+    }
+    Ok(ExitCode::from(exit_code(response.verdict.as_ref(), &response.done)))
+}
+
+fn refused(opts: &ProbeOpts, message: &str) -> ExitCode {
+    if opts.output == Format::Json {
         let body = v1json::ErrorResponse::new(message);
         if let Ok(text) = serde_json::to_string_pretty(&body) {
             println!("{text}");
         }
     }
     eprintln!("netdiag: {message}");
+    if let Some(path) = &opts.junit {
+        let report = crate::junit::not_done("netdiag probe", "verdict", message);
+        if let Err(e) = crate::junit::write(path, &report) {
+            eprintln!("netdiag: {e:#}");
+        }
+    }
     ExitCode::from(EXIT_NOT_DONE)
 }
 
-pub(crate) fn run(args: ProbeArgs) -> Result<ExitCode> {
+/// Runs `netdiag probe` / `kubectl netdiag probe` against the collector `connect` gives (it
+/// gets the API token, for a client that carries it from the start).
+pub(crate) fn run_blocking<F, Fut>(connect: F, opts: ProbeOpts) -> ExitCode
+where
+    F: FnOnce(Option<ApiToken>) -> Fut,
+    Fut: std::future::Future<Output = Result<Collector>>,
+{
     let attempt = || -> Result<ExitCode> {
-        let request = request(&args)?;
-        let token = token(args.api_token_file.as_deref())?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        runtime.block_on(run_async(&args, request, token))
+        let request = request(&opts)?;
+        let token = token(opts.api_token_file.as_deref())?;
+        runtime()?.block_on(async {
+            match connect(token.clone()).await? {
+                Collector::Grpc(url) => run_grpc(&url, &opts, request, token).await,
+                Collector::Proxy(proxy) => run_proxy(&proxy, &opts, request).await,
+            }
+        })
     };
     match attempt() {
-        Ok(code) => Ok(code),
-        Err(e) => Ok(refused(args.output, &format!("{e:#}"))),
+        Ok(code) => code,
+        Err(e) => refused(&opts, &format!("{e:#}")),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use netdiag_model::finding::{Culprit, CulpritKind, FindingId, Severity};
-    use netdiag_model::run::StepName;
+    use netdiag_model::finding::{Culprit, CulpritKind, Finding, FindingId, Severity};
+    use netdiag_model::run::{RunDone, RunStep, StepName, StepStatus};
     use netdiag_model::text::Text;
 
     use super::*;
@@ -335,7 +396,7 @@ mod tests {
 
     #[test]
     fn steps_print_with_their_evidence_indented() {
-        let out = render_step(&step(2, StepStatus::Failed));
+        let out = render_step(&v1json::ProbeStep::from(&step(2, StepStatus::Failed)));
         assert_eq!(
             out,
             "[2] failed  tcp        TCP connect 10.96.0.20:2379 (service tidb/demo-pd) (1002 ms)\n      no SYN-ACK\n      after 1000 ms\n"
@@ -344,8 +405,10 @@ mod tests {
 
     #[test]
     fn the_end_says_the_verdict_or_why_not_and_picks_the_exit_code() {
-        let f = finding();
-        let out = render_end(Some(&f), &RunDone::Completed);
+        let f = v1json::Finding::from(finding());
+        let done = |d: &RunDone| v1json::RunDoneJson::from(d);
+        let completed = done(&RunDone::Completed);
+        let out = render_end(Some(&f), &completed);
         for want in [
             "verdict: [critical] service tidb/demo-pd",
             "culprit:    service tidb/demo-pd",
@@ -354,12 +417,12 @@ mod tests {
         ] {
             assert!(out.contains(want), "{want}: {out}");
         }
-        assert!(render_end(None, &RunDone::Completed).contains("no problem found"));
-        let failed = RunDone::Failed { error: Text::new("run exceeded the 30 s limit").unwrap() };
+        assert!(render_end(None, &completed).contains("no problem found"));
+        let failed = done(&RunDone::Failed { error: Text::new("run exceeded the 30 s limit").unwrap() });
         assert!(render_end(None, &failed).contains("could not be done: run exceeded the 30 s limit"));
-        assert_eq!(exit_code(None, &RunDone::Completed), 0);
-        assert_eq!(exit_code(Some(&f), &RunDone::Completed), 1);
+        assert_eq!(exit_code(None, &completed), 0);
+        assert_eq!(exit_code(Some(&f), &completed), 1);
         assert_eq!(exit_code(None, &failed), 2);
-        assert_eq!(exit_code(None, &RunDone::Cancelled), 2);
+        assert_eq!(exit_code(None, &done(&RunDone::Cancelled)), 2);
     }
 }

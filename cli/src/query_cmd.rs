@@ -1,19 +1,19 @@
-//! `netdiag matrix`, `netdiag diagnose`, `netdiag agents`: the collector's views over its gRPC
-//! query service, as tables for people or JSON for scripts. `diagnose` exits non-zero when a
-//! finding at or above `--fail-on` exists, for CI use.
+//! `netdiag matrix`, `netdiag diagnose`, `netdiag agents`: the collector's views (over its gRPC
+//! query service, or its HTTP API through the API server for `kubectl netdiag`: [`Collector`]),
+//! as tables for people or JSON for scripts, always in the HTTP API's v1 shapes. For CI,
+//! `diagnose` exits 1 when a finding at or above `--fail-on` exists (2 when it could not get the
+//! diagnosis) and writes a JUnit report with `--junit`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use netdiag_collector::api::v1 as v1json;
-use netdiag_model::agents::AgentInfo;
-use netdiag_model::finding::{Diagnosis, Severity};
-use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
+use netdiag_model::matrix::{MatrixLevel, MatrixQuery};
 use netdiag_model::probe::ProbeKind;
-use netdiag_proto::v1;
-use netdiag_proto::v1::query_client::QueryClient;
 
+use crate::collector_api::Collector;
 use crate::output::{Format, table};
 
 #[derive(Debug, Clone, Args)]
@@ -49,9 +49,7 @@ pub(crate) enum SeverityArg {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct MatrixArgs {
-    #[command(flatten)]
-    collector: CollectorArg,
+pub(crate) struct MatrixOpts {
     #[arg(long, value_enum, default_value = "pod")]
     level: LevelArg,
     #[arg(long, value_enum, default_value = "all")]
@@ -64,60 +62,73 @@ pub(crate) struct MatrixArgs {
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct DiagnoseArgs {
-    #[command(flatten)]
-    collector: CollectorArg,
-    /// Exit with status 1 when a finding at or above this severity exists.
+pub(crate) struct DiagnoseOpts {
+    /// Exit with status 1 when a finding at or above this severity exists (`never`: only 0 or
+    /// 2). The same threshold decides which findings are failures in --junit.
     #[arg(long, value_enum, default_value = "critical")]
     fail_on: SeverityArg,
+    /// Also write the diagnosis as a JUnit XML report to this file, for CI: one test case per
+    /// finding (a failure when at or above --fail-on), one passing "cluster network" case when
+    /// there is none; paths NetworkPolicy denies as intended are no failure.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
 }
 
 #[derive(Debug, Args)]
-pub(crate) struct AgentsArgs {
-    #[command(flatten)]
-    collector: CollectorArg,
+pub(crate) struct AgentsOpts {
     #[arg(short, long, value_enum, default_value_t)]
     output: Format,
 }
 
-async fn client(c: &CollectorArg) -> Result<QueryClient<tonic::transport::Channel>> {
-    QueryClient::connect(c.collector.clone()).await.with_context(|| {
-        format!(
-            "cannot reach the collector at {} (is `netdiag demo` or a collector running? set --collector)",
-            c.collector
-        )
-    })
+impl CollectorArg {
+    /// The collector over gRPC at `--collector`.
+    pub(crate) fn grpc(&self) -> Collector {
+        Collector::Grpc(self.collector.clone())
+    }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+/// Runs a command's future on a runtime of its own.
+pub(crate) fn blocking(f: impl std::future::Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    runtime()?.block_on(f)
+}
+
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
-fn ms(d: Option<std::time::Duration>) -> String {
-    d.map(|d| format!("{:.2}", d.as_secs_f64() * 1000.0)).unwrap_or_else(|| "-".into())
+fn ms(d: Option<f64>) -> String {
+    d.map(|d| format!("{d:.2}")).unwrap_or_else(|| "-".into())
 }
 
-pub(crate) fn render_matrix(m: &MatrixSnapshot, problems_only: bool) -> String {
+/// The API's name for an enum value (`node_pair`, `degraded`, …): what the tables print.
+pub(crate) fn name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => "?".to_owned(),
+    }
+}
+
+pub(crate) fn render_matrix(m: &v1json::MatrixResponse, problems_only: bool) -> String {
     let rows: Vec<Vec<String>> = m
         .cells
         .iter()
-        .filter(|c| !problems_only || c.status != CellStatus::Ok)
+        .filter(|c| !problems_only || c.status != v1json::Status::Ok)
         .map(|c| {
             vec![
-                c.source.to_string(),
-                c.destination.to_string(),
-                c.kind.to_string(),
-                c.status.to_string(),
-                format!("{:.0}%", c.loss_ratio.get() * 100.0),
-                ms(c.rtt_p50),
-                ms(c.rtt_p99),
+                c.source.clone(),
+                c.destination.clone(),
+                name(&c.kind),
+                name(&c.status),
+                format!("{:.0}%", c.loss_ratio * 100.0),
+                ms(c.rtt_p50_ms),
+                ms(c.rtt_p99_ms),
                 c.samples.to_string(),
-                c.last_error.to_string().chars().take(80).collect(),
+                c.last_error.as_deref().unwrap_or_default().chars().take(80).collect(),
             ]
         })
         .collect();
@@ -127,7 +138,7 @@ pub(crate) fn render_matrix(m: &MatrixSnapshot, problems_only: bool) -> String {
     )
 }
 
-pub(crate) fn render_diagnosis(d: &Diagnosis) -> String {
+pub(crate) fn render_diagnosis(d: &v1json::DiagnosisResponse) -> String {
     let mut out = String::new();
     if d.findings.is_empty() {
         out.push_str(if d.denied_by_policy_total == 0 {
@@ -137,9 +148,9 @@ pub(crate) fn render_diagnosis(d: &Diagnosis) -> String {
         });
     }
     for f in &d.findings {
-        out.push_str(&format!("[{}] {} ({})\n", f.severity, f.verdict, f.id));
+        out.push_str(&format!("[{}] {} ({})\n", name(&f.severity), f.verdict, f.id));
         if let Some(c) = &f.culprit {
-            out.push_str(&format!("  culprit:    {} {}\n", c.kind, c.name));
+            out.push_str(&format!("  culprit:    {} {}\n", name(&c.kind), c.name));
         }
         for a in f.affected.iter().take(5) {
             out.push_str(&format!("  affected:   {a}\n"));
@@ -172,14 +183,14 @@ pub(crate) fn render_diagnosis(d: &Diagnosis) -> String {
     out
 }
 
-fn render_agents(agents: &[AgentInfo]) -> String {
+fn render_agents(agents: &[v1json::Agent]) -> String {
     let rows: Vec<Vec<String>> = agents
         .iter()
         .map(|a| {
             vec![
-                a.node.to_string(),
+                a.node.clone(),
                 if a.connected { "connected".into() } else { "disconnected".into() },
-                a.agent_version.to_string(),
+                a.agent_version.clone(),
                 a.pods.to_string(),
                 a.results_received.to_string(),
                 a.results_dropped.to_string(),
@@ -189,13 +200,18 @@ fn render_agents(agents: &[AgentInfo]) -> String {
     table(&["NODE", "SESSION", "VERSION", "PODS", "RESULTS", "DROPPED"], &rows)
 }
 
-pub(crate) fn matrix(args: MatrixArgs) -> Result<ExitCode> {
+fn print_json<T: serde::Serialize>(value: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub(crate) async fn matrix(collector: &Collector, opts: MatrixOpts) -> Result<ExitCode> {
     let query = MatrixQuery {
-        level: match args.level {
+        level: match opts.level {
             LevelArg::Pod => MatrixLevel::Pod,
             LevelArg::Node => MatrixLevel::Node,
         },
-        kind: match args.kind {
+        kind: match opts.kind {
             KindArg::All => None,
             KindArg::Icmp => Some(ProbeKind::Icmp),
             KindArg::Tcp => Some(ProbeKind::Tcp),
@@ -204,59 +220,61 @@ pub(crate) fn matrix(args: MatrixArgs) -> Result<ExitCode> {
             KindArg::Mtu => Some(ProbeKind::Mtu),
         },
     };
-    let snapshot = runtime()?.block_on(async {
-        let mut c = client(&args.collector).await?;
-        let resp = c.get_matrix(v1::MatrixRequest::from(query)).await.context("matrix query failed")?;
-        MatrixSnapshot::try_from(resp.into_inner()).context("the collector sent an invalid matrix")
-    })?;
-    match args.output {
-        // The same JSON as the HTTP API's /api/v1/matrix.
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&v1json::MatrixResponse::new(query.level, query.kind, snapshot))?
-        ),
-        Format::Table => print!("{}", render_matrix(&snapshot, args.problems)),
+    let matrix = collector.matrix(query).await?;
+    match opts.output {
+        // The HTTP API's /api/v1/matrix.
+        Format::Json => print_json(&matrix)?,
+        Format::Table => print!("{}", render_matrix(&matrix, opts.problems)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn diagnose(args: DiagnoseArgs) -> Result<ExitCode> {
-    let diagnosis = runtime()?.block_on(async {
-        let mut c = client(&args.collector).await?;
-        let resp = c.get_diagnosis(v1::DiagnosisRequest {}).await.context("diagnosis query failed")?;
-        Diagnosis::try_from(resp.into_inner()).context("the collector sent an invalid diagnosis")
-    })?;
-    match args.output {
-        Format::Json => {
-            println!("{}", serde_json::to_string_pretty(&v1json::DiagnosisResponse::from(diagnosis.clone()))?)
-        }
+/// The exit status `diagnose` ends with when the diagnosis could not be had.
+pub(crate) const EXIT_NOT_DONE: u8 = 2;
+
+/// Whether a finding of `severity` fails the check at `fail_on`.
+pub(crate) fn fails(fail_on: SeverityArg, severity: v1json::Severity) -> bool {
+    let threshold = match fail_on {
+        SeverityArg::Info => v1json::Severity::Info,
+        SeverityArg::Warning => v1json::Severity::Warning,
+        SeverityArg::Critical => v1json::Severity::Critical,
+        SeverityArg::Never => return false,
+    };
+    severity >= threshold
+}
+
+pub(crate) async fn diagnose(collector: &Collector, opts: DiagnoseOpts) -> Result<ExitCode> {
+    let diagnosis = match collector.diagnosis().await {
+        Ok(d) => d,
+        Err(e) => return diagnose_not_done(&e, &opts),
+    };
+    match opts.output {
+        Format::Json => print_json(&diagnosis)?,
         Format::Table => print!("{}", render_diagnosis(&diagnosis)),
     }
-    let threshold = match args.fail_on {
-        SeverityArg::Info => Some(Severity::Info),
-        SeverityArg::Warning => Some(Severity::Warning),
-        SeverityArg::Critical => Some(Severity::Critical),
-        SeverityArg::Never => None,
-    };
-    let fail = threshold.is_some_and(|t| diagnosis.findings.iter().any(|f| f.severity >= t));
+    if let Some(path) = &opts.junit {
+        crate::junit::write(path, &crate::junit::diagnosis(&diagnosis, |s| fails(opts.fail_on, s)))?;
+    }
+    let fail = diagnosis.findings.iter().any(|f| fails(opts.fail_on, f.severity));
     Ok(if fail { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
-pub(crate) fn agents(args: AgentsArgs) -> Result<ExitCode> {
-    let agents = runtime()?.block_on(async {
-        let mut c = client(&args.collector).await?;
-        let resp = c.list_agents(v1::ListAgentsRequest {}).await.context("agents query failed")?;
-        Vec::<AgentInfo>::try_from(resp.into_inner()).context("the collector sent an invalid agent list")
-    })?;
-    match args.output {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&v1json::AgentsResponse::new(
-                agents,
-                netdiag_collector::state::now()
-            ))?
-        ),
-        Format::Table => print!("{}", render_agents(&agents)),
+/// `diagnose` when the diagnosis could not be had: says why, writes the JUnit report as one
+/// error, exits 2.
+pub(crate) fn diagnose_not_done(e: &anyhow::Error, opts: &DiagnoseOpts) -> Result<ExitCode> {
+    eprintln!("netdiag: {e:#}");
+    if let Some(path) = &opts.junit {
+        let report = crate::junit::not_done("netdiag diagnose", "cluster network", &format!("{e:#}"));
+        crate::junit::write(path, &report)?;
+    }
+    Ok(ExitCode::from(EXIT_NOT_DONE))
+}
+
+pub(crate) async fn agents(collector: &Collector, opts: AgentsOpts) -> Result<ExitCode> {
+    let agents = collector.agents().await?;
+    match opts.output {
+        Format::Json => print_json(&agents)?,
+        Format::Table => print!("{}", render_agents(&agents.agents)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -69,7 +69,8 @@ fn caller<T>(request: &Request<T>) -> Caller {
         .or_else(|| request.remote_addr())
         .map(|a| a.ip());
     let auth = request.metadata().get("authorization").map(|v| v.as_bytes());
-    Caller { addr, credentials: Credentials::from_header(auth) }
+    let token = request.metadata().get(crate::runs::auth::TOKEN_HEADER).map(|v| v.as_bytes());
+    Caller { addr, credentials: Credentials::from_headers(auth, token) }
 }
 
 #[tonic::async_trait]

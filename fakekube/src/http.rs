@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -23,11 +25,23 @@ use crate::store::{Filter, Kind, Store, status, watch_line};
 pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub bookmark_every: Mutex<Duration>,
+    /// The service proxy's endpoints: (namespace, service, port name or number) → address.
+    pub proxies: Mutex<HashMap<(String, String, String), SocketAddr>>,
+    /// Requests the service proxy forwarded.
+    pub proxied: AtomicU64,
 }
 
 impl Shared {
     pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn proxies(&self) -> MutexGuard<'_, HashMap<(String, String, String), SocketAddr>> {
+        self.proxies.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn proxied(&self) {
+        self.proxied.fetch_add(1, Ordering::Relaxed);
     }
 
     fn bookmark_every(&self) -> Duration {
@@ -43,7 +57,7 @@ fn json_response(code: StatusCode, body: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn failure(code: StatusCode, reason: &str, message: &str) -> Response {
+pub(crate) fn failure(code: StatusCode, reason: &str, message: &str) -> Response {
     json_response(code, &status(code.as_u16(), reason, message))
 }
 
@@ -100,6 +114,18 @@ fn route(path: &str) -> Option<Target> {
 
 /// `403 Forbidden` in the API server's words, when [`crate::FakeKube::forbid`] said so.
 fn forbidden(shared: &Shared, verb: &str, resource: &str, name: &str) -> Option<Response> {
+    forbidden_as(shared, verb, resource, name, "system:serviceaccount:netdiag:netdiag-collector", None)
+}
+
+/// [`forbidden`] for `user`, in `namespace` when the resource is namespaced.
+pub(crate) fn forbidden_as(
+    shared: &Shared,
+    verb: &str,
+    resource: &str,
+    name: &str,
+    user: &str,
+    namespace: Option<&str>,
+) -> Option<Response> {
     if !shared.store().forbidden.contains(&(verb.to_string(), resource.to_string())) {
         return None;
     }
@@ -112,7 +138,8 @@ fn forbidden(shared: &Shared, verb: &str, resource: &str, name: &str) -> Option<
         StatusCode::FORBIDDEN,
         "Forbidden",
         &format!(
-            "{what} \"{name}\" is forbidden: User \"system:serviceaccount:netdiag:netdiag-collector\" cannot {verb} resource \"{res}{sub}\" in API group \"\""
+            "{what} \"{name}\" is forbidden: User \"{user}\" cannot {verb} resource \"{res}{sub}\" in API group \"\"{}",
+            namespace.map(|ns| format!(" in the namespace \"{ns}\"")).unwrap_or_default()
         ),
     ))
 }
@@ -198,6 +225,9 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Some(proxy) = crate::proxy::parse(uri.path()) {
+        return crate::proxy::serve(&shared, proxy, method, &uri, &headers, body).await;
+    }
     let target = route(uri.path());
     match (&method, target) {
         (&Method::POST, Some(Target::Collection { kind, namespace })) => {
@@ -364,6 +394,15 @@ fn resource_list(group_version: &str) -> Value {
             "verbs": verbs,
             "shortNames": k.short_names(),
         }));
+        if k == Kind::Service {
+            resources.push(json!({
+                "name": "services/proxy",
+                "singularName": "",
+                "namespaced": true,
+                "kind": "ServiceProxyOptions",
+                "verbs": ["create", "delete", "get", "patch", "update"],
+            }));
+        }
         if k == Kind::Node {
             resources.push(json!({
                 "name": "nodes/status",

@@ -7,8 +7,10 @@
 //! (conditions merged by `type`); it answers with the API server's JSON shapes: lists with a
 //! `resourceVersion`, newline-delimited watch events (`ADDED`, `MODIFIED`,
 //! `DELETED`, `BOOKMARK` when asked for, and `ERROR` with a `410 Expired` `Status` when a watch
-//! resumes from a compacted version), plus `/version` and discovery. Objects are k8s-openapi
-//! types serialized as the API server would send them.
+//! resumes from a compacted version), plus `/version` and discovery, and the service proxy
+//! (`services/{name}/proxy`, [`proxy`]: real HTTP forwarding to an address a test registers with
+//! [`FakeKube::proxy_service`]). Objects are k8s-openapi types serialized as the API server would
+//! send them.
 //!
 //! Tests drive it through [`FakeKube`]: [`FakeKube::apply`] and [`FakeKube::delete`] change
 //! objects (each change gets the next resource version and reaches open watches),
@@ -17,6 +19,7 @@
 
 mod http;
 mod patch;
+mod proxy;
 pub mod seed;
 mod store;
 
@@ -63,6 +66,8 @@ impl FakeKube {
         let shared = Arc::new(Shared {
             store: Mutex::new(store::Store::new()),
             bookmark_every: Mutex::new(Duration::from_secs(1)),
+            proxies: Mutex::new(std::collections::HashMap::new()),
+            proxied: std::sync::atomic::AtomicU64::new(0),
         });
         let app = http::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -157,14 +162,30 @@ impl FakeKube {
         self.shared.store().all(kind)
     }
 
-    /// Answers `verb` (`create`, `patch`) on `resource` (`events`, `nodes/status`) with
-    /// `403 Forbidden`, as a ClusterRole without it would; `allow` undoes it.
+    /// Answers `verb` (`create`, `patch`, `get`) on `resource` (`events`, `nodes/status`,
+    /// `services/proxy`) with `403 Forbidden`, as a ClusterRole without it would; `allow` undoes
+    /// it. For `services/proxy` the verb is the request's (GET `get`, POST `create`).
     pub fn forbid(&self, verb: &str, resource: &str) {
         self.shared.store().forbidden.insert((verb.to_string(), resource.to_string()));
     }
 
     pub fn allow(&self, verb: &str, resource: &str) {
         self.shared.store().forbidden.remove(&(verb.to_string(), resource.to_string()));
+    }
+
+    /// The test stand-in for a Service's endpoint: the service proxy
+    /// (`/api/v1/namespaces/{namespace}/services/[http:]{name}:{port}/proxy/…`) forwards requests
+    /// for this Service port (`port`: its name or number) to `backend`, typically a server the
+    /// test runs on 127.0.0.1. The Service itself must be stored ([`Self::apply`]) for the proxy
+    /// to find it. Without a registration the proxy answers 503, as for a Service with no ready
+    /// endpoints.
+    pub fn proxy_service(&self, namespace: &str, name: &str, port: &str, backend: SocketAddr) {
+        self.shared.proxies().insert((namespace.to_string(), name.to_string(), port.to_string()), backend);
+    }
+
+    /// Requests the service proxy forwarded to a backend so far.
+    pub fn proxied_requests(&self) -> u64 {
+        self.shared.proxied.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> Stats {

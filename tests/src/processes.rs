@@ -15,10 +15,11 @@ use crate::lab::TestLab;
 /// The port agents connect to inside the lab's underlay (each lab has its own underlay).
 pub const AGENTS_PORT: u16 = 7700;
 
-/// A workspace binary: `$NETDIAG_<NAME>_BIN`, else next to this test's `deps/` directory (where
+/// A workspace binary (`netdiag-agent`, `netdiag-collector`, `kubectl-netdiag`):
+/// `$NETDIAG_<NAME>_BIN` (`NETDIAG_AGENT_BIN`, `NETDIAG_KUBECTL_NETDIAG_BIN`), else next to this test's `deps/` directory (where
 /// `cargo nextest run --workspace` and `cargo test --workspace` put it).
 pub fn binary(name: &str) -> PathBuf {
-    let var = format!("NETDIAG_{}_BIN", name.trim_start_matches("netdiag-").to_uppercase());
+    let var = format!("NETDIAG_{}_BIN", name.trim_start_matches("netdiag-").to_uppercase().replace('-', "_"));
     if let Some(p) = std::env::var_os(&var) {
         return PathBuf::from(p);
     }
@@ -29,7 +30,11 @@ pub fn binary(name: &str) -> PathBuf {
         path.exists(),
         "{} is not built: run the tests with --workspace (or `cargo build -p {}` first), or set {var}",
         path.display(),
-        if name == "netdiag-agent" { "netdiag-agent" } else { "netdiag-collector" }
+        match name {
+            "netdiag-agent" => "netdiag-agent",
+            "kubectl-netdiag" => "netdiag",
+            _ => "netdiag-collector",
+        }
     );
     path
 }

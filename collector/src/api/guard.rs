@@ -19,12 +19,19 @@
 //!   (`POST /api/v1/probe`, [`super::probe`]): `application/json`, which no form can send and a
 //!   cross-origin script can send only after a CORS preflight the collector never answers.
 //!
-//! With an API token configured, a request that presents it (`Authorization: Bearer`) skips the
-//! Host check: browsers never attach a bearer token by themselves, and a rebinding page does
-//! not know it, so such a client is no drive-by, whatever name it reached the collector by (an
-//! Ingress, a Service name). Requests without the token (the UI, scrapes, `netdiag matrix`)
-//! are Host-checked with or without a configured token, since the read-only API shows the
-//! cluster's layout to whoever reads it. The Origin check applies regardless of the token.
+//! With an API token configured, a request that presents it (`Authorization: Bearer` or
+//! `X-Netdiag-Token`) skips the Host check: browsers never attach a bearer token by themselves,
+//! and a rebinding page does not know it, so such a client is no drive-by, whatever name it
+//! reached the collector by (an Ingress, a Service name). So does a request carrying
+//! [`CLIENT_HEADER`] (`Sec-Netdiag-Client`), which the CLI and `kubectl netdiag` send: no web
+//! page can send a `Sec-` header (the Fetch standard forbids scripts to set any, and forms set
+//! none), so it too marks a client that is no browser drive-by. That is what lets
+//! `kubectl netdiag` read through the Kubernetes API server's service proxy, which forwards the
+//! Host the user dialed (the API server's own name, which the collector cannot know) and every
+//! other header as sent. Other requests (the UI, scrapes, curl) are Host-checked with or without
+//! a configured token, since the read-only API shows the cluster's layout to whoever reads it.
+//! The Host check is a defence against browsers only: a program can send any Host. The Origin
+//! check applies regardless of the token or the client header.
 //!
 //! Refusals are JSON `{"error": …}`, or a gRPC status (PermissionDenied) for gRPC requests, so
 //! the CLI prints the reason.
@@ -49,7 +56,7 @@ use tokio::net::TcpListener;
 
 use super::routes::ApiError;
 use super::v1::ErrorResponse;
-use crate::runs::auth::{ApiToken, Credentials, authorize};
+use crate::runs::auth::{ApiToken, Credentials, TOKEN_HEADER, authorize};
 use crate::runs::config::RunsConfig;
 
 /// Both ends of an HTTP connection. Serve the app with
@@ -134,6 +141,10 @@ impl FromStr for AllowedHost {
         Ok(AllowedHost::Name(name))
     }
 }
+
+/// The request header that marks a client which is not a web page (the CLI, `kubectl netdiag`):
+/// browsers let no page set a `Sec-` header, so its presence skips the Host check (module docs).
+pub const CLIENT_HEADER: &str = "sec-netdiag-client";
 
 /// What the guard needs to know, taken from the run settings once.
 #[derive(Debug, Clone, Default)]
@@ -231,19 +242,23 @@ fn verdict(
         .collect();
 
     let token_presented = guard.token.as_ref().is_some_and(|token| {
-        let credentials =
-            Credentials::from_header(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes));
+        let credentials = Credentials::from_headers(
+            headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes),
+        );
         authorize(Some(token), None, &credentials).is_ok()
     });
-    if !token_presented {
+    let not_a_page = headers.contains_key(CLIENT_HEADER);
+    if !token_presented && !not_a_page {
         for (text, host) in &parsed {
             let ok = host.as_ref().is_some_and(|h| host_allowed(&h.host, local, &guard.allowed));
             if !ok {
                 return Err(Refusal::Host(format!(
                     "this collector does not answer to the name {:?} (the request's Host): it answers to {}. \
                      If you reach it by that name, add it with --api-allowed-host (NETDIAG_API_ALLOWED_HOSTS), \
-                     or send the API token (`Authorization: Bearer …`); other names are refused so that a \
-                     web page cannot reach the API through DNS rebinding",
+                     or send the API token (`Authorization: Bearer …`) or `Sec-Netdiag-Client: <your tool>`, \
+                     which no web page can send; other names are refused so that a web page cannot reach \
+                     the API through DNS rebinding",
                     excerpt(text),
                     allowed_list(local, &guard.allowed)
                 )));

@@ -2,7 +2,7 @@
 //! is done. The body must be declared `application/json` (no HTML form can send that, and a
 //! cross-origin script only after a CORS preflight, which the collector never grants) and is
 //! read by hand so every mistake names its field; the caller's address comes from the
-//! connection (`ConnectInfo`), its token from `Authorization: Bearer`.
+//! connection (`ConnectInfo`), its token from `Authorization: Bearer` or `X-Netdiag-Token`.
 
 use std::net::SocketAddr;
 
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use super::Shared;
 use super::routes::{ApiError, no_store};
 use super::v1::{ErrorResponse, ProbeResponse};
-use crate::runs::auth::Credentials;
+use crate::runs::auth::{Credentials, TOKEN_HEADER};
 use crate::runs::dispatch::{Caller, RefusalKind, Refused, RunRecord};
 
 const FIELDS: &str = "from, to, http_path and timeout_ms";
@@ -153,7 +153,10 @@ impl From<Refused> for ApiError {
 pub(super) fn caller(extensions: &Extensions, headers: &HeaderMap) -> Caller {
     Caller {
         addr: extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()),
-        credentials: Credentials::from_header(headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)),
+        credentials: Credentials::from_headers(
+            headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes),
+            headers.get(TOKEN_HEADER).map(HeaderValue::as_bytes),
+        ),
     }
 }
 

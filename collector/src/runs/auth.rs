@@ -1,5 +1,8 @@
 //! Who may start an on-demand run. With a token configured, the caller must present it as
-//! `Authorization: Bearer <token>` (HTTP) or `authorization` metadata (gRPC). Without one, runs
+//! `Authorization: Bearer <token>` (HTTP) or `authorization` metadata (gRPC), or in
+//! [`TOKEN_HEADER`] (`X-Netdiag-Token: <token>`): through the Kubernetes API server's service
+//! proxy (`kubectl netdiag`) `Authorization` carries the user's credentials to the API server,
+//! which consumes it, so the collector's token travels in a header of its own. Without one, runs
 //! are accepted only from loopback callers: a collector reachable from the network does not
 //! take unauthenticated runs, and the refusal says how to configure a token.
 
@@ -76,7 +79,26 @@ pub enum Credentials {
     Malformed,
 }
 
+/// The header (HTTP) or metadata key (gRPC) that may carry the API token instead of
+/// `Authorization: Bearer`.
+pub const TOKEN_HEADER: &str = "x-netdiag-token";
+
 impl Credentials {
+    /// Reads the `Authorization` value and the [`TOKEN_HEADER`] value of a request: a bearer
+    /// token in `Authorization` wins; otherwise the token header's value is the token;
+    /// otherwise what `Authorization` holds (absent: `None`).
+    pub fn from_headers(authorization: Option<&[u8]>, token_header: Option<&[u8]>) -> Self {
+        let from_authorization = Self::from_header(authorization);
+        if matches!(from_authorization, Credentials::Bearer(_)) {
+            return from_authorization;
+        }
+        match token_header.map(std::str::from_utf8) {
+            Some(Ok(t)) if !t.trim().is_empty() => Credentials::Bearer(t.trim().to_owned()),
+            Some(_) => Credentials::Malformed,
+            None => from_authorization,
+        }
+    }
+
     /// Reads an `Authorization` header value (absent: `None`).
     pub fn from_header(value: Option<&[u8]>) -> Self {
         let Some(value) = value else { return Credentials::None };
@@ -95,11 +117,11 @@ impl Credentials {
 pub enum AuthError {
     #[error(
         "on-demand runs need the collector's API token: send `Authorization: Bearer <token>` \
-         (netdiag probe reads it from --api-token-file or NETDIAG_API_TOKEN; `netdiag demo` prints \
-         its token when it starts)"
+         or `X-Netdiag-Token: <token>` (netdiag probe reads it from --api-token-file or \
+         NETDIAG_API_TOKEN; `netdiag demo` prints its token when it starts)"
     )]
     Missing,
-    #[error("the Authorization header is not `Bearer <token>`")]
+    #[error("the Authorization header is not `Bearer <token>` (or X-Netdiag-Token is empty)")]
     Malformed,
     #[error("the API token does not match the collector's: check NETDIAG_API_TOKEN or --api-token-file")]
     Wrong,
@@ -194,5 +216,21 @@ mod tests {
         assert!(!format!("{t:?}").contains("hunter2"));
         let err = ApiToken::from_file(Path::new("/nonexistent/token")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/token"), "{err}");
+    }
+
+    #[test]
+    fn the_token_header_carries_the_token_when_authorization_does_not() {
+        let both = |a: Option<&str>, t: Option<&str>| {
+            Credentials::from_headers(a.map(str::as_bytes), t.map(str::as_bytes))
+        };
+        assert_eq!(both(None, Some(" s3cret ")), bearer("s3cret"));
+        assert_eq!(both(Some("Bearer a"), Some("b")), bearer("a"), "a bearer Authorization wins");
+        assert_eq!(both(Some("Basic eDp5"), Some("b")), bearer("b"), "another scheme is the API server's");
+        assert_eq!(both(None, Some(" ")), Credentials::Malformed);
+        assert_eq!(both(Some("Basic eDp5"), None), Credentials::Malformed);
+        assert_eq!(both(None, None), Credentials::None);
+        let token = ApiToken::new("s3cret").unwrap();
+        assert!(authorize(Some(&token), ip("10.0.0.1"), &both(None, Some("s3cret"))).is_ok());
+        assert_eq!(authorize(Some(&token), None, &both(None, Some("nope"))), Err(AuthError::Wrong));
     }
 }

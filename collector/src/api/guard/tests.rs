@@ -251,6 +251,39 @@ async fn a_client_presenting_the_token_may_use_any_name_but_no_foreign_origin() 
     assert_eq!(call(app(&rig), r).await.0, StatusCode::FORBIDDEN);
 }
 
+// --- through the Kubernetes API server's service proxy ---
+
+/// What `kubectl netdiag` sends through the API server: the Host is the API server's own name,
+/// `Sec-Netdiag-Client` says it is no web page, the token (if any) is in `X-Netdiag-Token`.
+#[tokio::test]
+async fn a_client_no_page_can_be_is_answered_under_the_api_servers_name() {
+    let token = ApiToken::new("s3cret").unwrap();
+    let rig = Rig::new(RunsConfig { token: Some(token), ..RunsConfig::default() }).await;
+    let apiserver = || connection("10.0.0.1:50000", Some("10.244.1.7:7600"));
+    let host = ("host", "kube.example.com:6443");
+    let client = ("sec-netdiag-client", "kubectl-netdiag");
+    let r = request(Method::GET, "/api/v1/diagnosis", &[host, client], apiserver());
+    assert_eq!(call(app(&rig), r).await.0, StatusCode::OK, "reads need no token");
+    let r = request(Method::GET, "/api/v1/diagnosis", &[host], apiserver());
+    assert_eq!(
+        call(app(&rig), r).await.0,
+        StatusCode::MISDIRECTED_REQUEST,
+        "without it: a page may be asking"
+    );
+    // A run still needs the token: the client header admits no run, the token header does.
+    let (status, _, body) = call(app(&rig), probe(&[host, client], apiserver())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(error(&body).contains("X-Netdiag-Token"), "the refusal names the header: {body}");
+    let r = probe(&[host, client, ("x-netdiag-token", "s3cret")], apiserver());
+    assert_eq!(call(app(&rig), r).await.0, NO_AGENT);
+    let (status, _, _) = call(app(&rig), probe(&[host, ("x-netdiag-token", "wrong")], apiserver())).await;
+    assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "a wrong token is no token");
+    // The header does not make a foreign page's POST acceptable.
+    let r =
+        probe(&[host, client, ("x-netdiag-token", "s3cret"), ("origin", "http://evil.example")], apiserver());
+    assert_eq!(call(app(&rig), r).await.0, StatusCode::FORBIDDEN);
+}
+
 // --- the connection ---
 
 #[tokio::test]
