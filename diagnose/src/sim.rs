@@ -626,7 +626,10 @@ impl World {
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
                 {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": [], "kind": "veth"},
             ],
-            "routes": if self.pods_unrouted.contains(p) {
+            // A link down takes its routes with it, as the kernel does.
+            "routes": if self.pods_down.contains(p) {
+                json!([])
+            } else if self.pods_unrouted.contains(p) {
                 json!([{"destination": "169.254.1.1/32", "device": "eth0", "table": 254, "metric": 0}])
             } else {
                 json!([{"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0}])

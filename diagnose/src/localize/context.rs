@@ -317,11 +317,14 @@ impl<'a> Context<'a> {
 
     /// What `pod`'s own routing table lacks (last inspection): the addresses among other
     /// nodes' pods and its own node that no route with a device or gateway covers (a default
-    /// route covers all), with the table as read. None without an inspection or routes, or
-    /// when every such address is covered.
+    /// route covers all), with the table as read. None without an inspection, with a link
+    /// down (its routes went with it), or when every such address is covered.
     pub(crate) fn pod_route_gap(&self, pod: &PodRef) -> Option<(Vec<IpAddr>, Vec<String>)> {
         let (node, report) = self.pod_reports.get(pod).copied()?;
-        if report.routes.is_empty() && report.links.is_empty() {
+        // A link down takes its routes with it: then the link is the cause, not the table.
+        let mut links = report.links.iter().filter(|l| l.name.as_str() != "lo").peekable();
+        links.peek()?;
+        if !links.all(|l| l.up) {
             return None;
         }
         let own_ips = self.pod_ips(pod);
