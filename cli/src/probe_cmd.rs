@@ -251,15 +251,12 @@ async fn run_grpc(
         record.apply(event);
     }
     let unknown = RunId::new("unknown").context("a run id")?;
-    let response = v1json::ProbeResponse::new(
+    let response = v1json::ProbeResponse::of_record(
         run_id.as_ref().unwrap_or(&unknown),
         &request,
-        &record.steps,
-        record.verdict.clone(),
-        &record.done_or_failed(),
+        &record,
         started.elapsed(),
-    )
-    .with_policy(record.policy.as_ref());
+    );
     finish(opts, &response)
 }
 

@@ -199,15 +199,7 @@ pub(super) async fn probe(
     // Dropping this future (the caller hung up) drops the stream, which cancels the run.
     let mut stream = s.runs.start(admitted, request.clone()).await?;
     let record = RunRecord::collect(&mut stream).await;
-    let response = ProbeResponse::new(
-        stream.run_id(),
-        &request,
-        &record.steps,
-        record.verdict.clone(),
-        &record.done_or_failed(),
-        started.elapsed(),
-    )
-    .with_policy(record.policy.as_ref());
+    let response = ProbeResponse::of_record(stream.run_id(), &request, &record, started.elapsed());
     Ok((no_store(), Json(response)).into_response())
 }
 

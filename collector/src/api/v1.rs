@@ -671,6 +671,17 @@ pub struct ProbeResponse {
 }
 
 impl ProbeResponse {
+    /// A run's gathered events as the response (the HTTP API's and `netdiag probe -o json`'s).
+    pub fn of_record(
+        run_id: &RunId,
+        request: &ProbeRunRequest,
+        record: &crate::runs::dispatch::RunRecord,
+        elapsed: Duration,
+    ) -> Self {
+        Self::new(run_id, request, &record.steps, record.verdict.clone(), &record.done_or_failed(), elapsed)
+            .with_policy(record.policy.as_ref())
+    }
+
     /// The response with what NetworkPolicy said of the path.
     pub fn with_policy(
         mut self,

@@ -18,14 +18,17 @@ use crate::run::expand::{ExpandedRun, Scope, StepRole, expand};
 use crate::sim::INVENTORY;
 
 fn run(from: &str, to: &str) -> ExpandedRun {
-    let inv = Inventory::from_yaml(INVENTORY).unwrap();
+    run_on(&Inventory::from_yaml(INVENTORY).unwrap(), from, to)
+}
+
+fn run_on(inv: &Inventory, from: &str, to: &str) -> ExpandedRun {
     let req = ProbeRunRequest {
         from: from.parse().unwrap(),
         to: to.parse().unwrap(),
         http_path: None,
         timeout: None,
     };
-    expand(&inv, &Scope::new(&inv, &[]), &req).unwrap()
+    expand(inv, &Scope::new(inv, &[]), &req).unwrap()
 }
 
 /// What a fault does to one step: its status, outcome and evidence.
@@ -468,13 +471,7 @@ fn run_under_policy(from: &str, to: &str) -> ExpandedRun {
             "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
         }))
         .inventory();
-    let req = ProbeRunRequest {
-        from: from.parse().unwrap(),
-        to: to.parse().unwrap(),
-        http_path: None,
-        timeout: None,
-    };
-    expand(&inv, &Scope::new(&inv, &[]), &req).unwrap()
+    run_on(&inv, from, to)
 }
 
 #[test]
