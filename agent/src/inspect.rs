@@ -1,6 +1,7 @@
 //! Inspections: the state of a node's or a pod's network namespace, read from inside it — links,
 //! addresses, routes and neighbours over rtnetlink ([`netlink`]), network sysctls
-//! ([`sysctls`]), the pod's resolv.conf, and on nodes kube-proxy's NAT rules in either proxy
+//! ([`sysctls`]), the pod's resolv.conf and its own firewall's drops ([`iptables_filter`], one
+//! `iptables-save -t filter` per inspection), and on nodes kube-proxy's NAT rules in either proxy
 //! mode ([`nat`], parsed by [`iptables_nat`] and [`nft_kube_proxy`], read from the iptables
 //! backend [`iptables_backend`] finds) — gathered into one
 //! [`InspectionReport`](netdiag_model::InspectionReport) by [`inspect`]. [`changed`] tells
@@ -61,11 +62,22 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
             InspectScope::Pod => None,
         }
     };
-    let (netlink, (sysctls, sysctl_errors), nat, resolv_conf) = tokio::join!(
+    // A pod's own firewall (rules a sidecar, an init container or an in-pod policy agent
+    // wrote): its filter table's drops, IPv4 (one command per inspection).
+    let pod_filter = async {
+        match scope {
+            InspectScope::Pod => {
+                Some(command::output(src, "iptables-save", &["-t", "filter"], command::COMMAND_TIMEOUT).await)
+            }
+            InspectScope::Node => None,
+        }
+    };
+    let (netlink, (sysctls, sysctl_errors), nat, resolv_conf, pod_filter) = tokio::join!(
         netlink::inspect_netlink(src),
         sysctls::read_sysctls(src, sysctls::REQUIRED, sysctls::OPTIONAL),
         nat,
         resolv_conf(src.resolv_conf(), scope),
+        pod_filter,
     );
 
     let mut errors: Vec<String> = Vec::new();
@@ -77,6 +89,14 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
             (nat.services, nat.proxy_mode, nat.filter_drops)
         }
         None => (Vec::new(), None, Vec::new()),
+    };
+    let filter_drops = match pod_filter {
+        Some(Ok(text)) => iptables_filter::parse(&text),
+        Some(Err(e)) => {
+            errors.push(format!("pod firewall: {e}"));
+            filter_drops
+        }
+        None => filter_drops,
     };
     let resolv_conf = match resolv_conf {
         Ok(conf) => conf,

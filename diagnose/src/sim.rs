@@ -152,6 +152,8 @@ pub enum FilteredSources {
     Node(NodeName),
     /// The pods of a namespace.
     Namespace(String),
+    /// One pod, by a rule in the filtering pod's own namespace (its report carries the rule).
+    Pod(PodRef),
 }
 
 /// The lab, with the faults a scenario injects.
@@ -337,6 +339,11 @@ impl World {
     }
     pub fn loss_one_way(mut self, n: &str, share: f64, direction: Direction) -> Self {
         self.loss_one_way = Some((node(n), share, direction));
+        self
+    }
+    /// `iptables -A INPUT -s <from's IP> -j DROP` inside pod `p`: a rule no policy asks for.
+    pub fn pod_firewall_drops(mut self, p: &str, from: &str) -> Self {
+        self.filters.push((pod(p), FilteredSources::Pod(pod(from))));
         self
     }
     /// The pod drops everything from the pods of node `n` (and the node itself).
@@ -607,6 +614,21 @@ impl World {
     }
 
     fn pod_report(&self, p: &PodRef) -> InspectionReport {
+        let inv = self.inventory();
+        let drops: Vec<serde_json::Value> = self
+            .filters
+            .iter()
+            .filter_map(|(q, g)| match g {
+                FilteredSources::Pod(from) if q == p => {
+                    let ip = inv.pod(from)?.ips[0];
+                    Some(json!({
+                        "hook": "input", "source": format!("{ip}/32"), "reject": false,
+                        "rule": format!("INPUT: -s {ip}/32 -j DROP"),
+                    }))
+                }
+                _ => None,
+            })
+            .collect();
         let keepalive = self
             .keepalive
             .iter()
@@ -644,6 +666,7 @@ impl World {
             },
             "proxy_mode": null,
             "errors": [],
+            "filter_drops": drops,
         }))
     }
 
@@ -732,6 +755,7 @@ impl World {
             dst_pod == Some(p)
                 && match g {
                     FilteredSources::Node(n) => n == from,
+                    FilteredSources::Pod(q) => source.pod() == Some(q),
                     FilteredSources::Namespace(ns) => {
                         source.pod().is_some_and(|s| s.namespace.as_str() == ns)
                     }

@@ -84,21 +84,28 @@ fn denied_paths_are_intended_and_policy_faults_are_named() {
     let cleared = c.wait_for(settle(), |c| c.diagnosis().findings.is_empty().then_some(()));
     assert!(cleared.is_some(), "healed, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
 
-    // A deny no policy asks for: tidb-0 may reach pd-1's client port, and now cannot.
+    // A deny no policy asks for: tidb-0 may reach pd-1's client port, and now cannot. The rule
+    // sits in pd-1's own namespace, and its inspection carries it: the finding names the pod's
+    // firewall and quotes the rule.
     c.lab.fault("extra-deny tidb/demo-pd-1 tidb/demo-tidb-0");
-    let failure = c.wait_for(settle(), |c| {
+    let named = c.wait_for(settle(), |c| {
         let d = c.diagnosis();
-        let one = d.findings.len() == 1 && !d.findings[0].id.as_str().starts_with("policy");
-        let names = d
-            .findings
-            .iter()
-            .any(|f| f.affected.iter().any(|a| a.as_str().starts_with("tidb/demo-tidb-0 -> tidb/demo-pd-1")));
-        (one && names).then_some(())
+        let ok = d.findings.len() == 1
+            && d.findings[0].id.as_str() == "firewall-drop"
+            && d.findings[0]
+                .culprit
+                .as_ref()
+                .is_some_and(|cu| cu.kind == CulpritKind::Pod && cu.name.as_str() == "tidb/demo-pd-1");
+        ok.then_some(())
     });
     assert!(
-        failure.is_some(),
+        named.is_some(),
         "extra-deny pd-1 from tidb-0: findings now\n  {}",
         describe_findings(&c.diagnosis().findings)
     );
-    eprintln!("extra-deny named as a failure: {}", describe_findings(&c.diagnosis().findings));
+    eprintln!(
+        "extra-deny named as pd-1's own firewall in {:?}: {}",
+        named.unwrap().1,
+        describe_findings(&c.diagnosis().findings)
+    );
 }

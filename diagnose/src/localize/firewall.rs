@@ -252,9 +252,87 @@ fn matches(d: &FilterDrop, p: &Packet, uplink: Option<&str>) -> bool {
         && iface(&d.out_interface, p.out_uplink)
 }
 
-/// A drop rule on a node and the bad cells it matches, when it matches no working one.
+/// Whose firewall a rule is: a node's, or a pod's own (its namespace's filter table).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Owner {
+    Node(NodeName),
+    Pod(PodRef),
+}
+
+impl Owner {
+    fn report<'r>(&self, a: &Analysis<'r>) -> Option<&'r netdiag_model::InspectionReport> {
+        match self {
+            Owner::Node(n) => a.ctx.node_reports.get(n).copied(),
+            Owner::Pod(p) => a.ctx.pod_reports.get(p).map(|(_, r)| *r),
+        }
+    }
+
+    fn rule<'r>(&self, a: &Analysis<'r>, j: usize) -> Option<&'r FilterDrop> {
+        self.report(a)?.filter_drops.get(j)
+    }
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Node(n) => write!(f, "node {n}"),
+            Owner::Pod(p) => write!(f, "pod {p}"),
+        }
+    }
+}
+
+/// The interface a pod's packets cross: the link holding its address.
+fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
+    let (_, report) = a.ctx.pod_reports.get(pod)?;
+    let ips = a.ctx.pod_ips(pod);
+    report
+        .links
+        .iter()
+        .find(|l| l.addresses.iter().any(|ad| ips.contains(&ad.addr())))
+        .map(|l| l.name.as_str().to_owned())
+}
+
+/// The pod hooks a direct cell's request meets: the source pod's OUTPUT, the destination
+/// pod's INPUT (its own namespace's filter table), each with the packet it sees there.
+fn pod_hops(
+    a: &Analysis<'_>,
+    ips: &Addresses<'_>,
+    o: &Obs,
+    protocol: FilterProtocol,
+) -> Vec<(PodRef, FilterHook, Packet)> {
+    let family = match &o.dest {
+        Destination::Pod { family, .. } | Destination::Endpoint { family, .. } => *family,
+        _ => return Vec::new(),
+    };
+    let Some(dst) = o.dst_pod.as_ref() else { return Vec::new() };
+    let source = match &o.source {
+        Source::Pod(p) => ips.pod(p, family),
+        Source::Node(n) => ips.node(n, family),
+    };
+    let destination = ips.pod(dst, family);
+    let port = if protocol == FilterProtocol::Icmp { None } else { o.dst_port };
+    let packet = |in_uplink, out_uplink| Packet {
+        protocol,
+        source,
+        destination,
+        port,
+        in_uplink,
+        out_uplink,
+        marked: false,
+    };
+    let mut out = Vec::new();
+    if let Some(src) = o.src_pod() {
+        out.push((src.clone(), FilterHook::Output, packet(false, true)));
+    }
+    out.push((dst.clone(), FilterHook::Input, packet(true, false)));
+    let _ = a;
+    out
+}
+
+/// A drop rule on a node (or in a pod) and the bad cells it matches, when it matches no
+/// working one.
 struct Confirmed<'r> {
-    node: NodeName,
+    owner: Owner,
     rule: &'r FilterDrop,
     bad: BTreeSet<usize>,
     /// Cells still ok but failing part of the time through it (a VIP whose backend behind the
@@ -276,13 +354,21 @@ fn clears(d: &FilterDrop, protocol: FilterProtocol) -> bool {
 }
 
 fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
-    let mut by_rule: BTreeMap<(NodeName, usize), Matched> = BTreeMap::new();
+    let mut by_rule: BTreeMap<(Owner, usize), Matched> = BTreeMap::new();
     let guarded: BTreeSet<&NodeName> =
         a.ctx.node_reports.iter().filter(|(_, r)| !r.filter_drops.is_empty()).map(|(n, _)| n).collect();
-    if guarded.is_empty() {
+    let guarded_pods: BTreeMap<&PodRef, Option<String>> = a
+        .ctx
+        .pod_reports
+        .iter()
+        .filter(|(_, (_, r))| !r.filter_drops.is_empty())
+        .map(|(p, _)| (p, pod_uplink(a, p)))
+        .collect();
+    if guarded.is_empty() && guarded_pods.is_empty() {
         return Vec::new();
     }
     let uplinks: BTreeMap<&NodeName, Option<String>> = guarded.iter().map(|n| (*n, uplink(a, n))).collect();
+    let mut alive_pods: BTreeSet<&PodRef> = BTreeSet::new();
     let ips = Addresses::new(a.ctx.inventory);
     let mut alive: BTreeSet<&NodeName> = BTreeSet::new();
     for (i, o) in a.obs.iter().enumerate() {
@@ -292,15 +378,22 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
             && !o.stats.since_repair.troubled();
         if working {
             alive.insert(o.src_node());
+            if let Some(p) = o.src_pod() {
+                alive_pods.insert(p);
+            }
         }
         let soft = o.stats.status == CellStatus::Ok && o.stats.since_repair.troubled();
         if !bad && !working && !soft {
             continue;
         }
-        // Only paths that touch a node with such rules (a VIP's backends may sit anywhere).
+        // Only paths that touch a node with such rules (a VIP's backends may sit anywhere),
+        // or a pod with its own.
+        let touches_pod = o.src_pod().is_some_and(|p| guarded_pods.contains_key(p))
+            || o.dst_pod.as_ref().is_some_and(|p| guarded_pods.contains_key(p));
         if !guarded.contains(o.src_node())
             && o.dst_node.as_ref().is_none_or(|d| !guarded.contains(d))
             && a.service_of(o).is_none()
+            && !touches_pod
         {
             continue;
         }
@@ -312,7 +405,7 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
         let partial = routes.len() > 1
             && !working
             && (soft || o.stats.status == CellStatus::Degraded || o.stats.since_repair.successes > 0);
-        let mut met: Option<BTreeSet<(NodeName, usize)>> = None;
+        let mut met: Option<BTreeSet<(Owner, usize)>> = None;
         for route in &routes {
             let mut here = BTreeSet::new();
             for (node, hook, packet) in route {
@@ -320,7 +413,19 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                 let up = uplinks.get(node).cloned().flatten();
                 for (j, d) in report.filter_drops.iter().enumerate() {
                     if d.hook == *hook && matches(d, packet, up.as_deref()) && !(d.policy && packet.marked) {
-                        here.insert((node.clone(), j));
+                        here.insert((Owner::Node(node.clone()), j));
+                    }
+                }
+            }
+            // The pods' own tables, on a direct path (a route of its own).
+            if touches_pod {
+                for (pod, hook, packet) in pod_hops(a, &ips, o, protocol) {
+                    let Some(up) = guarded_pods.get(&pod) else { continue };
+                    let Some((_, report)) = a.ctx.pod_reports.get(&pod) else { continue };
+                    for (j, d) in report.filter_drops.iter().enumerate() {
+                        if d.hook == hook && matches(d, &packet, up.as_deref()) {
+                            here.insert((Owner::Pod(pod.clone()), j));
+                        }
                     }
                 }
             }
@@ -330,14 +435,12 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                 Some(m) => m.intersection(&here).cloned().collect(),
             });
         }
-        for (node, j) in met.unwrap_or_default() {
-            let Some(rule) = a.ctx.node_reports.get(&node).and_then(|r| r.filter_drops.get(j)) else {
-                continue;
-            };
+        for (owner, j) in met.unwrap_or_default() {
+            let Some(rule) = owner.rule(a, j) else { continue };
             if working && !clears(rule, protocol) {
                 continue;
             }
-            let e = by_rule.entry((node, j)).or_default();
+            let e = by_rule.entry((owner, j)).or_default();
             if bad {
                 e.bad.insert(i);
             } else if soft {
@@ -350,24 +453,34 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
     by_rule
         .into_iter()
         .filter(|(_, m)| !m.bad.is_empty() && !m.working)
-        .filter_map(|((node, j), m)| {
-            let rule = a.ctx.node_reports.get(&node)?.filter_drops.get(j)?;
-            (!rule.policy || alive.contains(&node)).then_some(Confirmed {
-                node,
-                rule,
-                bad: m.bad,
-                soft: m.soft,
-            })
+        .filter_map(|((owner, j), m)| {
+            let rule = owner.rule(a, j)?;
+            let live = match &owner {
+                Owner::Node(n) => alive.contains(n),
+                Owner::Pod(p) => alive_pods.contains(p),
+            };
+            (!rule.policy || live).then_some(Confirmed { owner, rule, bad: m.bad, soft: m.soft })
         })
         .collect()
 }
 
 /// Whether the draft is a named verdict that already blames `node` (the node, or a pair with
 /// it): a cover-layer symptom on the node (its sources "unreachable") is not one.
-fn blames(d: &Draft, node: &NodeName) -> bool {
+fn blames(d: &Draft, owner: &Owner) -> bool {
     if !ids::ALL.contains(&d.id.as_ref()) {
         return false;
     }
+    let node = match owner {
+        Owner::Node(n) => n,
+        Owner::Pod(p) => {
+            let name = p.to_string();
+            return match d.culprit.0 {
+                CulpritKind::Pod => d.culprit.1 == name,
+                CulpritKind::Port => d.culprit.1.strip_prefix(&name).is_some_and(|r| r.starts_with(':')),
+                _ => false,
+            };
+        }
+    };
     match d.culprit.0 {
         CulpritKind::Node => d.culprit.1 == node.as_str(),
         CulpritKind::NodePair => d.culprit.1.split(['↔', '→']).any(|n| n == node.as_str()),
@@ -375,9 +488,9 @@ fn blames(d: &Draft, node: &NodeName) -> bool {
     }
 }
 
-fn rule_line(node: &NodeName, d: &FilterDrop) -> String {
+fn rule_line(owner: &Owner, d: &FilterDrop) -> String {
     let verb = if d.reject { "rejects" } else { "drops" };
-    format!("node {node}'s firewall {verb} these paths: {}", d.rule)
+    format!("{owner}'s firewall {verb} these paths: {}", d.rule)
 }
 
 /// Applies the confirmed rules to the drafts; returns the drafts with the claims moved.
@@ -409,7 +522,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             let Some(draft) = draft else { continue };
             if !claimed.contains_key(&d)
                 && !draft.affected.is_empty()
-                && !blames(draft, &c.node)
+                && !blames(draft, &c.owner)
                 && draft.affected.iter().all(|p| matched.contains(p))
             {
                 absorbed.push(d);
@@ -418,10 +531,10 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
         for d in owners {
             let Some(Some(draft)) = drafts.get_mut(d) else { continue };
             let whole = claimed.get(&d).is_some_and(|cells| cells.iter().all(|i| c.bad.contains(i)));
-            if whole && !blames(draft, &c.node) && d < n_old {
+            if whole && !blames(draft, &c.owner) && d < n_old {
                 absorbed.push(d);
             } else {
-                draft.evidence.insert(0, rule_line(&c.node, c.rule));
+                draft.evidence.insert(0, rule_line(&c.owner, c.rule));
             }
         }
         if absorbed.is_empty() {
@@ -440,7 +553,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             moved.insert(d, index);
         }
         let verb = if c.rule.reject { "rejects" } else { "drops" };
-        let mut evidence = vec![format!("rule on node {}: {}", c.node, c.rule.rule)];
+        let mut evidence = vec![format!("rule on {}: {}", c.owner, c.rule.rule)];
         evidence.push(format!(
             "every path it matches fails, none works; without it the paths read as: {}",
             was.join(", ")
@@ -450,11 +563,14 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             Draft::new(
                 ids::FIREWALL_DROP,
                 Severity::Critical,
-                (CulpritKind::Node, c.node.to_string()),
+                match &c.owner {
+                    Owner::Node(n) => (CulpritKind::Node, n.to_string()),
+                    Owner::Pod(p) => (CulpritKind::Pod, p.to_string()),
+                },
                 "1.5",
                 format!(
-                    "node {}'s firewall {verb} {} failing paths ({} hook): {}",
-                    c.node,
+                    "{}'s firewall {verb} {} failing paths ({} hook): {}",
+                    c.owner,
                     cells.len(),
                     c.rule.hook,
                     c.rule.rule
@@ -462,11 +578,17 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             )
             .affected(affected)
             .evidence(evidence)
-            .suggestion(format!(
-                "read the rule in context on {}: `iptables-save -t filter` (or `nft list ruleset`); find who wrote it \
-                 (a host firewall, a security agent, a NetworkPolicy implementation) and remove or narrow it",
-                c.node
-            )),
+            .suggestion(match &c.owner {
+                Owner::Node(n) => format!(
+                    "read the rule in context on {n}: `iptables-save -t filter` (or `nft list ruleset`); find who wrote \
+                     it (a host firewall, a security agent, a NetworkPolicy implementation) and remove or narrow it"
+                ),
+                Owner::Pod(p) => format!(
+                    "read the rule in {p}'s own network namespace (`nsenter -n -t <its pid> iptables-save -t filter`); \
+                     no NetworkPolicy asks for it: find who wrote it (an init container, a sidecar, a policy agent) and \
+                     remove or narrow it"
+                ),
+            }),
         );
     }
     a.remap_claims(|d| moved.get(&d).copied().unwrap_or(d));

@@ -97,6 +97,11 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::NODE_FORWARDING_BROKEN, Node, "node-2", "forwards nothing for its pods")],
         ),
         row(
+            "a rule inside pod demo-pd-1 drops what demo-tidb-0 sends it",
+            World::healthy().pod_firewall_drops("tidb/demo-pd-1", "tidb/demo-tidb-0"),
+            vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1's firewall drops")],
+        ),
+        row(
             "node-2's firewall drops TCP to port 2379",
             World::healthy().firewall_drop("node-2", 2379),
             vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
