@@ -189,11 +189,13 @@ fn failure_classes_without_a_rule_are_localized() {
             culprit: CulpritKind::Pod,
             name: "tidb/demo-pd-0 from node node-2",
         },
+        // The lab writes this filter inside tikv-1's own namespace (one rule: kube-system holds
+        // one pod), and tikv-1's inspection carries it: the cause on record, not the class.
         Case {
             fault: "pod-filter tidb/demo-tikv-1 namespace/kube-system",
-            id: "source-group-unreachable",
+            id: "firewall-drop",
             culprit: CulpritKind::Pod,
-            name: "tidb/demo-tikv-1 from namespace kube-system",
+            name: "tidb/demo-tikv-1",
         },
         // One way only: an echo's reply is as large as its request, so both directions'
         // probes fail and the verdict says "through" the node.
