@@ -32,11 +32,12 @@ pub fn parse(text: &str) -> Vec<FilterDrop> {
         [(FilterHook::Input, "INPUT"), (FilterHook::Forward, "FORWARD"), (FilterHook::Output, "OUTPUT")]
     {
         let mut path = vec![name.to_owned()];
-        walk(&chains, hook, name, &Conditions::default(), &mut path, &mut out);
+        walk(&chains, hook, name, &Conditions::default(), false, &mut path, &mut out);
         if drop_policies.iter().any(|c| c == name) && out.len() < MAX_FILTER_DROPS {
             let rule = format!("{name}: policy DROP (`iptables -P {name} DROP`: drops what no rule accepts)");
             let mut drop = Conditions::default().into_drop(hook, false, &rule);
             drop.policy = true;
+            drop.new_only = true;
             out.push(drop);
         }
     }
@@ -90,20 +91,28 @@ fn walk(
     hook: FilterHook,
     chain: &str,
     inherited: &Conditions,
+    established_accepted: bool,
     path: &mut Vec<String>,
     out: &mut Vec<FilterDrop>,
 ) {
     let Some(rules) = chains.get(chain) else { return };
+    let mut established_accepted = established_accepted;
     for words in rules {
         if out.len() >= MAX_FILTER_DROPS {
             return;
+        }
+        if accepts_established(words) {
+            established_accepted = true;
+            continue;
         }
         let Some(rule) = Rule::read(words) else { continue };
         let Some(conditions) = inherited.and(&rule.conditions) else { continue };
         match rule.target.as_deref() {
             Some(target @ ("DROP" | "REJECT")) => {
                 let text = format!("{}: {}", path.join(" → "), join(words));
-                out.push(conditions.into_drop(hook, target == "REJECT", &text));
+                let mut drop = conditions.into_drop(hook, target == "REJECT", &text);
+                drop.new_only = established_accepted;
+                out.push(drop);
             }
             Some(next)
                 if chains.contains_key(next)
@@ -112,12 +121,38 @@ fn walk(
                     && !path.iter().any(|c| c == next) =>
             {
                 path.push(next.to_owned());
-                walk(chains, hook, next, &conditions, path, out);
+                walk(chains, hook, next, &conditions, established_accepted, path, out);
                 path.pop();
             }
             _ => {}
         }
     }
+}
+
+/// `-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT` (or `-m state --state …`, with a
+/// comment at most): every later rule on the way meets new connections only.
+fn accepts_established(words: &[Word]) -> bool {
+    let mut accept = false;
+    let mut states = false;
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i].text.as_str();
+        let value = words.get(i + 1).map(|v| v.text.as_str());
+        match (w, value) {
+            ("-m" | "--match", Some("conntrack" | "state" | "comment")) => i += 2,
+            ("--comment", Some(_)) => i += 2,
+            ("--ctstate" | "--state", Some(v)) => {
+                states = v.split(',').all(|s| matches!(s, "ESTABLISHED" | "RELATED"));
+                i += 2;
+            }
+            ("-j" | "--jump", Some("ACCEPT")) => {
+                accept = true;
+                i += 2;
+            }
+            _ => return false,
+        }
+    }
+    accept && states
 }
 
 fn join(words: &[Word]) -> String {
@@ -176,6 +211,7 @@ impl Conditions {
             destination_ports: self.ports,
             reject,
             policy: false,
+            new_only: false,
             rule: Text::<MAX_LINE_BYTES>::lossy(rule),
         }
     }
@@ -377,6 +413,26 @@ COMMIT
             parse(&SAVE.replace(":OUTPUT ACCEPT", ":OUTPUT DROP"))
                 .last()
                 .is_some_and(|d| d.policy && d.hook == FilterHook::Output)
+        );
+    }
+
+    #[test]
+    fn rules_after_a_stateful_accept_meet_new_connections_only() {
+        let save = "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:IN - [0:0]\n\
+                    -A INPUT -p tcp --dport 22 -j DROP\n-A INPUT -j IN\n\
+                    -A IN -m conntrack --ctstate ESTABLISHED,RELATED -m comment --comment \"replies\" -j ACCEPT\n\
+                    -A IN -s 10.244.2.4/32 -j DROP\n\
+                    -A FORWARD -m state --state ESTABLISHED -s 10.0.0.0/8 -j ACCEPT\n-A FORWARD -j DROP\nCOMMIT\n";
+        let drops = parse(save);
+        let got: Vec<(&str, bool)> = drops.iter().map(|d| (d.rule.as_str(), d.new_only)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("INPUT: -p tcp --dport 22 -j DROP", false),
+                ("INPUT → IN: -s 10.244.2.4/32 -j DROP", true),
+                ("FORWARD: -j DROP", false),
+            ],
+            "only an accept of established flows alone (a comment at most) makes later rules new-only"
         );
     }
 

@@ -350,7 +350,7 @@ struct Matched {
 
 /// Whether a working path of `protocol` that meets `d` shows `d` does not stop it.
 fn clears(d: &FilterDrop, protocol: FilterProtocol) -> bool {
-    !(d.policy && protocol == FilterProtocol::Icmp)
+    !((d.policy || d.new_only) && protocol == FilterProtocol::Icmp)
 }
 
 fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {

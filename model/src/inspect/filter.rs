@@ -80,6 +80,10 @@ pub struct FilterDrop {
     /// that keeps its conntrack entry) still pass.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy: bool,
+    /// An earlier rule on its way accepts established and related flows: this one meets new
+    /// connections only (a ping that keeps its conntrack entry passes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub new_only: bool,
     /// The rule as written, with the chains that lead to it (`FORWARD → BLOCK: -p tcp …`).
     pub rule: Text<MAX_LINE_BYTES>,
 }

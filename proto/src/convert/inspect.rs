@@ -268,6 +268,7 @@ impl TryFrom<v1::FilterDrop> for FilterDrop {
             destination_ports: ports,
             reject: d.reject,
             policy: d.policy,
+            new_only: d.new_only,
             rule: Text::new(d.rule).at("rule")?,
         })
     }
@@ -301,6 +302,7 @@ impl From<FilterDrop> for v1::FilterDrop {
                 .collect(),
             reject: d.reject,
             policy: d.policy,
+            new_only: d.new_only,
             rule: d.rule.into(),
         }
     }

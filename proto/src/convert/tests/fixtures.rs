@@ -159,6 +159,7 @@ pub(super) fn inspection() -> InspectionReport {
                 destination_ports: vec![PortRange { first: port(20160), last: port(20180) }],
                 reject: false,
                 policy: false,
+                new_only: false,
                 rule: netdiag_model::Text::new("FORWARD: -p tcp --dport 20160:20180 -j DROP".to_owned())
                     .unwrap(),
             },
@@ -172,6 +173,7 @@ pub(super) fn inspection() -> InspectionReport {
                 destination_ports: vec![],
                 reject: true,
                 policy: false,
+                new_only: false,
                 rule: netdiag_model::Text::new("INPUT: -j REJECT".to_owned()).unwrap(),
             },
             FilterDrop {
@@ -184,6 +186,7 @@ pub(super) fn inspection() -> InspectionReport {
                 destination_ports: vec![],
                 reject: false,
                 policy: true,
+                new_only: true,
                 rule: netdiag_model::Text::new("FORWARD: policy DROP".to_owned()).unwrap(),
             },
         ],
