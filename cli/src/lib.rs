@@ -46,7 +46,8 @@ enum Command {
     /// The agents the collector knows.
     Agents(Via<query_cmd::AgentsOpts>),
     /// Probe now from a pod or node to a target, step by step as the runbook walks it; exits 0
-    /// when no problem is found, 1 with a verdict, 2 when the run could not be done.
+    /// when no problem is found (or NetworkPolicy denies the path and it fails, as intended), 1
+    /// with a verdict, 2 when the run could not be done.
     Probe(Via<probe_cmd::ProbeOpts>),
     /// Run a node agent (as `netdiag-agent`).
     Agent(netdiag_agent::cli::AgentCli),
