@@ -502,7 +502,7 @@ impl World {
             out.insert(Source::Node(n.name.clone()), (n.name.clone(), report));
         }
         for p in &inv.pods {
-            let report = self.pod_report(&p.pod_ref());
+            let report = self.pod_report(&inv, &p.pod_ref());
             out.insert(Source::Pod(p.pod_ref()), (p.node.clone(), report));
         }
         out
@@ -613,8 +613,7 @@ impl World {
         }))
     }
 
-    fn pod_report(&self, p: &PodRef) -> InspectionReport {
-        let inv = self.inventory();
+    fn pod_report(&self, inv: &Inventory, p: &PodRef) -> InspectionReport {
         let drops: Vec<serde_json::Value> = self
             .filters
             .iter()

@@ -220,12 +220,16 @@ impl<'i> Addresses<'i> {
 
 /// The name of `node`'s uplink: the link holding one of its addresses.
 fn uplink(a: &Analysis<'_>, node: &NodeName) -> Option<String> {
-    let report = a.ctx.node_reports.get(node)?;
     let info = a.ctx.inventory.nodes.iter().find(|n| &n.name == node)?;
+    link_holding(a.ctx.node_reports.get(node)?, &info.ips)
+}
+
+/// The name of the link in `report` holding one of `ips`.
+fn link_holding(report: &netdiag_model::InspectionReport, ips: &[IpAddr]) -> Option<String> {
     report
         .links
         .iter()
-        .find(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))
+        .find(|l| l.addresses.iter().any(|ad| ips.contains(&ad.addr())))
         .map(|l| l.name.as_str().to_owned())
 }
 
@@ -283,23 +287,12 @@ impl std::fmt::Display for Owner {
 
 /// The interface a pod's packets cross: the link holding its address.
 fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
-    let (_, report) = a.ctx.pod_reports.get(pod)?;
-    let ips = a.ctx.pod_ips(pod);
-    report
-        .links
-        .iter()
-        .find(|l| l.addresses.iter().any(|ad| ips.contains(&ad.addr())))
-        .map(|l| l.name.as_str().to_owned())
+    link_holding(a.ctx.pod_reports.get(pod)?.1, &a.ctx.pod_ips(pod))
 }
 
 /// The pod hooks a direct cell's request meets: the source pod's OUTPUT, the destination
 /// pod's INPUT (its own namespace's filter table), each with the packet it sees there.
-fn pod_hops(
-    a: &Analysis<'_>,
-    ips: &Addresses<'_>,
-    o: &Obs,
-    protocol: FilterProtocol,
-) -> Vec<(PodRef, FilterHook, Packet)> {
+fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
     let family = match &o.dest {
         Destination::Pod { family, .. } | Destination::Endpoint { family, .. } => *family,
         _ => return Vec::new(),
@@ -325,7 +318,6 @@ fn pod_hops(
         out.push((src.clone(), FilterHook::Output, packet(false, true)));
     }
     out.push((dst.clone(), FilterHook::Input, packet(true, false)));
-    let _ = a;
     out
 }
 
@@ -419,7 +411,7 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
             }
             // The pods' own tables, on a direct path (a route of its own).
             if touches_pod {
-                for (pod, hook, packet) in pod_hops(a, &ips, o, protocol) {
+                for (pod, hook, packet) in pod_hops(&ips, o, protocol) {
                     let Some(up) = guarded_pods.get(&pod) else { continue };
                     let Some((_, report)) = a.ctx.pod_reports.get(&pod) else { continue };
                     for (j, d) in report.filter_drops.iter().enumerate() {
