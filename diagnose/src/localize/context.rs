@@ -144,22 +144,8 @@ impl<'a> Context<'a> {
                 }
             }
         }
-        let mut checked = Vec::new();
-        let mut policy_errors = Vec::new();
-        for p in &inventory.network_policies {
-            match p.check() {
-                Ok(p) => checked.push(p),
-                Err(e) => policy_errors.push(e.to_string()),
-            }
-        }
-        let namespaces = inventory.namespaces.iter().filter_map(|n| match n.check() {
-            Ok(n) => Some(n),
-            Err(e) => {
-                policy_errors.push(e.to_string());
-                None
-            }
-        });
-        let policies = PolicySet::new(checked, namespaces.collect::<Vec<_>>());
+        let (policies, errors) = PolicySet::from_inventory(inventory);
+        let policy_errors = errors.iter().map(ToString::to_string).collect();
         Context {
             inventory,
             pods: inventory.pods.iter().map(|p| (p.pod_ref(), p)).collect(),

@@ -54,6 +54,20 @@ impl PolicySet {
         set
     }
 
+    /// The set an inventory's objects make, leaving out each that fails the API's
+    /// validation, with why (what the API server would have refused).
+    pub fn from_inventory(inventory: &netdiag_model::inventory::Inventory) -> (Self, Vec<PolicyError>) {
+        fn keep<T>(r: Result<T, PolicyError>, errors: &mut Vec<PolicyError>) -> Option<T> {
+            r.map_err(|e| errors.push(e)).ok()
+        }
+        let mut errors = Vec::new();
+        let policies: Vec<Policy> =
+            inventory.network_policies.iter().filter_map(|p| keep(p.check(), &mut errors)).collect();
+        let namespaces: Vec<NamespaceLabels> =
+            inventory.namespaces.iter().filter_map(|n| keep(n.check(), &mut errors)).collect();
+        (Self::new(policies, namespaces), errors)
+    }
+
     /// Checks every object first; the first invalid one is the error.
     pub fn from_objects(
         policies: &[NetworkPolicy],

@@ -811,3 +811,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_inventorys_invalid_policy_is_left_out_and_named() {
+    let mut inv = crate::sim::World::healthy().inventory();
+    inv.network_policies = vec![
+        serde_json::from_value(
+            json!({"metadata": {"namespace": "tidb", "name": "ok"}, "spec": {"podSelector": {}}}),
+        )
+        .unwrap(),
+        serde_json::from_value(json!({
+            "metadata": {"namespace": "tidb", "name": "bad"},
+            "spec": {"podSelector": {}, "policyTypes": ["Sideways"]}
+        }))
+        .unwrap(),
+    ];
+    let (set, errors) = PolicySet::from_inventory(&inv);
+    assert_eq!(set.len(), 1);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].to_string().contains("tidb/bad"), "{}", errors[0]);
+}

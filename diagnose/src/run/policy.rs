@@ -37,9 +37,7 @@ pub fn judge(inventory: &Inventory, source: &Source, roles: &[StepRole]) -> Opti
     if inventory.network_policies.is_empty() {
         return None;
     }
-    let policies: Vec<_> = inventory.network_policies.iter().filter_map(|p| p.check().ok()).collect();
-    let namespaces: Vec<_> = inventory.namespaces.iter().filter_map(|n| n.check().ok()).collect();
-    let set = PolicySet::new(policies, namespaces);
+    let (set, _) = PolicySet::from_inventory(inventory);
     let backends: Vec<Backend<'_>> = roles
         .iter()
         .filter_map(|r| match r {
