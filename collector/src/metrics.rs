@@ -23,6 +23,11 @@
 //! | `netdiag_agent_connected` | gauge (0/1) | `node` |
 //! | `netdiag_agent_results_received_total` | counter | `node` |
 //! | `netdiag_agent_results_dropped_total` | counter | `node` |
+//! | `netdiag_diagnoses_total` | counter | |
+//! | `netdiag_diagnosis_duration_seconds` | gauge (the latest diagnosis) | |
+//! | `netdiag_plan_rounds_total` | counter | |
+//! | `netdiag_plan_round_duration_seconds` | gauge (the latest round of every agent's plan) | |
+//! | `netdiag_plan_round_plans` | gauge (plans the latest round computed) | |
 //!
 //! Labels come from bounded sets only (STYLE.md §8): `node` is the reporting agent's node,
 //! `node_pair` is `<node>-><destination>` where the destination is a node the inventory knows,
@@ -390,6 +395,8 @@ struct StateSnapshot {
     findings: BTreeMap<(String, Severity), u64>,
     active: Vec<ActiveFinding>,
     agents: Vec<AgentInfo>,
+    work: crate::state::WorkCounters,
+    diagnosis_seconds: f64,
 }
 
 /// The labels of one `netdiag_finding_active` series.
@@ -448,7 +455,16 @@ impl StateSnapshot {
         }
         let matrix = state.with_matrix(|m| m.counters());
         let (findings, active) = finding_series(&diagnosis.diagnosis.findings);
-        StateSnapshot { ingest: state.counters(), matrix, cells, findings, active, agents: state.agents(now) }
+        StateSnapshot {
+            ingest: state.counters(),
+            matrix,
+            cells,
+            findings,
+            active,
+            agents: state.agents(now),
+            work: state.work(),
+            diagnosis_seconds: diagnosis.took.as_secs_f64(),
+        }
     }
 }
 
@@ -489,6 +505,12 @@ fn family<L: EncodeLabelSet, M: EncodeMetric>(
         metric.encode(family.encode_family(&labels)?)?;
     }
     Ok(())
+}
+
+/// A family with a single unlabelled gauge.
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> fmt::Result {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
 }
 
 /// A family with a single unlabelled counter.
@@ -604,6 +626,32 @@ impl prometheus_client::collector::Collector for StateSnapshot {
             "Probe results the node's agent reported dropping (its buffer was full).",
             MetricType::Counter,
             per_node(|a| a.results_dropped).map(|(l, v)| (l, ConstCounter::new(v))),
+        )?;
+        let w = &self.work;
+        counter(&mut e, "diagnoses", "Diagnoses computed (at most one a second).", w.diagnoses)?;
+        gauge(
+            &mut e,
+            "diagnosis_duration_seconds",
+            "How long the latest diagnosis took: copying the matrix and inspections, and localizing.",
+            self.diagnosis_seconds,
+        )?;
+        counter(
+            &mut e,
+            "plan_rounds",
+            "Rounds recomputing every connected agent's probe plan.",
+            w.plan_rounds,
+        )?;
+        gauge(
+            &mut e,
+            "plan_round_duration_seconds",
+            "How long the latest plan round took to compute every connected agent's plan.",
+            w.plan_round_seconds,
+        )?;
+        gauge(
+            &mut e,
+            "plan_round_plans",
+            "Plans the latest plan round computed (one per connected plan-taking agent).",
+            w.plan_round_plans as f64,
         )?;
         Ok(())
     }

@@ -262,14 +262,20 @@ impl Planner {
         if nodes.is_empty() {
             return Vec::new();
         }
+        let started = std::time::Instant::now();
         let sampler = Sampler::new(&basis.inventory, &self.config.policy, &basis.failing);
-        nodes
+        let planned = nodes.len();
+        let changes = nodes
             .into_iter()
             .flat_map(|node| {
                 let msgs = self.messages_for(&sampler, &basis.inventory, &node, false);
                 msgs.into_iter().map(move |m| (node.clone(), m))
             })
-            .collect()
+            .collect();
+        let took = started.elapsed();
+        debug!(took_ms = took.as_millis() as u64, plans = planned, "plan round computed");
+        self.state.plan_round(planned, took);
+        changes
     }
 
     /// Refreshes every [`PlansConfig::refresh_every`] and sends what changed, until `stop`.

@@ -49,6 +49,8 @@ pub struct DiagnosisSnapshot {
     pub cell_counts: BTreeMap<(MatrixLevel, ProbeKind, CellStatus), u64>,
     /// When each listed finding (by [`finding_key`]) was first and last seen.
     pub seen: HashMap<String, crate::history::Seen>,
+    /// How long copying the inputs and localizing took.
+    pub took: Duration,
 }
 
 impl DiagnosisSnapshot {
@@ -111,6 +113,19 @@ pub struct CollectorState {
     /// The policy errors last logged (logged again only when they change).
     policy_errors_logged: Mutex<Vec<String>>,
     computing: Mutex<()>,
+    /// How much diagnosing and planning the collector has done, for `/metrics`.
+    work: Mutex<WorkCounters>,
+}
+
+/// The collector's own work, timed: what `/metrics` shows of diagnoses and plan rounds.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WorkCounters {
+    pub diagnoses: u64,
+    /// Plan rounds: every connected plan-taking node's plan recomputed.
+    pub plan_rounds: u64,
+    /// The latest round: how long it took and how many plans it computed.
+    pub plan_round_seconds: f64,
+    pub plan_round_plans: u64,
 }
 
 impl CollectorState {
@@ -133,6 +148,7 @@ impl CollectorState {
             diagnosis: Mutex::default(),
             policy_errors_logged: Mutex::default(),
             computing: Mutex::default(),
+            work: Mutex::default(),
         }
     }
 
@@ -193,6 +209,20 @@ impl CollectorState {
         list
     }
 
+    /// Diagnoses and plan rounds so far.
+    pub fn work(&self) -> WorkCounters {
+        self.work.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Records a plan round that computed `plans` plans in `took`.
+    pub fn plan_round(&self, plans: usize, took: Duration) {
+        if let Ok(mut w) = self.work.lock() {
+            w.plan_rounds = w.plan_rounds.saturating_add(1);
+            w.plan_round_seconds = took.as_secs_f64();
+            w.plan_round_plans = plans as u64;
+        }
+    }
+
     pub fn counters(&self) -> IngestCounters {
         self.counters.lock().map(|c| c.clone()).unwrap_or_default()
     }
@@ -237,7 +267,17 @@ impl CollectorState {
         if let Some(s) = cached().filter(|s| fresh(s)) {
             return s;
         }
+        let started = std::time::Instant::now();
         let mut computed = self.compute_diagnosis(now);
+        computed.took = started.elapsed();
+        tracing::debug!(
+            took_ms = computed.took.as_millis() as u64,
+            findings = computed.diagnosis.findings.len(),
+            "diagnosis computed"
+        );
+        if let Ok(mut w) = self.work.lock() {
+            w.diagnoses = w.diagnoses.saturating_add(1);
+        }
         if let Ok(mut h) = self.history.lock() {
             h.observe(&computed.diagnosis.findings, now);
             computed.seen = computed
@@ -315,6 +355,7 @@ impl CollectorState {
             denied_by_policy: denied,
             cell_counts,
             seen: HashMap::new(),
+            took: Duration::ZERO,
         }
     }
 
