@@ -5,7 +5,8 @@
 //! recomputed — the inventory may have changed, a node pair may have started or stopped failing
 //! — and sent only when it differs from what that node last got. Plans come from
 //! [`netdiag_model::plan::Sampler`]: the full plan below [`PlanPolicy::full_mesh_below`] nodes,
-//! sampled above, failing node pairs (node-level matrix cells failed or degraded) probed fully.
+//! sampled above (thinned past [`PlanPolicy::max_pod_cells`]), failing node pairs (node-level
+//! matrix cells failed or degraded) probed fully.
 //!
 //! Generations increase per node and start at the collector's start time in milliseconds, so a
 //! restarted collector's plans still replace the ones its predecessor sent. What is remembered per
@@ -71,6 +72,11 @@ pub struct PlanArgs {
     /// The probe interval never grows past this, in seconds.
     #[arg(long, env = "NETDIAG_MAX_PROBE_INTERVAL_SECS", default_value_t = PlanPolicy::default().max_interval.as_secs())]
     pub max_probe_interval_secs: u64,
+    /// Past this many pod-level matrix cells (estimated for the cluster), sampled plans are
+    /// thinned: each pod probes one pod on its node, each peer pod and Service is probed from
+    /// one pod per prober node.
+    #[arg(long, env = "NETDIAG_MAX_POD_CELLS", default_value_t = PlanPolicy::default().max_pod_cells)]
+    pub max_pod_cells: usize,
 }
 
 impl PlanArgs {
@@ -91,6 +97,7 @@ impl PlanArgs {
             pods_per_peer: self.pods_per_peer,
             base_interval: Duration::from_secs(self.probe_interval_secs),
             max_interval: Duration::from_secs(self.max_probe_interval_secs),
+            max_pod_cells: self.max_pod_cells,
         };
         let base = PlansConfig::default();
         let schedule = Schedule::new(

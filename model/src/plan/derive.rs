@@ -108,7 +108,7 @@ pub(crate) fn mtu_target<'a>(pods: impl Iterator<Item = &'a PodInfo>) -> Option<
     pods.filter(|p| !p.ips.is_empty()).min_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)))
 }
 
-fn probe(source: &Source, target: Target, kind: ProbeKind) -> PlannedProbe {
+pub(crate) fn probe(source: &Source, target: Target, kind: ProbeKind) -> PlannedProbe {
     PlannedProbe { source: source.clone(), target, kind, http_path: None }
 }
 
@@ -126,67 +126,87 @@ fn pod_probes(
 ) {
     let source = Source::Pod(me.pod_ref());
     for other in reach.pods.iter().filter(|p| !(p.namespace == me.namespace && p.name == me.name)) {
-        for &ip in &other.ips {
-            out.push(probe(&source, Target::Pod { pod: other.pod_ref(), ip, port: None }, ProbeKind::Icmp));
-            for cp in other.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
-                let target = Target::Pod { pod: other.pod_ref(), ip, port: Some(cp.port) };
-                out.push(probe(&source, target, ProbeKind::Tcp));
-            }
-        }
+        pod_target(&source, other, out);
     }
     for svc in &inv.services {
-        let service = svc.service_ref();
-        for &vip in &svc.cluster_ips {
-            for (port, _) in tcp_ports(svc) {
-                let target =
-                    Target::Service { service: service.clone(), ip: vip, port, via: ServiceVia::ClusterIp };
-                out.push(probe(&source, target, ProbeKind::Tcp));
-            }
+        service_targets(&source, svc, &reach.endpoints, out);
+    }
+    nameservers(inv, &source, out);
+    http_checks(inv, &source, opts, out);
+}
+
+/// ICMP and each TCP port of `other`, from `source`.
+pub(crate) fn pod_target(source: &Source, other: &PodInfo, out: &mut Vec<PlannedProbe>) {
+    for &ip in &other.ips {
+        out.push(probe(source, Target::Pod { pod: other.pod_ref(), ip, port: None }, ProbeKind::Icmp));
+        for cp in other.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
+            let target = Target::Pod { pod: other.pod_ref(), ip, port: Some(cp.port) };
+            out.push(probe(source, target, ProbeKind::Tcp));
         }
-        for ep in svc.ready_endpoints().filter(|ep| reach.endpoints.covers(ep)) {
-            let Some(pod) = &ep.pod else { continue };
-            for (_, target_port) in tcp_ports(svc) {
-                let target = Target::Service {
-                    service: service.clone(),
-                    ip: ep.ip,
-                    port: target_port,
-                    via: ServiceVia::Endpoint(pod.clone()),
-                };
-                out.push(probe(&source, target, ProbeKind::Tcp));
-            }
+    }
+}
+
+/// A service from `source`: its VIP on each TCP port, its ready endpoints in reach on their
+/// target ports, its DNS name.
+pub(crate) fn service_targets(
+    source: &Source,
+    svc: &ServiceInfo,
+    endpoints: &EndpointReach<'_>,
+    out: &mut Vec<PlannedProbe>,
+) {
+    let service = svc.service_ref();
+    for &vip in &svc.cluster_ips {
+        for (port, _) in tcp_ports(svc) {
+            let target =
+                Target::Service { service: service.clone(), ip: vip, port, via: ServiceVia::ClusterIp };
+            out.push(probe(source, target, ProbeKind::Tcp));
         }
-        // Through the search list, as an application would ask: `<svc>.<ns>` is what the
-        // seed's runbook looks up, and resolves in every namespace.
-        if let Ok(name) = DnsName::new(format!("{}.{}", svc.name, svc.namespace)) {
-            let records = if svc.cluster_ips.iter().any(IpAddr::is_ipv6)
-                || svc.endpoints.iter().any(|e| e.ip.is_ipv6())
-            {
+    }
+    for ep in svc.ready_endpoints().filter(|ep| endpoints.covers(ep)) {
+        let Some(pod) = &ep.pod else { continue };
+        for (_, target_port) in tcp_ports(svc) {
+            let target = Target::Service {
+                service: service.clone(),
+                ip: ep.ip,
+                port: target_port,
+                via: ServiceVia::Endpoint(pod.clone()),
+            };
+            out.push(probe(source, target, ProbeKind::Tcp));
+        }
+    }
+    // Through the search list, as an application would ask: `<svc>.<ns>` is what the
+    // seed's runbook looks up, and resolves in every namespace.
+    if let Ok(name) = DnsName::new(format!("{}.{}", svc.name, svc.namespace)) {
+        let records =
+            if svc.cluster_ips.iter().any(IpAddr::is_ipv6) || svc.endpoints.iter().any(|e| e.ip.is_ipv6()) {
                 vec![RecordType::A, RecordType::Aaaa]
             } else {
                 vec![RecordType::A]
             };
-            for record in records {
-                let target = Target::Dns {
-                    name: name.clone(),
-                    record,
-                    nameserver: None,
-                    transport: DnsTransport::Udp,
-                };
-                out.push(probe(&source, target, ProbeKind::Dns));
-            }
+        for record in records {
+            let target =
+                Target::Dns { name: name.clone(), record, nameserver: None, transport: DnsTransport::Udp };
+            out.push(probe(source, target, ProbeKind::Dns));
         }
     }
-    // Each cluster nameserver on its own, over both transports, asked for the DNS service's
-    // own name: it exists wherever the cluster DNS does.
+}
+
+/// Each cluster nameserver on its own, over both transports, asked for the DNS service's own
+/// name: it exists wherever the cluster DNS does.
+pub(crate) fn nameservers(inv: &Inventory, source: &Source, out: &mut Vec<PlannedProbe>) {
     for &ns in &inv.cluster.dns_ips {
         let Some(dns_svc) = inv.services.iter().find(|s| s.cluster_ips.contains(&ns)) else { continue };
         let Ok(name) = DnsName::new(format!("{}.", dns_svc.dns_name(&inv.cluster.domain))) else { continue };
         let record = if ns.is_ipv6() { RecordType::Aaaa } else { RecordType::A };
         for transport in [DnsTransport::Udp, DnsTransport::Tcp] {
             let target = Target::Dns { name: name.clone(), record, nameserver: Some(ns), transport };
-            out.push(probe(&source, target, ProbeKind::Dns));
+            out.push(probe(source, target, ProbeKind::Dns));
         }
     }
+}
+
+/// The configured HTTP checks, through each VIP of their service.
+pub(crate) fn http_checks(inv: &Inventory, source: &Source, opts: &PlanOptions, out: &mut Vec<PlannedProbe>) {
     for check in &opts.http_checks {
         let Some(svc) = inv.service(&check.service) else { continue };
         for &vip in &svc.cluster_ips {
@@ -215,10 +235,26 @@ fn node_probes(
     out: &mut Vec<PlannedProbe>,
 ) {
     let source = Source::Node(node.clone());
+    node_peers(&source, reach, opts, out);
+    for pod in &reach.pods {
+        for &ip in &pod.ips {
+            out.push(probe(&source, Target::Pod { pod: pod.pod_ref(), ip, port: None }, ProbeKind::Icmp));
+        }
+    }
+    node_ports(&source, inv.services.iter(), &reach.node_ports_on, out);
+}
+
+/// ICMP to each peer node, and path MTU to its chosen pod.
+pub(crate) fn node_peers(
+    source: &Source,
+    reach: &Reach<'_>,
+    opts: &PlanOptions,
+    out: &mut Vec<PlannedProbe>,
+) {
     for &(other, mtu_pod) in &reach.peers {
         for &ip in &other.ips {
             out.push(probe(
-                &source,
+                source,
                 Target::Node { node: other.name.clone(), ip, port: None },
                 ProbeKind::Icmp,
             ));
@@ -227,20 +263,23 @@ fn node_probes(
             && let Some(pod) = mtu_pod
         {
             for &ip in &pod.ips {
-                out.push(probe(&source, Target::Pod { pod: pod.pod_ref(), ip, port: None }, ProbeKind::Mtu));
+                out.push(probe(source, Target::Pod { pod: pod.pod_ref(), ip, port: None }, ProbeKind::Mtu));
             }
         }
     }
-    for pod in &reach.pods {
-        for &ip in &pod.ips {
-            out.push(probe(&source, Target::Pod { pod: pod.pod_ref(), ip, port: None }, ProbeKind::Icmp));
-        }
-    }
-    // NodePorts on every node (the seed's externalTrafficPolicy check).
-    for svc in &inv.services {
+}
+
+/// The NodePorts of `services` on every node of `on` (the seed's externalTrafficPolicy check).
+pub(crate) fn node_ports<'s>(
+    source: &Source,
+    services: impl Iterator<Item = &'s ServiceInfo>,
+    on: &[&NodeInfo],
+    out: &mut Vec<PlannedProbe>,
+) {
+    for svc in services {
         for p in svc.ports.iter().filter(|p| p.protocol == Protocol::Tcp) {
             let Some(node_port) = p.node_port else { continue };
-            for n in &reach.node_ports_on {
+            for n in on {
                 for &ip in &n.ips {
                     let target = Target::Service {
                         service: svc.service_ref(),
@@ -248,7 +287,7 @@ fn node_probes(
                         port: node_port,
                         via: ServiceVia::NodePort,
                     };
-                    out.push(probe(&source, target, ProbeKind::Tcp));
+                    out.push(probe(source, target, ProbeKind::Tcp));
                 }
             }
         }

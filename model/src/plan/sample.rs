@@ -27,12 +27,24 @@
 //! Fan-out: with `L` pods on the node, `L_max` the most on any peer, the plan reaches at most
 //! `L + k·m` pods (`L + Σ pods of failing peers`) and `k` nodes (plus failing peers), whatever
 //! the cluster size; services and DNS names are cluster-wide and count once per pod source.
+//!
+//! **Thinned plans.** Every pod source probing every reached pod, service and DNS name makes
+//! `L·(2(L + k·m) + 2S)` pod-level matrix cells per node: at 5 000 nodes × 30 pods and one
+//! Service per 20 pods, about 450 000 probes per plan (past the model's
+//! [`MAX_PLANNED_PROBES`](crate::limits::MAX_PLANNED_PROBES)) and billions of cells. When that
+//! estimate for the whole cluster passes [`PlanPolicy::max_pod_cells`], plans are thinned
+//! ([`thin`]) so that what each node adds is bounded by its own pods, not by the cluster: each
+//! pod probes the next pod on its node (a ring by `hash(node, pod)`) and the node pings each of
+//! its pods; each chosen peer pod is probed from one local pod (rendezvous); each Service (VIP,
+//! endpoints in reach, DNS name) is probed by the `k` nodes following its place on the node ring,
+//! from one pod each; the nameservers from `m` pods per node. Node probes and failing pairs are
+//! as above.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use crate::inventory::{Inventory, NodeInfo, PodInfo};
+use crate::inventory::{Inventory, NodeInfo, PodInfo, ServiceInfo};
 use crate::names::NodeName;
 use crate::plan::derive::{EndpointReach, PlanOptions, Reach, mtu_target, plan_within};
 use crate::plan::{ProbePlan, Schedule};
@@ -50,6 +62,9 @@ pub struct PlanPolicy {
     pub base_interval: Duration,
     /// The interval never grows past this.
     pub max_interval: Duration,
+    /// Past this many pod-level matrix cells (estimated for the whole cluster), sampled plans
+    /// are thinned (see the module doc).
+    pub max_pod_cells: usize,
 }
 
 impl Default for PlanPolicy {
@@ -60,6 +75,7 @@ impl Default for PlanPolicy {
             pods_per_peer: 2,
             base_interval: Duration::from_secs(5),
             max_interval: Duration::from_secs(60),
+            max_pod_cells: 400_000,
         }
     }
 }
@@ -117,6 +133,8 @@ pub struct Sampler<'a> {
     position: HashMap<&'a str, usize>,
     pods: HashMap<&'a str, Vec<&'a PodInfo>>,
     failing: HashMap<&'a str, BTreeSet<&'a str>>,
+    /// Thinned plans only: the Services each node probes.
+    services: Option<HashMap<&'a str, Vec<&'a ServiceInfo>>>,
 }
 
 impl<'a> Sampler<'a> {
@@ -143,7 +161,51 @@ impl<'a> Sampler<'a> {
                 fail.entry(b.name.as_str()).or_default().insert(a.name.as_str());
             }
         }
-        Self { inv, policy: policy.clone(), ring, position, pods, failing: fail }
+        let mut sampler =
+            Self { inv, policy: policy.clone(), ring, position, pods, failing: fail, services: None };
+        if sampler.is_sampled() && sampler.dense_cells() > policy.max_pod_cells {
+            sampler.services = Some(sampler.place_services());
+        }
+        sampler
+    }
+
+    /// The pod-level cells unthinned sampled plans would make: per pod source, ICMP and a port
+    /// to each pod it reaches, a VIP and a DNS name per Service, both nameserver transports.
+    fn dense_cells(&self) -> usize {
+        let reached_per_peer = self.policy.peers_per_node.saturating_mul(self.policy.pods_per_peer);
+        let per_service = 2 * self.inv.services.len() + 2 * self.inv.cluster.dns_ips.len();
+        self.pods.values().fold(0usize, |sum, local| {
+            let per_source = 2 * (local.len() + reached_per_peer) + per_service;
+            sum.saturating_add(local.len().saturating_mul(per_source))
+        })
+    }
+
+    /// Each Service goes to the `k` nodes following its place on the ring (consistent hashing:
+    /// a node joining or leaving moves only the Services around it).
+    fn place_services(&self) -> HashMap<&'a str, Vec<&'a ServiceInfo>> {
+        let hashes: Vec<u64> = self.ring.iter().map(|&i| hash(&[self.inv.nodes[i].name.as_str()])).collect();
+        let n = self.ring.len();
+        let k = self.policy.peers_per_node.clamp(1, n.max(1));
+        let mut out: HashMap<&str, Vec<&ServiceInfo>> = HashMap::new();
+        for svc in &self.inv.services {
+            let at = hashes
+                .partition_point(|&h| h < hash(&["service", svc.namespace.as_str(), svc.name.as_str()]));
+            for step in 0..k {
+                let node = &self.inv.nodes[self.ring[(at + step) % n]];
+                out.entry(node.name.as_str()).or_default().push(svc);
+            }
+        }
+        out
+    }
+
+    /// Whether plans are thinned (see the module doc).
+    pub fn is_thinned(&self) -> bool {
+        self.services.is_some()
+    }
+
+    /// The Services `node` probes in a thinned plan.
+    pub(crate) fn services_of(&self, node: &str) -> &[&'a ServiceInfo] {
+        self.services.as_ref().and_then(|s| s.get(node)).map_or(&[], Vec::as_slice)
     }
 
     /// Whether plans are sampled (the cluster is at or above the threshold).
@@ -181,8 +243,9 @@ impl<'a> Sampler<'a> {
         scored.into_iter().take(self.policy.pods_per_peer).map(|(_, p)| p).collect()
     }
 
-    /// What `node`'s sampled plan reaches.
-    fn reach(&self, node: &NodeName) -> Reach<'a> {
+    /// `node`'s peers (ring peers, then failing ones), each with the pods probed there and
+    /// whether the pair is failing (then every pod of the peer).
+    pub(crate) fn peer_choices(&self, node: &NodeName) -> Vec<PeerChoice<'a>> {
         let me = node.as_str();
         let failing = self.failing.get(me);
         let mut peers: Vec<&'a NodeName> = self.ring_peers(node);
@@ -196,16 +259,32 @@ impl<'a> Sampler<'a> {
             }
         }
         let info = |name: &str| self.position.get(name).map(|&pos| &self.inv.nodes[self.ring[pos]]);
+        peers
+            .into_iter()
+            .filter_map(|peer| {
+                let node = info(peer.as_str())?;
+                let failing = failing.is_some_and(|f| f.contains(peer.as_str()));
+                let pods = if failing {
+                    self.pods_of(peer.as_str()).to_vec()
+                } else {
+                    self.chosen_pods(me, peer.as_str())
+                };
+                Some(PeerChoice { node, pods, failing })
+            })
+            .collect()
+    }
+
+    /// What `node`'s sampled plan reaches.
+    pub(crate) fn reach(&self, node: &NodeName) -> Reach<'a> {
+        let me = node.as_str();
+        let info = |name: &str| self.position.get(name).map(|&pos| &self.inv.nodes[self.ring[pos]]);
         let mut pods: Vec<&'a PodInfo> = self.pods_of(me).to_vec();
-        let mut reach_peers = Vec::with_capacity(peers.len());
-        for peer in &peers {
-            let Some(peer_info) = info(peer.as_str()) else { continue };
-            let full = failing.is_some_and(|f| f.contains(peer.as_str()));
-            let chosen =
-                if full { self.pods_of(peer.as_str()).to_vec() } else { self.chosen_pods(me, peer.as_str()) };
-            let mtu = mtu_target(chosen.iter().copied());
-            reach_peers.push((peer_info, mtu));
-            pods.extend(chosen);
+        let choices = self.peer_choices(node);
+        let mut reach_peers = Vec::with_capacity(choices.len());
+        for choice in choices {
+            let mtu = mtu_target(choice.pods.iter().copied());
+            reach_peers.push((choice.node, mtu));
+            pods.extend(choice.pods);
         }
         let mut node_ports_on: Vec<&NodeInfo> = info(me).into_iter().collect();
         node_ports_on.extend(reach_peers.iter().map(|(n, _)| *n));
@@ -226,10 +305,37 @@ impl<'a> Sampler<'a> {
         if !self.is_sampled() {
             return super::derive::derive_plan(self.inv, node, &opts, generation);
         }
+        if self.is_thinned() {
+            return thin::plan(self, self.inv, node, &opts, generation);
+        }
         let local = self.pods_of(node.as_str());
         plan_within(self.inv, node, local, &self.reach(node), &opts, generation)
     }
+
+    pub(crate) fn local_pods(&self, node: &str) -> &[&'a PodInfo] {
+        self.pods_of(node)
+    }
+
+    pub(crate) fn policy(&self) -> &PlanPolicy {
+        &self.policy
+    }
 }
+
+/// A peer of a node and the pods of it the node's plan probes.
+#[derive(Debug)]
+pub(crate) struct PeerChoice<'a> {
+    pub(crate) node: &'a NodeInfo,
+    pub(crate) pods: Vec<&'a PodInfo>,
+    /// A failing pair: every pod of the peer, from every local pod.
+    pub(crate) failing: bool,
+}
+
+/// The stable hash, for the thinned plan's choices.
+pub(crate) fn stable_hash(parts: &[&str]) -> u64 {
+    hash(parts)
+}
+
+mod thin;
 
 #[cfg(test)]
 mod tests;

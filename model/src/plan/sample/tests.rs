@@ -37,6 +37,10 @@ fn node_name(i: usize) -> NodeName {
 /// `nodes` nodes with [`PODS_PER_NODE`] pods each (one TCP port), and [`SERVICES`] services with
 /// a VIP and one endpoint each, spread over the cluster.
 fn cluster(nodes: usize) -> Inventory {
+    cluster_with(nodes, PODS_PER_NODE, SERVICES)
+}
+
+fn cluster_with(nodes: usize, pods_per_node: usize, service_count: usize) -> Inventory {
     let ip = |n: usize, host: usize| format!("10.{}.{}.{}", 100 + n / 250, n % 250, host).parse().unwrap();
     let port = Port::new(8080).unwrap();
     let nodes_v: Vec<NodeInfo> = (0..nodes)
@@ -44,7 +48,7 @@ fn cluster(nodes: usize) -> Inventory {
         .collect();
     let mut pods = Vec::new();
     for i in 0..nodes {
-        for j in 0..PODS_PER_NODE {
+        for j in 0..pods_per_node {
             pods.push(PodInfo {
                 namespace: "app".parse().unwrap(),
                 name: format!("p-{i}-{j}").parse().unwrap(),
@@ -57,14 +61,14 @@ fn cluster(nodes: usize) -> Inventory {
             });
         }
     }
-    let services = (0..SERVICES)
+    let services = (0..service_count)
         .map(|s| {
             let backend = &pods[(s * 7919) % pods.len()];
             ServiceInfo {
                 namespace: "app".parse().unwrap(),
                 name: format!("svc-{s}").parse().unwrap(),
                 kind: ServiceKind::ClusterIP,
-                cluster_ips: vec![format!("10.96.0.{}", 10 + s).parse().unwrap()],
+                cluster_ips: vec![format!("10.96.{}.{}", s / 200, 10 + s % 200).parse().unwrap()],
                 ports: vec![ServicePort {
                     name: None,
                     port: Port::new(80).unwrap(),
@@ -269,6 +273,48 @@ fn the_interval_grows_in_steps_up_to_the_cap() {
         (s.interval(), s.timeout(), s.max_concurrency().get()),
         (Duration::from_secs(50), template.timeout(), 8)
     );
+}
+
+/// 5 000 nodes × 30 pods and one Service per 20 pods: the unthinned plan would pass the
+/// model's limit on probes per plan; the thinned one stays near `L`-bounded, every pod is
+/// probed (by its node and the pod before it), every Service by `k` nodes.
+#[test]
+fn thinned_plans_are_bounded_by_the_node_not_the_cluster() {
+    const NODES: usize = 5_000;
+    const PODS: usize = 30;
+    let mut inv = cluster_with(NODES, PODS, NODES * PODS / 20);
+    inv.cluster.dns_ips = vec![];
+    let p = policy();
+    let sampler = Sampler::new(&inv, &p, &BTreeSet::new());
+    assert!(sampler.is_thinned(), "{} estimated cells", sampler.dense_cells());
+    let mut probed: BTreeMap<PodRef, usize> = BTreeMap::new();
+    let mut services: BTreeMap<String, BTreeSet<NodeName>> = BTreeMap::new();
+    let (mut cells, mut max) = (0usize, 0usize);
+    let started = Instant::now();
+    for n in &inv.nodes {
+        let plan = sampler.plan(&n.name, &opts(), NonZeroU64::MIN);
+        cells += plan.probes.len();
+        max = max.max(plan.probes.len());
+        for probe in &plan.probes {
+            match &probe.target {
+                Target::Pod { pod, .. } if probe.kind == ProbeKind::Icmp => {
+                    *probed.entry(pod.clone()).or_default() += 1
+                }
+                Target::Service { service, via: crate::probe::ServiceVia::ClusterIp, .. } => {
+                    services.entry(service.to_string()).or_default().insert(n.name.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    eprintln!("5000 × 30 thinned: {cells} probes, at most {max} per plan, {elapsed:?}");
+    assert!(max < 400, "{max} probes in one plan");
+    assert!(cells < 2_000_000, "{cells} pod-level probes in all");
+    assert_eq!(probed.len(), inv.pods.len(), "every pod is probed");
+    assert!(probed.values().all(|&n| n >= 2), "by its node and the pod before it at least");
+    assert_eq!(services.len(), inv.services.len(), "every Service is probed");
+    assert!(services.values().all(|n| n.len() == p.peers_per_node), "each from k nodes");
 }
 
 #[test]
