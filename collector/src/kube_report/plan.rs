@@ -93,7 +93,9 @@ impl std::fmt::Display for ObjectKey {
 }
 
 fn namespaced(kind: ObjectKind, s: &str) -> Option<ObjectKey> {
-    let (ns, name) = s.split_once('/')?;
+    // A culprit may qualify its object (`ns/pod from namespace other`): the object is the first
+    // word; with the rest its name is no valid object name, and no valid request path.
+    let (ns, name) = s.split_whitespace().next()?.split_once('/')?;
     (!ns.is_empty() && !name.is_empty() && !name.contains('/')).then(|| ObjectKey {
         kind,
         namespace: ns.to_owned(),

@@ -88,6 +88,7 @@ fn culprits_name_their_objects() {
         (CulpritKind::NodePair, "node-1↔node-2", vec![node("node-1"), node("node-2")]),
         (CulpritKind::NodePair, "node-1→node-2", vec![node("node-1"), node("node-2")]),
         (CulpritKind::Pod, "tidb/demo-pd-0", vec![pod("tidb", "demo-pd-0")]),
+        (CulpritKind::Pod, "ns-16/w816-6 from namespace ns-16", vec![pod("ns-16", "w816-6")]),
         (CulpritKind::Port, "tidb/demo-pd-0:2379", vec![pod("tidb", "demo-pd-0")]),
         (CulpritKind::Service, "tidb/demo-pd", vec![svc("tidb", "demo-pd")]),
         (CulpritKind::Service, "not-namespaced", vec![]),
