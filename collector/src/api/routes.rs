@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use netdiag_model::matrix::MatrixLevel;
 use netdiag_model::text::excerpt;
 use serde::Serialize;
 
@@ -83,8 +84,12 @@ pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Resp
     let query = params::matrix_query(&pairs(query)?)?;
     let response = blocking("the matrix snapshot", move || {
         let now = now();
-        let diagnosis = s.state.diagnosis_snapshot(now);
-        MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now)).with_claims(&diagnosis)
+        let response = MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now));
+        // Only pod-level cells carry claims: a node-level view never waits on a diagnosis.
+        match query.level {
+            MatrixLevel::Pod => response.with_claims(&s.state.diagnosis_snapshot(now)),
+            MatrixLevel::Node => response,
+        }
     })
     .await?;
     Ok(json(response))
