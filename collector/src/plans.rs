@@ -1,7 +1,7 @@
 //! Probe plans computed by the collector (issue 6) for agents that announced
 //! [`Capability::CollectorInventory`] (`--inventory kubernetes`: no inventory of their own, so the
 //! API server sees one watcher, the collector's). On such an agent's hello it gets its node's
-//! pods ([`NodePods`]) and plan; every [`PlansConfig::refresh_every`] each connected one is
+//! pods ([`NodePods`]) and plan; on every new inventory and every [`PlansConfig::refresh_every`] each connected one is
 //! recomputed — the inventory may have changed, a node pair may have started or stopped failing
 //! — and sent only when it differs from what that node last got. Plans come from
 //! [`netdiag_model::plan::Sampler`]: the full plan below [`PlanPolicy::full_mesh_below`] nodes,
@@ -285,7 +285,9 @@ impl Planner {
         changes
     }
 
-    /// Refreshes every [`PlansConfig::refresh_every`] and sends what changed, until `stop`.
+    /// Refreshes when the inventory changes and every [`PlansConfig::refresh_every`] (failing
+    /// pairs come and go), sends what changed, until `stop`. After a round taking `t` the next
+    /// waits `t × ROUND_IDLE_FACTOR`, so churn never keeps the planner busy.
     pub async fn run(self: Arc<Self>, ingest: Ingest, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(self.config.refresh_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -293,10 +295,12 @@ impl Planner {
             tokio::select! {
                 () = stopped(&mut stop) => return,
                 _ = tick.tick() => {}
+                () = self.state.inventory_changed() => tick.reset(),
             }
+            let started = std::time::Instant::now();
             let changes = self.refresh(|node| ingest.is_connected(node));
             if !changes.is_empty() {
-                info!(messages = changes.len(), "sending changed plans and pod lists");
+                debug!(messages = changes.len(), "sending changed plans and pod lists");
             }
             for (node, msg) in changes {
                 if !ingest.send_to(&node, msg).await {
@@ -306,9 +310,16 @@ impl Planner {
                     }
                 }
             }
+            tokio::select! {
+                () = stopped(&mut stop) => return,
+                () = tokio::time::sleep(started.elapsed() * ROUND_IDLE_FACTOR) => {}
+            }
         }
     }
 }
+
+/// After a plan round, the planner rests this many times as long as the round took.
+const ROUND_IDLE_FACTOR: u32 = 4;
 
 /// The parts of a pod list that matter, hashable.
 fn pods_key(p: &NodePods) -> impl Hash + '_ {

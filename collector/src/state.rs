@@ -125,6 +125,8 @@ pub struct CollectorState {
     computing: Mutex<()>,
     /// How much diagnosing and planning the collector has done, for `/metrics`.
     work: Mutex<WorkCounters>,
+    /// Woken by every new inventory (a permit is kept while nobody waits).
+    inventory_changed: tokio::sync::Notify,
 }
 
 /// The collector's own work, timed: what `/metrics` shows of diagnoses and plan rounds.
@@ -159,6 +161,7 @@ impl CollectorState {
             policy_errors_logged: Mutex::default(),
             computing: Mutex::default(),
             work: Mutex::default(),
+            inventory_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -172,6 +175,12 @@ impl CollectorState {
         if let Ok(mut inv) = self.inventory.write() {
             *inv = (inventory, index);
         }
+        self.inventory_changed.notify_one();
+    }
+
+    /// Resolves at the next [`Self::set_inventory`] (at once if one came since the last call).
+    pub async fn inventory_changed(&self) {
+        self.inventory_changed.notified().await;
     }
 
     pub fn inventory(&self) -> Inventory {
