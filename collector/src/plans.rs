@@ -21,7 +21,9 @@ use std::time::Duration;
 
 use netdiag_model::inventory::Inventory;
 use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
-use netdiag_model::plan::{HttpCheck, PlanOptions, PlanPolicy, ProbePlan, Sampler, Schedule, SourcePods};
+use netdiag_model::plan::{
+    HttpCheck, PlanOptions, PlanPolicy, ProbePlan, Sampler, SamplerIndex, Schedule, SourcePods,
+};
 use netdiag_model::session::{Capability, CollectorMessage, Hello, LocalPod, NodePods};
 use netdiag_model::{DnsName, NodeName};
 use tokio::sync::watch;
@@ -119,11 +121,19 @@ struct Sent {
     pods: Option<u64>,
 }
 
-/// The inventory and failing pairs plans are computed from, refreshed every round.
+/// The inventory and failing pairs plans are computed from, refreshed every round, with the
+/// sampler's index built once for them (not once per agent's hello).
 #[derive(Debug)]
 struct Basis {
     inventory: Arc<Inventory>,
+    index: SamplerIndex,
     failing: BTreeSet<(NodeName, NodeName)>,
+}
+
+impl Basis {
+    fn sampler<'a>(&'a self, policy: &PlanPolicy) -> Sampler<'a> {
+        Sampler::with_index(&self.inventory, policy, &self.index, &self.failing)
+    }
 }
 
 /// Computes and remembers plans; cheap to share.
@@ -201,7 +211,8 @@ impl Planner {
         } else {
             BTreeSet::new()
         };
-        let basis = Arc::new(Basis { inventory: Arc::new(inventory), failing });
+        let index = SamplerIndex::new(&inventory, &self.config.policy);
+        let basis = Arc::new(Basis { inventory: Arc::new(inventory), index, failing });
         if let Ok(mut b) = self.basis.lock() {
             *b = Some(basis.clone());
         }
@@ -249,7 +260,7 @@ impl Planner {
             return Vec::new();
         }
         let basis = self.basis();
-        let sampler = Sampler::new(&basis.inventory, &self.config.policy, &basis.failing);
+        let sampler = basis.sampler(&self.config.policy);
         if basis.inventory.node(&hello.node).is_none() {
             info!(node = %hello.node, "an agent without an inventory connected from a node the inventory does not list; it gets an empty plan until the node appears");
         }
@@ -265,12 +276,13 @@ impl Planner {
             }
             Err(_) => return Vec::new(),
         };
+        // The round's time includes re-reading the inventory and failing pairs, and the index.
+        let started = std::time::Instant::now();
         let basis = self.reload();
         if nodes.is_empty() {
             return Vec::new();
         }
-        let started = std::time::Instant::now();
-        let sampler = Sampler::new(&basis.inventory, &self.config.policy, &basis.failing);
+        let sampler = basis.sampler(&self.config.policy);
         let planned = nodes.len();
         let changes = nodes
             .into_iter()

@@ -16,7 +16,7 @@ use crate::limits::{
 use crate::probe::{KindTargetError, ProbeKind, Source, Target};
 
 pub use self::derive::{HttpCheck, PlanOptions, SourcePods, derive_plan};
-pub use self::sample::{PlanPolicy, Sampler};
+pub use self::sample::{PlanPolicy, Sampler, SamplerIndex};
 
 /// A schedule that could not work.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -121,59 +121,56 @@ fn hash(parts: &[&str]) -> u64 {
     h ^ (h >> 31)
 }
 
-/// Builds every node's plan over one inventory: the ring, pods by node and the failing pairs,
-/// computed once (O(N log N)), then one plan per node in time independent of N.
-#[derive(Debug)]
-pub struct Sampler<'a> {
-    inv: &'a Inventory,
-    policy: PlanPolicy,
+/// What a [`Sampler`] computes once per inventory and policy: the ring, pods by node, and (for
+/// thinned plans) the Services each node probes. It holds positions and names, not borrows, so
+/// a caller keeps it beside its inventory and builds a `Sampler` per set of failing pairs
+/// ([`Sampler::with_index`]) without redoing it: the collector answering 5 000 agents' hellos
+/// spent minutes hashing 150 000 pods' node names once per hello.
+#[derive(Debug, Clone)]
+pub struct SamplerIndex {
     /// Indices into `inv.nodes`, in ring order.
     ring: Vec<usize>,
     /// Node name → position on the ring.
-    position: HashMap<&'a str, usize>,
-    pods: HashMap<&'a str, Vec<&'a PodInfo>>,
-    failing: HashMap<&'a str, BTreeSet<&'a str>>,
-    /// Thinned plans only: the Services each node probes.
-    services: Option<HashMap<&'a str, Vec<&'a ServiceInfo>>>,
+    position: HashMap<String, usize>,
+    /// Node name → indices into `inv.pods`, in inventory order.
+    pods: HashMap<String, Vec<usize>>,
+    /// Thinned plans only: node name → indices into `inv.services` it probes.
+    services: Option<HashMap<String, Vec<usize>>>,
 }
 
-impl<'a> Sampler<'a> {
-    /// `failing`: node pairs (either order) whose traffic fails now; they are probed fully.
-    pub fn new(inv: &'a Inventory, policy: &PlanPolicy, failing: &BTreeSet<(NodeName, NodeName)>) -> Self {
+impl SamplerIndex {
+    pub fn new(inv: &Inventory, policy: &PlanPolicy) -> Self {
         let mut ring: Vec<(u64, usize)> =
             inv.nodes.iter().enumerate().map(|(i, n)| (hash(&[n.name.as_str()]), i)).collect();
         ring.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0).then_with(|| inv.nodes[a.1].name.cmp(&inv.nodes[b.1].name))
         });
+        let hashes: Vec<u64> = ring.iter().map(|(h, _)| *h).collect();
         let ring: Vec<usize> = ring.into_iter().map(|(_, i)| i).collect();
-        let position = ring.iter().enumerate().map(|(pos, &i)| (inv.nodes[i].name.as_str(), pos)).collect();
-        let mut pods: HashMap<&str, Vec<&PodInfo>> = HashMap::new();
-        for pod in &inv.pods {
-            pods.entry(pod.node.as_str()).or_default().push(pod);
-        }
-        let known: HashMap<&str, &NodeInfo> = inv.nodes.iter().map(|n| (n.name.as_str(), n)).collect();
-        let mut fail: HashMap<&str, BTreeSet<&str>> = HashMap::new();
-        for (a, b) in failing {
-            // Names borrowed from the inventory; a pair naming an unknown node means nothing.
-            let (Some(a), Some(b)) = (known.get(a.as_str()), known.get(b.as_str())) else { continue };
-            if a.name != b.name {
-                fail.entry(a.name.as_str()).or_default().insert(b.name.as_str());
-                fail.entry(b.name.as_str()).or_default().insert(a.name.as_str());
+        let position =
+            ring.iter().enumerate().map(|(pos, &i)| (inv.nodes[i].name.to_string(), pos)).collect();
+        let mut pods: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, pod) in inv.pods.iter().enumerate() {
+            match pods.get_mut(pod.node.as_str()) {
+                Some(list) => list.push(i),
+                None => {
+                    pods.insert(pod.node.to_string(), vec![i]);
+                }
             }
         }
-        let mut sampler =
-            Self { inv, policy: policy.clone(), ring, position, pods, failing: fail, services: None };
-        if sampler.is_sampled() && sampler.dense_cells() > policy.max_pod_cells {
-            sampler.services = Some(sampler.place_services());
+        let mut index = SamplerIndex { ring, position, pods, services: None };
+        let sampled = inv.nodes.len() >= policy.full_mesh_below;
+        if sampled && index.dense_cells(inv, policy) > policy.max_pod_cells {
+            index.services = Some(index.place_services(inv, policy, &hashes));
         }
-        sampler
+        index
     }
 
     /// The pod-level cells unthinned sampled plans would make: per pod source, ICMP and a port
     /// to each pod it reaches, a VIP and a DNS name per Service, both nameserver transports.
-    fn dense_cells(&self) -> usize {
-        let reached_per_peer = self.policy.peers_per_node.saturating_mul(self.policy.pods_per_peer);
-        let per_service = 2 * self.inv.services.len() + 2 * self.inv.cluster.dns_ips.len();
+    fn dense_cells(&self, inv: &Inventory, policy: &PlanPolicy) -> usize {
+        let reached_per_peer = policy.peers_per_node.saturating_mul(policy.pods_per_peer);
+        let per_service = 2 * inv.services.len() + 2 * inv.cluster.dns_ips.len();
         self.pods.values().fold(0usize, |sum, local| {
             let per_source = 2 * (local.len() + reached_per_peer) + per_service;
             sum.saturating_add(local.len().saturating_mul(per_source))
@@ -182,30 +179,88 @@ impl<'a> Sampler<'a> {
 
     /// Each Service goes to the `k` nodes following its place on the ring (consistent hashing:
     /// a node joining or leaving moves only the Services around it).
-    fn place_services(&self) -> HashMap<&'a str, Vec<&'a ServiceInfo>> {
-        let hashes: Vec<u64> = self.ring.iter().map(|&i| hash(&[self.inv.nodes[i].name.as_str()])).collect();
+    fn place_services(
+        &self,
+        inv: &Inventory,
+        policy: &PlanPolicy,
+        hashes: &[u64],
+    ) -> HashMap<String, Vec<usize>> {
         let n = self.ring.len();
-        let k = self.policy.peers_per_node.clamp(1, n.max(1));
-        let mut out: HashMap<&str, Vec<&ServiceInfo>> = HashMap::new();
-        for svc in &self.inv.services {
-            let at = hashes
-                .partition_point(|&h| h < hash(&["service", svc.namespace.as_str(), svc.name.as_str()]));
+        let k = policy.peers_per_node.clamp(1, n.max(1));
+        let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+        for (s, svc) in inv.services.iter().enumerate() {
+            let place = hash(&["service", svc.namespace.as_str(), svc.name.as_str()]);
+            let at = hashes.partition_point(|&h| h < place);
             for step in 0..k {
-                let node = &self.inv.nodes[self.ring[(at + step) % n]];
-                out.entry(node.name.as_str()).or_default().push(svc);
+                let node = &inv.nodes[self.ring[(at + step) % n]];
+                out.entry(node.name.to_string()).or_default().push(s);
             }
         }
         out
     }
+}
+
+/// Builds every node's plan over one inventory: the ring, pods by node and the failing pairs,
+/// computed once (O(N log N)), then one plan per node in time independent of N.
+#[derive(Debug)]
+pub struct Sampler<'a> {
+    inv: &'a Inventory,
+    policy: PlanPolicy,
+    index: std::borrow::Cow<'a, SamplerIndex>,
+    failing: HashMap<&'a str, BTreeSet<&'a str>>,
+}
+
+impl<'a> Sampler<'a> {
+    /// `failing`: node pairs (either order) whose traffic fails now; they are probed fully.
+    pub fn new(inv: &'a Inventory, policy: &PlanPolicy, failing: &BTreeSet<(NodeName, NodeName)>) -> Self {
+        let index = SamplerIndex::new(inv, policy);
+        Self::build(inv, policy, std::borrow::Cow::Owned(index), failing)
+    }
+
+    /// [`Sampler::new`] with the index already built for `inv` and `policy`.
+    pub fn with_index(
+        inv: &'a Inventory,
+        policy: &PlanPolicy,
+        index: &'a SamplerIndex,
+        failing: &BTreeSet<(NodeName, NodeName)>,
+    ) -> Self {
+        Self::build(inv, policy, std::borrow::Cow::Borrowed(index), failing)
+    }
+
+    fn build(
+        inv: &'a Inventory,
+        policy: &PlanPolicy,
+        index: std::borrow::Cow<'a, SamplerIndex>,
+        failing: &BTreeSet<(NodeName, NodeName)>,
+    ) -> Self {
+        let mut fail: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+        for (a, b) in failing {
+            // Names borrowed from the inventory; a pair naming an unknown node means nothing.
+            let node =
+                |name: &NodeName| index.position.get(name.as_str()).map(|&pos| &inv.nodes[index.ring[pos]]);
+            let (Some(a), Some(b)) = (node(a), node(b)) else { continue };
+            if a.name != b.name {
+                fail.entry(a.name.as_str()).or_default().insert(b.name.as_str());
+                fail.entry(b.name.as_str()).or_default().insert(a.name.as_str());
+            }
+        }
+        Self { inv, policy: policy.clone(), index, failing: fail }
+    }
+
+    #[cfg(test)]
+    fn dense_cells(&self) -> usize {
+        self.index.dense_cells(self.inv, &self.policy)
+    }
 
     /// Whether plans are thinned (see the module doc).
     pub fn is_thinned(&self) -> bool {
-        self.services.is_some()
+        self.index.services.is_some()
     }
 
     /// The Services `node` probes in a thinned plan.
-    pub(crate) fn services_of(&self, node: &str) -> &[&'a ServiceInfo] {
-        self.services.as_ref().and_then(|s| s.get(node)).map_or(&[], Vec::as_slice)
+    pub(crate) fn services_of(&self, node: &str) -> Vec<&'a ServiceInfo> {
+        let services = self.index.services.as_ref().and_then(|s| s.get(node));
+        services.map_or_else(Vec::new, |list| list.iter().map(|&i| &self.inv.services[i]).collect())
     }
 
     /// Whether plans are sampled (the cluster is at or above the threshold).
@@ -215,19 +270,27 @@ impl<'a> Sampler<'a> {
 
     /// The `k` peers following `node` on the ring (every other node when there are fewer).
     pub fn ring_peers(&self, node: &NodeName) -> Vec<&'a NodeName> {
-        let Some(&pos) = self.position.get(node.as_str()) else { return Vec::new() };
-        let n = self.ring.len();
+        let inv = self.inv;
+        let Some(&pos) = self.index.position.get(node.as_str()) else { return Vec::new() };
+        let n = self.index.ring.len();
         let k = self.policy.peers_per_node.min(n.saturating_sub(1));
-        (1..=k).map(|step| &self.inv.nodes[self.ring[(pos + step) % n]].name).collect()
+        (1..=k).map(|step| &inv.nodes[self.index.ring[(pos + step) % n]].name).collect()
     }
 
     /// The pods on `node`, in inventory order.
-    pub fn pods_on(&self, node: &NodeName) -> &[&'a PodInfo] {
+    pub fn pods_on(&self, node: &NodeName) -> Vec<&'a PodInfo> {
         self.pods_of(node.as_str())
     }
 
-    fn pods_of(&self, node: &str) -> &[&'a PodInfo] {
-        self.pods.get(node).map_or(&[], Vec::as_slice)
+    fn pods_of(&self, node: &str) -> Vec<&'a PodInfo> {
+        let inv = self.inv;
+        self.index.pods.get(node).map_or_else(Vec::new, |list| list.iter().map(|&i| &inv.pods[i]).collect())
+    }
+
+    /// The node named `name`, through the ring index.
+    fn node_info(&self, name: &str) -> Option<&'a NodeInfo> {
+        let inv = self.inv;
+        self.index.position.get(name).map(|&pos| &inv.nodes[self.index.ring[pos]])
     }
 
     /// The `m` pods (with addresses) of `peer` that `prober`'s pods probe: highest
@@ -251,24 +314,20 @@ impl<'a> Sampler<'a> {
         let mut peers: Vec<&'a NodeName> = self.ring_peers(node);
         if let Some(f) = failing {
             for name in f {
-                if let Some(&pos) = self.position.get(name)
+                if let Some(info) = self.node_info(name)
                     && !peers.iter().any(|p| p.as_str() == *name)
                 {
-                    peers.push(&self.inv.nodes[self.ring[pos]].name);
+                    peers.push(&info.name);
                 }
             }
         }
-        let info = |name: &str| self.position.get(name).map(|&pos| &self.inv.nodes[self.ring[pos]]);
         peers
             .into_iter()
             .filter_map(|peer| {
-                let node = info(peer.as_str())?;
+                let node = self.node_info(peer.as_str())?;
                 let failing = failing.is_some_and(|f| f.contains(peer.as_str()));
-                let pods = if failing {
-                    self.pods_of(peer.as_str()).to_vec()
-                } else {
-                    self.chosen_pods(me, peer.as_str())
-                };
+                let pods =
+                    if failing { self.pods_of(peer.as_str()) } else { self.chosen_pods(me, peer.as_str()) };
                 Some(PeerChoice { node, pods, failing })
             })
             .collect()
@@ -277,8 +336,7 @@ impl<'a> Sampler<'a> {
     /// What `node`'s sampled plan reaches.
     pub(crate) fn reach(&self, node: &NodeName) -> Reach<'a> {
         let me = node.as_str();
-        let info = |name: &str| self.position.get(name).map(|&pos| &self.inv.nodes[self.ring[pos]]);
-        let mut pods: Vec<&'a PodInfo> = self.pods_of(me).to_vec();
+        let mut pods: Vec<&'a PodInfo> = self.pods_of(me);
         let choices = self.peer_choices(node);
         let mut reach_peers = Vec::with_capacity(choices.len());
         for choice in choices {
@@ -286,7 +344,7 @@ impl<'a> Sampler<'a> {
             reach_peers.push((choice.node, mtu));
             pods.extend(choice.pods);
         }
-        let mut node_ports_on: Vec<&NodeInfo> = info(me).into_iter().collect();
+        let mut node_ports_on: Vec<&NodeInfo> = self.node_info(me).into_iter().collect();
         node_ports_on.extend(reach_peers.iter().map(|(n, _)| *n));
         let endpoints = EndpointReach::Within {
             pods: pods.iter().map(|p| (p.namespace.as_str(), p.name.as_str())).collect(),
@@ -309,10 +367,10 @@ impl<'a> Sampler<'a> {
             return thin::plan(self, self.inv, node, &opts, generation);
         }
         let local = self.pods_of(node.as_str());
-        plan_within(self.inv, node, local, &self.reach(node), &opts, generation)
+        plan_within(self.inv, node, &local, &self.reach(node), &opts, generation)
     }
 
-    pub(crate) fn local_pods(&self, node: &str) -> &[&'a PodInfo] {
+    pub(crate) fn local_pods(&self, node: &str) -> Vec<&'a PodInfo> {
         self.pods_of(node)
     }
 

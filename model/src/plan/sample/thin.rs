@@ -34,7 +34,7 @@ pub(super) fn plan(
 ) -> ProbePlan {
     let me = node.as_str();
     let policy = sampler.policy();
-    let mut local: Vec<&PodInfo> = sampler.local_pods(me).to_vec();
+    let mut local: Vec<&PodInfo> = sampler.local_pods(me);
     local.sort_by_cached_key(|p| stable_hash(&[me, p.namespace.as_str(), p.name.as_str()]));
     let choices = sampler.peer_choices(node);
     let node_source = Source::Node(node.clone());
@@ -92,7 +92,7 @@ pub(super) fn plan(
         }
     }
     // Each of the node's Services from one pod.
-    for svc in services {
+    for svc in &services {
         if let Some(pod) = prober(&sources, &["service", svc.namespace.as_str(), svc.name.as_str()]) {
             service_targets(&source(pod), svc, &reach.endpoints, &mut probes);
         }
