@@ -106,7 +106,9 @@ struct AgentEntry {
 /// Everything the collector knows.
 #[derive(Debug)]
 pub struct CollectorState {
-    matrix: Mutex<Matrix>,
+    /// Readers (the diagnosis' copy, API snapshots, metrics) share it; only ingest and
+    /// expiry write, so a node-level query never queues behind the diagnosis copying the matrix.
+    matrix: RwLock<Matrix>,
     inventory: RwLock<(Inventory, InventoryIndex)>,
     inspections: Mutex<Inspections>,
     /// Findings' first and last sightings and the timeline of transitions.
@@ -149,7 +151,7 @@ impl CollectorState {
     pub fn with_metrics(inventory: Inventory, config: MatrixConfig, metrics: Arc<CollectorMetrics>) -> Self {
         let index = InventoryIndex::new(&inventory);
         Self {
-            matrix: Mutex::new(Matrix::new(config)),
+            matrix: RwLock::new(Matrix::new(config)),
             inventory: RwLock::new((inventory, index)),
             inspections: Mutex::default(),
             history: Mutex::default(),
@@ -197,7 +199,7 @@ impl CollectorState {
     }
 
     pub fn matrix(&self, query: &MatrixQuery, now: UnixMillis) -> MatrixSnapshot {
-        match self.matrix.lock() {
+        match self.matrix.read() {
             Ok(m) => m.snapshot(query, now),
             Err(p) => p.into_inner().snapshot(query, now),
         }
@@ -205,7 +207,7 @@ impl CollectorState {
 
     /// Runs `f` on the matrix (for localization, which reads cell statistics).
     pub fn with_matrix<T>(&self, f: impl FnOnce(&Matrix) -> T) -> T {
-        match self.matrix.lock() {
+        match self.matrix.read() {
             Ok(m) => f(&m),
             Err(p) => f(&p.into_inner()),
         }
@@ -253,7 +255,7 @@ impl CollectorState {
 
     /// Forgets matrix cells nobody updated for a long time.
     pub fn expire(&self, now: UnixMillis) -> usize {
-        self.matrix.lock().map(|mut m| m.expire(now)).unwrap_or(0)
+        self.matrix.write().map(|mut m| m.expire(now)).unwrap_or(0)
     }
 
     /// The findings, most severe first (see [`netdiag_diagnose::localize`]).
@@ -401,7 +403,7 @@ pub const AGENT_SILENT_AFTER: Duration = Duration::from_secs(30);
 impl Sink for CollectorState {
     fn agent_connected(&self, hello: &Hello) {
         let now = now();
-        if let Ok(mut m) = self.matrix.lock() {
+        if let Ok(mut m) = self.matrix.write() {
             m.agent_seen(&hello.node, now);
         }
         if let Ok(mut agents) = self.agents.lock() {
@@ -444,7 +446,7 @@ impl Sink for CollectorState {
             // Node-level destinations placed once, for both the metrics and the matrix.
             let placed = PlacedBatch::new(&batch, &inv.1);
             self.metrics.observe_placed(node, &placed);
-            if let Ok(mut m) = self.matrix.lock() {
+            if let Ok(mut m) = self.matrix.write() {
                 m.record_placed(node, &placed, now);
             }
         }
@@ -465,7 +467,7 @@ impl Sink for CollectorState {
     }
 
     fn inspection(&self, node: &NodeName, report: InspectionReport) {
-        if let Ok(mut m) = self.matrix.lock() {
+        if let Ok(mut m) = self.matrix.write() {
             m.agent_seen(node, now());
         }
         // An agent speaks for its own node and the pods on it, never for another node's: a
