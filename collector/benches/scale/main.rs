@@ -411,6 +411,8 @@ struct Measured {
     ingest_rate: Vec<f64>,
     scrapes: Vec<(f64, usize, usize)>,
     cells: f64,
+    /// Results a full matrix level refused (`netdiag_results_dropped_total{reason="matrix_full"}`).
+    refused_full: f64,
     found: Found,
     others: Vec<String>,
 }
@@ -442,6 +444,8 @@ fn sample(api: SocketAddr, pid: u32, limit: Duration, faults: &Faults, onset: In
             last_scrape = Some((now, results));
             m.scrapes.push((took.as_secs_f64() * 1e3, text.len(), measure::series(&text)));
             m.cells = measure::metric_sum(&text, "netdiag_matrix_cells");
+            m.refused_full =
+                measure::metric_sum(&text, r#"netdiag_results_dropped_total{reason="matrix_full"}"#);
         }
         let cpu = measure::cpu_seconds(pid)?;
         let now = Instant::now();

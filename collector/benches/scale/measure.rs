@@ -64,7 +64,8 @@ fn unchunk(mut body: &str) -> Result<String> {
     }
 }
 
-/// The sum of every sample of metric `name` (any labels) in a `/metrics` text.
+/// The sum of every sample of metric `name` (any labels; or the one series when `name` carries
+/// its labels) in a `/metrics` text.
 pub(crate) fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{')))

@@ -113,6 +113,7 @@ impl Row {
             bytes / 1e6
         );
         println!("  matrix cells                           {:>10.0}", m.cells);
+        println!("  results refused by a full matrix       {:>10.0}", m.refused_full);
         println!(
             "  memory per cell (RSS growth / cells)   {:>10.0} B",
             if m.cells > 0.0 { grown / m.cells } else { 0.0 }
@@ -173,6 +174,7 @@ pub(crate) fn table(rows: &[Row]) {
         format!("{series:.0} / {:.1} / {ms:.0}", bytes / 1e6)
     });
     line("matrix cells", &|r| format!("{:.0}", r.m.cells));
+    line("results refused: matrix full", &|r| format!("{:.0}", r.m.refused_full));
     line("bytes per cell", &|r| {
         let grown = (r.rss() - r.rss_idle as f64).max(0.0);
         format!("{:.0}", if r.m.cells > 0.0 { grown / r.m.cells } else { 0.0 })
