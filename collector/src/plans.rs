@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netdiag_model::inventory::Inventory;
-use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery, MatrixSnapshot};
+use netdiag_model::matrix::{CellStatus, MatrixSnapshot};
 use netdiag_model::plan::{
     HttpCheck, PlanOptions, PlanPolicy, ProbePlan, Sampler, SamplerIndex, Schedule, SourcePods,
 };
@@ -206,8 +206,9 @@ impl Planner {
     fn reload(&self) -> Arc<Basis> {
         let inventory = self.state.inventory();
         let failing = if inventory.nodes.len() >= self.config.policy.full_mesh_below {
-            let query = MatrixQuery { level: MatrixLevel::Node, kind: None };
-            failing_pairs(&self.state.matrix(&query, now()))
+            // From the latest diagnosis, which walked the node level anyway: a snapshot of its
+            // own took seconds at 5 000 nodes, in every round.
+            self.state.latest_diagnosis().map(|d| d.failing_node_pairs.clone()).unwrap_or_default()
         } else {
             BTreeSet::new()
         };

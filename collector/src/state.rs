@@ -2,7 +2,7 @@
 //! the inventory. It is the [`Sink`] the session service feeds and what the API, metrics and
 //! localization read. Locks are held only to copy or update plain data, never across I/O.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -23,7 +23,7 @@ use netdiag_model::time::UnixMillis;
 use crate::metrics::CollectorMetrics;
 use crate::runs::registry::RunRegistry;
 use crate::sink::Sink;
-use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch};
+use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, NodeDestination, PlacedBatch};
 
 /// The collector's clock, as the pure code wants it.
 pub fn now() -> UnixMillis {
@@ -61,6 +61,8 @@ pub struct DiagnosisSnapshot {
     pub seen: HashMap<String, crate::history::Seen>,
     /// How long copying the inputs and localizing took.
     pub took: Duration,
+    /// Node pairs with a failed or degraded node-level cell (any kind): what plans probe fully.
+    pub failing_node_pairs: BTreeSet<(NodeName, NodeName)>,
 }
 
 impl DiagnosisSnapshot {
@@ -263,6 +265,11 @@ impl CollectorState {
         self.diagnosis_snapshot(now).diagnosis.clone()
     }
 
+    /// The latest diagnosis computed, however old, without computing one.
+    pub fn latest_diagnosis(&self) -> Option<Arc<DiagnosisSnapshot>> {
+        self.diagnosis.lock().ok().and_then(|d| d.clone())
+    }
+
     /// The latest diagnosis if it is younger than [`diagnosis_max_age`] at `now`, else a new
     /// one. While one reader computes, the others get the previous snapshot (when there is
     /// one) instead of queueing behind it.
@@ -362,8 +369,14 @@ impl CollectorState {
         for (key, stats) in matrix.pod_cells(now) {
             *cell_counts.entry((MatrixLevel::Pod, key.kind, stats.status)).or_default() += 1;
         }
+        let mut failing_node_pairs = BTreeSet::new();
         for (key, stats) in matrix.node_cells(now) {
             *cell_counts.entry((MatrixLevel::Node, key.kind, stats.status)).or_default() += 1;
+            if matches!(stats.status, CellStatus::Failed | CellStatus::Degraded)
+                && let NodeDestination::Node(destination) = &key.destination
+            {
+                failing_node_pairs.insert((key.source.clone(), destination.clone()));
+            }
         }
         DiagnosisSnapshot {
             diagnosis: Diagnosis {
@@ -377,6 +390,7 @@ impl CollectorState {
             cell_counts,
             seen: HashMap::new(),
             took: Duration::ZERO,
+            failing_node_pairs,
         }
     }
 
