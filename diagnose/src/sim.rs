@@ -156,6 +156,18 @@ pub enum FilteredSources {
     Pod(PodRef),
 }
 
+/// A node's eth0 MAC, made from its address as Docker does (`02:42:` and the IPv4 octets).
+fn mac_of(ip: IpAddr) -> String {
+    let octets = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3])
+}
+
 /// The lab, with the faults a scenario injects.
 #[derive(Debug, Clone, Default)]
 pub struct World {
@@ -180,6 +192,9 @@ pub struct World {
     /// Nodes whose network plugin applies no policy to their pods.
     policies_unenforced_on: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
+    /// The first node's neighbour entry for the second's address holds a MAC nobody has (a
+    /// static `ip neigh replace … nud permanent`): frames between them go nowhere.
+    wrong_neighbours: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
     routes_blackholed: bool,
@@ -282,6 +297,11 @@ impl World {
     }
     pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
         self.pairs_cut.push((node(a), node(b)));
+        self
+    }
+    /// `ip neigh replace <peer's IP> lladdr 02:00:00:de:ad:01 nud permanent dev eth0` on `n`.
+    pub fn wrong_neighbour(mut self, n: &str, peer: &str) -> Self {
+        self.wrong_neighbours.push((node(n), node(peer)));
         self
     }
     /// `ip route replace blackhole <peer's pod CIDR>` on `n`.
@@ -595,15 +615,28 @@ impl World {
                 "rule": "FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)",
             }));
         }
+        // What ARP learned of each peer, and the wrong static entries a fault wrote.
+        let neighbours: Vec<serde_json::Value> = inv
+            .nodes
+            .iter()
+            .filter(|p| &p.name != n)
+            .map(|peer| {
+                if self.wrong_neighbours.contains(&(n.clone(), peer.name.clone())) {
+                    json!({"ip": peer.ips[0].to_string(), "device": "eth0", "state": "PERMANENT", "lladdr": "02:00:00:de:ad:01"})
+                } else {
+                    json!({"ip": peer.ips[0].to_string(), "device": "eth0", "state": "REACHABLE", "lladdr": mac_of(peer.ips[0])})
+                }
+            })
+            .collect();
         report(json!({
             "source": {"node": n.to_string()},
             "at": now().get(),
             "links": [
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
-                {"name": "eth0", "index": 2, "up": true, "mtu": 1500, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth"},
+                {"name": "eth0", "index": 2, "up": true, "mtu": 1500, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth", "lladdr": mac_of(me.ips[0])},
             ],
             "routes": routes,
-            "neighbours": [],
+            "neighbours": neighbours,
             "nat_services": nat,
             "sysctls": sysctls,
             "resolv_conf": null,
@@ -779,7 +812,8 @@ impl World {
         if self.isolated.contains(from) || self.isolated.contains(to) {
             return timeout;
         }
-        if self.pairs_cut.iter().any(|(a, b)| (a == from && b == to) || (a == to && b == from)) {
+        let between = |(a, b): &(NodeName, NodeName)| (a == from && b == to) || (a == to && b == from);
+        if self.pairs_cut.iter().any(between) || self.wrong_neighbours.iter().any(between) {
             return timeout;
         }
         if dst_pod.is_some() && self.routes_missing.contains(&(from.clone(), to.clone())) {

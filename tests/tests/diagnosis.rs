@@ -349,6 +349,62 @@ fn sh_in(netns: &str, args: &[&str]) {
     assert!(status.success(), "{args:?} in {netns}");
 }
 
+/// A wrong static ARP entry written by hand on node-2 for node-1's address (`ip neigh
+/// replace … nud permanent`): frames between the two nodes go to a MAC nobody holds. The
+/// cause is node-2's neighbour table read against node-1's link: named as that entry, not as
+/// a broken node pair; deleting the entry clears it.
+#[test]
+fn a_wrong_static_arp_entry_is_named_from_the_neighbour_table() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let node_1 = c.lab.node("node-1").ip.to_string();
+    let netns = c.lab.node("node-2").netns.clone();
+    sh_in(
+        &netns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &node_1,
+            "lladdr",
+            "02:00:00:de:ad:01",
+            "nud",
+            "permanent",
+            "dev",
+            "eth0",
+        ],
+    );
+    let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        let d = c.diagnosis();
+        let named = d.findings.len() == 1
+            && d.findings[0].id.as_str() == "neighbour-mismatch"
+            && d.findings[0]
+                .culprit
+                .as_ref()
+                .is_some_and(|cu| cu.kind == CulpritKind::NodePair && cu.name.as_str() == "node-2→node-1")
+            && d.findings[0].verdict.as_str().contains("points at 02:00:00:de:ad:01");
+        named.then_some(())
+    });
+    let restore = || sh_in(&netns, &["ip", "neigh", "del", &node_1, "dev", "eth0"]);
+    let Some(((), took)) = found else {
+        restore();
+        panic!(
+            "no lone neighbour-mismatch on node-2→node-1; findings now:\n  {}",
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    eprintln!("wrong static ARP entry: neighbour-mismatch in {took:?}");
+    restore();
+    let cleared = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        c.diagnosis().findings.is_empty().then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "entry deleted, findings remain:\n  {}",
+        describe_findings(&c.diagnosis().findings)
+    );
+}
+
 /// A pod's default route deleted by hand (`ip route del default` inside it): the pod is up,
 /// yet nothing leaves it and no reply gets back. Its inspection holds the cause: the verdict
 /// is its routing table, not a dead interface; restoring the route clears it.

@@ -341,6 +341,20 @@ impl<'a> Context<'a> {
         Some((missing, table))
     }
 
+    /// The latest inspection of a node's or a pod's namespace.
+    pub(crate) fn report_of(&self, source: &Source) -> Option<&'a InspectionReport> {
+        match source {
+            Source::Node(n) => self.node_reports.get(n).copied(),
+            Source::Pod(p) => self.pod_reports.get(p).map(|(_, r)| *r),
+        }
+    }
+
+    /// Every inspected namespace with its latest inspection, nodes first.
+    pub(crate) fn reports(&self) -> impl Iterator<Item = (Source, &'a InspectionReport)> + '_ {
+        let nodes = self.node_reports.iter().map(|(n, r)| (Source::Node(n.clone()), *r));
+        nodes.chain(self.pod_reports.iter().map(|(p, (_, r))| (Source::Pod(p.clone()), *r)))
+    }
+
     /// The pod CIDRs of `node`.
     pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()

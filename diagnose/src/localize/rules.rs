@@ -8,6 +8,7 @@
 //! | order | rule | components | ids |
 //! |---|---|---|---|
 //! | 0 | [`forwarding`] | a node that does not forward (`ip_forward = 0` in its inspection) | `node-forwarding-disabled` |
+//! | 1 | [`neighbours`] | a namespace's ARP/NDP entry for a next hop holding a MAC no holder of the address has (inspections), crossed by failing paths | `neighbour-mismatch` |
 //! | 1 | [`nodes`] | node (every path in and out) | `node-isolated` |
 //! | 2 | [`pairs`] | node pair (pod traffic between two nodes), a node's route to a peer's pod CIDR | `route-missing`, `node-pair-broken` |
 //! | 3 | [`pods`] | destination pod (and its own sending) | `pod-down` |
@@ -25,6 +26,7 @@ mod forwarding;
 mod keepalive;
 mod loss;
 mod mtu;
+mod neighbours;
 mod nodes;
 mod pairs;
 mod pods;
@@ -40,8 +42,9 @@ use super::report::Draft;
 type Rule = fn(&mut Analysis<'_>, &mut Vec<Draft>);
 
 /// The rules in the runbook's order, widest component first.
-const RULES: [Rule; 15] = [
+const RULES: [Rule; 16] = [
     forwarding::disabled,
+    neighbours::wrong_neighbour,
     nodes::isolated,
     pairs::broken,
     pods::down,

@@ -190,6 +190,16 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "no route to 10.244.3.0/24 on node-1")],
         ),
         row(
+            "a wrong static ARP entry on node-2 for node-1",
+            World::healthy().wrong_neighbour("node-2", "node-1"),
+            vec![(
+                ids::NEIGHBOUR_MISMATCH,
+                NodePair,
+                "node-2→node-1",
+                "node-2's ARP entry for node-1's address 172.29.0.11 points at 02:00:00:de:ad:01",
+            )],
+        ),
+        row(
             "a blackhole route on node-1 for node-3's pods",
             World::healthy().route_blackholed("node-1", "node-3"),
             vec![(
@@ -318,7 +328,8 @@ fn one_finding_per_runbook_verdict() {
         let want: Vec<(String, CulpritKind, String)> =
             r.want.iter().map(|(id, k, n, _)| ((*id).to_owned(), *k, (*n).to_owned())).collect();
         if got != want {
-            let verdicts: Vec<&str> = findings.iter().map(|f| f.verdict.as_str()).collect();
+            let verdicts: Vec<String> =
+                findings.iter().map(|f| format!("{} {:?}", f.verdict.as_str(), f.affected)).collect();
             failures.push(format!("{}: got {got:?}, want {want:?}\n  verdicts: {verdicts:#?}", r.name));
             continue;
         }
@@ -656,4 +667,25 @@ proptest! {
         let bare = diagnose(&m, &BTreeMap::new(), &inv, now());
         prop_assert!(bare.iter().all(|f| !f.id.as_str().starts_with("keepalive")));
     }
+}
+
+#[test]
+fn a_wrong_neighbour_entry_nothing_fails_through_is_left_alone() {
+    // node-2 holds node-1's address with a MAC node-1 does not have, but every path works (a
+    // VRRP-like answer, an entry no route uses): the entry alone convicts nobody.
+    let world = World::healthy();
+    let mut inspections = world.inspections();
+    let (_, report) = inspections.get_mut(&Source::Node(sim::node("node-2"))).unwrap();
+    let entry = report.neighbours.iter_mut().find(|n| n.ip.to_string() == "172.29.0.11").unwrap();
+    entry.lladdr = Some("02:00:00:de:ad:01".parse().unwrap());
+    assert_eq!(diagnose(&world.matrix(), &inspections, &world.inventory(), now()), vec![]);
+
+    // The same entry with node-1's paths failing is named, and every bad cell is claimed.
+    let broken = World::healthy().wrong_neighbour("node-2", "node-1");
+    let findings = diagnose(&broken.matrix(), &inspections, &broken.inventory(), now());
+    assert_eq!(
+        summary(&findings),
+        vec![(ids::NEIGHBOUR_MISMATCH.to_owned(), CulpritKind::NodePair, "node-2→node-1".to_owned())]
+    );
+    assert!(findings[0].evidence.iter().any(|e| e.as_str().contains("lladdr 02:00:00:de:ad:01 REACHABLE")));
 }
