@@ -18,6 +18,7 @@ pub mod iptables_filter;
 pub mod iptables_nat;
 pub mod nat;
 pub mod netlink;
+pub mod nft_filter;
 pub mod nft_kube_proxy;
 pub mod sysctls;
 #[cfg(test)]

@@ -266,27 +266,23 @@ fn packet_loss_reads_its_true_magnitude() {
 
 /// Runs `iptables <args>` inside node `node`'s namespace: a fault made by hand, as a user
 /// would, not through the lab.
-fn iptables_on(c: &LabCluster, node: &str, args: &[&str]) {
+/// Runs each command (`["iptables", …]`, `["nft", …]`) in `node`'s namespace.
+fn run_on(c: &LabCluster, node: &str, commands: &[&[&str]]) {
     let netns = c.lab.node(node).netns.clone();
-    let status = std::process::Command::new("ip")
-        .args(["netns", "exec", &netns, "iptables"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "iptables {args:?} on {node}");
+    for args in commands {
+        sh_in(&netns, args);
+    }
 }
 
-/// Injects a hand-made fault, waits for `id` on node `node` as the only finding (the
-/// inspection carrying a rule comes every 3 s), then undoes it and waits for a clean diagnosis.
 fn hand_made_fault_is_named_alone(
     c: &LabCluster,
     node: &str,
-    make: &[&str],
-    undo: &[&str],
+    make: &[&[&str]],
+    undo: &[&[&str]],
     id: &str,
     words: &str,
 ) {
-    iptables_on(c, node, make);
+    run_on(c, node, make);
     let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
         let d = c.diagnosis();
         let named = d.findings.iter().any(|f| {
@@ -299,14 +295,14 @@ fn hand_made_fault_is_named_alone(
         (named && d.findings.len() == 1).then_some(())
     });
     let Some(((), took)) = found else {
-        iptables_on(c, node, undo);
+        run_on(c, node, undo);
         panic!(
-            "`iptables {make:?}` on {node}: no lone {id}; findings now:\n  {}",
+            "{make:?} on {node}: no lone {id}; findings now:\n  {}",
             describe_findings(&c.diagnosis().findings)
         );
     };
-    eprintln!("`iptables {}` on {node}: {id} alone in {took:?}", make.join(" "));
-    iptables_on(c, node, undo);
+    eprintln!("{make:?} on {node}: {id} alone in {took:?}");
+    run_on(c, node, undo);
     let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
     assert!(cleared.is_some(), "undone, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
 }
@@ -322,25 +318,78 @@ fn hand_made_fault_is_named_alone(
 fn hand_made_firewall_faults_are_named_once() {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
-    let rule = ["FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
-    let insert: Vec<&str> = std::iter::once("-I").chain(rule).collect();
-    let delete: Vec<&str> = std::iter::once("-D").chain(rule).collect();
-    hand_made_fault_is_named_alone(&c, "node-2", &insert, &delete, "firewall-drop", "--dport 20160");
+    let rule = ["iptables", "FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let with = |verb: &'static str| -> Vec<&str> {
+        let mut v = rule.to_vec();
+        v.insert(1, verb);
+        v
+    };
     hand_made_fault_is_named_alone(
         &c,
         "node-2",
-        &["-I", "FORWARD", "-j", "DROP"],
-        &["-D", "FORWARD", "-j", "DROP"],
+        &[&with("-I")],
+        &[&with("-D")],
+        "firewall-drop",
+        "--dport 20160",
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[&["iptables", "-I", "FORWARD", "-j", "DROP"]],
+        &[&["iptables", "-D", "FORWARD", "-j", "DROP"]],
         "node-forwarding-broken",
         "forwards nothing",
     );
     hand_made_fault_is_named_alone(
         &c,
         "node-2",
-        &["-P", "FORWARD", "DROP"],
-        &["-P", "FORWARD", "ACCEPT"],
+        &[&["iptables", "-P", "FORWARD", "DROP"]],
+        &[&["iptables", "-P", "FORWARD", "ACCEPT"]],
         "firewall-drop",
         "policy DROP",
+    );
+}
+
+/// The same faults written as native nftables rules (a table of the admin's own, which
+/// `iptables-save` never shows): a rule dropping TCP port 20160 forwarded through node-2, and
+/// a forward chain whose policy is drop.
+#[test]
+fn hand_made_nftables_faults_are_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let table: &[&str] = &["nft", "add", "table", "inet", "admin"];
+    let undo: &[&[&str]] = &[&["nft", "delete", "table", "inet", "admin"]];
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[
+            table,
+            &["nft", "add", "chain", "inet", "admin", "guard", "{ type filter hook forward priority 0 ; }"],
+            &["nft", "add", "rule", "inet", "admin", "guard", "tcp", "dport", "20160", "drop"],
+        ],
+        undo,
+        "firewall-drop",
+        "dport 20160",
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[
+            table,
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "admin",
+                "guard",
+                "{ type filter hook forward priority 0 ; policy drop ; }",
+            ],
+            &["nft", "add", "rule", "inet", "admin", "guard", "ct", "state", "established,related", "accept"],
+        ],
+        undo,
+        "firewall-drop",
+        "policy drop",
     );
 }
 

@@ -163,20 +163,22 @@ fn join(words: &[Word]) -> String {
         .join(" ")
 }
 
-/// What a rule matches, each field set by at most one rule on the way.
+/// What a rule matches, each field set by at most one rule on the way (shared with the
+/// nftables reader, whose rules match the same fields).
 #[derive(Debug, Clone, Default)]
-struct Conditions {
-    protocol: Option<FilterProtocol>,
-    source: Option<IpNet>,
-    destination: Option<IpNet>,
-    in_interface: Option<String>,
-    out_interface: Option<String>,
-    ports: Vec<PortRange>,
+pub(super) struct Conditions {
+    pub(super) protocol: Option<FilterProtocol>,
+    pub(super) source: Option<IpNet>,
+    pub(super) destination: Option<IpNet>,
+    /// In iptables' syntax: a trailing `+` matches any suffix.
+    pub(super) in_interface: Option<String>,
+    pub(super) out_interface: Option<String>,
+    pub(super) ports: Vec<PortRange>,
 }
 
 impl Conditions {
     /// Both sets at once; None when they contradict or overlap in a way not modelled.
-    fn and(&self, other: &Conditions) -> Option<Conditions> {
+    pub(super) fn and(&self, other: &Conditions) -> Option<Conditions> {
         fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
             match (a, b) {
                 (Some(x), Some(y)) if x != y => None,
@@ -199,7 +201,7 @@ impl Conditions {
         })
     }
 
-    fn into_drop(self, hook: FilterHook, reject: bool, rule: &str) -> FilterDrop {
+    pub(super) fn into_drop(self, hook: FilterHook, reject: bool, rule: &str) -> FilterDrop {
         let iface = |s: Option<String>| s.map(|s| Text::<64>::lossy(&s));
         FilterDrop {
             hook,
