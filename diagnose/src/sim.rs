@@ -172,6 +172,10 @@ fn mac_of(ip: IpAddr) -> String {
 #[derive(Debug, Clone, Default)]
 pub struct World {
     pods_down: Vec<PodRef>,
+    /// Pods whose address was taken off their interface (`ip addr del` inside them).
+    pods_unaddressed: Vec<PodRef>,
+    /// A node's route to a peer's pods through a gateway that is not the peer.
+    routes_via: Vec<(NodeName, NodeName, IpAddr)>,
     /// Pods whose default route was deleted (`ip route del default` inside them): up, but
     /// nothing leaves them and no reply gets back.
     pods_unrouted: Vec<PodRef>,
@@ -239,11 +243,26 @@ pub struct World {
 }
 
 impl World {
+    /// The pod neither answers nor gets answers: down, unrouted or without its address.
+    fn mute(&self, p: &PodRef) -> bool {
+        self.pods_down.contains(p) || self.pods_unrouted.contains(p) || self.pods_unaddressed.contains(p)
+    }
+
     pub fn healthy() -> Self {
         World::default()
     }
     pub fn pod_unrouted(mut self, p: &str) -> Self {
         self.pods_unrouted.push(pod(p));
+        self
+    }
+    /// `ip addr del <its IP> dev eth0` inside the pod.
+    pub fn pod_unaddressed(mut self, p: &str) -> Self {
+        self.pods_unaddressed.push(pod(p));
+        self
+    }
+    /// `ip route replace <peer's pod CIDR> via <gw>` on `n`.
+    pub fn route_via(mut self, n: &str, peer: &str, gw: &str) -> Self {
+        self.routes_via.push((node(n), node(peer), gw.parse().expect("gateway address")));
         self
     }
     pub fn pod_down(mut self, p: &str) -> Self {
@@ -541,9 +560,14 @@ impl World {
                 }
                 continue;
             }
+            let gateway = self
+                .routes_via
+                .iter()
+                .find(|(m, q, _)| m == n && q == &peer.name)
+                .map_or(peer.ips[0], |(_, _, gw)| *gw);
             routes.push(json!({
                 "destination": peer.pod_cidrs[0].to_string(),
-                "gateway": peer.ips[0].to_string(),
+                "gateway": gateway.to_string(),
                 "device": "eth0",
                 "table": 254,
                 "metric": 0,
@@ -673,12 +697,16 @@ impl World {
             .iter()
             .find(|(q, _)| q == p)
             .map_or_else(|| "10.96.0.10".to_owned(), |(_, ns)| ns.to_string());
+        let addresses: Vec<String> =
+            inv.pod(p).filter(|_| !self.pods_unaddressed.contains(p)).map_or_else(Vec::new, |i| {
+                i.ips.iter().map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })).collect()
+            });
         report(json!({
             "source": {"pod": p.to_string()},
             "at": now().get(),
             "links": [
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
-                {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": [], "kind": "veth"},
+                {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": addresses, "kind": "veth"},
             ],
             // A link down takes its routes with it, as the kernel does.
             "routes": if self.pods_down.contains(p) {
@@ -776,11 +804,11 @@ impl World {
         dst_pod: Option<&PodRef>,
     ) -> Option<Outcome> {
         if let Source::Pod(p) = source
-            && (self.pods_down.contains(p) || self.pods_unrouted.contains(p))
+            && (self.mute(p))
         {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
         }
-        if dst_pod.is_some_and(|p| self.pods_down.contains(p) || self.pods_unrouted.contains(p)) {
+        if dst_pod.is_some_and(|p| self.mute(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let filtered = |(p, g): &(PodRef, FilteredSources)| {
@@ -816,10 +844,14 @@ impl World {
         if self.pairs_cut.iter().any(between) || self.wrong_neighbours.iter().any(between) {
             return timeout;
         }
-        if dst_pod.is_some() && self.routes_missing.contains(&(from.clone(), to.clone())) {
+        let unrouted = |m: &NodeName, q: &NodeName| {
+            self.routes_missing.contains(&(m.clone(), q.clone()))
+                || self.routes_via.iter().any(|(a, b, _)| a == m && b == q)
+        };
+        if dst_pod.is_some() && unrouted(from, to) {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
         }
-        if matches!(source, Source::Pod(_)) && self.routes_missing.contains(&(to.clone(), from.clone())) {
+        if matches!(source, Source::Pod(_)) && unrouted(to, from) {
             return timeout;
         }
         None
@@ -964,7 +996,7 @@ impl World {
                 let info = inv.service(service).unwrap();
                 let backends: Vec<_> = info.ready_endpoints().collect();
                 let outcome = if let Source::Pod(p) = source
-                    && self.pods_down.contains(p)
+                    && self.mute(p)
                 {
                     Outcome::Tcp(TcpFailure::Unreachable)
                 } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
@@ -1083,7 +1115,7 @@ impl World {
     ) -> ProbeResult {
         let fail = |f: DnsFailure| base(source, target, ProbeKind::Dns, Outcome::Dns(f), at);
         if let Source::Pod(p) = source {
-            if self.pods_down.contains(p) {
+            if self.mute(p) {
                 return fail(DnsFailure::NoNameserver);
             }
             if nameserver.is_none() && self.bad_resolver.iter().any(|(q, _)| q == p) {

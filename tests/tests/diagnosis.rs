@@ -266,14 +266,6 @@ fn packet_loss_reads_its_true_magnitude() {
 
 /// Runs `iptables <args>` inside node `node`'s namespace: a fault made by hand, as a user
 /// would, not through the lab.
-/// Runs each command (`["iptables", …]`, `["nft", …]`) in `node`'s namespace.
-fn run_on(c: &LabCluster, node: &str, commands: &[&[&str]]) {
-    let netns = c.lab.node(node).netns.clone();
-    for args in commands {
-        sh_in(&netns, args);
-    }
-}
-
 fn hand_made_fault_is_named_alone(
     c: &LabCluster,
     node: &str,
@@ -282,27 +274,40 @@ fn hand_made_fault_is_named_alone(
     id: &str,
     words: &str,
 ) {
-    run_on(c, node, make);
+    let netns = c.lab.node(node).netns.clone();
+    hand_made_fault_is_named(c, &netns, make, undo, (id, CulpritKind::Node, node), words);
+}
+
+/// Makes a fault by hand with `make` in `netns`, waits for exactly one finding — `id` on
+/// `culprit`, its verdict saying `words` — then undoes it with `undo` and waits for none.
+fn hand_made_fault_is_named(
+    c: &LabCluster,
+    netns: &str,
+    make: &[&[&str]],
+    undo: &[&[&str]],
+    (id, kind, name): (&str, CulpritKind, &str),
+    words: &str,
+) {
+    let run = |commands: &[&[&str]]| commands.iter().for_each(|args| sh_in(netns, args));
+    run(make);
     let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
         let d = c.diagnosis();
         let named = d.findings.iter().any(|f| {
             f.id.as_str() == id
-                && f.culprit
-                    .as_ref()
-                    .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == node)
+                && f.culprit.as_ref().is_some_and(|cu| cu.kind == kind && cu.name.as_str() == name)
                 && f.verdict.as_str().contains(words)
         });
         (named && d.findings.len() == 1).then_some(())
     });
     let Some(((), took)) = found else {
-        run_on(c, node, undo);
+        run(undo);
         panic!(
-            "{make:?} on {node}: no lone {id}; findings now:\n  {}",
+            "{make:?} in {netns}: no lone {id}; findings now:\n  {}",
             describe_findings(&c.diagnosis().findings)
         );
     };
-    eprintln!("{make:?} on {node}: {id} alone in {took:?}");
-    run_on(c, node, undo);
+    eprintln!("{make:?}: {id} alone in {took:?}");
+    run(undo);
     let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
     assert!(cleared.is_some(), "undone, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
 }
@@ -396,6 +401,40 @@ fn hand_made_nftables_faults_are_named_once() {
 fn sh_in(netns: &str, args: &[&str]) {
     let status = std::process::Command::new("ip").args(["netns", "exec", netns]).args(args).status().unwrap();
     assert!(status.success(), "{args:?} in {netns}");
+}
+
+/// Route and address faults made by hand whose cause sits in one namespace's tables: node-1
+/// routing node-3's pods through an address nobody holds (its ARP fails); a pod whose own
+/// address was deleted from its interface.
+#[test]
+fn hand_made_route_and_address_faults_are_named_from_the_tables() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let node_1 = c.lab.node("node-1");
+    let node_3 = c.lab.node("node-3");
+    let (cidr, gw) = (node_3.pod_cidr.to_string(), node_3.ip.to_string());
+    hand_made_fault_is_named(
+        &c,
+        &node_1.netns,
+        &[&["ip", "route", "replace", &cidr, "via", "172.29.0.99", "dev", "eth0"]],
+        &[&["ip", "route", "replace", &cidr, "via", &gw, "dev", "eth0"]],
+        ("route-missing", CulpritKind::NodePair, "node-1→node-3"),
+        "via 172.29.0.99",
+    );
+    let pd_0 = c.lab.pod("tidb/demo-pd-0");
+    let addr = format!("{}/32", pd_0.ip);
+    hand_made_fault_is_named(
+        &c,
+        &pd_0.netns,
+        &[&["ip", "addr", "del", &addr, "dev", "eth0"]],
+        &[
+            &["ip", "addr", "add", &addr, "dev", "eth0"],
+            &["ip", "route", "replace", "169.254.1.1", "dev", "eth0", "scope", "link"],
+            &["ip", "route", "replace", "default", "via", "169.254.1.1", "dev", "eth0"],
+        ],
+        ("pod-down", CulpritKind::Pod, "tidb/demo-pd-0"),
+        "not on any of its interfaces",
+    );
 }
 
 /// A wrong static ARP entry written by hand on node-2 for node-1's address (`ip neigh

@@ -355,6 +355,21 @@ impl<'a> Context<'a> {
         nodes.chain(self.pod_reports.iter().map(|(p, (_, r))| (Source::Pod(p.clone()), *r)))
     }
 
+    /// The pod's addresses (inventory) that no link of its last inspection holds: taken off
+    /// its interface. Empty without an inspection, without links read, or with a link down
+    /// (the link is then the cause).
+    pub(crate) fn pod_addresses_unheld(&self, pod: &PodRef) -> Vec<IpAddr> {
+        let Some((_, report)) = self.pod_reports.get(pod) else { return Vec::new() };
+        let links: Vec<_> = report.links.iter().filter(|l| l.name.as_str() != "lo").collect();
+        if links.is_empty() || links.iter().any(|l| !l.up) {
+            return Vec::new();
+        }
+        self.pod_ips(pod)
+            .into_iter()
+            .filter(|ip| !links.iter().any(|l| l.addresses.iter().any(|n| n.addr() == *ip)))
+            .collect()
+    }
+
     /// The pod CIDRs of `node`.
     pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()

@@ -190,6 +190,26 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "no route to 10.244.3.0/24 on node-1")],
         ),
         row(
+            "node-1 routes node-3's pods via an address nobody holds",
+            World::healthy().route_via("node-1", "node-3", "172.29.0.99"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-1→node-3",
+                "a route to the wrong gateway on node-1 (`10.244.3.0/24 via 172.29.0.99",
+            )],
+        ),
+        row(
+            "node-1 routes node-3's pods via node-2",
+            World::healthy().route_via("node-1", "node-3", "172.29.0.12"),
+            vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "a route to the wrong gateway on node-1")],
+        ),
+        row(
+            "a pod whose address was taken off its interface",
+            World::healthy().pod_unaddressed("tidb/demo-pd-1"),
+            vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "is not on any of its interfaces")],
+        ),
+        row(
             "a wrong static ARP entry on node-2 for node-1",
             World::healthy().wrong_neighbour("node-2", "node-1"),
             vec![(
