@@ -355,13 +355,18 @@ fn hand_made_firewall_faults_are_named_once() {
     );
 }
 
-/// The same faults written as native nftables rules (a table of the admin's own, which
-/// `iptables-save` never shows): a rule dropping TCP port 20160 forwarded through node-2, and
-/// a forward chain whose policy is drop.
+/// The same faults written outside iptables' `filter` table: as native nftables rules (a
+/// table of the admin's own, which `iptables-save` never shows) — a rule dropping TCP port
+/// 20160 forwarded through node-2, a forward chain whose policy is drop — and in the `raw`
+/// table's PREROUTING, which meets packets before routing.
 #[test]
-fn hand_made_nftables_faults_are_named_once() {
+fn hand_made_drops_outside_the_filter_table_are_named_once() {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
+    let raw = ["iptables", "-t", "raw", "-I", "PREROUTING", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let mut unraw = raw.to_vec();
+    unraw[3] = "-D";
+    hand_made_fault_is_named_alone(&c, "node-2", &[&raw], &[&unraw], "firewall-drop", "raw PREROUTING");
     let table: &[&str] = &["nft", "add", "table", "inet", "admin"];
     let undo: &[&[&str]] = &[&["nft", "delete", "table", "inet", "admin"]];
     hand_made_fault_is_named_alone(

@@ -2,8 +2,9 @@
 //! node bootstrap writes with `nft` and `iptables-save` never shows — read back from `nft -j
 //! list table …` JSON. Pure: JSON text in, values out; nothing here panics on any input.
 //!
-//! Base chains of type `filter` on the `input`, `forward` and `output` hooks (families `ip`,
-//! `ip6`, `inet`) are walked rule by rule, through `jump`/`goto`, as the iptables reader walks
+//! Base chains of type `filter` on the `input`, `forward`, `output`, `prerouting` (before input
+//! and forwarding) and `postrouting` (after forwarding and output) hooks (families `ip`, `ip6`,
+//! `inet`) are walked rule by rule, through `jump`/`goto`, as the iptables reader walks
 //! its chains; every base chain on a hook runs, so each one's drops count on their own. As
 //! there, a rule is reported only when every condition on its way is understood (addresses,
 //! protocol, destination ports, interface names, a connection state that includes new
@@ -53,7 +54,7 @@ pub fn tables_to_read(listing: &str) -> Result<Vec<(String, String)>, NftJsonErr
 /// The drop and reject rules of the tables in `json` this reader owns, hook by hook.
 pub fn parse(json: &str) -> Result<Vec<FilterDrop>, NftJsonError> {
     let doc = document(json)?;
-    let mut bases: Vec<(Chain<'_>, FilterHook, bool)> = Vec::new();
+    let mut bases: Vec<(Chain<'_>, &str, FilterHook, bool)> = Vec::new();
     let mut rules: HashMap<Chain<'_>, Vec<&[Value]>> = HashMap::new();
     for (kind, body) in objects(&doc) {
         let (Some(family), Some(table)) = (str_field(body, "family"), str_field(body, "table")) else {
@@ -66,16 +67,21 @@ pub fn parse(json: &str) -> Result<Vec<FilterDrop>, NftJsonError> {
         let chain = Chain { family, table, name };
         match kind {
             "chain" => {
-                let hook = match str_field(body, "hook") {
-                    Some("input") => FilterHook::Input,
-                    Some("forward") => FilterHook::Forward,
-                    Some("output") => FilterHook::Output,
+                // What each hook's drops stop: prerouting comes before input and forwarding,
+                // postrouting after forwarding and output.
+                let (Some(name), Some("filter")) = (str_field(body, "hook"), str_field(body, "type")) else {
+                    continue;
+                };
+                let hooks: &[FilterHook] = match name {
+                    "input" => &[FilterHook::Input],
+                    "forward" => &[FilterHook::Forward],
+                    "output" => &[FilterHook::Output],
+                    "prerouting" => &[FilterHook::Input, FilterHook::Forward],
+                    "postrouting" => &[FilterHook::Forward, FilterHook::Output],
                     _ => continue,
                 };
-                if str_field(body, "type") != Some("filter") {
-                    continue;
-                }
-                bases.push((chain, hook, str_field(body, "policy") == Some("drop")));
+                let drops = str_field(body, "policy") == Some("drop");
+                bases.extend(hooks.iter().map(|&h| (chain, name, h, drops)));
             }
             "rule" => {
                 if let Some(expr) = body.get("expr").and_then(Value::as_array) {
@@ -86,11 +92,11 @@ pub fn parse(json: &str) -> Result<Vec<FilterDrop>, NftJsonError> {
         }
     }
     let mut out = Vec::new();
-    for (chain, hook, policy_drop) in bases {
+    for (chain, hook_name, hook, policy_drop) in bases {
         let mut path = vec![chain];
-        let established = walk(&rules, hook, &Conditions::default(), false, &mut path, &mut out);
+        let established = walk(&rules, hook_name, hook, &Conditions::default(), false, &mut path, &mut out);
         if policy_drop && out.len() < MAX_FILTER_DROPS {
-            let text = format!("{}: policy drop (drops what no rule accepts)", chain.label(hook));
+            let text = format!("{}: policy drop (drops what no rule accepts)", chain.label(hook_name));
             let mut drop = Conditions::default().into_drop(hook, false, &text);
             drop.policy = true;
             drop.new_only = established;
@@ -109,8 +115,8 @@ struct Chain<'v> {
 }
 
 impl Chain<'_> {
-    fn label(&self, hook: FilterHook) -> String {
-        format!("nft {} {} {} ({})", self.family, self.table, self.name, hook.to_string().to_lowercase())
+    fn label(&self, hook: &str) -> String {
+        format!("nft {} {} {} ({hook})", self.family, self.table, self.name)
     }
 }
 
@@ -118,6 +124,7 @@ impl Chain<'_> {
 /// related flows (so what follows meets new connections only).
 fn walk<'v>(
     rules: &HashMap<Chain<'v>, Vec<&'v [Value]>>,
+    hook_name: &str,
     hook: FilterHook,
     inherited: &Conditions,
     established_accepted: bool,
@@ -138,7 +145,7 @@ fn walk<'v>(
         let Some(conditions) = inherited.and(&rule.conditions) else { continue };
         match rule.verdict {
             Verdict::Drop | Verdict::Reject => {
-                let mut text = path[0].label(hook);
+                let mut text = path[0].label(hook_name);
                 for c in &path[1..] {
                     text.push_str(&format!(" → {}", c.name));
                 }
@@ -151,7 +158,7 @@ fn walk<'v>(
                 let next = Chain { name: target, ..chain };
                 if rules.contains_key(&next) && path.len() < MAX_DEPTH && !path.contains(&next) {
                     path.push(next);
-                    walk(rules, hook, &conditions, established_accepted, path, out);
+                    walk(rules, hook_name, hook, &conditions, established_accepted, path, out);
                     path.pop();
                 }
             }

@@ -70,3 +70,28 @@ fn input_that_is_not_nft_json_is_an_error_and_odd_shapes_are_skipped() {
         assert!(drops.iter().all(|d| d.policy), "{odd}: {:?}", shown(&drops));
     }
 }
+
+#[test]
+fn prerouting_and_postrouting_drops_meet_the_hooks_around_them() {
+    let json = r#"{"nftables": [
+        {"chain": {"family": "ip", "table": "edge", "name": "pre", "type": "filter", "hook": "prerouting", "prio": -150}},
+        {"chain": {"family": "ip", "table": "edge", "name": "post", "type": "filter", "hook": "postrouting", "prio": 0, "policy": "drop"}},
+        {"chain": {"family": "ip", "table": "edge", "name": "nat", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "drop"}},
+        {"rule": {"family": "ip", "table": "edge", "chain": "pre", "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 20160}}, {"drop": null}]}}
+    ]}"#;
+    let got: Vec<(FilterHook, String)> =
+        parse(json).unwrap().iter().map(|d| (d.hook, d.rule.as_str().to_owned())).collect();
+    let pre = "nft ip edge pre (prerouting): tcp dport 20160 drop".to_owned();
+    let post = "nft ip edge post (postrouting): policy drop (drops what no rule accepts)".to_owned();
+    assert_eq!(
+        got,
+        vec![
+            (FilterHook::Input, pre.clone()),
+            (FilterHook::Forward, pre),
+            (FilterHook::Forward, post.clone()),
+            (FilterHook::Output, post)
+        ],
+        "a nat chain's policy is no filter"
+    );
+}
