@@ -180,6 +180,9 @@ pub struct World {
     /// nothing leaves them and no reply gets back.
     pods_unrouted: Vec<PodRef>,
     ports_closed: Vec<(PodRef, u16)>,
+    /// A rule in the pod's own INPUT rejects TCP to the port with a reset: on the wire, a
+    /// closed port.
+    ports_rejected: Vec<(PodRef, u16)>,
     ports_dropped: Vec<(PodRef, u16)>,
     isolated: Vec<NodeName>,
     /// `net.ipv4.ip_forward = 0`: the node delivers to itself but forwards nothing.
@@ -381,6 +384,11 @@ impl World {
         self
     }
     /// `iptables -A INPUT -s <from's IP> -j DROP` inside pod `p`: a rule no policy asks for.
+    /// `iptables -I INPUT -p tcp --dport <port> -j REJECT --reject-with tcp-reset` in the pod.
+    pub fn pod_rejects_port(mut self, p: &str, port: u16) -> Self {
+        self.ports_rejected.push((pod(p), port));
+        self
+    }
     pub fn pod_firewall_drops(mut self, p: &str, from: &str) -> Self {
         self.filters.push((pod(p), FilteredSources::Pod(pod(from))));
         self
@@ -684,6 +692,13 @@ impl World {
                 }
                 _ => None,
             })
+            .chain(self.ports_rejected.iter().filter(|(q, _)| q == p).map(|(_, port)| {
+                json!({
+                    "hook": "input", "protocol": "tcp", "reject": true,
+                    "destination_ports": [{"first": port, "last": port}],
+                    "rule": format!("INPUT: -p tcp -m tcp --dport {port} -j REJECT --reject-with tcp-reset"),
+                })
+            }))
             .collect();
         let keepalive = self
             .keepalive
@@ -872,7 +887,8 @@ impl World {
         if let Some(o) = self.path(source, from, &to, Some(p)).filter(|_| !itself) {
             return Some(o);
         }
-        if self.ports_closed.contains(&(p.clone(), port)) {
+        if self.ports_closed.contains(&(p.clone(), port)) || self.ports_rejected.contains(&(p.clone(), port))
+        {
             return Some(Outcome::Tcp(TcpFailure::Refused));
         }
         if self.ports_dropped.contains(&(p.clone(), port)) {

@@ -318,7 +318,7 @@ fn hand_made_fault_is_named(
 /// quoting the rule; a rule dropping everything forwarded (node-2 forwards nothing for its pods,
 /// while it still reaches them and answers for itself) as node-2's forwarding, the rule quoted;
 /// a FORWARD policy of DROP (new connections die, pings ride their conntrack entries) as
-/// node-2's firewall, the policy quoted.
+/// node-2's firewall, the policy quoted; a reject inside a pod as the pod's firewall.
 #[test]
 fn hand_made_firewall_faults_are_named_once() {
     let c = LabCluster::up(INTERVAL);
@@ -352,6 +352,31 @@ fn hand_made_firewall_faults_are_named_once() {
         &[&["iptables", "-P", "FORWARD", "ACCEPT"]],
         "firewall-drop",
         "policy DROP",
+    );
+    // Inside a pod: a reject with resets reads as a closed port on the wire; the pod's own
+    // table says it is a rule, not an app that stopped listening.
+    let reject = [
+        "iptables",
+        "-I",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "20160",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let mut unreject = reject.to_vec();
+    unreject[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("tidb/demo-tikv-1").netns,
+        &[&reject],
+        &[&unreject],
+        ("firewall-drop", CulpritKind::Pod, "tidb/demo-tikv-1"),
+        "rejects",
     );
 }
 

@@ -466,9 +466,10 @@ fn blames(d: &Draft, owner: &Owner) -> bool {
         Owner::Node(n) => n,
         Owner::Pod(p) => {
             let name = p.to_string();
+            // A port "refused" or "dropped" on the pod is what its own rule does to that port:
+            // the rule is the cause ("nothing listens" would send the reader to the app).
             return match d.culprit.0 {
                 CulpritKind::Pod => d.culprit.1 == name,
-                CulpritKind::Port => d.culprit.1.strip_prefix(&name).is_some_and(|r| r.starts_with(':')),
                 _ => false,
             };
         }

@@ -102,6 +102,11 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1's firewall drops")],
         ),
         row(
+            "a rule inside pod demo-tikv-1 rejects its port with resets: refused on the wire",
+            World::healthy().pod_rejects_port("tidb/demo-tikv-1", 20160),
+            vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-tikv-1", "pod tidb/demo-tikv-1's firewall rejects")],
+        ),
+        row(
             "node-2's firewall drops TCP to port 2379",
             World::healthy().firewall_drop("node-2", 2379),
             vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
