@@ -217,6 +217,9 @@ pub struct World {
     mtu: Option<(NodeName, u32)>,
     /// Large packets through the node in one direction vanish (no ICMP error).
     mtu_one_way: Option<(NodeName, Direction)>,
+    /// `ip link set eth0 mtu <n>` on the node: its inspection shows it, and the large frames
+    /// others send it are dropped on arrival (its own probes know its MTU).
+    uplink_mtu: Option<(NodeName, u32)>,
     loss: Option<(NodeName, f64)>,
     /// Loss through the node's uplink in one direction only.
     loss_one_way: Option<(NodeName, f64, Direction)>,
@@ -374,6 +377,10 @@ impl World {
     pub fn loss(mut self, n: &str, share: f64) -> Self {
         self.loss = Some((node(n), share));
         self
+    }
+    pub fn uplink_mtu(mut self, n: &str, mtu: u32) -> Self {
+        self.uplink_mtu = Some((node(n), mtu));
+        self.mtu_one_way(n, Direction::In)
     }
     pub fn mtu_one_way(mut self, n: &str, direction: Direction) -> Self {
         self.mtu_one_way = Some((node(n), direction));
@@ -647,6 +654,7 @@ impl World {
                 "rule": "FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)",
             }));
         }
+        let uplink_mtu = self.uplink_mtu.as_ref().filter(|(m, _)| m == n).map_or(1500, |(_, mtu)| *mtu);
         // What ARP learned of each peer, and the wrong static entries a fault wrote.
         let neighbours: Vec<serde_json::Value> = inv
             .nodes
@@ -665,7 +673,7 @@ impl World {
             "at": now().get(),
             "links": [
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
-                {"name": "eth0", "index": 2, "up": true, "mtu": 1500, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth", "lladdr": mac_of(me.ips[0])},
+                {"name": "eth0", "index": 2, "up": true, "mtu": uplink_mtu, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth", "lladdr": mac_of(me.ips[0])},
             ],
             "routes": routes,
             "neighbours": neighbours,

@@ -433,9 +433,9 @@ fn sh_in(netns: &str, args: &[&str]) {
     assert!(status.success(), "{args:?} in {netns}");
 }
 
-/// Route and address faults made by hand whose cause sits in one namespace's tables: node-1
-/// routing node-3's pods through an address nobody holds (its ARP fails); a pod whose own
-/// address was deleted from its interface.
+/// Route, address and link faults made by hand whose cause sits in one namespace's tables:
+/// node-1 routing node-3's pods through an address nobody holds (its ARP fails); a pod whose
+/// own address was deleted from its interface; node-2's uplink MTU lowered below its peers'.
 #[test]
 fn hand_made_route_and_address_faults_are_named_from_the_tables() {
     let c = LabCluster::up(INTERVAL);
@@ -464,6 +464,14 @@ fn hand_made_route_and_address_faults_are_named_from_the_tables() {
         ],
         ("pod-down", CulpritKind::Pod, "tidb/demo-pd-0"),
         "not on any of its interfaces",
+    );
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-2").netns,
+        &[&["ip", "link", "set", "eth0", "mtu", "1200"]],
+        &[&["ip", "link", "set", "eth0", "mtu", "1500"]],
+        ("mtu-blackhole", CulpritKind::Node, "node-2"),
+        "uplink eth0 has MTU 1200",
     );
 }
 

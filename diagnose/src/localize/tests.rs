@@ -215,6 +215,16 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "is not on any of its interfaces")],
         ),
         row(
+            "node-2's uplink MTU lowered by hand",
+            World::healthy().uplink_mtu("node-2", 1200),
+            vec![(
+                ids::MTU_BLACKHOLE,
+                Node,
+                "node-2",
+                "node-2's uplink eth0 has MTU 1200 where the other nodes' have 1500",
+            )],
+        ),
+        row(
             "a wrong static ARP entry on node-2 for node-1",
             World::healthy().wrong_neighbour("node-2", "node-1"),
             vec![(
