@@ -174,6 +174,8 @@ pub struct World {
     pods_down: Vec<PodRef>,
     /// Pods whose address was taken off their interface (`ip addr del` inside them).
     pods_unaddressed: Vec<PodRef>,
+    /// `ip route add blackhole <peer's address>/32` on the first node.
+    node_addresses_blackholed: Vec<(NodeName, NodeName)>,
     /// A node's route to a peer's pods through a gateway that is not the peer.
     routes_via: Vec<(NodeName, NodeName, IpAddr)>,
     /// Pods whose default route was deleted (`ip route del default` inside them): up, but
@@ -264,6 +266,12 @@ impl World {
     /// `ip addr del <its IP> dev eth0` inside the pod.
     pub fn pod_unaddressed(mut self, p: &str) -> Self {
         self.pods_unaddressed.push(pod(p));
+        self
+    }
+    /// `ip route add blackhole <peer's address>/32` on `n`: `n` (and what it forwards) cannot
+    /// send to the peer's own address; pod traffic is routed by the pod CIDRs and passes.
+    pub fn node_address_blackholed(mut self, n: &str, peer: &str) -> Self {
+        self.node_addresses_blackholed.push((node(n), node(peer)));
         self
     }
     /// `ip route replace <peer's pod CIDR> via <gw>` on `n`.
@@ -567,6 +575,9 @@ impl World {
         let mut routes =
             vec![json!({"destination": "172.29.0.0/24", "device": "eth0", "table": 254, "metric": 0})];
         for peer in inv.nodes.iter().filter(|p| &p.name != n) {
+            if self.node_addresses_blackholed.contains(&(n.clone(), peer.name.clone())) {
+                routes.push(json!({"destination": format!("{}/32", peer.ips[0]), "table": 254, "metric": 0}));
+            }
             if !self.stale_routes && self.routes_missing.contains(&(n.clone(), peer.name.clone())) {
                 if self.routes_blackholed {
                     routes.push(
@@ -861,6 +872,13 @@ impl World {
         }
         let timeout = Some(Outcome::Tcp(TcpFailure::Timeout));
         if self.isolated.contains(from) || self.isolated.contains(to) {
+            return timeout;
+        }
+        if dst_pod.is_none()
+            && self.node_addresses_blackholed.iter().any(|(n, peer)| {
+                (n == from && peer == to) || (matches!(source, Source::Node(s) if s == peer) && n == to)
+            })
+        {
             return timeout;
         }
         let between = |(a, b): &(NodeName, NodeName)| (a == from && b == to) || (a == to && b == from);

@@ -435,7 +435,8 @@ fn sh_in(netns: &str, args: &[&str]) {
 
 /// Route, address and link faults made by hand whose cause sits in one namespace's tables:
 /// node-1 routing node-3's pods through an address nobody holds (its ARP fails); a pod whose
-/// own address was deleted from its interface; node-2's uplink MTU lowered below its peers'.
+/// own address was deleted from its interface; node-2's uplink MTU lowered below its peers';
+/// a blackhole route on node-2 for node-1's own address (pod traffic passes by the pod CIDRs).
 #[test]
 fn hand_made_route_and_address_faults_are_named_from_the_tables() {
     let c = LabCluster::up(INTERVAL);
@@ -472,6 +473,15 @@ fn hand_made_route_and_address_faults_are_named_from_the_tables() {
         &[&["ip", "link", "set", "eth0", "mtu", "1500"]],
         ("mtu-blackhole", CulpritKind::Node, "node-2"),
         "uplink eth0 has MTU 1200",
+    );
+    let node_1_ip = format!("{}/32", node_1.ip);
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-2").netns,
+        &[&["ip", "route", "add", "blackhole", &node_1_ip]],
+        &[&["ip", "route", "del", "blackhole", &node_1_ip]],
+        ("route-missing", CulpritKind::NodePair, "node-2→node-1"),
+        "node-1's address",
     );
 }
 

@@ -370,6 +370,11 @@ impl<'a> Context<'a> {
             .collect()
     }
 
+    /// The node whose pod CIDR holds `ip`.
+    pub(crate) fn pod_cidr_node(&self, ip: IpAddr) -> Option<&NodeName> {
+        self.pod_cidrs.iter().find(|(p, _)| p.contains(&ip)).map(|(_, n)| n)
+    }
+
     /// The pod CIDRs of `node`.
     pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()

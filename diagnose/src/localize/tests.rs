@@ -215,6 +215,16 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "is not on any of its interfaces")],
         ),
         row(
+            "a blackhole route on node-2 for node-1's own address",
+            World::healthy().node_address_blackholed("node-2", "node-1"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-2→node-1",
+                "a blackhole route on node-2 (`blackhole 172.29.0.11/32`) sends 172.29.0.11/32 (node-1's address) nowhere",
+            )],
+        ),
+        row(
             "node-2's uplink MTU lowered by hand",
             World::healthy().uplink_mtu("node-2", 1200),
             vec![(

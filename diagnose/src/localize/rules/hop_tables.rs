@@ -1,29 +1,52 @@
-//! Rule 1, a neighbour entry that sends frames to the wrong host (runbook 1.6, "link or route
-//! A↔B"; 5, "routes and rules on the nodes involved"). A namespace's ARP / NDP entry for a
-//! next hop holds a link-layer address that no link holding that address has: a static entry
-//! left behind (`ip neigh replace … nud permanent`), a replaced NIC or VM whose peers cached
-//! the old MAC, an address answered by two hosts (a duplicate IP). Frames for that hop go to
-//! a MAC nobody on the link owns, so every path through the hop fails, both ways (the replies
-//! of a path cross it as well).
+//! Rule 1, the tables along a failing path's hops (runbook 1.6, "link or route A↔B"; 5,
+//! "routes and rules on the nodes involved"). Each namespace a path's packets leave — the
+//! sender, its node when it forwards, the far node when it forwards to its pod, and the same
+//! on the way back — looks the next address up in its routing table and its neighbour table.
+//! Two lines there stop a path outright:
 //!
-//! The cause sits in the inspections (each namespace's neighbour table and each link's own
-//! MAC), so it is read first, before the symptom rules: otherwise the pair or the node is
-//! blamed for a line in a table. The entry convicts only with failing paths that cross it; a
-//! mismatch nothing fails through (a VRRP virtual MAC, a stale entry no route uses) is left
-//! alone.
+//! - a **neighbour entry** (ARP / NDP) for the next hop whose link-layer address no link
+//!   holding that address has: a static entry left behind (`ip neigh replace … nud
+//!   permanent`), a replaced NIC or VM whose peers cached the old MAC, an address answered by
+//!   two hosts (a duplicate IP). Frames go to a MAC nobody on the link owns: `neighbour-mismatch`;
+//! - a **route** that sends the address nowhere — a blackhole (or unreachable, prohibit) route
+//!   covering it: `route-missing`. A peer's pod CIDR is the pair rule's (its verdict names the
+//!   pair and the CIDR), a pod's missing default route the pod rule's; what is left here is
+//!   every other address (nodes' own, a pod's specific blackholes).
+//!
+//! The cause sits in the inspections, so it is read first, before the symptom rules: otherwise
+//! the pair or the node is blamed for a line in a table. A line convicts only with failing
+//! paths that cross it; a mismatch nothing fails through (a VRRP virtual MAC, a stale entry no
+//! route uses) is left alone.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use netdiag_model::inspect::{InspectionReport, Neighbour};
 use netdiag_model::probe::Source;
 use netdiag_model::{CulpritKind, NodeName, PodRef, Severity};
 
-use super::super::context::Context;
+use super::super::context::{Context, join, route_line};
 use super::super::evidence::{Analysis, Obs};
 use super::super::report::{Draft, ids};
 use crate::matrix::Destination;
 use crate::matrix::key::{IpFamily, NodeAddr};
+
+/// A line in a hop's tables that stops what crosses it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum HopFault {
+    Neighbour(WrongEntry),
+    Route(RouteFault),
+}
+
+/// A route on a hop that sends an address nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RouteFault {
+    at: Source,
+    /// The route as `ip route` prints it, and what it covers.
+    route: String,
+    covers: IpNet,
+}
 
 /// A neighbour entry whose link-layer address is not that of any link holding its address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -187,11 +210,11 @@ fn far_ends(a: &Analysis<'_>, o: &Obs) -> Vec<FarEnd> {
         .collect()
 }
 
-/// The wrong entries the packets between a cell's source and one far end meet, there and
-/// back: for each namespace that sends them, its entry for the next hop toward the other end,
-/// and for a node, its entry for the far node's own address (the underlay hop of an overlay's
-/// outer packet).
-fn crossed<'e>(ctx: &Context<'_>, o: &Obs, far: &FarEnd, wrong: &'e [WrongEntry]) -> Vec<&'e WrongEntry> {
+/// The faults the packets between a cell's source and one far end meet, there and back: for
+/// each namespace that sends them, its route to the other end and its neighbour entry for the
+/// next hop, and for a node, its entry for the far node's own address (the underlay hop of an
+/// overlay's outer packet).
+fn crossed(ctx: &Context<'_>, o: &Obs, far: &FarEnd, wrong: &[WrongEntry]) -> Vec<HopFault> {
     let Some(src) = source_ip(ctx, o, far.ip) else { return Vec::new() };
     let mut hops: Vec<(Source, IpAddr, Option<&NodeName>)> = Vec::new();
     for s in senders(&o.source, o.src_node(), far.pod.is_some(), far.node.as_ref()) {
@@ -203,9 +226,18 @@ fn crossed<'e>(ctx: &Context<'_>, o: &Obs, far: &FarEnd, wrong: &'e [WrongEntry]
             hops.push((s, src, Some(o.src_node())));
         }
     }
-    let mut out: Vec<&WrongEntry> = Vec::new();
+    let mut out: Vec<HopFault> = Vec::new();
+    let mut add = |f: HopFault| {
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    };
     for (sender, toward, far_node) in hops {
         let Some(report) = ctx.report_of(&sender) else { continue };
+        if let Some(f) = route_fault(ctx, &sender, report, toward) {
+            add(HopFault::Route(f));
+            continue;
+        }
         let mut addresses: Vec<IpAddr> = next_hop(report, toward).into_iter().collect();
         if let (Source::Node(me), Some(far)) = (&sender, far_node)
             && me != far
@@ -214,12 +246,37 @@ fn crossed<'e>(ctx: &Context<'_>, o: &Obs, far: &FarEnd, wrong: &'e [WrongEntry]
             addresses.extend(info.ips.iter().copied().filter(|ip| ip.is_ipv4() == toward.is_ipv4()));
         }
         for e in wrong.iter().filter(|e| e.at == sender && addresses.contains(&e.ip)) {
-            if !out.contains(&e) {
-                out.push(e);
-            }
+            add(HopFault::Neighbour(e.clone()));
         }
     }
     out
+}
+
+/// The blackhole route (no device, no gateway: `blackhole`, `unreachable`, `prohibit`) that
+/// `sender`'s main table sends `toward` by, if its longest match is one. A peer's pod CIDR is
+/// left to the pair rule. No route at all is not judged here: routing the agent does not read
+/// (policy routing, eBPF host routing) can carry what the main table does not cover.
+fn route_fault(
+    ctx: &Context<'_>,
+    sender: &Source,
+    report: &InspectionReport,
+    toward: IpAddr,
+) -> Option<RouteFault> {
+    if let Source::Node(me) = sender
+        && ctx.pod_cidr_node(toward).is_some_and(|n| n != me)
+    {
+        return None;
+    }
+    let best = report
+        .routes
+        .iter()
+        .filter(|r| r.table == 254 && r.destination.contains(&toward))
+        .max_by_key(|r| (r.destination.prefix_len(), std::cmp::Reverse(r.metric)))?;
+    (best.device.is_none() && best.gateway.is_none()).then(|| RouteFault {
+        at: sender.clone(),
+        route: route_line(best),
+        covers: best.destination.trunc(),
+    })
 }
 
 /// A VIP or a DNS query: NATed to a backend on the source's own node.
@@ -227,37 +284,74 @@ fn behind_vip(o: &Obs) -> bool {
     matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. })
 }
 
-/// The wrong entry that explains a bad cell: one its packets cross on a host path that fails,
-/// or, behind a VIP, one crossed toward every backend (or toward some, while the others
-/// answer: a degraded service).
-fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<usize> {
+/// The fault that explains a bad cell: one its packets cross on a host path that fails, or,
+/// behind a VIP, one crossed toward every backend (or toward some, while the others answer: a
+/// degraded service).
+fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFault> {
     let ends = far_ends(a, o);
-    let firsts: Vec<Option<usize>> = ends
-        .iter()
-        .map(|f| crossed(a.ctx, o, f, wrong).first().and_then(|e| wrong.iter().position(|w| w == *e)))
-        .collect();
-    let hit = firsts.iter().flatten().next().copied()?;
+    let firsts: Vec<Option<HopFault>> =
+        ends.iter().map(|f| crossed(a.ctx, o, f, wrong).into_iter().next()).collect();
+    let hit = firsts.iter().flatten().next().cloned()?;
     let all = firsts.iter().all(Option::is_some);
     let explains = if behind_vip(o) { o.is_bad() && (all || o.stats.successes > 0) } else { o.failed() };
     explains.then_some(hit)
 }
 
-pub(super) fn wrong_neighbour(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
+pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
     let wrong = wrong_entries(a.ctx);
-    if wrong.is_empty() {
-        return;
-    }
-    let mut by_entry: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut by_fault: BTreeMap<HopFault, Vec<usize>> = BTreeMap::new();
     for i in a.open().collect::<Vec<_>>() {
-        if let Some(j) = explaining(a, &a.obs[i], &wrong) {
-            by_entry.entry(j).or_default().push(i);
+        if let Some(f) = explaining(a, &a.obs[i], &wrong) {
+            by_fault.entry(f).or_default().push(i);
         }
     }
-    for (j, cells) in by_entry {
-        let e = &wrong[j];
+    for (f, cells) in by_fault {
         a.claim(&cells);
-        out.push(draft(a, e, &cells));
+        out.push(match &f {
+            HopFault::Neighbour(e) => draft(a, e, &cells),
+            HopFault::Route(r) => route_draft(a, r, &cells),
+        });
     }
+}
+
+fn route_draft(a: &Analysis<'_>, f: &RouteFault, cells: &[usize]) -> Draft {
+    let at = named(&f.at);
+    // The nodes whose own addresses the route covers: what it cuts the namespace off from.
+    let mut peers: Vec<&NodeName> = a
+        .ctx
+        .inventory
+        .nodes
+        .iter()
+        .filter(|n| n.ips.iter().any(|ip| f.covers.contains(ip)))
+        .map(|n| &n.name)
+        .filter(|n| !matches!(&f.at, Source::Node(me) if me == *n))
+        .collect();
+    peers.dedup();
+    let culprit = match (&f.at, peers.as_slice()) {
+        (Source::Node(me), [peer]) => (CulpritKind::NodePair, format!("{me}→{peer}")),
+        (Source::Node(me), _) => (CulpritKind::Node, me.to_string()),
+        (Source::Pod(p), _) => (CulpritKind::Pod, p.to_string()),
+    };
+    let whose = match peers.as_slice() {
+        [] => String::new(),
+        [one] => format!(" ({one}'s address)"),
+        many => format!(" (the addresses of {})", join(many)),
+    };
+    let verdict = format!(
+        "a blackhole route on {at} (`{}`) sends {}{whose} nowhere: the paths between {at} and those addresses fail \
+         both ways",
+        f.route, f.covers
+    );
+    let mut evidence = Vec::new();
+    if let Some(report) = a.ctx.report_of(&f.at) {
+        let table: Vec<String> = report.routes.iter().filter(|r| r.table == 254).map(route_line).collect();
+        evidence.push(format!("{at}'s routing table (last inspection): {}", table.join("; ")));
+    }
+    evidence.extend(a.cell_lines(cells));
+    Draft::new(ids::ROUTE_MISSING, Severity::Critical, culprit, "1.6", verdict)
+        .affected(a.paths(cells))
+        .evidence(evidence)
+        .suggestion(format!("remove it (`ip route del {}` on {at}) and find what wrote it", f.route))
 }
 
 /// A namespace as a verdict names it: `node-2`, `pod tidb/demo-pd-0`.
