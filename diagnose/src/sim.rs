@@ -195,6 +195,9 @@ pub struct World {
     /// the node itself).
     firewall_drops: Vec<(NodeName, u16)>,
     forward_policy_drop: Vec<NodeName>,
+    /// `iptables -I FORWARD -s <the second node's pod CIDR> -j DROP` on the first node: stateless,
+    /// so the replies of its own pods' requests die too.
+    forward_drops_from: Vec<(NodeName, NodeName)>,
     /// NetworkPolicies (and namespace labels) in the inventory, enforced by the network.
     policies: Vec<netdiag_model::netpol::NetworkPolicy>,
     namespaces: Vec<netdiag_model::netpol::NamespaceObject>,
@@ -216,6 +219,8 @@ pub struct World {
     bad_resolver: Vec<(PodRef, IpAddr)>,
     /// The pod's own firewall drops its DNS queries over UDP (TCP passes).
     udp_dns_blocked: Vec<PodRef>,
+    /// The DNS server pod's own INPUT drops UDP port 53 (TCP answers).
+    dns_server_drops_udp: bool,
     mtu: Option<(NodeName, u32)>,
     /// Large packets through the node in one direction vanish (no ICMP error).
     mtu_one_way: Option<(NodeName, Direction)>,
@@ -324,6 +329,10 @@ impl World {
         self.forward_policy_drop.push(node(n));
         self
     }
+    pub fn forward_drop_from(mut self, n: &str, peer: &str) -> Self {
+        self.forward_drops_from.push((node(n), node(peer)));
+        self
+    }
     pub fn firewall_drop(mut self, n: &str, port: u16) -> Self {
         self.firewall_drops.push((node(n), port));
         self
@@ -372,6 +381,11 @@ impl World {
     }
     pub fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
+        self
+    }
+    /// `iptables -I INPUT -p udp --dport 53 -j DROP` inside the cluster's DNS pod.
+    pub fn dns_server_drops_udp(mut self) -> Self {
+        self.dns_server_drops_udp = true;
         self
     }
     pub fn udp_dns_blocked(mut self, p: &str) -> Self {
@@ -659,6 +673,13 @@ impl World {
                 })
             })
             .collect();
+        for (_, peer) in self.forward_drops_from.iter().filter(|(m, _)| m == n) {
+            let cidr = inv.node(peer).map(|p| p.pod_cidrs[0].to_string()).unwrap_or_default();
+            drops.push(json!({
+                "hook": "forward", "source": cidr, "reject": false,
+                "rule": format!("FORWARD: -s {cidr} -j DROP"),
+            }));
+        }
         if self.forward_policy_drop.contains(n) {
             drops.push(json!({
                 "hook": "forward", "reject": false, "policy": true,
@@ -711,6 +732,13 @@ impl World {
                 }
                 _ => None,
             })
+            .chain((self.dns_server_drops_udp && p.name.as_str() == "coredns-0").then(|| {
+                json!({
+                    "hook": "input", "protocol": "udp", "reject": false,
+                    "destination_ports": [{"first": 53, "last": 53}],
+                    "rule": "INPUT: -p udp -m udp --dport 53 -j DROP",
+                })
+            }))
             .chain(self.ports_rejected.iter().filter(|(q, _)| q == p).map(|(_, port)| {
                 json!({
                     "hook": "input", "protocol": "tcp", "reject": true,
@@ -846,14 +874,17 @@ impl World {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let filtered = |(p, g): &(PodRef, FilteredSources)| {
-            dst_pod == Some(p)
+            (dst_pod == Some(p)
                 && match g {
                     FilteredSources::Node(n) => n == from,
                     FilteredSources::Pod(q) => source.pod() == Some(q),
                     FilteredSources::Namespace(ns) => {
                         source.pod().is_some_and(|s| s.namespace.as_str() == ns)
                     }
-                }
+                })
+                // The pod's own stateless rule (`INPUT -s <q> -j DROP`) drops q's replies to
+                // it as well: its paths to q fail too.
+                || matches!(g, FilteredSources::Pod(q) if source.pod() == Some(p) && dst_pod == Some(q))
         };
         if self.filters.iter().any(filtered) && source.pod() != dst_pod {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
@@ -878,6 +909,15 @@ impl World {
             && self.node_addresses_blackholed.iter().any(|(n, peer)| {
                 (n == from && peer == to) || (matches!(source, Source::Node(s) if s == peer) && n == to)
             })
+        {
+            return timeout;
+        }
+        if matches!(source, Source::Pod(_))
+            && dst_pod.is_some()
+            && self
+                .forward_drops_from
+                .iter()
+                .any(|(n, peer)| (peer == from && n == to) || (n == from && peer == to))
         {
             return timeout;
         }
@@ -1081,6 +1121,9 @@ impl World {
             (ProbeKind::Dns, Target::Dns { name, nameserver, transport, .. }) => {
                 let udp_blocked = matches!(source, Source::Pod(p) if self.udp_dns_blocked.contains(p));
                 // Lookups through resolv.conf go over UDP first, and time out there.
+                if self.dns_server_drops_udp && (nameserver.is_none() || *transport == DnsTransport::Udp) {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
+                }
                 if udp_blocked && (nameserver.is_none() || *transport == DnsTransport::Udp) {
                     return base(source, target, kind, Outcome::Dns(DnsFailure::NoNameserver), at);
                 }

@@ -110,7 +110,8 @@ fn pod_and_port_faults_are_localized() {
         },
         Case {
             fault: "port-drop tidb/demo-tikv-0 20160",
-            id: "port-dropped",
+            // The lab drops it by a rule in the pod's own table, on record: the rule is named.
+            id: "firewall-drop",
             culprit: CulpritKind::Port,
             name: "demo-tikv-0",
         },
@@ -375,8 +376,47 @@ fn hand_made_firewall_faults_are_named_once() {
         &c.lab.pod("tidb/demo-tikv-1").netns,
         &[&reject],
         &[&unreject],
-        ("firewall-drop", CulpritKind::Pod, "tidb/demo-tikv-1"),
+        ("firewall-drop", CulpritKind::Port, "tidb/demo-tikv-1:20160"),
         "rejects",
+    );
+}
+
+/// Stateless rules drop replies as well as requests, which scatters their symptoms further:
+/// node-2 dropping what node-1's pods send through it (node-2's pods' replies to node-1's die
+/// too: the pair looked broken), node-3 dropping ICMP to itself (its own pings' replies: its
+/// sources looked lossy), the DNS pod's own firewall dropping queries over UDP (DNS looked
+/// down). Each is one `firewall-drop` quoting the rule.
+#[test]
+fn hand_made_stateless_drops_are_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let cidr = c.lab.node("node-1").pod_cidr.to_string();
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[&["iptables", "-I", "FORWARD", "-s", &cidr, "-j", "DROP"]],
+        &[&["iptables", "-D", "FORWARD", "-s", &cidr, "-j", "DROP"]],
+        "firewall-drop",
+        &format!("-s {cidr} -j DROP"),
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-3",
+        &[&["iptables", "-I", "INPUT", "-p", "icmp", "-j", "DROP"]],
+        &[&["iptables", "-D", "INPUT", "-p", "icmp", "-j", "DROP"]],
+        "firewall-drop",
+        "INPUT: -p icmp -j DROP",
+    );
+    let udp = ["iptables", "-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"];
+    let mut unudp = udp.to_vec();
+    unudp[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("kube-system/coredns-0").netns,
+        &[&udp],
+        &[&unudp],
+        ("firewall-drop", CulpritKind::Port, "kube-system/coredns-0:53"),
+        "--dport 53 -j DROP",
     );
 }
 

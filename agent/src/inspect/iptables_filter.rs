@@ -148,7 +148,7 @@ fn walk(
             Some(target @ ("DROP" | "REJECT")) => {
                 let text = format!("{}: {}", path.join(" → "), join(words));
                 let mut drop = conditions.into_drop(hook, target == "REJECT", &text);
-                drop.new_only = established_accepted;
+                drop.new_only |= established_accepted;
                 out.push(drop);
             }
             Some(next)
@@ -211,6 +211,9 @@ pub(super) struct Conditions {
     pub(super) in_interface: Option<String>,
     pub(super) out_interface: Option<String>,
     pub(super) ports: Vec<PortRange>,
+    /// A connection-state match takes new connections only (`--ctstate NEW`): replies and
+    /// flows already established pass.
+    pub(super) new_only: bool,
 }
 
 impl Conditions {
@@ -235,6 +238,7 @@ impl Conditions {
             in_interface: one(&self.in_interface, &other.in_interface)?,
             out_interface: one(&self.out_interface, &other.out_interface)?,
             ports,
+            new_only: self.new_only || other.new_only,
         })
     }
 
@@ -250,7 +254,7 @@ impl Conditions {
             destination_ports: self.ports,
             reject,
             policy: false,
-            new_only: false,
+            new_only: self.new_only,
             rule: Text::<MAX_LINE_BYTES>::lossy(rule),
         }
     }
@@ -294,6 +298,7 @@ impl Rule {
                     if !(new && !was_negated || was_negated && old_only) {
                         return None;
                     }
+                    c.new_only = true;
                 }
                 _ if was_negated => return None,
                 ("-m" | "--match", Some(module)) => {
@@ -427,6 +432,8 @@ COMMIT
         assert!(got[1].reject);
         assert_eq!(got[2].hook, FilterHook::Output);
         assert_eq!(got[2].destination, Some("10.244.3.7/32".parse().unwrap()));
+        assert!(got[2].new_only, "`! --ctstate ESTABLISHED,RELATED`: new connections only");
+        assert!(!got[0].new_only, "no state match: every packet, replies too");
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn walk<'v>(
                 }
                 text.push_str(&format!(": {}", rule.text));
                 let mut drop = conditions.into_drop(hook, rule.verdict == Verdict::Reject, &text);
-                drop.new_only = established_accepted;
+                drop.new_only |= established_accepted;
                 out.push(drop);
             }
             Verdict::Jump(target) => {
@@ -273,8 +273,11 @@ fn read_match(m: &Value, c: &mut Conditions) -> Option<String> {
             "!=" => old_only,
             _ => false,
         };
-        return (str_field(ct, "key") == Some("state") && understood)
-            .then(|| format!("ct state {}{}", if op == "!=" { "!= " } else { "" }, names.join(",")));
+        if !(str_field(ct, "key") == Some("state") && understood) {
+            return None;
+        }
+        c.new_only = true;
+        return Some(format!("ct state {}{}", if op == "!=" { "!= " } else { "" }, names.join(",")));
     }
     if !matches!(op, "==" | "in") {
         return None;

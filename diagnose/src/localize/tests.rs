@@ -104,7 +104,22 @@ fn one_finding_per_runbook_verdict() {
         row(
             "a rule inside pod demo-tikv-1 rejects its port with resets: refused on the wire",
             World::healthy().pod_rejects_port("tidb/demo-tikv-1", 20160),
-            vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-tikv-1", "pod tidb/demo-tikv-1's firewall rejects")],
+            vec![(
+                ids::FIREWALL_DROP,
+                Port,
+                "tidb/demo-tikv-1:20160",
+                "pod tidb/demo-tikv-1's firewall rejects",
+            )],
+        ),
+        row(
+            "node-2's firewall drops what node-1's pods send through it, replies included",
+            World::healthy().forward_drop_from("node-2", "node-1"),
+            vec![(ids::FIREWALL_DROP, Node, "node-2", "FORWARD: -s 10.244.1.0/24 -j DROP")],
+        ),
+        row(
+            "the DNS pod's own firewall drops queries over UDP",
+            World::healthy().dns_server_drops_udp(),
+            vec![(ids::FIREWALL_DROP, Port, "kube-system/coredns-0:53", "--dport 53 -j DROP")],
         ),
         row(
             "node-2's firewall drops TCP to port 2379",

@@ -160,9 +160,9 @@ fn destination_ip(ctx: &Context<'_>, o: &Obs) -> Option<IpAddr> {
     }
 }
 
-/// The address a source sends from toward `dst`'s family.
-fn source_ip(ctx: &Context<'_>, o: &Obs, dst: IpAddr) -> Option<IpAddr> {
-    let ips = match &o.source {
+/// The address `source` sends from toward `dst`'s family.
+fn source_ip(ctx: &Context<'_>, source: &Source, dst: IpAddr) -> Option<IpAddr> {
+    let ips = match source {
         Source::Pod(p) => ctx.pod_ips(p),
         Source::Node(n) => ctx.inventory.node(n)?.ips.clone(),
     };
@@ -214,16 +214,22 @@ fn far_ends(a: &Analysis<'_>, o: &Obs) -> Vec<FarEnd> {
 /// each namespace that sends them, its route to the other end and its neighbour entry for the
 /// next hop, and for a node, its entry for the far node's own address (the underlay hop of an
 /// overlay's outer packet).
-fn crossed(ctx: &Context<'_>, o: &Obs, far: &FarEnd, wrong: &[WrongEntry]) -> Vec<HopFault> {
-    let Some(src) = source_ip(ctx, o, far.ip) else { return Vec::new() };
+fn crossed(
+    ctx: &Context<'_>,
+    (near, near_node): (&Source, &NodeName),
+    far: &FarEnd,
+    wrong: &[WrongEntry],
+) -> Vec<HopFault> {
+    let Some(src) = source_ip(ctx, near, far.ip) else { return Vec::new() };
     let mut hops: Vec<(Source, IpAddr, Option<&NodeName>)> = Vec::new();
-    for s in senders(&o.source, o.src_node(), far.pod.is_some(), far.node.as_ref()) {
+    for s in senders(near, near_node, far.pod.is_some(), far.node.as_ref()) {
         hops.push((s, far.ip, far.node.as_ref()));
     }
     let back_from = far.pod.clone().map(Source::Pod).or_else(|| far.node.clone().map(Source::Node));
     if let (Some(back_from), Some(back_node)) = (back_from, far.node.as_ref()) {
-        for s in senders(&back_from, back_node, o.src_pod().is_some(), Some(o.src_node())) {
-            hops.push((s, src, Some(o.src_node())));
+        let near_is_pod = matches!(near, Source::Pod(_));
+        for s in senders(&back_from, back_node, near_is_pod, Some(near_node)) {
+            hops.push((s, src, Some(near_node)));
         }
     }
     let mut out: Vec<HopFault> = Vec::new();
@@ -288,13 +294,29 @@ fn behind_vip(o: &Obs) -> bool {
 /// behind a VIP, one crossed toward every backend (or toward some, while the others answer: a
 /// degraded service).
 fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFault> {
-    let ends = far_ends(a, o);
-    let firsts: Vec<Option<HopFault>> =
-        ends.iter().map(|f| crossed(a.ctx, o, f, wrong).into_iter().next()).collect();
-    let hit = firsts.iter().flatten().next().cloned()?;
-    let all = firsts.iter().all(Option::is_some);
-    let explains = if behind_vip(o) { o.is_bad() && (all || o.stats.successes > 0) } else { o.failed() };
-    explains.then_some(hit)
+    let near = (&o.source, o.src_node());
+    let first = |ends: &[FarEnd], near: (&Source, &NodeName)| -> Vec<Option<HopFault>> {
+        ends.iter().map(|f| crossed(a.ctx, near, f, wrong).into_iter().next()).collect()
+    };
+    // Any of the backends behind a VIP (or a NodePort's second leg): all of them, or some
+    // while the others answer.
+    let behind = |firsts: Vec<Option<HopFault>>| -> Option<HopFault> {
+        let hit = firsts.iter().flatten().next().cloned()?;
+        let all = firsts.iter().all(Option::is_some);
+        (o.is_bad() && (all || o.stats.successes > 0)).then_some(hit)
+    };
+    if behind_vip(o) {
+        return behind(first(&far_ends(a, o), near));
+    }
+    if let Some(hit) = first(&far_ends(a, o), near).into_iter().flatten().next() {
+        return o.failed().then_some(hit);
+    }
+    // A NodePort's second leg: its node, masquerading, on to each backend.
+    let (Destination::NodePort { .. }, Some(via)) = (&o.dest, o.dst_node.as_ref()) else { return None };
+    let svc = a.service_of(o)?;
+    let backends: Vec<FarEnd> =
+        svc.backends.iter().map(|b| FarEnd { ip: b.ip, pod: b.pod.clone(), node: b.node.clone() }).collect();
+    behind(first(&backends, (&Source::Node(via.clone()), via)))
 }
 
 pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
