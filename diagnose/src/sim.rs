@@ -219,6 +219,8 @@ pub struct World {
     bad_resolver: Vec<(PodRef, IpAddr)>,
     /// The pod's own firewall drops its DNS queries over UDP (TCP passes).
     udp_dns_blocked: Vec<PodRef>,
+    /// The pod's own OUTPUT drops TCP to the service CIDR (`-d 10.96.0.0/16 -p tcp -j DROP`).
+    pods_blocking_services: Vec<PodRef>,
     /// The DNS server pod's own INPUT drops UDP port 53 (TCP answers).
     dns_server_drops_udp: bool,
     mtu: Option<(NodeName, u32)>,
@@ -381,6 +383,11 @@ impl World {
     }
     pub fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
+        self
+    }
+    /// `iptables -I OUTPUT -d 10.96.0.0/16 -p tcp -j DROP` inside the pod.
+    pub fn pod_blocks_services(mut self, p: &str) -> Self {
+        self.pods_blocking_services.push(pod(p));
         self
     }
     /// `iptables -I INPUT -p udp --dport 53 -j DROP` inside the cluster's DNS pod.
@@ -732,6 +739,12 @@ impl World {
                 }
                 _ => None,
             })
+            .chain(self.pods_blocking_services.contains(p).then(|| {
+                json!({
+                    "hook": "output", "protocol": "tcp", "destination": "10.96.0.0/16", "reject": false,
+                    "rule": "OUTPUT: -d 10.96.0.0/16 -p tcp -j DROP",
+                })
+            }))
             .chain((self.dns_server_drops_udp && p.name.as_str() == "coredns-0").then(|| {
                 json!({
                     "hook": "input", "protocol": "udp", "reject": false,
@@ -1081,6 +1094,8 @@ impl World {
                     && self.mute(p)
                 {
                     Outcome::Tcp(TcpFailure::Unreachable)
+                } else if matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p)) {
+                    Outcome::Tcp(TcpFailure::Timeout)
                 } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
                     Outcome::Tcp(TcpFailure::Unreachable)
                 } else if backends.is_empty() {
@@ -1121,6 +1136,10 @@ impl World {
             (ProbeKind::Dns, Target::Dns { name, nameserver, transport, .. }) => {
                 let udp_blocked = matches!(source, Source::Pod(p) if self.udp_dns_blocked.contains(p));
                 // Lookups through resolv.conf go over UDP first, and time out there.
+                let vip_blocked = matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p));
+                if vip_blocked && nameserver.is_some() && *transport == DnsTransport::Tcp {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
+                }
                 if self.dns_server_drops_udp && (nameserver.is_none() || *transport == DnsTransport::Udp) {
                     return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
                 }

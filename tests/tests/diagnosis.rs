@@ -385,7 +385,8 @@ fn hand_made_firewall_faults_are_named_once() {
 /// node-2 dropping what node-1's pods send through it (node-2's pods' replies to node-1's die
 /// too: the pair looked broken), node-3 dropping ICMP to itself (its own pings' replies: its
 /// sources looked lossy), the DNS pod's own firewall dropping queries over UDP (DNS looked
-/// down). Each is one `firewall-drop` quoting the rule.
+/// down), a pod's own firewall dropping TCP to the service CIDR. Each is one `firewall-drop`
+/// quoting the rule.
 #[test]
 fn hand_made_stateless_drops_are_named_once() {
     let c = LabCluster::up(INTERVAL);
@@ -417,6 +418,18 @@ fn hand_made_stateless_drops_are_named_once() {
         &[&unudp],
         ("firewall-drop", CulpritKind::Port, "kube-system/coredns-0:53"),
         "--dport 53 -j DROP",
+    );
+    // A pod's own OUTPUT sees the VIP (the DNAT is on the node): its services all time out.
+    let vips = ["iptables", "-I", "OUTPUT", "-d", "10.96.0.0/12", "-p", "tcp", "-j", "DROP"];
+    let mut unvips = vips.to_vec();
+    unvips[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("tidb/demo-tidb-0").netns,
+        &[&vips],
+        &[&unvips],
+        ("firewall-drop", CulpritKind::Pod, "tidb/demo-tidb-0"),
+        "-d 10.96.0.0/12",
     );
 }
 

@@ -416,6 +416,41 @@ fn backend_pod_hops(
     vec![(pod.clone(), FilterHook::Input, packet(false)), (pod.clone(), FilterHook::Output, packet(true))]
 }
 
+/// The client pod's own OUTPUT on a VIP or DNS cell: its packet is still for the VIP (or the
+/// nameserver) and the service's port, since the DNAT happens on the node.
+fn client_pod_hop(a: &Analysis<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
+    let Some(pod) = o.src_pod() else { return Vec::new() };
+    let (vip, port) = match &o.dest {
+        Destination::Service { service, port, family } => {
+            let ip = a
+                .ctx
+                .services
+                .get(service)
+                .and_then(|s| s.info.cluster_ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family));
+            (ip, Some(*port))
+        }
+        Destination::Dns { nameserver, .. } => {
+            let ip = nameserver.or_else(|| a.ctx.inventory.cluster.dns_ips.first().copied());
+            (ip, Port::new(53).ok())
+        }
+        _ => return Vec::new(),
+    };
+    let Some(vip) = vip else { return Vec::new() };
+    let source = a.ctx.pod_ips(pod).into_iter().find(|ip| ip.is_ipv4() == vip.is_ipv4());
+    let port = if protocol == FilterProtocol::Icmp { None } else { port };
+    let packet = Packet {
+        protocol,
+        source,
+        destination: Some(vip),
+        port,
+        in_uplink: false,
+        out_uplink: true,
+        marked: false,
+        reply: false,
+    };
+    vec![(pod.clone(), FilterHook::Output, packet)]
+}
+
 /// A drop rule on a node (or in a pod) and the bad cells it matches, when it matches no
 /// working one.
 struct Confirmed<'r> {
@@ -510,6 +545,7 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                 && matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. })
             {
                 pods.extend(backend_pod_hops(a, route));
+                pods.extend(client_pod_hop(a, o, protocol));
             }
             {
                 for (pod, hook, packet) in pods {

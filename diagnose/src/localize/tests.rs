@@ -117,6 +117,11 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::FIREWALL_DROP, Node, "node-2", "FORWARD: -s 10.244.1.0/24 -j DROP")],
         ),
         row(
+            "a pod's own firewall drops TCP to every service VIP",
+            World::healthy().pod_blocks_services("tidb/demo-tidb-0"),
+            vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-tidb-0", "OUTPUT: -d 10.96.0.0/16 -p tcp -j DROP")],
+        ),
+        row(
             "the DNS pod's own firewall drops queries over UDP",
             World::healthy().dns_server_drops_udp(),
             vec![(ids::FIREWALL_DROP, Port, "kube-system/coredns-0:53", "--dport 53 -j DROP")],
