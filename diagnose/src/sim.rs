@@ -211,6 +211,9 @@ pub struct World {
     /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
     routes_blackholed: bool,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
+    /// The node's DNAT rule for the service port sends its first endpoint's share to the wrong
+    /// port (a rule edited by hand, a stale one): those connections are refused.
+    dnat_wrong_port: Vec<(NodeName, ServiceRef, u16)>,
     nodeport_missing: Vec<(NodeName, u16)>,
     dns_down: bool,
     dns_blocked: Vec<NodeName>,
@@ -355,6 +358,10 @@ impl World {
     }
     pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
         self.routes_missing.push((node(n), node(peer)));
+        self
+    }
+    pub fn dnat_wrong_port(mut self, n: &str, s: &str, port: u16) -> Self {
+        self.dnat_wrong_port.push((node(n), svc(s), port));
         self
     }
     pub fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
@@ -622,14 +629,18 @@ impl World {
         }
         let mut nat = Vec::new();
         for s in &inv.services {
-            let targets = |target_port: Port, node_local: Option<&NodeName>| -> Vec<serde_json::Value> {
-                s.ready_endpoints()
-                    .filter(|e| node_local.is_none_or(|n| e.node.as_ref() == Some(n)))
-                    .map(
-                        |e| json!({"ip": e.ip.to_string(), "port": target_port.get(), "chain": "KUBE-SEP-X"}),
-                    )
-                    .collect()
-            };
+            let targets =
+                |target_port: Port, node_local: Option<&NodeName>, wrong: bool| -> Vec<serde_json::Value> {
+                    s.ready_endpoints()
+                        .filter(|e| node_local.is_none_or(|n| e.node.as_ref() == Some(n)))
+                        .enumerate()
+                        .map(|(k, e)| {
+                            let port =
+                                if wrong && k == 0 { target_port.get() + 1 } else { target_port.get() };
+                            json!({"ip": e.ip.to_string(), "port": port, "chain": "KUBE-SEP-X"})
+                        })
+                        .collect()
+                };
             for p in &s.ports {
                 let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
                 let name = match &p.name {
@@ -642,7 +653,7 @@ impl World {
                     }
                     nat.push(json!({
                         "service": name, "vip": vip.to_string(), "port": p.port.get(), "protocol": proto,
-                        "targets": targets(p.target_port, None), "node_port": false,
+                        "targets": targets(p.target_port, None, self.dnat_wrong_port.contains(&(n.clone(), s.service_ref(), p.port.get()))), "node_port": false,
                     }));
                 }
                 if let Some(np) = p.node_port {
@@ -652,7 +663,7 @@ impl World {
                     let local = (s.external_traffic_policy == TrafficPolicy::Local).then_some(n);
                     nat.push(json!({
                         "service": name, "port": np.get(), "protocol": proto,
-                        "targets": targets(p.target_port, local), "node_port": true,
+                        "targets": targets(p.target_port, local, false), "node_port": true,
                     }));
                 }
             }
@@ -1101,9 +1112,14 @@ impl World {
                 } else if backends.is_empty() {
                     Outcome::Tcp(TcpFailure::Refused)
                 } else {
-                    let b = backends[pick(backends.len())];
+                    let k = pick(backends.len());
+                    let b = backends[k];
                     let target_port =
                         info.ports.iter().find(|sp| sp.port == *port).map_or(*port, |sp| sp.target_port);
+                    if k == 0 && self.dnat_wrong_port.contains(&(agent.clone(), service.clone(), port.get()))
+                    {
+                        return base(source, target, kind, Outcome::Tcp(TcpFailure::Refused), at);
+                    }
                     let bp = b.pod.clone().unwrap();
                     self.tcp_to_pod(inv, source, agent, &bp, target_port.get()).unwrap_or(Outcome::Ok)
                 };

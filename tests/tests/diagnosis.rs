@@ -538,6 +538,30 @@ fn hand_made_route_and_address_faults_are_named_from_the_tables() {
     );
 }
 
+/// kube-proxy's rules edited by hand on node-1: one endpoint's DNAT target of demo-pd:2379
+/// moved to another port. A third of the VIP's connections are refused from node-1 only (the
+/// VIP stays mostly up): named from node-1's rules as a target that is no endpoint.
+#[test]
+fn a_hand_edited_dnat_target_is_named_from_the_nat_rules() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let saved = format!("/tmp/netdiag-test-nat-{}.save", std::process::id());
+    let edit = format!(
+        "iptables-save -t nat > {saved} && sed '0,/--to-destination \\([0-9.]*\\):2379/s//--to-destination \\1:2399/' {saved} \
+         | iptables-restore -T nat"
+    );
+    let restore = format!("iptables-restore -T nat < {saved}");
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-1").netns,
+        &[&["sh", "-c", &edit]],
+        &[&["sh", "-c", &restore]],
+        ("service-path-broken", CulpritKind::Path, "svc/tidb/demo-pd:2379 on node-1"),
+        "which is no endpoint of the service",
+    );
+    let _ = std::fs::remove_file(&saved);
+}
+
 /// A wrong static ARP entry written by hand on node-2 for node-1's address (`ip neigh
 /// replace … nud permanent`): frames between the two nodes go to a MAC nobody holds. The
 /// cause is node-2's neighbour table read against node-1's link: named as that entry, not as

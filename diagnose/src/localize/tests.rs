@@ -286,6 +286,16 @@ fn one_finding_per_runbook_verdict() {
             )],
         ),
         row(
+            "node-1's DNAT rule sends one endpoint's share of demo-pd:2379 to a wrong port",
+            World::healthy().dnat_wrong_port("node-1", "tidb/demo-pd", 2379),
+            vec![(
+                ids::SERVICE_PATH_BROKEN,
+                Path,
+                "svc/tidb/demo-pd:2379 on node-1",
+                "which is no endpoint of the service",
+            )],
+        ),
+        row(
             "service without endpoints",
             World::healthy().no_endpoints("tidb/demo-discovery"),
             vec![(
