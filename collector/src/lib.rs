@@ -5,6 +5,7 @@
 pub mod agents_tls;
 pub mod api;
 pub mod cli;
+pub mod connections;
 pub mod history;
 pub mod ingest;
 pub mod kube_inventory;
