@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::plans::Planner;
+use crate::quota::{BatchRate, QuotaReason, Quotas};
 use crate::sink::Sink;
 
 /// Largest message an agent may send (a full batch is far smaller).
@@ -85,6 +86,8 @@ pub struct Ingest {
     planner: Option<Arc<Planner>>,
     /// Each agent's client certificate must be valid for the node it says it is.
     node_identity: bool,
+    /// The batch rate each session is held to.
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -105,7 +108,14 @@ impl Ingest {
             shutdown,
             planner: None,
             node_identity: false,
+            quotas: Quotas::default(),
         }
+    }
+
+    /// Holds each session to `quotas`' batch rate ([`Quotas::default`] otherwise).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Refuses a hello whose node the session's client certificate is not valid for
@@ -206,6 +216,7 @@ impl Ingest {
         }
         let mut shutdown = self.shutdown.clone();
         let mut strikes = 0u32;
+        let mut rate = BatchRate::new(&self.quotas, Instant::now());
         let reason: Option<CutOff> = loop {
             let msg = tokio::select! {
                 () = stopped(&mut shutdown) => break None,
@@ -235,6 +246,17 @@ impl Ingest {
             match parsed {
                 AgentMessage::Hello(_) => break Some(CutOff::SecondHello),
                 AgentMessage::Results(batch) => {
+                    // Past the batch rate, the session is read later rather than refused:
+                    // HTTP/2 flow control slows the agent down and nothing is lost.
+                    let wait = rate.take(Instant::now());
+                    if !wait.is_zero() {
+                        self.sink.quota_exceeded(&node, QuotaReason::BatchRate);
+                        tokio::select! {
+                            () = stopped(&mut shutdown) => break None,
+                            () = cut.notified() => break Some(CutOff::NotReading),
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
                     let seq = batch.seq;
                     if self.accept_seq(&node, &instance, seq) {
                         self.sink.results(&node, batch);
@@ -321,6 +343,16 @@ impl AgentSession for Ingest {
         };
         if self.node_identity {
             crate::agents_tls::check_node_identity(certs.as_deref().map(Vec::as_slice), &hello.node)?;
+        }
+        // Only nodes the inventory lists: names agents make up would each cost an agent entry
+        // and metric series.
+        if !self.sink.knows_node(&hello.node) {
+            warn!(node = %hello.node, "agent refused: its node is not in the inventory");
+            return Err(Status::permission_denied(format!(
+                "node {} is not in the collector's inventory; the agent is taken once the inventory lists it \
+                 (it retries by itself)",
+                hello.node
+            )));
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(self.clone().run_session(hello, inbound, tx));

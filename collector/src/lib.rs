@@ -13,6 +13,7 @@ pub mod kube_report;
 pub mod metrics;
 pub mod plans;
 pub mod query;
+pub mod quota;
 pub mod runs;
 pub mod server;
 pub mod sink;

@@ -96,7 +96,8 @@ pub async fn serve(
     let planner = Planner::new(state.clone(), plans);
     let ingest = Ingest::new(state.clone(), stop.clone())
         .with_planner(planner.clone())
-        .with_node_identity(agents_transport.node_identity);
+        .with_node_identity(agents_transport.node_identity)
+        .with_quotas(*state.quotas());
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
     if let Some(report) = kube_report {
         tokio::spawn(crate::kube_report::run(state.clone(), report, stop.clone()));

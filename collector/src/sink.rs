@@ -22,6 +22,12 @@ pub trait Sink: Send + Sync + 'static {
     fn duplicate_batch(&self, _node: &NodeName) {}
     /// A message that failed validation.
     fn invalid_message(&self, _node: &NodeName) {}
+    /// Whether a session may say it is `node`'s agent (the collector's inventory lists it).
+    fn knows_node(&self, _node: &NodeName) -> bool {
+        true
+    }
+    /// `node`'s agent went past one of its quotas (the session service sees the batch rate).
+    fn quota_exceeded(&self, _node: &NodeName, _reason: crate::quota::QuotaReason) {}
 }
 
 /// Per-agent record of everything received.
