@@ -52,6 +52,15 @@ pub struct AgentsTlsArgs {
     /// certificate cannot send results or inspections as another node. Needs --tls-client-ca.
     #[arg(long, env = "NETDIAG_REQUIRE_NODE_IDENTITY")]
     pub require_node_identity: bool,
+    /// Seconds between HTTP/2 pings on an agent's connection; a connection whose agent does
+    /// not answer one within the same time (at most 20 s) is closed.
+    #[arg(
+        long,
+        env = "NETDIAG_AGENTS_KEEPALIVE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub agents_keepalive_secs: u64,
 }
 
 /// Why the agents' transport flags cannot be used.
@@ -76,12 +85,20 @@ pub struct AgentsTransport {
     pub allow_insecure: bool,
     /// Each agent's client certificate must name its node.
     pub node_identity: bool,
+    /// HTTP/2 ping interval ([`H2_KEEPALIVE_INTERVAL`] when None).
+    pub keepalive: Option<Duration>,
 }
 
 impl AgentsTransport {
     /// Plain gRPC from any address: for a sealed network (the lab) only.
     pub fn insecure() -> Self {
-        AgentsTransport { tls: None, mutual: false, allow_insecure: true, node_identity: false }
+        AgentsTransport {
+            tls: None,
+            mutual: false,
+            allow_insecure: true,
+            node_identity: false,
+            keepalive: None,
+        }
     }
 
     /// What the collector says about its agents' transport when it starts.
@@ -119,6 +136,8 @@ impl AgentsTlsArgs {
             mutual,
             allow_insecure: self.allow_insecure_agents,
             node_identity: self.require_node_identity,
+            keepalive: (self.agents_keepalive_secs > 0)
+                .then(|| Duration::from_secs(self.agents_keepalive_secs)),
         })
     }
 }
@@ -147,9 +166,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let gate = Gate::new("agent", AGENT_CONNECTIONS);
+    let keepalive = transport.keepalive.unwrap_or(H2_KEEPALIVE_INTERVAL);
     let mut server = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(H2_KEEPALIVE_INTERVAL))
-        .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive.min(H2_KEEPALIVE_TIMEOUT)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     let router = server.add_routes(routes);
     match &transport.tls {

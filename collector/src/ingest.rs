@@ -71,6 +71,8 @@ pub enum CutOff {
     SecondHello,
     #[error("it does not read its stream: {OUTBOUND_QUEUE} messages queued for it")]
     NotReading,
+    #[error("its stream failed: {0}")]
+    StreamFailed(String),
 }
 
 /// The session service. Cheap to clone; every clone shares state.
@@ -225,10 +227,14 @@ impl Ingest {
             };
             let msg = match msg {
                 None => break None,
-                Some(Err(status)) => {
+                // A peer that went away resets its stream (Cancelled); anything else — a message
+                // that cannot be decoded or is too large, a connection that stopped answering
+                // pings — is worth a line saying so.
+                Some(Err(status)) if status.code() == tonic::Code::Cancelled => {
                     debug!(%node, %status, "agent stream ended");
                     break None;
                 }
+                Some(Err(status)) => break Some(CutOff::StreamFailed(status.message().to_owned())),
                 Some(Ok(m)) => m,
             };
             let parsed = match AgentMessage::try_from(msg) {
@@ -259,7 +265,16 @@ impl Ingest {
                     }
                     let seq = batch.seq;
                     if self.accept_seq(&node, &instance, seq) {
-                        self.sink.results(&node, batch);
+                        // Results for another node's sources are dropped by the sink; an agent
+                        // that keeps sending them (not one whose pod just moved) is cut.
+                        let refused = self.sink.results(&node, batch);
+                        if refused.foreign > 0 {
+                            strikes += 1;
+                            if strikes >= MAX_STRIKES {
+                                let last = format!("{} results for sources on another node", refused.foreign);
+                                break Some(CutOff::Strikes(strikes, last));
+                            }
+                        }
                     } else {
                         self.sink.duplicate_batch(&node);
                         debug!(%node, %seq, "duplicate batch acknowledged again");
@@ -318,7 +333,12 @@ impl AgentSession for Ingest {
         let mut inbound = request.into_inner();
         let within = self.hello_within;
         let first = match tokio::time::timeout(within, inbound.next()).await {
-            Ok(first) => first.ok_or_else(|| Status::invalid_argument("the stream ended before hello"))??,
+            Ok(None) => return Err(Status::invalid_argument("the stream ended before hello")),
+            Ok(Some(Err(status))) => {
+                warn!(%status, "agent refused: its first message cannot be read");
+                return Err(status);
+            }
+            Ok(Some(Ok(first))) => first,
             Err(_) => {
                 warn!("agent refused: no hello within {within:?}");
                 return Err(Status::deadline_exceeded(format!("no hello within {within:?}")));

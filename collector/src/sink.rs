@@ -10,12 +10,15 @@ use netdiag_model::result::ResultBatch;
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
 
+use crate::quota::Refused;
+
 /// Receives what agents send, after validation and de-duplication.
 pub trait Sink: Send + Sync + 'static {
     fn agent_connected(&self, hello: &Hello);
     fn agent_disconnected(&self, node: &NodeName);
-    /// A batch never seen before from this agent instance.
-    fn results(&self, node: &NodeName, batch: ResultBatch);
+    /// A batch never seen before from this agent instance; what the agent's quotas refused of
+    /// it ([`crate::quota`]).
+    fn results(&self, node: &NodeName, batch: ResultBatch) -> Refused;
     fn inspection(&self, node: &NodeName, report: InspectionReport);
     fn run_progress(&self, node: &NodeName, progress: RunProgress);
     /// A batch resent after a reconnect that was already accepted.
@@ -70,8 +73,9 @@ impl Sink for Recorder {
     fn agent_disconnected(&self, node: &NodeName) {
         self.with(node, |r| r.connected = false);
     }
-    fn results(&self, node: &NodeName, batch: ResultBatch) {
+    fn results(&self, node: &NodeName, batch: ResultBatch) -> Refused {
         self.with(node, |r| r.batches.push(batch));
+        Refused::default()
     }
     fn inspection(&self, node: &NodeName, report: InspectionReport) {
         self.with(node, |r| r.inspections.push(report));

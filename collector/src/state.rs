@@ -21,7 +21,7 @@ use netdiag_model::text::Text;
 use netdiag_model::time::UnixMillis;
 
 use crate::metrics::CollectorMetrics;
-use crate::quota::{CellQuota, QuotaReason, Quotas};
+use crate::quota::{CellQuota, QuotaReason, Quotas, Refused};
 use crate::runs::registry::RunRegistry;
 use crate::sink::Sink;
 use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, PlacedBatch};
@@ -474,13 +474,14 @@ impl Sink for CollectorState {
         self.runs.agent_gone(node);
     }
 
-    fn results(&self, node: &NodeName, mut batch: ResultBatch) {
+    fn results(&self, node: &NodeName, mut batch: ResultBatch) -> Refused {
         let now = now();
         let dropped = batch.dropped;
+        let refused;
         if let Ok(inv) = self.inventory.read() {
             // What the agent may not say goes before anything counts it (lock order:
             // inventory, cells, matrix).
-            let refused = self
+            refused = self
                 .cells
                 .lock()
                 .map(|mut c| c.admit(node, &mut batch, &inv.1, &self.quotas, now))
@@ -494,7 +495,7 @@ impl Sink for CollectorState {
                 m.record_placed(node, &placed, now);
             }
         } else {
-            return;
+            return Refused::default();
         }
         let n = batch.results.len() as u64;
         if let Ok(mut agents) = self.agents.lock()
@@ -511,6 +512,7 @@ impl Sink for CollectorState {
             c.results = c.results.saturating_add(n);
             c.dropped_by_agents = c.dropped_by_agents.saturating_add(dropped);
         });
+        refused
     }
 
     fn inspection(&self, node: &NodeName, report: InspectionReport) {

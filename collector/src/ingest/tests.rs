@@ -140,3 +140,35 @@ async fn batches_past_the_rate_are_read_later_and_none_is_lost() {
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(450), "five batches past the burst at 10/s: {took:?}");
 }
+
+#[tokio::test]
+async fn an_agent_that_keeps_speaking_for_another_node_is_cut() {
+    let (addr, _stop) = serve(|i| i).await;
+    let mut client = AgentSessionClient::connect(format!("http://{addr}")).await.unwrap();
+    let (up, rx) = mpsc::channel::<v1::AgentMessage>(32);
+    up.send(AgentMessage::Hello(hello("node-1")).into()).await.unwrap();
+    let mut down = client.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    let foreign: netdiag_model::result::ProbeResult = serde_json::from_value(serde_json::json!({
+        "source": "tidb/demo-pd-1".parse::<netdiag_model::probe::Source>().unwrap(), // on node-2
+        "target": {"type": "address", "ip": "10.9.0.1", "port": null},
+        "kind": "icmp", "outcome": "ok", "at": crate::state::now(),
+    }))
+    .unwrap();
+    for seq in 1..=u64::from(super::MAX_STRIKES) {
+        let batch = ResultBatch { seq: Seq::new(seq).unwrap(), results: vec![foreign.clone()], dropped: 0 };
+        up.send(AgentMessage::Results(batch).into()).await.unwrap();
+    }
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match down.message().await {
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(status) => return Some(status),
+            }
+        }
+    })
+    .await
+    .expect("the session is cut");
+    let status = ended.expect("with a reason");
+    assert!(status.message().contains("sources on another node"), "{status}");
+}
