@@ -216,7 +216,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     let stuck_node = hostile(4);
     let seen = Instant::now();
     while connected(api, stuck_node) != Some(true) {
-        assert!(seen.elapsed() < Duration::from_secs(15), "the hanging session never came up");
+        assert!(seen.elapsed() < Duration::from_secs(60), "the hanging session never came up");
         std::thread::sleep(Duration::from_millis(100));
     }
     let stalled_at = Instant::now();
