@@ -172,6 +172,7 @@ pub async fn serve(
         .http2_keepalive_timeout(Some(keepalive.min(H2_KEEPALIVE_TIMEOUT)))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
     let router = server.add_routes(routes);
+    let gate = gate.with_silence(keepalive + keepalive.min(H2_KEEPALIVE_TIMEOUT));
     match &transport.tls {
         Some(tls) => {
             router.serve_with_incoming_shutdown(tls_incoming(listener, tls.clone(), gate), shutdown).await
@@ -209,16 +210,20 @@ where
                 },
             };
             let Some(permit) = gate.admit(&tcp, peer) else { continue };
+            let silence = gate.silence();
             let shaken = handshake(tcp, peer);
             let tx = tx.clone();
             tokio::spawn(async move {
                 if let Some(io) = shaken.await {
-                    let io = Limited::new(io, permit).first_bytes_within(
+                    let mut io = Limited::new(io, permit).first_bytes_within(
                         H2_PREFACE_LEN,
                         PREFACE_WITHIN,
                         peer,
                         "agent",
                     );
+                    if let Some(after) = silence {
+                        io = io.log_silent_close(after, peer, "agent");
+                    }
                     let _ = tx.send(Ok(io)).await;
                 }
             });

@@ -43,6 +43,8 @@ pub struct Gate {
     /// When a refusal was last logged, in ms since `epoch` (0: never).
     last_refusal_log: Arc<AtomicU64>,
     epoch: Instant,
+    /// See [`Limited::log_silent_close`].
+    silence: Option<Duration>,
 }
 
 impl Gate {
@@ -53,7 +55,19 @@ impl Gate {
             what,
             last_refusal_log: Arc::default(),
             epoch: Instant::now(),
+            silence: None,
         }
+    }
+
+    /// Connections this gate admits log a close after `after` of silence from their peer
+    /// ([`Limited::log_silent_close`]).
+    pub fn with_silence(mut self, after: Duration) -> Self {
+        self.silence = Some(after);
+        self
+    }
+
+    pub fn silence(&self) -> Option<Duration> {
+        self.silence
     }
 
     /// Connections open now.
@@ -102,6 +116,18 @@ pub struct Limited<IO> {
     io: IO,
     _permit: OwnedSemaphorePermit,
     first_bytes: Option<FirstBytes>,
+    /// When bytes last came in, whether the peer closed its side, and after how much silence
+    /// our closing it is the HTTP/2 keepalive's doing (said when it is dropped).
+    last_read: Instant,
+    peer_closed: bool,
+    silence: Option<Silence>,
+}
+
+#[derive(Debug)]
+struct Silence {
+    after: Duration,
+    peer: SocketAddr,
+    what: &'static str,
 }
 
 #[derive(Debug)]
@@ -115,7 +141,22 @@ struct FirstBytes {
 
 impl<IO> Limited<IO> {
     pub fn new(io: IO, permit: OwnedSemaphorePermit) -> Self {
-        Limited { io, _permit: permit, first_bytes: None }
+        Limited {
+            io,
+            _permit: permit,
+            first_bytes: None,
+            last_read: Instant::now(),
+            peer_closed: false,
+            silence: None,
+        }
+    }
+
+    /// Says so when the connection is closed while its peer, still connected, had sent nothing
+    /// for `after` (the HTTP/2 keepalive interval plus its timeout): the server closed it for
+    /// not answering pings, which the server itself does not log.
+    pub fn log_silent_close(mut self, after: Duration, peer: SocketAddr, what: &'static str) -> Self {
+        self.silence = Some(Silence { after, peer, what });
+        self
     }
 
     /// Cuts the connection unless `min_bytes` arrive within `within` of now.
@@ -146,6 +187,13 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Limited<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if buf.filled().len() > before {
+                this.last_read = Instant::now();
+            } else {
+                this.peer_closed = true;
+            }
+        }
         let Some(first) = &mut this.first_bytes else { return polled };
         if let Poll::Ready(Ok(())) = polled {
             first.missing = first.missing.saturating_sub(buf.filled().len() - before);
@@ -164,6 +212,20 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Limited<IO> {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "no request in time")));
         }
         polled
+    }
+}
+
+impl<IO> Drop for Limited<IO> {
+    fn drop(&mut self) {
+        let Some(silence) = &self.silence else { return };
+        let quiet = self.last_read.elapsed();
+        if !self.peer_closed && self.first_bytes.is_none() && quiet >= silence.after {
+            warn!(
+                peer = %silence.peer,
+                "{} connection closed: its peer sent nothing for {quiet:.0?}, not even an answer to the HTTP/2 keepalive ping",
+                silence.what
+            );
+        }
     }
 }
 

@@ -109,6 +109,20 @@ pub fn batch(pods_of: usize, nodes: usize, seq: u64, size: usize) -> v1::AgentMe
     AgentMessage::Results(ResultBatch { seq: Seq::new(seq).expect("seq"), results, dropped: 0 }).into()
 }
 
+/// `template` (a [`batch`]) as batch `seq`, its results finished now: building a batch once
+/// per session keeps the load generator's own cost low.
+pub fn restamp(template: &v1::AgentMessage, seq: u64) -> v1::AgentMessage {
+    let mut msg = template.clone();
+    let now = UnixMillis::from_system_time(std::time::SystemTime::now()).map(UnixMillis::get).unwrap_or(0);
+    if let Some(v1::agent_message::Body::Results(b)) = &mut msg.body {
+        b.seq = seq;
+        for r in &mut b.results {
+            r.at_unix_ms = now;
+        }
+    }
+    msg
+}
+
 /// What an honest agent saw.
 #[derive(Debug, Clone, Default)]
 pub struct HonestReport {
@@ -147,6 +161,7 @@ pub async fn honest(
             return report;
         }
     };
+    let template = batch(n, nodes, 1, size);
     let mut tick = tokio::time::interval(every);
     let mut seq = 0u64;
     let drain_until = until + Duration::from_secs(10);
@@ -158,7 +173,7 @@ pub async fn honest(
         tokio::select! {
             _ = tick.tick(), if sending => {
                 seq += 1;
-                if tx.send(batch(n, nodes, seq, size)).await.is_err() {
+                if tx.send(restamp(&template, seq)).await.is_err() {
                     report.lost = Some("the stream closed".to_owned());
                     return report;
                 }

@@ -22,13 +22,12 @@ use netdiag_tests::http::get_json;
 use netdiag_tests::load;
 use netdiag_tests::processes::{binary, free_loopback_port};
 
-/// Results per honest batch, and how often each honest agent sends one.
-const BATCH: usize = 50;
+/// How often each honest agent sends a batch (of `HOSTILE_BATCH` results, default 50).
 const EVERY: Duration = Duration::from_secs(1);
 /// Extra nodes in the inventory for the hostile sessions to claim.
 const HOSTILE_NODES: usize = 10;
 /// The collector's keepalive for this test: a peer that stops reading is found in seconds.
-const KEEPALIVE_SECS: u64 = 2;
+const KEEPALIVE_SECS: u64 = 3;
 /// The collector's deadlines (PREFACE_WITHIN, FIRST_REQUEST_WITHIN) with slack.
 const SPEAK_WITHIN: Duration = Duration::from_secs(10);
 
@@ -78,7 +77,7 @@ fn tail(log: &std::path::Path) -> String {
 
 /// Whether node `n`'s agent is listed as connected.
 fn connected(api: SocketAddr, n: usize) -> Option<bool> {
-    let (_, v) = get_json(api, "/api/v1/agents", Duration::from_secs(5)).ok()?;
+    let (_, v) = get_json(api, "/api/v1/agents", Duration::from_secs(10)).ok()?;
     let node = format!("node-{n}");
     v["agents"].as_array()?.iter().find(|a| a["node"] == node.as_str()).map(|a| a["connected"] == true)
 }
@@ -87,6 +86,7 @@ fn connected(api: SocketAddr, n: usize) -> Option<bool> {
 fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     let honest_n = env("HOSTILE_SESSIONS", 100);
     let secs = env("HOSTILE_SECS", 30) as u64;
+    let batch = env("HOSTILE_BATCH", 50);
     let nodes = honest_n + HOSTILE_NODES;
     let dir = std::env::temp_dir().join(format!("netdiag-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -137,7 +137,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let until = Instant::now() + Duration::from_secs(secs);
     let honest: Vec<_> =
-        (1..=honest_n).map(|n| rt.spawn(load::honest(agents, n, nodes, BATCH, EVERY, until))).collect();
+        (1..=honest_n).map(|n| rt.spawn(load::honest(agents, n, nodes, batch, EVERY, until))).collect();
     let hostile = move |k: usize| honest_n + k;
 
     // Maximum-size garbage after a hello, again and again; garbage instead of a hello; one
@@ -147,9 +147,9 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
         let rounds = garbage_rounds.clone();
         rt.spawn(async move {
             let mut statuses = Vec::new();
+            let garbage = load::garbage(16 * 1024 * 1024 - 16);
             while Instant::now() < until {
-                let max = 16 * 1024 * 1024 - 16;
-                let msgs = vec![load::hello_bytes(hostile(1)), load::garbage(max)];
+                let msgs = vec![load::hello_bytes(hostile(1)), garbage.clone()];
                 statuses.push(load::raw_session(agents, msgs, Duration::from_secs(10)).await);
                 rounds.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -216,7 +216,12 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     let stuck_node = hostile(4);
     let seen = Instant::now();
     while connected(api, stuck_node) != Some(true) {
-        assert!(seen.elapsed() < Duration::from_secs(60), "the hanging session never came up");
+        assert!(
+            seen.elapsed() < Duration::from_secs(60),
+            "the hanging session never came up (its task ended: {})\n{}",
+            stuck.is_finished(),
+            tail(&log)
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let stalled_at = Instant::now();
@@ -266,7 +271,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     let lost: Vec<&load::HonestReport> = reports.iter().filter(|r| r.lost.is_some()).collect();
     let max_silent = silent_cuts.iter().flatten().max().copied();
     let max_half = half_cuts.iter().flatten().max().copied();
-    println!("hostile load: {honest_n} honest sessions × {secs} s, batches of {BATCH} every {EVERY:?}");
+    println!("hostile load: {honest_n} honest sessions × {secs} s, batches of {batch} every {EVERY:?}");
     println!("  honest results sent / sessions that lost any   {sent} / {}", lost.len());
     println!("  collector RSS start / peak / end               {rss_start} / {peak} / {rss_end} KiB");
     let quarter = |q: usize| samples.get(samples.len() * q / 4).copied().unwrap_or(0);
@@ -282,7 +287,9 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
     println!("  silent agent connections cut after (max)       {max_silent:?}");
     println!("  half-header API connections cut after (max)    {max_half:?}");
     let hung_node = format!("node={}", format_args!("node-{stuck_node}"));
-    for line in text.lines().filter(|l| l.contains(&hung_node) && !l.contains("agent connected")) {
+    let hung =
+        |l: &&str| l.contains(&hung_node) && !l.contains("agent connected") || l.contains("keepalive ping");
+    for line in text.lines().filter(hung) {
         println!("  hung session: {line}");
     }
 
@@ -323,6 +330,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
         "agent connection cut: its first bytes did not come", // silent agent connections
         "API connection cut",                                 // half headers, idle connections
         "API connection refused",                             // past the API's cap
+        "not even an answer to the HTTP/2 keepalive ping",    // the hung session
     ] {
         assert!(text.contains(line), "no log line says {line:?}\n{}", context());
     }
