@@ -155,6 +155,11 @@ pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Streams one agent connection may have open: an agent uses one session.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// What an agent may send before the collector reads it (HTTP/2 flow control windows, the
+/// protocol's default): the memory an agent connection holds when the collector reads it
+/// slowly — a session over its batch rate, or a collector behind — is bounded by this, not by
+/// hyper's 1 MiB default (a thousand agents would hold a gigabyte).
+pub const RECEIVE_WINDOW: u32 = 64 * 1024;
 
 /// Serves `routes` (the session service behind [`gate`]) on `listener` until `shutdown`
 /// resolves: over TLS when the transport has it, plain gRPC otherwise; connections capped,
@@ -170,7 +175,9 @@ pub async fn serve(
     let mut server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(keepalive))
         .http2_keepalive_timeout(Some(keepalive.min(H2_KEEPALIVE_TIMEOUT)))
-        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION));
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .initial_stream_window_size(Some(RECEIVE_WINDOW))
+        .initial_connection_window_size(Some(RECEIVE_WINDOW));
     let router = server.add_routes(routes);
     let gate = gate.with_silence(keepalive + keepalive.min(H2_KEEPALIVE_TIMEOUT));
     match &transport.tls {

@@ -477,26 +477,23 @@ impl Sink for CollectorState {
     fn results(&self, node: &NodeName, mut batch: ResultBatch) -> Refused {
         let now = now();
         let dropped = batch.dropped;
-        let refused;
-        if let Ok(inv) = self.inventory.read() {
-            // What the agent may not say goes before anything counts it (lock order:
-            // inventory, cells, matrix).
-            refused = self
-                .cells
-                .lock()
-                .map(|mut c| c.admit(node, &mut batch, &inv.1, &self.quotas, now))
-                .unwrap_or_default();
-            self.count_quota_overrun(node, QuotaReason::ForeignSource, refused.foreign);
-            self.count_quota_overrun(node, QuotaReason::Cells, refused.cells);
-            // Node-level destinations placed once, for both the metrics and the matrix.
-            let placed = PlacedBatch::new(&batch, &inv.1);
-            self.metrics.observe_placed(node, &placed);
-            if let Ok(mut m) = self.matrix.lock() {
-                m.record_placed(node, &placed, now);
-            }
-        } else {
-            return Refused::default();
+        let Ok(inv) = self.inventory.read() else { return Refused::default() };
+        // What the agent may not say goes before anything counts it (lock order: inventory,
+        // cells, matrix).
+        let refused = self
+            .cells
+            .lock()
+            .map(|mut c| c.admit(node, &mut batch, &inv.1, &self.quotas, now))
+            .unwrap_or_default();
+        self.count_quota_overrun(node, QuotaReason::ForeignSource, refused.foreign);
+        self.count_quota_overrun(node, QuotaReason::Cells, refused.cells);
+        // Node-level destinations placed once, for both the metrics and the matrix.
+        let placed = PlacedBatch::new(&batch, &inv.1);
+        self.metrics.observe_placed(node, &placed);
+        if let Ok(mut m) = self.matrix.lock() {
+            m.record_placed(node, &placed, now);
         }
+        drop(inv);
         let n = batch.results.len() as u64;
         if let Ok(mut agents) = self.agents.lock()
             && let Some(e) = agents.get_mut(node)
