@@ -105,22 +105,29 @@ async fn serve_connection(
     tokio::pin!(conn);
     let first_request = tokio::time::sleep(limits.first_request_within);
     tokio::pin!(first_request);
+    let mut awaiting_first = true;
     let mut graceful = false;
     loop {
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
-                    log_connection_error(connection.peer, &*e, limits.header_read_timeout);
+                    let served = started.load(Ordering::Relaxed);
+                    log_connection_error(connection.peer, &*e, limits.header_read_timeout, served);
                 }
                 return;
             }
-            () = &mut first_request, if !started.load(Ordering::Relaxed) => {
-                warn!(
-                    peer = %connection.peer,
-                    "API connection cut: no request within {:?} of connecting",
-                    limits.first_request_within
-                );
-                return;
+            // Checked when the deadline passes: a first request still running then (a run,
+            // an event stream) is not cut.
+            () = &mut first_request, if awaiting_first => {
+                awaiting_first = false;
+                if !started.load(Ordering::Relaxed) {
+                    warn!(
+                        peer = %connection.peer,
+                        "API connection cut: no request within {:?} of connecting",
+                        limits.first_request_within
+                    );
+                    return;
+                }
             }
             () = stopped(&mut stop), if !graceful => {
                 graceful = true;
@@ -135,12 +142,21 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// A connection's end worth a line: a header that did not come in time is the client's doing
-/// and says so; the rest (resets, a client gone) is DEBUG chatter.
-fn log_connection_error(peer: SocketAddr, e: &(dyn std::error::Error + 'static), within: Duration) {
+/// A connection's end worth a line: a first request header that did not come in time is the
+/// client's doing and says so. After a request was served the same timeout also closes an idle
+/// kept-alive connection (hyper cannot tell the two apart), which is no news: DEBUG, as are
+/// resets and clients gone.
+fn log_connection_error(
+    peer: SocketAddr,
+    e: &(dyn std::error::Error + 'static),
+    within: Duration,
+    served: bool,
+) {
     let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-    if timed_out {
+    if timed_out && !served {
         warn!(%peer, "API connection cut: its request header did not come within {within:?}");
+    } else if timed_out {
+        debug!(%peer, "API connection closed: idle, or its next request header did not come within {within:?}");
     } else {
         debug!(%peer, error = %e, "API connection ended");
     }

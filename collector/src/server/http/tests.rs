@@ -17,7 +17,14 @@ const SHORT: HttpLimits = HttpLimits {
 /// The address of a server answering `GET /` with the caller's address.
 async fn start(limits: HttpLimits) -> (SocketAddr, watch::Sender<bool>) {
     let app = Router::new()
-        .route("/", get(|ConnectInfo(c): ConnectInfo<Connection>| async move { c.peer.to_string() }));
+        .route("/", get(|ConnectInfo(c): ConnectInfo<Connection>| async move { c.peer.to_string() }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "done"
+            }),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = watch::channel(false);
@@ -74,4 +81,13 @@ async fn connections_past_the_cap_are_closed_at_once() {
     let mut three = TcpStream::connect(addr).await.unwrap();
     let (text, took) = until_closed(&mut three).await;
     assert!(text.is_empty() && took < Duration::from_millis(400), "{text:?} after {took:?}");
+}
+
+#[tokio::test]
+async fn a_first_request_that_takes_longer_than_the_deadline_is_not_cut() {
+    let (addr, _stop) = start(SHORT).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    client.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (text, took) = until_closed(&mut client).await;
+    assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("done"), "{text:?} after {took:?}");
 }
