@@ -159,7 +159,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
             let garbage = load::garbage(16 * 1024 * 1024 - 16);
             while Instant::now() < until {
                 let msgs = vec![load::hello_bytes(hostile(1)), garbage.clone()];
-                statuses.push(load::raw_session(agents, msgs, Duration::from_secs(10)).await);
+                statuses.push(load::raw_session(agents, msgs, Duration::from_secs(30)).await);
                 rounds.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
