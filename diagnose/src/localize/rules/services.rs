@@ -198,6 +198,7 @@ fn nat_lines(a: &Analysis<'_>, view: &ServiceView<'_>, port: Port, node: &NodeNa
     let mut lines = Vec::new();
     let mut explained = false;
     let ready: BTreeSet<IpAddr> = view.backends.iter().map(|b| b.ip).collect();
+    let target_port = view.target_port(port);
     for &vip in &view.info.cluster_ips {
         let frontend = SocketAddr::new(vip, port.get());
         match a.ctx.nat_frontend(node, vip, port, NatProtocol::Tcp) {
@@ -217,7 +218,7 @@ fn nat_lines(a: &Analysis<'_>, view: &ServiceView<'_>, port: Port, node: &NodeNa
                 let stale: Vec<String> = s
                     .targets
                     .iter()
-                    .filter(|t| !ready.contains(&t.ip))
+                    .filter(|t| !ready.contains(&t.ip) || t.port != target_port)
                     .map(|t| SocketAddr::new(t.ip, t.port.get()).to_string())
                     .collect();
                 let to: Vec<String> =
