@@ -207,6 +207,12 @@ async fn inspect_all(
         let source = entry.ns.source().clone();
         let send = force || last.get(&source).is_none_or(|prev| inspect::changed(prev, &report));
         if send {
+            // What could not be read (a missing capability, a missing tool) is said once, when
+            // it first appears, not at every inspection.
+            let before = last.get(&source).map(|prev| &prev.errors);
+            for error in report.errors.iter().filter(|e| before.is_none_or(|b| !b.contains(e))) {
+                warn!(%source, error = %error, "inspection incomplete");
+            }
             last.insert(source, report.clone());
             if out.send(Outbound::Inspection(Box::new(report))).await.is_err() {
                 return;

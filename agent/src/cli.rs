@@ -47,6 +47,8 @@ pub fn run(cli: AgentCli) -> ExitCode {
             let _ = builder.try_init();
         }
     }
+    // Said first, so a missing capability is the first thing an operator reads.
+    crate::privileges::report();
     // Before any thread exists: every thread the runtime starts inherits the namespace.
     if let Some(path) = &cli.netns
         && let Err(e) = netdiag_netns::enter_current_thread(path)

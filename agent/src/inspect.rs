@@ -18,6 +18,7 @@ pub mod iptables_filter;
 pub mod iptables_nat;
 pub mod nat;
 pub mod netlink;
+pub mod nft_filter;
 pub mod nft_kube_proxy;
 pub mod sysctls;
 #[cfg(test)]
@@ -63,11 +64,11 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
         }
     };
     // A pod's own firewall (rules a sidecar, an init container or an in-pod policy agent
-    // wrote): its filter table's drops, IPv4 (one command per inspection).
+    // wrote): its filter, raw and mangle tables' drops, IPv4 (one command per inspection).
     let pod_filter = async {
         match scope {
             InspectScope::Pod => {
-                Some(command::output(src, "iptables-save", &["-t", "filter"], command::COMMAND_TIMEOUT).await)
+                Some(command::output(src, "iptables-save", &[], command::COMMAND_TIMEOUT).await)
             }
             InspectScope::Node => None,
         }

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod metrics;
 pub mod namespaces;
 pub mod plan;
+pub mod privileges;
 pub mod probe;
 pub mod resolv_conf;
 pub mod run;

@@ -19,10 +19,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::service::Routes;
 use tonic::{Request, Status};
 use tracing::{info, warn};
+
+use crate::connections::{ConnLimits, Gate, H2_PREFACE_LEN, Limited};
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,6 +52,15 @@ pub struct AgentsTlsArgs {
     /// certificate cannot send results or inspections as another node. Needs --tls-client-ca.
     #[arg(long, env = "NETDIAG_REQUIRE_NODE_IDENTITY")]
     pub require_node_identity: bool,
+    /// Seconds between HTTP/2 pings on an agent's connection; a connection whose agent does
+    /// not answer one within the same time (at most 20 s) is closed.
+    #[arg(
+        long,
+        env = "NETDIAG_AGENTS_KEEPALIVE_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub agents_keepalive_secs: u64,
 }
 
 /// Why the agents' transport flags cannot be used.
@@ -74,12 +85,20 @@ pub struct AgentsTransport {
     pub allow_insecure: bool,
     /// Each agent's client certificate must name its node.
     pub node_identity: bool,
+    /// HTTP/2 ping interval ([`H2_KEEPALIVE_INTERVAL`] when None).
+    pub keepalive: Option<Duration>,
 }
 
 impl AgentsTransport {
     /// Plain gRPC from any address: for a sealed network (the lab) only.
     pub fn insecure() -> Self {
-        AgentsTransport { tls: None, mutual: false, allow_insecure: true, node_identity: false }
+        AgentsTransport {
+            tls: None,
+            mutual: false,
+            allow_insecure: true,
+            node_identity: false,
+            keepalive: None,
+        }
     }
 
     /// What the collector says about its agents' transport when it starts.
@@ -117,24 +136,115 @@ impl AgentsTlsArgs {
             mutual,
             allow_insecure: self.allow_insecure_agents,
             node_identity: self.require_node_identity,
+            keepalive: (self.agents_keepalive_secs > 0)
+                .then(|| Duration::from_secs(self.agents_keepalive_secs)),
         })
     }
 }
 
+/// Connections the agents' listener holds at once: a session each, with room for reconnects.
+pub const AGENT_CONNECTIONS: ConnLimits =
+    ConnLimits { max: crate::ingest::DEFAULT_MAX_SESSIONS + 1024, tcp_keepalive: Duration::from_secs(60) };
+/// How soon after accept (after the TLS handshake, with TLS) a connection must have sent the
+/// HTTP/2 preface.
+pub const PREFACE_WITHIN: Duration = Duration::from_secs(10);
+/// HTTP/2 pings on an agent's connection: one this long after the last frame, and a connection
+/// whose peer does not answer within [`H2_KEEPALIVE_TIMEOUT`] is closed (a half-dead peer, or a
+/// client that never reads, is found without waiting for TCP's retransmission timeout).
+pub const H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Streams one agent connection may have open: an agent uses one session.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// What an agent may send before the collector reads it (HTTP/2 flow control windows, the
+/// protocol's default): the memory an agent connection holds when the collector reads it
+/// slowly — a session over its batch rate, or a collector behind — is bounded by this, not by
+/// hyper's 1 MiB default (a thousand agents would hold a gigabyte).
+pub const RECEIVE_WINDOW: u32 = 64 * 1024;
+
 /// Serves `routes` (the session service behind [`gate`]) on `listener` until `shutdown`
-/// resolves: over TLS when the transport has it, plain gRPC otherwise.
+/// resolves: over TLS when the transport has it, plain gRPC otherwise; connections capped,
+/// kept alive and given [`PREFACE_WITHIN`] to start speaking HTTP/2.
 pub async fn serve(
     routes: Routes,
     listener: TcpListener,
     transport: &AgentsTransport,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let mut server = tonic::transport::Server::builder();
+    let gate = Gate::new("agent", AGENT_CONNECTIONS);
+    let keepalive = transport.keepalive.unwrap_or(H2_KEEPALIVE_INTERVAL);
+    let mut server = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(keepalive))
+        .http2_keepalive_timeout(Some(keepalive.min(H2_KEEPALIVE_TIMEOUT)))
+        .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .initial_stream_window_size(Some(RECEIVE_WINDOW))
+        .initial_connection_window_size(Some(RECEIVE_WINDOW));
     let router = server.add_routes(routes);
+    let gate = gate.with_silence(keepalive + keepalive.min(H2_KEEPALIVE_TIMEOUT));
     match &transport.tls {
-        Some(tls) => router.serve_with_incoming_shutdown(tls_incoming(listener, tls.clone()), shutdown).await,
-        None => router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown).await,
+        Some(tls) => {
+            router.serve_with_incoming_shutdown(tls_incoming(listener, tls.clone(), gate), shutdown).await
+        }
+        None => router.serve_with_incoming_shutdown(plain_incoming(listener, gate), shutdown).await,
     }
+}
+
+/// Accepts on `listener` under `gate` until the returned stream is dropped, handing each
+/// admitted connection to `handshake` on its own task (a slow or silent client holds up
+/// nobody); what `handshake` returns is served.
+fn incoming<IO, F, Fut>(
+    listener: TcpListener,
+    gate: Gate,
+    handshake: F,
+) -> ReceiverStream<Result<Limited<IO>, std::io::Error>>
+where
+    IO: Send + 'static,
+    F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = Option<IO>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, peer) = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait rather than spin or stop serving.
+                        warn!(error = %e, "cannot accept an agent connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Some(permit) = gate.admit(&tcp, peer) else { continue };
+            let silence = gate.silence();
+            let shaken = handshake(tcp, peer);
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                if let Some(io) = shaken.await {
+                    let mut io = Limited::new(io, permit).first_bytes_within(
+                        H2_PREFACE_LEN,
+                        PREFACE_WITHIN,
+                        peer,
+                        "agent",
+                    );
+                    if let Some(after) = silence {
+                        io = io.log_silent_close(after, peer, "agent");
+                    }
+                    let _ = tx.send(Ok(io)).await;
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// Plain TCP connections accepted on `listener` under `gate`.
+pub fn plain_incoming(
+    listener: TcpListener,
+    gate: Gate,
+) -> ReceiverStream<Result<Limited<TcpStream>, std::io::Error>> {
+    incoming(listener, gate, |tcp, _| std::future::ready(Some(tcp)))
 }
 
 /// The TLS configuration for the next connection, reporting a reload once.
@@ -151,42 +261,29 @@ fn current(tls: &Reloading<ServerConfig>) -> Arc<ServerConfig> {
     config
 }
 
-/// Connections accepted on `listener` that completed a TLS handshake, each handshake on its
-/// own task so a slow or silent client holds up nobody. The accept loop ends when the stream
-/// is dropped (the server stopped).
+/// Connections accepted on `listener` under `gate` that completed a TLS handshake within
+/// [`HANDSHAKE_TIMEOUT`], each with the configuration current when it was accepted.
 pub fn tls_incoming(
     listener: TcpListener,
     tls: Arc<Reloading<ServerConfig>>,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
-    let (tx, rx) = mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = tokio::select! {
-                () = tx.closed() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: wait rather than spin or stop serving.
-                        warn!(error = %e, "cannot accept an agent connection");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(current(&tls));
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
-                    }
-                    Ok(Err(e)) => warn!(%peer, error = %e, "agent refused: TLS handshake failed"),
-                    Err(_) => warn!(%peer, "agent refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}"),
+    gate: Gate,
+) -> ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>> {
+    incoming(listener, gate, move |tcp, peer| {
+        let acceptor = tokio_rustls::TlsAcceptor::from(current(&tls));
+        async move {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => Some(stream),
+                Ok(Err(e)) => {
+                    warn!(%peer, error = %e, "agent refused: TLS handshake failed");
+                    None
                 }
-            });
+                Err(_) => {
+                    warn!(%peer, "agent refused: no TLS handshake within {HANDSHAKE_TIMEOUT:?}");
+                    None
+                }
+            }
         }
-    });
-    ReceiverStream::new(rx)
+    })
 }
 
 /// Whether a session from `peer` may start. TLS sessions passed the handshake already (and
@@ -350,11 +447,11 @@ mod tests {
 
     /// The client certificate of the next connection the server accepted, if one comes.
     async fn accepted(
-        incoming: &mut ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>>,
+        incoming: &mut ReceiverStream<Result<Limited<TlsStream<TcpStream>>, std::io::Error>>,
     ) -> Option<Vec<u8>> {
         use tokio_stream::StreamExt;
         let next = tokio::time::timeout(Duration::from_secs(1), incoming.next()).await.ok()??;
-        Some(next.unwrap().get_ref().1.peer_certificates().unwrap()[0].to_vec())
+        Some(next.unwrap().get_ref().get_ref().1.peer_certificates().unwrap()[0].to_vec())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -373,7 +470,7 @@ mod tests {
         let tls = Arc::new(files.reloading(Duration::ZERO).unwrap());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut incoming = tls_incoming(listener, tls);
+        let mut incoming = tls_incoming(listener, tls, Gate::new("agent", AGENT_CONNECTIONS));
 
         // Certificate A.
         assert_eq!(connect(addr, &one.ca, &one.client).await, der(&one.server.0));

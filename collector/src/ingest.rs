@@ -25,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use crate::plans::Planner;
+use crate::quota::{BatchRate, QuotaReason, Quotas};
 use crate::sink::Sink;
 
 /// Largest message an agent may send (a full batch is far smaller).
@@ -70,6 +71,8 @@ pub enum CutOff {
     SecondHello,
     #[error("it does not read its stream: {OUTBOUND_QUEUE} messages queued for it")]
     NotReading,
+    #[error("its stream failed: {0}")]
+    StreamFailed(String),
 }
 
 /// The session service. Cheap to clone; every clone shares state.
@@ -85,6 +88,8 @@ pub struct Ingest {
     planner: Option<Arc<Planner>>,
     /// Each agent's client certificate must be valid for the node it says it is.
     node_identity: bool,
+    /// The batch rate each session is held to.
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -105,7 +110,14 @@ impl Ingest {
             shutdown,
             planner: None,
             node_identity: false,
+            quotas: Quotas::default(),
         }
+    }
+
+    /// Holds each session to `quotas`' batch rate ([`Quotas::default`] otherwise).
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Refuses a hello whose node the session's client certificate is not valid for
@@ -206,6 +218,7 @@ impl Ingest {
         }
         let mut shutdown = self.shutdown.clone();
         let mut strikes = 0u32;
+        let mut rate = BatchRate::new(&self.quotas, Instant::now());
         let reason: Option<CutOff> = loop {
             let msg = tokio::select! {
                 () = stopped(&mut shutdown) => break None,
@@ -214,10 +227,14 @@ impl Ingest {
             };
             let msg = match msg {
                 None => break None,
-                Some(Err(status)) => {
+                // A peer that went away resets its stream (Cancelled); anything else — a message
+                // that cannot be decoded or is too large, a connection that stopped answering
+                // pings — is worth a line saying so.
+                Some(Err(status)) if status.code() == tonic::Code::Cancelled => {
                     debug!(%node, %status, "agent stream ended");
                     break None;
                 }
+                Some(Err(status)) => break Some(CutOff::StreamFailed(status.message().to_owned())),
                 Some(Ok(m)) => m,
             };
             let parsed = match AgentMessage::try_from(msg) {
@@ -235,9 +252,29 @@ impl Ingest {
             match parsed {
                 AgentMessage::Hello(_) => break Some(CutOff::SecondHello),
                 AgentMessage::Results(batch) => {
+                    // Past the batch rate, the session is read later rather than refused:
+                    // HTTP/2 flow control slows the agent down and nothing is lost.
+                    let wait = rate.take(Instant::now());
+                    if !wait.is_zero() {
+                        self.sink.quota_exceeded(&node, QuotaReason::BatchRate);
+                        tokio::select! {
+                            () = stopped(&mut shutdown) => break None,
+                            () = cut.notified() => break Some(CutOff::NotReading),
+                            () = tokio::time::sleep(wait) => {}
+                        }
+                    }
                     let seq = batch.seq;
                     if self.accept_seq(&node, &instance, seq) {
-                        self.sink.results(&node, batch);
+                        // Results for another node's sources are dropped by the sink; an agent
+                        // that keeps sending them (not one whose pod just moved) is cut.
+                        let refused = self.sink.results(&node, batch);
+                        if refused.foreign > 0 {
+                            strikes += 1;
+                            if strikes >= MAX_STRIKES {
+                                let last = format!("{} results for sources on another node", refused.foreign);
+                                break Some(CutOff::Strikes(strikes, last));
+                            }
+                        }
                     } else {
                         self.sink.duplicate_batch(&node);
                         debug!(%node, %seq, "duplicate batch acknowledged again");
@@ -296,7 +333,12 @@ impl AgentSession for Ingest {
         let mut inbound = request.into_inner();
         let within = self.hello_within;
         let first = match tokio::time::timeout(within, inbound.next()).await {
-            Ok(first) => first.ok_or_else(|| Status::invalid_argument("the stream ended before hello"))??,
+            Ok(None) => return Err(Status::invalid_argument("the stream ended before hello")),
+            Ok(Some(Err(status))) => {
+                warn!(%status, "agent refused: its first message cannot be read");
+                return Err(status);
+            }
+            Ok(Some(Ok(first))) => first,
             Err(_) => {
                 warn!("agent refused: no hello within {within:?}");
                 return Err(Status::deadline_exceeded(format!("no hello within {within:?}")));
@@ -321,6 +363,16 @@ impl AgentSession for Ingest {
         };
         if self.node_identity {
             crate::agents_tls::check_node_identity(certs.as_deref().map(Vec::as_slice), &hello.node)?;
+        }
+        // Only nodes the inventory lists: names agents make up would each cost an agent entry
+        // and metric series.
+        if !self.sink.knows_node(&hello.node) {
+            warn!(node = %hello.node, "agent refused: its node is not in the inventory");
+            return Err(Status::permission_denied(format!(
+                "node {} is not in the collector's inventory; the agent is taken once the inventory lists it \
+                 (it retries by itself)",
+                hello.node
+            )));
         }
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         tokio::spawn(self.clone().run_session(hello, inbound, tx));

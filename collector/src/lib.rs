@@ -5,6 +5,7 @@
 pub mod agents_tls;
 pub mod api;
 pub mod cli;
+pub mod connections;
 pub mod history;
 pub mod ingest;
 pub mod kube_inventory;
@@ -12,6 +13,7 @@ pub mod kube_report;
 pub mod metrics;
 pub mod plans;
 pub mod query;
+pub mod quota;
 pub mod runs;
 pub mod server;
 pub mod sink;

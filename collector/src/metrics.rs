@@ -16,6 +16,7 @@
 //! | `netdiag_ingest_inspections_total` | counter | |
 //! | `netdiag_results_dropped_total` | counter | `reason`: `agent_buffer_full`, `too_old`, `matrix_full` |
 //! | `netdiag_results_unplaced_total` | counter | |
+//! | `netdiag_agent_quota_exceeded_total` | counter | `reason`: `foreign_source`, `cells`, `batch_rate` |
 //! | `netdiag_matrix_cells` | gauge | `level`, `kind`, `status` (every combination, zeros included) |
 //! | `netdiag_findings` | gauge | `id`, `severity` |
 //! | `netdiag_finding_active` | gauge (1) | `id`, `severity`, `culprit_type`, `culprit` |
@@ -65,6 +66,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::quota::QuotaReason;
 use crate::state::{CollectorState, IngestCounters};
 use netdiag_diagnose::matrix::{
     InventoryIndex, MatrixCounters, NodeDestination, NodeDestinationRef, PlacedBatch,
@@ -364,6 +366,33 @@ impl CollectorMetrics {
         }
     }
 
+    /// Drops the series `node`'s agent fed (its node left the inventory and the agent is gone).
+    pub fn forget_node(&self, node: &NodeName) {
+        let Ok(mut series) = self.series.lock() else { return };
+        let Some(gone) = series.remove(node) else { return };
+        for key in gone.results.keys() {
+            self.results.remove(&ResultLabels {
+                node: node.to_string(),
+                node_pair: format!(
+                    "{node}->{}",
+                    dest_label_text(key.dest.as_ref().map(NodeDestination::as_ref))
+                ),
+                kind: key.kind.as_str(),
+                outcome: key.outcome.as_str(),
+            });
+        }
+        for key in gone.rtt.keys() {
+            self.rtt.remove(&PairLabels {
+                node: node.to_string(),
+                node_pair: format!(
+                    "{node}->{}",
+                    dest_label_text(key.dest.as_ref().map(NodeDestination::as_ref))
+                ),
+                kind: key.kind.as_str(),
+            });
+        }
+    }
+
     /// The text exposition: the ingest-fed metrics, then what `state` says at `now`.
     pub fn render(&self, state: &CollectorState, now: UnixMillis) -> String {
         self.render_snapshot(StateSnapshot::take(state, now))
@@ -537,6 +566,16 @@ impl prometheus_client::collector::Collector for StateSnapshot {
             "ingest_inspections_refused",
             "Inspection reports refused: about a source on another node, or past an agent's bound.",
             i.foreign_inspections,
+        )?;
+        family(
+            &mut e,
+            "agent_quota_exceeded",
+            "Agents' quota overruns by reason: results for a source on another node (dropped), \
+             results for new cells past an agent's cell quota (dropped), batches past the batch \
+             rate (read later, not lost).",
+            MetricType::Counter,
+            QuotaReason::ALL
+                .map(|reason| ([("reason", reason.as_str())], ConstCounter::new(i.quota_exceeded(reason)))),
         )?;
         family(
             &mut e,

@@ -21,6 +21,8 @@ use crate::runs::config::RunsConfig;
 use crate::runs::dispatch::Dispatcher;
 use crate::state::{CollectorState, now};
 
+pub mod http;
+
 /// How often the inventory file is checked for changes and stale matrix cells are dropped.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 
@@ -28,8 +30,6 @@ const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(5);
 pub enum ServerError {
     #[error("the agent session service failed")]
     Sessions(#[source] tonic::transport::Error),
-    #[error("the HTTP API failed")]
-    Http(#[source] std::io::Error),
     #[error("cannot use a listener")]
     Listener(#[source] std::io::Error),
     #[error("cannot set up TLS for the agents' session service")]
@@ -96,7 +96,8 @@ pub async fn serve(
     let planner = Planner::new(state.clone(), plans);
     let ingest = Ingest::new(state.clone(), stop.clone())
         .with_planner(planner.clone())
-        .with_node_identity(agents_transport.node_identity);
+        .with_node_identity(agents_transport.node_identity)
+        .with_quotas(*state.quotas());
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
     if let Some(report) = kube_report {
         tokio::spawn(crate::kube_report::run(state.clone(), report, stop.clone()));
@@ -124,9 +125,8 @@ pub async fn serve(
     let grpc = crate::api::guarded(grpc, &dispatcher);
     let app = crate::api::router(state.clone(), state.metrics().clone(), dispatcher).merge(grpc);
     // The caller's address decides loopback-only runs and keys the rate limit; the local one
-    // is the listener's own address for the Host check.
-    let api = axum::serve(http, app.into_make_service_with_connect_info::<crate::api::Connection>())
-        .with_graceful_shutdown(stopped(stop.clone()));
+    // is the listener's own address for the Host check (both set per connection by `http`).
+    let api = http::serve(http, app, http::HttpLimits::default(), stop.clone());
 
     let (inventory_file, mut inventory_updates) = match inventory {
         InventorySource::Fixed => (None, None),
@@ -175,7 +175,7 @@ pub async fn serve(
 
     tokio::select! {
         r = sessions => r.map_err(ServerError::Sessions),
-        r = api => r.map_err(ServerError::Http),
+        () = api => Ok(()),
         () = housekeeping => Ok(()),
         () = follow => Ok(()),
     }

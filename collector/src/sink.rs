@@ -10,18 +10,27 @@ use netdiag_model::result::ResultBatch;
 use netdiag_model::run::RunProgress;
 use netdiag_model::session::Hello;
 
+use crate::quota::Refused;
+
 /// Receives what agents send, after validation and de-duplication.
 pub trait Sink: Send + Sync + 'static {
     fn agent_connected(&self, hello: &Hello);
     fn agent_disconnected(&self, node: &NodeName);
-    /// A batch never seen before from this agent instance.
-    fn results(&self, node: &NodeName, batch: ResultBatch);
+    /// A batch never seen before from this agent instance; what the agent's quotas refused of
+    /// it ([`crate::quota`]).
+    fn results(&self, node: &NodeName, batch: ResultBatch) -> Refused;
     fn inspection(&self, node: &NodeName, report: InspectionReport);
     fn run_progress(&self, node: &NodeName, progress: RunProgress);
     /// A batch resent after a reconnect that was already accepted.
     fn duplicate_batch(&self, _node: &NodeName) {}
     /// A message that failed validation.
     fn invalid_message(&self, _node: &NodeName) {}
+    /// Whether a session may say it is `node`'s agent (the collector's inventory lists it).
+    fn knows_node(&self, _node: &NodeName) -> bool {
+        true
+    }
+    /// `node`'s agent went past one of its quotas (the session service sees the batch rate).
+    fn quota_exceeded(&self, _node: &NodeName, _reason: crate::quota::QuotaReason) {}
 }
 
 /// Per-agent record of everything received.
@@ -64,8 +73,9 @@ impl Sink for Recorder {
     fn agent_disconnected(&self, node: &NodeName) {
         self.with(node, |r| r.connected = false);
     }
-    fn results(&self, node: &NodeName, batch: ResultBatch) {
+    fn results(&self, node: &NodeName, batch: ResultBatch) -> Refused {
         self.with(node, |r| r.batches.push(batch));
+        Refused::default()
     }
     fn inspection(&self, node: &NodeName, report: InspectionReport) {
         self.with(node, |r| r.inspections.push(report));

@@ -21,6 +21,7 @@ use netdiag_model::text::Text;
 use netdiag_model::time::UnixMillis;
 
 use crate::metrics::CollectorMetrics;
+use crate::quota::{CellQuota, QuotaReason, Quotas, Refused};
 use crate::runs::registry::RunRegistry;
 use crate::sink::Sink;
 use netdiag_diagnose::matrix::{InventoryIndex, Matrix, MatrixConfig, NodeDestination, PlacedBatch};
@@ -98,6 +99,14 @@ pub struct IngestCounters {
     pub inspections: u64,
     /// Inspections refused: of a source on another node, or over an agent's bound.
     pub foreign_inspections: u64,
+    /// Results refused or batches slowed by an agent's quotas, by [`QuotaReason::ALL`]'s order.
+    pub quota_exceeded: [u64; 3],
+}
+
+impl IngestCounters {
+    pub fn quota_exceeded(&self, reason: QuotaReason) -> u64 {
+        self.quota_exceeded[reason as usize]
+    }
 }
 
 #[derive(Debug)]
@@ -131,6 +140,11 @@ pub struct CollectorState {
     work: Mutex<WorkCounters>,
     /// Woken by every new inventory (a permit is kept while nobody waits).
     inventory_changed: tokio::sync::Notify,
+    /// What one agent may write, and each agent's cells against it.
+    quotas: Quotas,
+    cells: Mutex<CellQuota>,
+    /// The (agent, reason) pairs whose quota overrun was logged (once each).
+    quota_logged: Mutex<std::collections::HashSet<(NodeName, QuotaReason)>>,
 }
 
 /// The collector's own work, timed: what `/metrics` shows of diagnoses and plan rounds.
@@ -166,6 +180,36 @@ impl CollectorState {
             computing: Mutex::default(),
             work: Mutex::default(),
             inventory_changed: tokio::sync::Notify::new(),
+            quotas: Quotas::default(),
+            cells: Mutex::default(),
+            quota_logged: Mutex::default(),
+        }
+    }
+
+    /// The same state with `quotas` on each agent instead of [`Quotas::default`].
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The quotas each agent is held to.
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// Counts an overrun of `node`'s `reason` quota by `n`, logged once per agent and reason
+    /// (again after the agent reconnects).
+    fn count_quota_overrun(&self, node: &NodeName, reason: QuotaReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count(|c| {
+            let slot = &mut c.quota_exceeded[reason as usize];
+            *slot = slot.saturating_add(n);
+        });
+        let first = self.quota_logged.lock().is_ok_and(|mut l| l.insert((node.clone(), reason)));
+        if first {
+            tracing::warn!(agent = %node, reason = reason.as_str(), "agent over its quota: {}", reason.explain(&self.quotas));
         }
     }
 
@@ -255,9 +299,50 @@ impl CollectorState {
         &self.runs
     }
 
-    /// Forgets matrix cells nobody updated for a long time.
+    /// Forgets matrix cells nobody updated for a long time, each agent's quota bookkeeping
+    /// with them, and agents of nodes the inventory no longer lists that have been gone for
+    /// [`AGENT_TTL`] (with their inspections and metric series): nothing an agent once said
+    /// is kept for good.
     pub fn expire(&self, now: UnixMillis) -> usize {
-        self.matrix.write().map(|mut m| m.expire(now)).unwrap_or(0)
+        let (removed, keep) = match self.matrix.write() {
+            Ok(mut m) => (m.expire(now), m.config().expire_after),
+            Err(_) => return 0,
+        };
+        if let Ok(mut cells) = self.cells.lock() {
+            cells.expire(now, keep);
+        }
+        let gone: Vec<NodeName> = self.with_inventory(|inv| {
+            self.agents
+                .lock()
+                .map(|agents| {
+                    agents
+                        .values()
+                        .filter(|e| !e.info.connected && inv.node(&e.info.node).is_none())
+                        .filter(|e| e.info.last_seen.is_none_or(|t| now.since(t) > AGENT_TTL))
+                        .map(|e| e.info.node.clone())
+                        .collect()
+                })
+                .unwrap_or_default()
+        });
+        for node in &gone {
+            self.forget_agent(node);
+        }
+        removed
+    }
+
+    /// Drops what the collector holds of `node`'s agent.
+    fn forget_agent(&self, node: &NodeName) {
+        if let Ok(mut agents) = self.agents.lock() {
+            agents.remove(node);
+        }
+        if let Ok(mut i) = self.inspections.lock() {
+            i.forget(node);
+        }
+        if let Ok(mut l) = self.quota_logged.lock() {
+            l.retain(|(n, _)| n != node);
+        }
+        self.metrics.forget_node(node);
+        tracing::info!(agent = %node, "forgot an agent whose node left the inventory {AGENT_TTL:?} ago");
     }
 
     /// The findings, most severe first (see [`netdiag_diagnose::localize`]).
@@ -413,10 +498,23 @@ impl CollectorState {
 
 /// Agents silent this long count as disconnected in `/agents` even if their TCP session lingers.
 pub const AGENT_SILENT_AFTER: Duration = Duration::from_secs(30);
+/// An agent whose node is not in the inventory is forgotten this long after it was last heard.
+pub const AGENT_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Sink for CollectorState {
+    fn knows_node(&self, node: &NodeName) -> bool {
+        self.with_inventory(|inv| inv.node(node).is_some())
+    }
+
+    fn quota_exceeded(&self, node: &NodeName, reason: QuotaReason) {
+        self.count_quota_overrun(node, reason, 1);
+    }
+
     fn agent_connected(&self, hello: &Hello) {
         let now = now();
+        if let Ok(mut l) = self.quota_logged.lock() {
+            l.retain(|(n, _)| n != &hello.node);
+        }
         if let Ok(mut m) = self.matrix.write() {
             m.agent_seen(&hello.node, now);
         }
@@ -452,18 +550,27 @@ impl Sink for CollectorState {
         self.runs.agent_gone(node);
     }
 
-    fn results(&self, node: &NodeName, batch: ResultBatch) {
+    fn results(&self, node: &NodeName, mut batch: ResultBatch) -> Refused {
         let now = now();
-        let n = batch.results.len() as u64;
         let dropped = batch.dropped;
-        if let Ok(inv) = self.inventory.read() {
-            // Node-level destinations placed once, for both the metrics and the matrix.
-            let placed = PlacedBatch::new(&batch, &inv.1);
-            self.metrics.observe_placed(node, &placed);
-            if let Ok(mut m) = self.matrix.write() {
-                m.record_placed(node, &placed, now);
-            }
+        let Ok(inv) = self.inventory.read() else { return Refused::default() };
+        // What the agent may not say goes before anything counts it (lock order: inventory,
+        // cells, matrix).
+        let refused = self
+            .cells
+            .lock()
+            .map(|mut c| c.admit(node, &mut batch, &inv.1, &self.quotas, now))
+            .unwrap_or_default();
+        self.count_quota_overrun(node, QuotaReason::ForeignSource, refused.foreign);
+        self.count_quota_overrun(node, QuotaReason::Cells, refused.cells);
+        // Node-level destinations placed once, for both the metrics and the matrix.
+        let placed = PlacedBatch::new(&batch, &inv.1);
+        self.metrics.observe_placed(node, &placed);
+        if let Ok(mut m) = self.matrix.write() {
+            m.record_placed(node, &placed, now);
         }
+        drop(inv);
+        let n = batch.results.len() as u64;
         if let Ok(mut agents) = self.agents.lock()
             && let Some(e) = agents.get_mut(node)
         {
@@ -478,6 +585,7 @@ impl Sink for CollectorState {
             c.results = c.results.saturating_add(n);
             c.dropped_by_agents = c.dropped_by_agents.saturating_add(dropped);
         });
+        refused
     }
 
     fn inspection(&self, node: &NodeName, report: InspectionReport) {
@@ -553,6 +661,12 @@ impl Inspections {
         self.latest.insert(report.source.clone(), (node.clone(), report));
         true
     }
+
+    /// Forgets every inspection `node`'s agent sent.
+    fn forget(&mut self, node: &NodeName) {
+        self.latest.retain(|_, (n, _)| n != node);
+        self.held.remove(node);
+    }
 }
 
 #[cfg(test)]
@@ -595,6 +709,82 @@ mod tests {
         }
         let snapshot = state.counters();
         assert_eq!((snapshot.inspections, snapshot.foreign_inspections), (3, 2));
+    }
+
+    fn probe(source: &str, target_ip: &str) -> netdiag_model::result::ProbeResult {
+        serde_json::from_value(serde_json::json!({
+            "source": source.parse::<Source>().unwrap(),
+            "target": {"type": "address", "ip": target_ip, "port": null},
+            "kind": "icmp", "outcome": "ok", "at": now(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn results_for_another_nodes_sources_are_refused_and_counted() {
+        let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
+        let metrics = Arc::new(CollectorMetrics::new());
+        let state = CollectorState::with_metrics(inventory, MatrixConfig::default(), metrics.clone());
+        let node1: NodeName = "node-1".parse().unwrap();
+        let batch = ResultBatch {
+            seq: netdiag_model::result::Seq::FIRST,
+            results: vec![
+                probe("tidb/demo-pd-0", "10.9.0.1"),
+                probe("tidb/demo-pd-1", "10.9.0.1"), // on node-2
+                probe("node/node-2", "10.9.0.1"),
+            ],
+            dropped: 0,
+        };
+        state.results(&node1, batch);
+        let cells = state.matrix(&MatrixQuery::default(), now());
+        let sources: Vec<String> = cells.cells.iter().map(|c| c.source.to_string()).collect();
+        assert_eq!(sources, ["tidb/demo-pd-0"], "only node-1's own pod wrote a cell");
+        assert_eq!(state.counters().quota_exceeded(QuotaReason::ForeignSource), 2);
+        assert_eq!(state.counters().results, 1);
+        let text = metrics.render(&state, now());
+        assert!(text.contains(r#"netdiag_agent_quota_exceeded_total{reason="foreign_source"} 2"#), "{text}");
+    }
+
+    #[test]
+    fn an_agent_past_its_cell_quota_writes_no_new_cells() {
+        let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
+        let quotas = Quotas { cells_per_agent: 2, ..Quotas::default() };
+        let state = CollectorState::new(inventory, MatrixConfig::default()).with_quotas(quotas);
+        let node1: NodeName = "node-1".parse().unwrap();
+        let results = (1..=5).map(|i| probe("tidb/demo-pd-0", &format!("10.9.0.{i}"))).collect();
+        state.results(&node1, ResultBatch { seq: netdiag_model::result::Seq::FIRST, results, dropped: 0 });
+        assert_eq!(state.matrix(&MatrixQuery::default(), now()).cells.len(), 2);
+        assert_eq!(state.counters().quota_exceeded(QuotaReason::Cells), 3);
+    }
+
+    #[test]
+    fn agents_of_nodes_gone_from_the_inventory_are_forgotten_after_a_while() {
+        let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
+        let state = CollectorState::new(inventory.clone(), MatrixConfig::default());
+        let hello = |node: &str| -> Hello {
+            serde_json::from_value(serde_json::json!({
+                "node": node, "agent_version": "0.1.0", "capabilities": [], "pods": [], "node_ips": [],
+                "first_unacked_seq": 1, "instance_id": format!("{node}-1"),
+            }))
+            .unwrap()
+        };
+        for n in ["node-1", "node-2"] {
+            state.agent_connected(&hello(n));
+            state.inspection(&n.parse().unwrap(), report(&format!("node/{n}")));
+            state.agent_disconnected(&n.parse().unwrap());
+        }
+        let mut smaller = inventory;
+        smaller.nodes.retain(|n| n.name.as_str() != "node-2");
+        state.set_inventory(smaller);
+        let later =
+            |d: Duration| UnixMillis::new(now().get() + i64::try_from(d.as_millis()).unwrap()).unwrap();
+        state.expire(later(AGENT_TTL / 2));
+        assert_eq!(state.agents(now()).len(), 2, "not yet");
+        state.expire(later(AGENT_TTL + Duration::from_secs(60)));
+        let agents: Vec<String> = state.agents(now()).iter().map(|a| a.node.to_string()).collect();
+        assert_eq!(agents, ["node-1"], "node-1 is in the inventory: kept however long it is away");
+        let inspected: Vec<String> = state.inspections().keys().map(ToString::to_string).collect();
+        assert_eq!(inspected, ["node/node-1"]);
     }
 
     #[test]

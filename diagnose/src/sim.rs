@@ -156,14 +156,35 @@ pub enum FilteredSources {
     Pod(PodRef),
 }
 
+/// A node's eth0 MAC, made from its address as Docker does (`02:42:` and the IPv4 octets).
+fn mac_of(ip: IpAddr) -> String {
+    let octets = match ip {
+        IpAddr::V4(v4) => v4.octets(),
+        IpAddr::V6(v6) => {
+            let o = v6.octets();
+            [o[12], o[13], o[14], o[15]]
+        }
+    };
+    format!("02:42:{:02x}:{:02x}:{:02x}:{:02x}", octets[0], octets[1], octets[2], octets[3])
+}
+
 /// The lab, with the faults a scenario injects.
 #[derive(Debug, Clone, Default)]
 pub struct World {
     pods_down: Vec<PodRef>,
+    /// Pods whose address was taken off their interface (`ip addr del` inside them).
+    pods_unaddressed: Vec<PodRef>,
+    /// `ip route add blackhole <peer's address>/32` on the first node.
+    node_addresses_blackholed: Vec<(NodeName, NodeName)>,
+    /// A node's route to a peer's pods through a gateway that is not the peer.
+    routes_via: Vec<(NodeName, NodeName, IpAddr)>,
     /// Pods whose default route was deleted (`ip route del default` inside them): up, but
     /// nothing leaves them and no reply gets back.
     pods_unrouted: Vec<PodRef>,
     ports_closed: Vec<(PodRef, u16)>,
+    /// A rule in the pod's own INPUT rejects TCP to the port with a reset: on the wire, a
+    /// closed port.
+    ports_rejected: Vec<(PodRef, u16)>,
     ports_dropped: Vec<(PodRef, u16)>,
     isolated: Vec<NodeName>,
     /// `net.ipv4.ip_forward = 0`: the node delivers to itself but forwards nothing.
@@ -174,16 +195,25 @@ pub struct World {
     /// the node itself).
     firewall_drops: Vec<(NodeName, u16)>,
     forward_policy_drop: Vec<NodeName>,
+    /// `iptables -I FORWARD -s <the second node's pod CIDR> -j DROP` on the first node: stateless,
+    /// so the replies of its own pods' requests die too.
+    forward_drops_from: Vec<(NodeName, NodeName)>,
     /// NetworkPolicies (and namespace labels) in the inventory, enforced by the network.
     policies: Vec<netdiag_model::netpol::NetworkPolicy>,
     namespaces: Vec<netdiag_model::netpol::NamespaceObject>,
     /// Nodes whose network plugin applies no policy to their pods.
     policies_unenforced_on: Vec<NodeName>,
     pairs_cut: Vec<(NodeName, NodeName)>,
+    /// The first node's neighbour entry for the second's address holds a MAC nobody has (a
+    /// static `ip neigh replace … nud permanent`): frames between them go nowhere.
+    wrong_neighbours: Vec<(NodeName, NodeName)>,
     routes_missing: Vec<(NodeName, NodeName)>,
     /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
     routes_blackholed: bool,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
+    /// The node's DNAT rule for the service port sends its first endpoint's share to the wrong
+    /// port (a rule edited by hand, a stale one): those connections are refused.
+    dnat_wrong_port: Vec<(NodeName, ServiceRef, u16)>,
     nodeport_missing: Vec<(NodeName, u16)>,
     dns_down: bool,
     dns_blocked: Vec<NodeName>,
@@ -192,9 +222,16 @@ pub struct World {
     bad_resolver: Vec<(PodRef, IpAddr)>,
     /// The pod's own firewall drops its DNS queries over UDP (TCP passes).
     udp_dns_blocked: Vec<PodRef>,
+    /// The pod's own OUTPUT drops TCP to the service CIDR (`-d 10.96.0.0/16 -p tcp -j DROP`).
+    pods_blocking_services: Vec<PodRef>,
+    /// The DNS server pod's own INPUT drops UDP port 53 (TCP answers).
+    dns_server_drops_udp: bool,
     mtu: Option<(NodeName, u32)>,
     /// Large packets through the node in one direction vanish (no ICMP error).
     mtu_one_way: Option<(NodeName, Direction)>,
+    /// `ip link set eth0 mtu <n>` on the node: its inspection shows it, and the large frames
+    /// others send it are dropped on arrival (its own probes know its MTU).
+    uplink_mtu: Option<(NodeName, u32)>,
     loss: Option<(NodeName, f64)>,
     /// Loss through the node's uplink in one direction only.
     loss_one_way: Option<(NodeName, f64, Direction)>,
@@ -224,11 +261,32 @@ pub struct World {
 }
 
 impl World {
+    /// The pod neither answers nor gets answers: down, unrouted or without its address.
+    fn mute(&self, p: &PodRef) -> bool {
+        self.pods_down.contains(p) || self.pods_unrouted.contains(p) || self.pods_unaddressed.contains(p)
+    }
+
     pub fn healthy() -> Self {
         World::default()
     }
     pub fn pod_unrouted(mut self, p: &str) -> Self {
         self.pods_unrouted.push(pod(p));
+        self
+    }
+    /// `ip addr del <its IP> dev eth0` inside the pod.
+    pub fn pod_unaddressed(mut self, p: &str) -> Self {
+        self.pods_unaddressed.push(pod(p));
+        self
+    }
+    /// `ip route add blackhole <peer's address>/32` on `n`: `n` (and what it forwards) cannot
+    /// send to the peer's own address; pod traffic is routed by the pod CIDRs and passes.
+    pub fn node_address_blackholed(mut self, n: &str, peer: &str) -> Self {
+        self.node_addresses_blackholed.push((node(n), node(peer)));
+        self
+    }
+    /// `ip route replace <peer's pod CIDR> via <gw>` on `n`.
+    pub fn route_via(mut self, n: &str, peer: &str, gw: &str) -> Self {
+        self.routes_via.push((node(n), node(peer), gw.parse().expect("gateway address")));
         self
     }
     pub fn pod_down(mut self, p: &str) -> Self {
@@ -276,12 +334,21 @@ impl World {
         self.forward_policy_drop.push(node(n));
         self
     }
+    pub fn forward_drop_from(mut self, n: &str, peer: &str) -> Self {
+        self.forward_drops_from.push((node(n), node(peer)));
+        self
+    }
     pub fn firewall_drop(mut self, n: &str, port: u16) -> Self {
         self.firewall_drops.push((node(n), port));
         self
     }
     pub fn cut_pair(mut self, a: &str, b: &str) -> Self {
         self.pairs_cut.push((node(a), node(b)));
+        self
+    }
+    /// `ip neigh replace <peer's IP> lladdr 02:00:00:de:ad:01 nud permanent dev eth0` on `n`.
+    pub fn wrong_neighbour(mut self, n: &str, peer: &str) -> Self {
+        self.wrong_neighbours.push((node(n), node(peer)));
         self
     }
     /// `ip route replace blackhole <peer's pod CIDR>` on `n`.
@@ -291,6 +358,10 @@ impl World {
     }
     pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
         self.routes_missing.push((node(n), node(peer)));
+        self
+    }
+    pub fn dnat_wrong_port(mut self, n: &str, s: &str, port: u16) -> Self {
+        self.dnat_wrong_port.push((node(n), svc(s), port));
         self
     }
     pub fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
@@ -321,6 +392,16 @@ impl World {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
         self
     }
+    /// `iptables -I OUTPUT -d 10.96.0.0/16 -p tcp -j DROP` inside the pod.
+    pub fn pod_blocks_services(mut self, p: &str) -> Self {
+        self.pods_blocking_services.push(pod(p));
+        self
+    }
+    /// `iptables -I INPUT -p udp --dport 53 -j DROP` inside the cluster's DNS pod.
+    pub fn dns_server_drops_udp(mut self) -> Self {
+        self.dns_server_drops_udp = true;
+        self
+    }
     pub fn udp_dns_blocked(mut self, p: &str) -> Self {
         self.udp_dns_blocked.push(pod(p));
         self
@@ -333,6 +414,10 @@ impl World {
         self.loss = Some((node(n), share));
         self
     }
+    pub fn uplink_mtu(mut self, n: &str, mtu: u32) -> Self {
+        self.uplink_mtu = Some((node(n), mtu));
+        self.mtu_one_way(n, Direction::In)
+    }
     pub fn mtu_one_way(mut self, n: &str, direction: Direction) -> Self {
         self.mtu_one_way = Some((node(n), direction));
         self
@@ -342,6 +427,11 @@ impl World {
         self
     }
     /// `iptables -A INPUT -s <from's IP> -j DROP` inside pod `p`: a rule no policy asks for.
+    /// `iptables -I INPUT -p tcp --dport <port> -j REJECT --reject-with tcp-reset` in the pod.
+    pub fn pod_rejects_port(mut self, p: &str, port: u16) -> Self {
+        self.ports_rejected.push((pod(p), port));
+        self
+    }
     pub fn pod_firewall_drops(mut self, p: &str, from: &str) -> Self {
         self.filters.push((pod(p), FilteredSources::Pod(pod(from))));
         self
@@ -513,6 +603,9 @@ impl World {
         let mut routes =
             vec![json!({"destination": "172.29.0.0/24", "device": "eth0", "table": 254, "metric": 0})];
         for peer in inv.nodes.iter().filter(|p| &p.name != n) {
+            if self.node_addresses_blackholed.contains(&(n.clone(), peer.name.clone())) {
+                routes.push(json!({"destination": format!("{}/32", peer.ips[0]), "table": 254, "metric": 0}));
+            }
             if !self.stale_routes && self.routes_missing.contains(&(n.clone(), peer.name.clone())) {
                 if self.routes_blackholed {
                     routes.push(
@@ -521,9 +614,14 @@ impl World {
                 }
                 continue;
             }
+            let gateway = self
+                .routes_via
+                .iter()
+                .find(|(m, q, _)| m == n && q == &peer.name)
+                .map_or(peer.ips[0], |(_, _, gw)| *gw);
             routes.push(json!({
                 "destination": peer.pod_cidrs[0].to_string(),
-                "gateway": peer.ips[0].to_string(),
+                "gateway": gateway.to_string(),
                 "device": "eth0",
                 "table": 254,
                 "metric": 0,
@@ -531,14 +629,18 @@ impl World {
         }
         let mut nat = Vec::new();
         for s in &inv.services {
-            let targets = |target_port: Port, node_local: Option<&NodeName>| -> Vec<serde_json::Value> {
-                s.ready_endpoints()
-                    .filter(|e| node_local.is_none_or(|n| e.node.as_ref() == Some(n)))
-                    .map(
-                        |e| json!({"ip": e.ip.to_string(), "port": target_port.get(), "chain": "KUBE-SEP-X"}),
-                    )
-                    .collect()
-            };
+            let targets =
+                |target_port: Port, node_local: Option<&NodeName>, wrong: bool| -> Vec<serde_json::Value> {
+                    s.ready_endpoints()
+                        .filter(|e| node_local.is_none_or(|n| e.node.as_ref() == Some(n)))
+                        .enumerate()
+                        .map(|(k, e)| {
+                            let port =
+                                if wrong && k == 0 { target_port.get() + 1 } else { target_port.get() };
+                            json!({"ip": e.ip.to_string(), "port": port, "chain": "KUBE-SEP-X"})
+                        })
+                        .collect()
+                };
             for p in &s.ports {
                 let proto = if p.protocol == Protocol::Udp { "udp" } else { "tcp" };
                 let name = match &p.name {
@@ -551,7 +653,7 @@ impl World {
                     }
                     nat.push(json!({
                         "service": name, "vip": vip.to_string(), "port": p.port.get(), "protocol": proto,
-                        "targets": targets(p.target_port, None), "node_port": false,
+                        "targets": targets(p.target_port, None, self.dnat_wrong_port.contains(&(n.clone(), s.service_ref(), p.port.get()))), "node_port": false,
                     }));
                 }
                 if let Some(np) = p.node_port {
@@ -561,7 +663,7 @@ impl World {
                     let local = (s.external_traffic_policy == TrafficPolicy::Local).then_some(n);
                     nat.push(json!({
                         "service": name, "port": np.get(), "protocol": proto,
-                        "targets": targets(p.target_port, local), "node_port": true,
+                        "targets": targets(p.target_port, local, false), "node_port": true,
                     }));
                 }
             }
@@ -589,21 +691,42 @@ impl World {
                 })
             })
             .collect();
+        for (_, peer) in self.forward_drops_from.iter().filter(|(m, _)| m == n) {
+            let cidr = inv.node(peer).map(|p| p.pod_cidrs[0].to_string()).unwrap_or_default();
+            drops.push(json!({
+                "hook": "forward", "source": cidr, "reject": false,
+                "rule": format!("FORWARD: -s {cidr} -j DROP"),
+            }));
+        }
         if self.forward_policy_drop.contains(n) {
             drops.push(json!({
                 "hook": "forward", "reject": false, "policy": true,
                 "rule": "FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)",
             }));
         }
+        let uplink_mtu = self.uplink_mtu.as_ref().filter(|(m, _)| m == n).map_or(1500, |(_, mtu)| *mtu);
+        // What ARP learned of each peer, and the wrong static entries a fault wrote.
+        let neighbours: Vec<serde_json::Value> = inv
+            .nodes
+            .iter()
+            .filter(|p| &p.name != n)
+            .map(|peer| {
+                if self.wrong_neighbours.contains(&(n.clone(), peer.name.clone())) {
+                    json!({"ip": peer.ips[0].to_string(), "device": "eth0", "state": "PERMANENT", "lladdr": "02:00:00:de:ad:01"})
+                } else {
+                    json!({"ip": peer.ips[0].to_string(), "device": "eth0", "state": "REACHABLE", "lladdr": mac_of(peer.ips[0])})
+                }
+            })
+            .collect();
         report(json!({
             "source": {"node": n.to_string()},
             "at": now().get(),
             "links": [
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
-                {"name": "eth0", "index": 2, "up": true, "mtu": 1500, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth"},
+                {"name": "eth0", "index": 2, "up": true, "mtu": uplink_mtu, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth", "lladdr": mac_of(me.ips[0])},
             ],
             "routes": routes,
-            "neighbours": [],
+            "neighbours": neighbours,
             "nat_services": nat,
             "sysctls": sysctls,
             "resolv_conf": null,
@@ -627,6 +750,26 @@ impl World {
                 }
                 _ => None,
             })
+            .chain(self.pods_blocking_services.contains(p).then(|| {
+                json!({
+                    "hook": "output", "protocol": "tcp", "destination": "10.96.0.0/16", "reject": false,
+                    "rule": "OUTPUT: -d 10.96.0.0/16 -p tcp -j DROP",
+                })
+            }))
+            .chain((self.dns_server_drops_udp && p.name.as_str() == "coredns-0").then(|| {
+                json!({
+                    "hook": "input", "protocol": "udp", "reject": false,
+                    "destination_ports": [{"first": 53, "last": 53}],
+                    "rule": "INPUT: -p udp -m udp --dport 53 -j DROP",
+                })
+            }))
+            .chain(self.ports_rejected.iter().filter(|(q, _)| q == p).map(|(_, port)| {
+                json!({
+                    "hook": "input", "protocol": "tcp", "reject": true,
+                    "destination_ports": [{"first": port, "last": port}],
+                    "rule": format!("INPUT: -p tcp -m tcp --dport {port} -j REJECT --reject-with tcp-reset"),
+                })
+            }))
             .collect();
         let keepalive = self
             .keepalive
@@ -640,12 +783,16 @@ impl World {
             .iter()
             .find(|(q, _)| q == p)
             .map_or_else(|| "10.96.0.10".to_owned(), |(_, ns)| ns.to_string());
+        let addresses: Vec<String> =
+            inv.pod(p).filter(|_| !self.pods_unaddressed.contains(p)).map_or_else(Vec::new, |i| {
+                i.ips.iter().map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 })).collect()
+            });
         report(json!({
             "source": {"pod": p.to_string()},
             "at": now().get(),
             "links": [
                 {"name": "lo", "index": 1, "up": true, "mtu": 65536, "addresses": ["127.0.0.1/8"]},
-                {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": [], "kind": "veth"},
+                {"name": "eth0", "index": 3, "up": !self.pods_down.contains(p), "mtu": 1500, "addresses": addresses, "kind": "veth"},
             ],
             // A link down takes its routes with it, as the kernel does.
             "routes": if self.pods_down.contains(p) {
@@ -743,22 +890,25 @@ impl World {
         dst_pod: Option<&PodRef>,
     ) -> Option<Outcome> {
         if let Source::Pod(p) = source
-            && (self.pods_down.contains(p) || self.pods_unrouted.contains(p))
+            && (self.mute(p))
         {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
         }
-        if dst_pod.is_some_and(|p| self.pods_down.contains(p) || self.pods_unrouted.contains(p)) {
+        if dst_pod.is_some_and(|p| self.mute(p)) {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         let filtered = |(p, g): &(PodRef, FilteredSources)| {
-            dst_pod == Some(p)
+            (dst_pod == Some(p)
                 && match g {
                     FilteredSources::Node(n) => n == from,
                     FilteredSources::Pod(q) => source.pod() == Some(q),
                     FilteredSources::Namespace(ns) => {
                         source.pod().is_some_and(|s| s.namespace.as_str() == ns)
                     }
-                }
+                })
+                // The pod's own stateless rule (`INPUT -s <q> -j DROP`) drops q's replies to
+                // it as well: its paths to q fail too.
+                || matches!(g, FilteredSources::Pod(q) if source.pod() == Some(p) && dst_pod == Some(q))
         };
         if self.filters.iter().any(filtered) && source.pod() != dst_pod {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
@@ -779,13 +929,34 @@ impl World {
         if self.isolated.contains(from) || self.isolated.contains(to) {
             return timeout;
         }
-        if self.pairs_cut.iter().any(|(a, b)| (a == from && b == to) || (a == to && b == from)) {
+        if dst_pod.is_none()
+            && self.node_addresses_blackholed.iter().any(|(n, peer)| {
+                (n == from && peer == to) || (matches!(source, Source::Node(s) if s == peer) && n == to)
+            })
+        {
             return timeout;
         }
-        if dst_pod.is_some() && self.routes_missing.contains(&(from.clone(), to.clone())) {
+        if matches!(source, Source::Pod(_))
+            && dst_pod.is_some()
+            && self
+                .forward_drops_from
+                .iter()
+                .any(|(n, peer)| (peer == from && n == to) || (n == from && peer == to))
+        {
+            return timeout;
+        }
+        let between = |(a, b): &(NodeName, NodeName)| (a == from && b == to) || (a == to && b == from);
+        if self.pairs_cut.iter().any(between) || self.wrong_neighbours.iter().any(between) {
+            return timeout;
+        }
+        let unrouted = |m: &NodeName, q: &NodeName| {
+            self.routes_missing.contains(&(m.clone(), q.clone()))
+                || self.routes_via.iter().any(|(a, b, _)| a == m && b == q)
+        };
+        if dst_pod.is_some() && unrouted(from, to) {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
         }
-        if matches!(source, Source::Pod(_)) && self.routes_missing.contains(&(to.clone(), from.clone())) {
+        if matches!(source, Source::Pod(_)) && unrouted(to, from) {
             return timeout;
         }
         None
@@ -806,7 +977,8 @@ impl World {
         if let Some(o) = self.path(source, from, &to, Some(p)).filter(|_| !itself) {
             return Some(o);
         }
-        if self.ports_closed.contains(&(p.clone(), port)) {
+        if self.ports_closed.contains(&(p.clone(), port)) || self.ports_rejected.contains(&(p.clone(), port))
+        {
             return Some(Outcome::Tcp(TcpFailure::Refused));
         }
         if self.ports_dropped.contains(&(p.clone(), port)) {
@@ -930,17 +1102,24 @@ impl World {
                 let info = inv.service(service).unwrap();
                 let backends: Vec<_> = info.ready_endpoints().collect();
                 let outcome = if let Source::Pod(p) = source
-                    && self.pods_down.contains(p)
+                    && self.mute(p)
                 {
                     Outcome::Tcp(TcpFailure::Unreachable)
+                } else if matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p)) {
+                    Outcome::Tcp(TcpFailure::Timeout)
                 } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
                     Outcome::Tcp(TcpFailure::Unreachable)
                 } else if backends.is_empty() {
                     Outcome::Tcp(TcpFailure::Refused)
                 } else {
-                    let b = backends[pick(backends.len())];
+                    let k = pick(backends.len());
+                    let b = backends[k];
                     let target_port =
                         info.ports.iter().find(|sp| sp.port == *port).map_or(*port, |sp| sp.target_port);
+                    if k == 0 && self.dnat_wrong_port.contains(&(agent.clone(), service.clone(), port.get()))
+                    {
+                        return base(source, target, kind, Outcome::Tcp(TcpFailure::Refused), at);
+                    }
                     let bp = b.pod.clone().unwrap();
                     self.tcp_to_pod(inv, source, agent, &bp, target_port.get()).unwrap_or(Outcome::Ok)
                 };
@@ -973,6 +1152,13 @@ impl World {
             (ProbeKind::Dns, Target::Dns { name, nameserver, transport, .. }) => {
                 let udp_blocked = matches!(source, Source::Pod(p) if self.udp_dns_blocked.contains(p));
                 // Lookups through resolv.conf go over UDP first, and time out there.
+                let vip_blocked = matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p));
+                if vip_blocked && nameserver.is_some() && *transport == DnsTransport::Tcp {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
+                }
+                if self.dns_server_drops_udp && (nameserver.is_none() || *transport == DnsTransport::Udp) {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
+                }
                 if udp_blocked && (nameserver.is_none() || *transport == DnsTransport::Udp) {
                     return base(source, target, kind, Outcome::Dns(DnsFailure::NoNameserver), at);
                 }
@@ -1049,7 +1235,7 @@ impl World {
     ) -> ProbeResult {
         let fail = |f: DnsFailure| base(source, target, ProbeKind::Dns, Outcome::Dns(f), at);
         if let Source::Pod(p) = source {
-            if self.pods_down.contains(p) {
+            if self.mute(p) {
                 return fail(DnsFailure::NoNameserver);
             }
             if nameserver.is_none() && self.bad_resolver.iter().any(|(q, _)| q == p) {

@@ -104,15 +104,12 @@ pub fn fault_rules(plan: &LabPlan, faults: &[ActiveFault], netns: &str, family: 
                     out.push(format!("-o {UPLINK_IF} {c} -j DROP"));
                 }
             }
-            FaultSpec::PortClosed { pod, port } | FaultSpec::PortDrop { pod, port } => {
+            // A closed port lives in the lab's server (its listener closes): no rule.
+            FaultSpec::PortClosed { .. } => {}
+            FaultSpec::PortDrop { pod, port } => {
                 if plan.pod(pod).is_some_and(|p| p.netns == netns) {
-                    let action = if matches!(f.spec, FaultSpec::PortClosed { .. }) {
-                        "REJECT --reject-with tcp-reset"
-                    } else {
-                        "DROP"
-                    };
                     // Inbound only: the pod's own connections to that port elsewhere stay untouched.
-                    out.push(format!("-i {UPLINK_IF} -p tcp -m tcp --dport {port} {c} -j {action}"));
+                    out.push(format!("-i {UPLINK_IF} -p tcp -m tcp --dport {port} {c} -j DROP"));
                 }
             }
             FaultSpec::PodFilter { pod, from } => {
@@ -306,6 +303,16 @@ pub fn pod_link_up(faults: &[ActiveFault], pod: &PodPlan) -> bool {
 
 pub fn dns_servfail(faults: &[ActiveFault]) -> bool {
     specs(faults).any(|s| matches!(s, FaultSpec::DnsServfail))
+}
+
+/// The pods' ports `port-closed` faults close (the lab's server closes their listeners).
+pub fn closed_ports(faults: &[ActiveFault]) -> std::collections::BTreeSet<(netdiag_model::PodRef, u16)> {
+    specs(faults)
+        .filter_map(|s| match s {
+            FaultSpec::PortClosed { pod, port } => Some((pod.clone(), port.get())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Sysctls the faults control: (netns, key, value); the defaults when no fault is active.

@@ -1,11 +1,15 @@
 //! Running a lab's servers: the cluster DNS in its pod and every app listener in its pod, on
 //! sockets created inside those pods' namespaces, until shutdown. Also follows the fault list
-//! for the faults that live in a server (DNS SERVFAIL).
+//! for the faults that live in a server: DNS SERVFAIL, and a closed port (its listener is
+//! closed, so the pod's kernel answers with a reset as it does when nothing listens; it is
+//! opened again when the fault heals).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use netdiag_model::PodRef;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -136,9 +140,10 @@ fn start(
     plan: &LabPlan,
     state: &LabState,
     tasks: &mut JoinSet<()>,
-) -> Result<watch::Sender<DnsMode>, ServeError> {
+) -> Result<(watch::Sender<DnsMode>, watch::Sender<ClosedPorts>), ServeError> {
     let zone = SharedZone::new(DnsZone::from_inventory(&plan.inventory(&state.dir)));
     let (mode_tx, mode_rx) = watch::channel(DnsMode::Normal);
+    let (closed_tx, closed_rx) = watch::channel(ClosedPorts::new());
     let mut listeners = 0usize;
     for pod in plan.pods.iter().filter(|p| p.listen) {
         if pod.app == AppKind::Dns {
@@ -160,13 +165,62 @@ fn start(
             }
             for addr in wildcards(pod, port.get()) {
                 let listener = tcp_listener(pod, "the app listener", addr)?;
-                tasks.spawn(servers::serve_app(listener, app.clone()));
+                tasks.spawn(serve_port(pod.clone(), addr, listener, app.clone(), closed_rx.clone()));
                 listeners += 1;
             }
         }
     }
     info!(lab = %plan.name, listeners, "lab servers listening");
-    Ok(mode_tx)
+    Ok((mode_tx, closed_tx))
+}
+
+/// The pods' ports a `port-closed` fault closes.
+type ClosedPorts = BTreeSet<(PodRef, u16)>;
+
+/// Serves one app port: closes the listener while a fault closes the port, and binds it
+/// again when the fault heals.
+async fn serve_port(
+    pod: PodPlan,
+    addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    app: AppInfo,
+    mut closed: watch::Receiver<ClosedPorts>,
+) {
+    let key = (pod.pod.clone(), addr.port());
+    let mut listener = Some(listener);
+    loop {
+        let shut = closed.borrow_and_update().contains(&key);
+        match (shut, listener.take()) {
+            (false, Some(l)) => {
+                tokio::select! {
+                    () = servers::serve_app(l, app.clone()) => return,
+                    changed = closed.changed() => if changed.is_err() { return },
+                }
+                // Dropped: closed when the fault asks for it, bound again below otherwise.
+                continue;
+            }
+            (false, None) => match tcp_listener(&pod, "the app listener", addr) {
+                Ok(l) => {
+                    info!(pod = %pod.pod, port = addr.port(), "port open again");
+                    listener = Some(l);
+                    continue;
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot open the port again; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
+            (true, l) => {
+                if l.is_some() {
+                    info!(pod = %pod.pod, port = addr.port(), "port closed by a fault");
+                }
+                if closed.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Serves the lab until `shutdown` completes. Writes the pid file once every socket is bound,
@@ -177,7 +231,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let mut tasks = JoinSet::new();
-    let mode = start(plan, state, &mut tasks)?;
+    let (mode, closed) = start(plan, state, &mut tasks)?;
     if let Err(e) = std::fs::write(state.pid_path(), std::process::id().to_string()) {
         warn!(error = %e, "cannot write the lab server's pid file");
     }
@@ -195,6 +249,12 @@ pub async fn serve(
                             info!(mode = ?want, "cluster DNS mode changed");
                         }
                         *m = want;
+                        changed
+                    });
+                    let shut = desired::closed_ports(&faults);
+                    closed.send_if_modified(|c| {
+                        let changed = *c != shut;
+                        *c = shut;
                         changed
                     });
                 }

@@ -7,5 +7,6 @@ pub mod cluster;
 pub mod http;
 pub mod kube;
 pub mod lab;
+pub mod load;
 pub mod probe;
 pub mod processes;

@@ -53,7 +53,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+    /// Starts `cmd` with its output in `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
         let file = std::fs::File::create(&log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(file.try_clone().expect("log")).stderr(file);
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));

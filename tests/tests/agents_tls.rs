@@ -29,6 +29,7 @@ fn mtls(pki: &TestPki) -> AgentsTransport {
         tls_client_ca: Some(pki.ca.clone()),
         allow_insecure_agents: false,
         require_node_identity: false,
+        ..AgentsTlsArgs::default()
     }
     .load()
     .unwrap()

@@ -110,7 +110,8 @@ fn pod_and_port_faults_are_localized() {
         },
         Case {
             fault: "port-drop tidb/demo-tikv-0 20160",
-            id: "port-dropped",
+            // The lab drops it by a rule in the pod's own table, on record: the rule is named.
+            id: "firewall-drop",
             culprit: CulpritKind::Port,
             name: "demo-tikv-0",
         },
@@ -266,47 +267,48 @@ fn packet_loss_reads_its_true_magnitude() {
 
 /// Runs `iptables <args>` inside node `node`'s namespace: a fault made by hand, as a user
 /// would, not through the lab.
-fn iptables_on(c: &LabCluster, node: &str, args: &[&str]) {
-    let netns = c.lab.node(node).netns.clone();
-    let status = std::process::Command::new("ip")
-        .args(["netns", "exec", &netns, "iptables"])
-        .args(args)
-        .status()
-        .unwrap();
-    assert!(status.success(), "iptables {args:?} on {node}");
-}
-
-/// Injects a hand-made fault, waits for `id` on node `node` as the only finding (the
-/// inspection carrying a rule comes every 3 s), then undoes it and waits for a clean diagnosis.
 fn hand_made_fault_is_named_alone(
     c: &LabCluster,
     node: &str,
-    make: &[&str],
-    undo: &[&str],
+    make: &[&[&str]],
+    undo: &[&[&str]],
     id: &str,
     words: &str,
 ) {
-    iptables_on(c, node, make);
+    let netns = c.lab.node(node).netns.clone();
+    hand_made_fault_is_named(c, &netns, make, undo, (id, CulpritKind::Node, node), words);
+}
+
+/// Makes a fault by hand with `make` in `netns`, waits for exactly one finding — `id` on
+/// `culprit`, its verdict saying `words` — then undoes it with `undo` and waits for none.
+fn hand_made_fault_is_named(
+    c: &LabCluster,
+    netns: &str,
+    make: &[&[&str]],
+    undo: &[&[&str]],
+    (id, kind, name): (&str, CulpritKind, &str),
+    words: &str,
+) {
+    let run = |commands: &[&[&str]]| commands.iter().for_each(|args| sh_in(netns, args));
+    run(make);
     let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
         let d = c.diagnosis();
         let named = d.findings.iter().any(|f| {
             f.id.as_str() == id
-                && f.culprit
-                    .as_ref()
-                    .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == node)
+                && f.culprit.as_ref().is_some_and(|cu| cu.kind == kind && cu.name.as_str() == name)
                 && f.verdict.as_str().contains(words)
         });
         (named && d.findings.len() == 1).then_some(())
     });
     let Some(((), took)) = found else {
-        iptables_on(c, node, undo);
+        run(undo);
         panic!(
-            "`iptables {make:?}` on {node}: no lone {id}; findings now:\n  {}",
+            "{make:?} in {netns}: no lone {id}; findings now:\n  {}",
             describe_findings(&c.diagnosis().findings)
         );
     };
-    eprintln!("`iptables {}` on {node}: {id} alone in {took:?}", make.join(" "));
-    iptables_on(c, node, undo);
+    eprintln!("{make:?}: {id} alone in {took:?}");
+    run(undo);
     let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
     assert!(cleared.is_some(), "undone, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
 }
@@ -317,36 +319,303 @@ fn hand_made_fault_is_named_alone(
 /// quoting the rule; a rule dropping everything forwarded (node-2 forwards nothing for its pods,
 /// while it still reaches them and answers for itself) as node-2's forwarding, the rule quoted;
 /// a FORWARD policy of DROP (new connections die, pings ride their conntrack entries) as
-/// node-2's firewall, the policy quoted.
+/// node-2's firewall, the policy quoted; a reject inside a pod as the pod's firewall.
 #[test]
 fn hand_made_firewall_faults_are_named_once() {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
-    let rule = ["FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
-    let insert: Vec<&str> = std::iter::once("-I").chain(rule).collect();
-    let delete: Vec<&str> = std::iter::once("-D").chain(rule).collect();
-    hand_made_fault_is_named_alone(&c, "node-2", &insert, &delete, "firewall-drop", "--dport 20160");
+    let rule = ["iptables", "FORWARD", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let with = |verb: &'static str| -> Vec<&str> {
+        let mut v = rule.to_vec();
+        v.insert(1, verb);
+        v
+    };
     hand_made_fault_is_named_alone(
         &c,
         "node-2",
-        &["-I", "FORWARD", "-j", "DROP"],
-        &["-D", "FORWARD", "-j", "DROP"],
+        &[&with("-I")],
+        &[&with("-D")],
+        "firewall-drop",
+        "--dport 20160",
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[&["iptables", "-I", "FORWARD", "-j", "DROP"]],
+        &[&["iptables", "-D", "FORWARD", "-j", "DROP"]],
         "node-forwarding-broken",
         "forwards nothing",
     );
     hand_made_fault_is_named_alone(
         &c,
         "node-2",
-        &["-P", "FORWARD", "DROP"],
-        &["-P", "FORWARD", "ACCEPT"],
+        &[&["iptables", "-P", "FORWARD", "DROP"]],
+        &[&["iptables", "-P", "FORWARD", "ACCEPT"]],
         "firewall-drop",
         "policy DROP",
+    );
+    // Inside a pod: a reject with resets reads as a closed port on the wire; the pod's own
+    // table says it is a rule, not an app that stopped listening.
+    let reject = [
+        "iptables",
+        "-I",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "20160",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let mut unreject = reject.to_vec();
+    unreject[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("tidb/demo-tikv-1").netns,
+        &[&reject],
+        &[&unreject],
+        ("firewall-drop", CulpritKind::Port, "tidb/demo-tikv-1:20160"),
+        "rejects",
+    );
+}
+
+/// Stateless rules drop replies as well as requests, which scatters their symptoms further:
+/// node-2 dropping what node-1's pods send through it (node-2's pods' replies to node-1's die
+/// too: the pair looked broken), node-3 dropping ICMP to itself (its own pings' replies: its
+/// sources looked lossy), the DNS pod's own firewall dropping queries over UDP (DNS looked
+/// down), a pod's own firewall dropping TCP to the service CIDR. Each is one `firewall-drop`
+/// quoting the rule.
+#[test]
+fn hand_made_stateless_drops_are_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let cidr = c.lab.node("node-1").pod_cidr.to_string();
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[&["iptables", "-I", "FORWARD", "-s", &cidr, "-j", "DROP"]],
+        &[&["iptables", "-D", "FORWARD", "-s", &cidr, "-j", "DROP"]],
+        "firewall-drop",
+        &format!("-s {cidr} -j DROP"),
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-3",
+        &[&["iptables", "-I", "INPUT", "-p", "icmp", "-j", "DROP"]],
+        &[&["iptables", "-D", "INPUT", "-p", "icmp", "-j", "DROP"]],
+        "firewall-drop",
+        "INPUT: -p icmp -j DROP",
+    );
+    let udp = ["iptables", "-I", "INPUT", "-p", "udp", "--dport", "53", "-j", "DROP"];
+    let mut unudp = udp.to_vec();
+    unudp[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("kube-system/coredns-0").netns,
+        &[&udp],
+        &[&unudp],
+        ("firewall-drop", CulpritKind::Port, "kube-system/coredns-0:53"),
+        "--dport 53 -j DROP",
+    );
+    // A pod's own OUTPUT sees the VIP (the DNAT is on the node): its services all time out.
+    let vips = ["iptables", "-I", "OUTPUT", "-d", "10.96.0.0/12", "-p", "tcp", "-j", "DROP"];
+    let mut unvips = vips.to_vec();
+    unvips[1] = "-D";
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.pod("tidb/demo-tidb-0").netns,
+        &[&vips],
+        &[&unvips],
+        ("firewall-drop", CulpritKind::Pod, "tidb/demo-tidb-0"),
+        "-d 10.96.0.0/12",
+    );
+}
+
+/// The same faults written outside iptables' `filter` table: as native nftables rules (a
+/// table of the admin's own, which `iptables-save` never shows) — a rule dropping TCP port
+/// 20160 forwarded through node-2, a forward chain whose policy is drop — and in the `raw`
+/// table's PREROUTING, which meets packets before routing.
+#[test]
+fn hand_made_drops_outside_the_filter_table_are_named_once() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let raw = ["iptables", "-t", "raw", "-I", "PREROUTING", "-p", "tcp", "--dport", "20160", "-j", "DROP"];
+    let mut unraw = raw.to_vec();
+    unraw[3] = "-D";
+    hand_made_fault_is_named_alone(&c, "node-2", &[&raw], &[&unraw], "firewall-drop", "raw PREROUTING");
+    let table: &[&str] = &["nft", "add", "table", "inet", "admin"];
+    let undo: &[&[&str]] = &[&["nft", "delete", "table", "inet", "admin"]];
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[
+            table,
+            &["nft", "add", "chain", "inet", "admin", "guard", "{ type filter hook forward priority 0 ; }"],
+            &["nft", "add", "rule", "inet", "admin", "guard", "tcp", "dport", "20160", "drop"],
+        ],
+        undo,
+        "firewall-drop",
+        "dport 20160",
+    );
+    hand_made_fault_is_named_alone(
+        &c,
+        "node-2",
+        &[
+            table,
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "admin",
+                "guard",
+                "{ type filter hook forward priority 0 ; policy drop ; }",
+            ],
+            &["nft", "add", "rule", "inet", "admin", "guard", "ct", "state", "established,related", "accept"],
+        ],
+        undo,
+        "firewall-drop",
+        "policy drop",
     );
 }
 
 fn sh_in(netns: &str, args: &[&str]) {
     let status = std::process::Command::new("ip").args(["netns", "exec", netns]).args(args).status().unwrap();
     assert!(status.success(), "{args:?} in {netns}");
+}
+
+/// Route, address and link faults made by hand whose cause sits in one namespace's tables:
+/// node-1 routing node-3's pods through an address nobody holds (its ARP fails); a pod whose
+/// own address was deleted from its interface; node-2's uplink MTU lowered below its peers';
+/// a blackhole route on node-2 for node-1's own address (pod traffic passes by the pod CIDRs).
+#[test]
+fn hand_made_route_and_address_faults_are_named_from_the_tables() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let node_1 = c.lab.node("node-1");
+    let node_3 = c.lab.node("node-3");
+    let (cidr, gw) = (node_3.pod_cidr.to_string(), node_3.ip.to_string());
+    hand_made_fault_is_named(
+        &c,
+        &node_1.netns,
+        &[&["ip", "route", "replace", &cidr, "via", "172.29.0.99", "dev", "eth0"]],
+        &[&["ip", "route", "replace", &cidr, "via", &gw, "dev", "eth0"]],
+        ("route-missing", CulpritKind::NodePair, "node-1→node-3"),
+        "via 172.29.0.99",
+    );
+    let pd_0 = c.lab.pod("tidb/demo-pd-0");
+    let addr = format!("{}/32", pd_0.ip);
+    hand_made_fault_is_named(
+        &c,
+        &pd_0.netns,
+        &[&["ip", "addr", "del", &addr, "dev", "eth0"]],
+        &[
+            &["ip", "addr", "add", &addr, "dev", "eth0"],
+            &["ip", "route", "replace", "169.254.1.1", "dev", "eth0", "scope", "link"],
+            &["ip", "route", "replace", "default", "via", "169.254.1.1", "dev", "eth0"],
+        ],
+        ("pod-down", CulpritKind::Pod, "tidb/demo-pd-0"),
+        "not on any of its interfaces",
+    );
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-2").netns,
+        &[&["ip", "link", "set", "eth0", "mtu", "1200"]],
+        &[&["ip", "link", "set", "eth0", "mtu", "1500"]],
+        ("mtu-blackhole", CulpritKind::Node, "node-2"),
+        "uplink eth0 has MTU 1200",
+    );
+    let node_1_ip = format!("{}/32", node_1.ip);
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-2").netns,
+        &[&["ip", "route", "add", "blackhole", &node_1_ip]],
+        &[&["ip", "route", "del", "blackhole", &node_1_ip]],
+        ("route-missing", CulpritKind::NodePair, "node-2→node-1"),
+        "node-1's address",
+    );
+}
+
+/// kube-proxy's rules edited by hand on node-1: one endpoint's DNAT target of demo-pd:2379
+/// moved to another port. A third of the VIP's connections are refused from node-1 only (the
+/// VIP stays mostly up): named from node-1's rules as a target that is no endpoint.
+#[test]
+fn a_hand_edited_dnat_target_is_named_from_the_nat_rules() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let saved = format!("/tmp/netdiag-test-nat-{}.save", std::process::id());
+    let edit = format!(
+        "iptables-save -t nat > {saved} && sed '0,/--to-destination \\([0-9.]*\\):2379/s//--to-destination \\1:2399/' {saved} \
+         | iptables-restore -T nat"
+    );
+    let restore = format!("iptables-restore -T nat < {saved}");
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-1").netns,
+        &[&["sh", "-c", &edit]],
+        &[&["sh", "-c", &restore]],
+        ("service-path-broken", CulpritKind::Path, "svc/tidb/demo-pd:2379 on node-1"),
+        "which is no endpoint of the service",
+    );
+    let _ = std::fs::remove_file(&saved);
+}
+
+/// A wrong static ARP entry written by hand on node-2 for node-1's address (`ip neigh
+/// replace … nud permanent`): frames between the two nodes go to a MAC nobody holds. The
+/// cause is node-2's neighbour table read against node-1's link: named as that entry, not as
+/// a broken node pair; deleting the entry clears it.
+#[test]
+fn a_wrong_static_arp_entry_is_named_from_the_neighbour_table() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let node_1 = c.lab.node("node-1").ip.to_string();
+    let netns = c.lab.node("node-2").netns.clone();
+    sh_in(
+        &netns,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &node_1,
+            "lladdr",
+            "02:00:00:de:ad:01",
+            "nud",
+            "permanent",
+            "dev",
+            "eth0",
+        ],
+    );
+    let found = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        let d = c.diagnosis();
+        let named = d.findings.len() == 1
+            && d.findings[0].id.as_str() == "neighbour-mismatch"
+            && d.findings[0]
+                .culprit
+                .as_ref()
+                .is_some_and(|cu| cu.kind == CulpritKind::NodePair && cu.name.as_str() == "node-2→node-1")
+            && d.findings[0].verdict.as_str().contains("points at 02:00:00:de:ad:01");
+        named.then_some(())
+    });
+    let restore = || sh_in(&netns, &["ip", "neigh", "del", &node_1, "dev", "eth0"]);
+    let Some(((), took)) = found else {
+        restore();
+        panic!(
+            "no lone neighbour-mismatch on node-2→node-1; findings now:\n  {}",
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    eprintln!("wrong static ARP entry: neighbour-mismatch in {took:?}");
+    restore();
+    let cleared = c.wait_for(three_intervals() + Duration::from_secs(3), |c| {
+        c.diagnosis().findings.is_empty().then_some(())
+    });
+    assert!(
+        cleared.is_some(),
+        "entry deleted, findings remain:\n  {}",
+        describe_findings(&c.diagnosis().findings)
+    );
 }
 
 /// A pod's default route deleted by hand (`ip route del default` inside it): the pod is up,

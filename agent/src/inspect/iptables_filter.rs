@@ -1,7 +1,9 @@
 //! A node firewall's drop and reject rules, read back from `iptables-save` (or
 //! `ip6tables-save`) text: the `filter` table's rules reached from `INPUT`, `FORWARD` and
-//! `OUTPUT`, through the chains they jump to, that end in `DROP` or `REJECT`. Pure: text in,
-//! values out; nothing here panics on any input.
+//! `OUTPUT`, and the `raw` and `mangle` tables' from their built-in chains (a `PREROUTING`
+//! drop stops what the node receives, a `POSTROUTING` one what it sends), through the chains
+//! they jump to, that end in `DROP` or `REJECT`. Pure: text in, values out; nothing here
+//! panics on any input.
 //!
 //! A rule is reported only when every condition on its way is understood (protocol, addresses,
 //! interfaces, destination ports, a connection-state match that includes new connections,
@@ -23,46 +25,81 @@ use super::iptables_nat::{Word, split_words};
 /// How deep jumps between user chains are followed.
 const MAX_DEPTH: usize = 8;
 
-/// The drop and reject rules of the `filter` table in `text`, hook by hook, in rule order; a
-/// built-in chain whose policy is DROP ends its hook's list with that policy.
+/// Where each built-in chain that can drop sits, by table: `(table, chain, hooks)`. A
+/// `PREROUTING` rule meets what the node receives, for itself or to forward; a `POSTROUTING`
+/// rule what it sends, its own or forwarded.
+const CHAINS: [(&str, &str, &[FilterHook]); 10] = [
+    ("filter", "INPUT", &[FilterHook::Input]),
+    ("filter", "FORWARD", &[FilterHook::Forward]),
+    ("filter", "OUTPUT", &[FilterHook::Output]),
+    ("raw", "PREROUTING", &[FilterHook::Input, FilterHook::Forward]),
+    ("raw", "OUTPUT", &[FilterHook::Output]),
+    ("mangle", "PREROUTING", &[FilterHook::Input, FilterHook::Forward]),
+    ("mangle", "INPUT", &[FilterHook::Input]),
+    ("mangle", "FORWARD", &[FilterHook::Forward]),
+    ("mangle", "OUTPUT", &[FilterHook::Output]),
+    ("mangle", "POSTROUTING", &[FilterHook::Forward, FilterHook::Output]),
+];
+
+/// The drop and reject rules of the `filter`, `raw` and `mangle` tables in `text`, chain by
+/// chain, in rule order; a built-in chain whose policy is DROP ends its list with that policy.
+/// Rules of `filter` are shown as `FORWARD: …`, the others with their table (`raw
+/// PREROUTING: …`).
 pub fn parse(text: &str) -> Vec<FilterDrop> {
-    let Table { chains, drop_policies } = filter_table(text);
     let mut out = Vec::new();
-    for (hook, name) in
-        [(FilterHook::Input, "INPUT"), (FilterHook::Forward, "FORWARD"), (FilterHook::Output, "OUTPUT")]
-    {
-        let mut path = vec![name.to_owned()];
-        walk(&chains, hook, name, &Conditions::default(), false, &mut path, &mut out);
-        if drop_policies.iter().any(|c| c == name) && out.len() < MAX_FILTER_DROPS {
-            let rule = format!("{name}: policy DROP (`iptables -P {name} DROP`: drops what no rule accepts)");
-            let mut drop = Conditions::default().into_drop(hook, false, &rule);
-            drop.policy = true;
-            drop.new_only = true;
-            out.push(drop);
+    for table_name in ["filter", "raw", "mangle"] {
+        let Table { chains, drop_policies } = table(text, table_name);
+        for &(_, name, hooks) in CHAINS.iter().filter(|(t, _, _)| *t == table_name) {
+            let shown = if table_name == "filter" { name.to_owned() } else { format!("{table_name} {name}") };
+            for &hook in hooks {
+                let mut path = vec![name.to_owned()];
+                let mut found = Vec::new();
+                walk(&chains, hook, name, &Conditions::default(), false, &mut path, &mut found);
+                for mut drop in found {
+                    if table_name != "filter" {
+                        drop.rule = Text::<MAX_LINE_BYTES>::lossy(&format!("{table_name} {}", drop.rule));
+                    }
+                    out.push(drop);
+                }
+                if drop_policies.iter().any(|c| c == name) {
+                    let flag =
+                        if table_name == "filter" { String::new() } else { format!("-t {table_name} ") };
+                    let rule = format!(
+                        "{shown}: policy DROP (`iptables {flag}-P {name} DROP`: drops what no rule accepts)"
+                    );
+                    let mut drop = Conditions::default().into_drop(hook, false, &rule);
+                    drop.policy = true;
+                    drop.new_only = true;
+                    out.push(drop);
+                }
+            }
+            if out.len() >= MAX_FILTER_DROPS {
+                break;
+            }
         }
     }
     out.truncate(MAX_FILTER_DROPS);
     out
 }
 
-/// The `filter` table: each chain's rules (the words after `-A CHAIN`), as the table lists
-/// them, and the built-in chains whose policy drops.
+/// One table: each chain's rules (the words after `-A CHAIN`), as the table lists them, and
+/// the built-in chains whose policy drops.
 struct Table {
     chains: HashMap<String, Vec<Vec<Word>>>,
     drop_policies: Vec<String>,
 }
 
-fn filter_table(text: &str) -> Table {
+fn table(text: &str, name: &str) -> Table {
     let mut chains: HashMap<String, Vec<Vec<Word>>> = HashMap::new();
     let mut drop_policies = Vec::new();
-    let mut in_filter = false;
+    let mut in_table = false;
     for line in text.lines() {
         let line = line.trim();
         if let Some(table) = line.strip_prefix('*') {
-            in_filter = table.trim() == "filter";
+            in_table = table.trim() == name;
             continue;
         }
-        if !in_filter {
+        if !in_table {
             continue;
         }
         if let Some(decl) = line.strip_prefix(':') {
@@ -111,7 +148,7 @@ fn walk(
             Some(target @ ("DROP" | "REJECT")) => {
                 let text = format!("{}: {}", path.join(" → "), join(words));
                 let mut drop = conditions.into_drop(hook, target == "REJECT", &text);
-                drop.new_only = established_accepted;
+                drop.new_only |= established_accepted;
                 out.push(drop);
             }
             Some(next)
@@ -163,20 +200,25 @@ fn join(words: &[Word]) -> String {
         .join(" ")
 }
 
-/// What a rule matches, each field set by at most one rule on the way.
+/// What a rule matches, each field set by at most one rule on the way (shared with the
+/// nftables reader, whose rules match the same fields).
 #[derive(Debug, Clone, Default)]
-struct Conditions {
-    protocol: Option<FilterProtocol>,
-    source: Option<IpNet>,
-    destination: Option<IpNet>,
-    in_interface: Option<String>,
-    out_interface: Option<String>,
-    ports: Vec<PortRange>,
+pub(super) struct Conditions {
+    pub(super) protocol: Option<FilterProtocol>,
+    pub(super) source: Option<IpNet>,
+    pub(super) destination: Option<IpNet>,
+    /// In iptables' syntax: a trailing `+` matches any suffix.
+    pub(super) in_interface: Option<String>,
+    pub(super) out_interface: Option<String>,
+    pub(super) ports: Vec<PortRange>,
+    /// A connection-state match takes new connections only (`--ctstate NEW`): replies and
+    /// flows already established pass.
+    pub(super) new_only: bool,
 }
 
 impl Conditions {
     /// Both sets at once; None when they contradict or overlap in a way not modelled.
-    fn and(&self, other: &Conditions) -> Option<Conditions> {
+    pub(super) fn and(&self, other: &Conditions) -> Option<Conditions> {
         fn one<T: Clone + PartialEq>(a: &Option<T>, b: &Option<T>) -> Option<Option<T>> {
             match (a, b) {
                 (Some(x), Some(y)) if x != y => None,
@@ -196,10 +238,11 @@ impl Conditions {
             in_interface: one(&self.in_interface, &other.in_interface)?,
             out_interface: one(&self.out_interface, &other.out_interface)?,
             ports,
+            new_only: self.new_only || other.new_only,
         })
     }
 
-    fn into_drop(self, hook: FilterHook, reject: bool, rule: &str) -> FilterDrop {
+    pub(super) fn into_drop(self, hook: FilterHook, reject: bool, rule: &str) -> FilterDrop {
         let iface = |s: Option<String>| s.map(|s| Text::<64>::lossy(&s));
         FilterDrop {
             hook,
@@ -211,7 +254,7 @@ impl Conditions {
             destination_ports: self.ports,
             reject,
             policy: false,
-            new_only: false,
+            new_only: self.new_only,
             rule: Text::<MAX_LINE_BYTES>::lossy(rule),
         }
     }
@@ -255,6 +298,7 @@ impl Rule {
                     if !(new && !was_negated || was_negated && old_only) {
                         return None;
                     }
+                    c.new_only = true;
                 }
                 _ if was_negated => return None,
                 ("-m" | "--match", Some(module)) => {
@@ -388,6 +432,35 @@ COMMIT
         assert!(got[1].reject);
         assert_eq!(got[2].hook, FilterHook::Output);
         assert_eq!(got[2].destination, Some("10.244.3.7/32".parse().unwrap()));
+        assert!(got[2].new_only, "`! --ctstate ESTABLISHED,RELATED`: new connections only");
+        assert!(!got[0].new_only, "no state match: every packet, replies too");
+    }
+
+    #[test]
+    fn raw_and_mangle_drops_meet_the_hooks_their_chains_come_before() {
+        let save = "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                    -A PREROUTING -p tcp -m tcp --dport 20160 -j DROP\n-A PREROUTING -p udp -j CT --notrack\nCOMMIT\n\
+                    *mangle\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+                    :POSTROUTING DROP [0:0]\n-A POSTROUTING -d 10.244.2.0/24 -j DROP\n\
+                    -A FORWARD -m mark --mark 0x1 -j DROP\nCOMMIT\n";
+        let drops = parse(save);
+        let got: Vec<(FilterHook, &str, bool)> =
+            drops.iter().map(|d| (d.hook, d.rule.as_str(), d.policy)).collect();
+        let prerouting = "raw PREROUTING: -p tcp -m tcp --dport 20160 -j DROP";
+        let postrouting = "mangle POSTROUTING: -d 10.244.2.0/24 -j DROP";
+        let policy = "mangle POSTROUTING: policy DROP (`iptables -t mangle -P POSTROUTING DROP`: drops what no rule accepts)";
+        assert_eq!(
+            got,
+            vec![
+                (FilterHook::Input, prerouting, false),
+                (FilterHook::Forward, prerouting, false),
+                (FilterHook::Forward, postrouting, false),
+                (FilterHook::Forward, policy, true),
+                (FilterHook::Output, postrouting, false),
+                (FilterHook::Output, policy, true),
+            ],
+            "NOTRACK is no drop, a mark is not understood"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The NAT part of a node inspection: reads kube-proxy's rules in both proxy modes from inside
 //! the node's namespace — `iptables-save`/`ip6tables-save` of the backend the node uses, and the
 //! `kube-proxy` tables through `nft -j` — parses them, gathers the frontends and says which mode
-//! the rules belong to.
+//! the rules belong to. The same reads give the node firewall's drop rules: iptables' `filter`
+//! table, and the node's own nftables tables (`nft_filter`).
 
 use netdiag_model::inspect::NatService;
 use netdiag_model::inventory::ProxyMode;
@@ -13,6 +14,7 @@ use super::error_chain;
 use super::iptables_backend::{self, IptablesBackend};
 use super::iptables_nat;
 use super::iptables_nat::sort_services;
+use super::nft_filter;
 use super::nft_kube_proxy::{self, NftJsonError};
 
 /// What the NAT inspection found.
@@ -25,7 +27,8 @@ pub struct NatInspection {
     pub iptables_backend: Option<IptablesBackend>,
     /// What could not be read, one line each, naming the step and what to do.
     pub errors: Vec<String>,
-    /// The node firewall's drop and reject rules, read from the same `*-save` output.
+    /// The node firewall's drop and reject rules: the `filter` table of the same `*-save`
+    /// output, then the node's own nftables tables.
     pub filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
 }
 
@@ -39,6 +42,13 @@ pub enum NatError {
     #[error("reading nftables table {family} {table}", table = nft_kube_proxy::TABLE)]
     NftTable {
         family: &'static str,
+        #[source]
+        error: CommandError,
+    },
+    #[error("reading nftables table {family} {table} for its drop rules")]
+    NftOwnTable {
+        family: String,
+        table: String,
         #[source]
         error: CommandError,
     },
@@ -63,11 +73,13 @@ pub async fn inspect_nat(src: &SourceNs) -> NatInspection {
         Err(e) => out.errors.push(error_chain(&e)),
     }
     match nft {
-        Ok((services, tables)) => {
-            nft_mode = tables;
-            out.services.extend(services);
+        Ok(read) => {
+            nft_mode = read.kube_proxy;
+            out.services.extend(read.services);
+            out.filter_drops.extend(read.filter_drops);
+            out.errors.extend(read.errors.iter().map(|e| error_chain(e)));
         }
-        Err(errors) => out.errors.extend(errors.iter().map(|e| error_chain(e))),
+        Err(e) => out.errors.push(error_chain(&e)),
     }
     out.proxy_mode = match (iptables_mode, nft_mode) {
         (true, true) => {
@@ -133,14 +145,25 @@ async fn fallback(src: &SourceNs) -> Result<(Option<IptablesBackend>, String, St
     Ok((backend, v4, v6))
 }
 
-/// The services of the `kube-proxy` tables, and whether there is any such table.
-async fn nft_rules(src: &SourceNs) -> Result<(Vec<NatService>, bool), Vec<NatError>> {
+/// What the node's nftables tables hold: kube-proxy's services (and whether it has a table),
+/// the drop rules of the tables no other reader owns, and what could not be read.
+#[derive(Debug, Default)]
+struct NftRead {
+    services: Vec<NatService>,
+    kube_proxy: bool,
+    filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
+    errors: Vec<NatError>,
+}
+
+/// Lists the tables once, then reads kube-proxy's and the admin's own ones (none on most
+/// nodes: no further `nft` run).
+async fn nft_rules(src: &SourceNs) -> Result<NftRead, NatError> {
     let listing = command::output(src, "nft", &["-j", "list", "tables"], COMMAND_TIMEOUT)
         .await
-        .map_err(|e| vec![NatError::NftList(e)])?;
-    let families = nft_kube_proxy::kube_proxy_tables(&listing).map_err(|e| vec![NatError::NftJson(e)])?;
-    let mut services = Vec::new();
-    let mut errors = Vec::new();
+        .map_err(NatError::NftList)?;
+    let families = nft_kube_proxy::kube_proxy_tables(&listing).map_err(NatError::NftJson)?;
+    let own = nft_filter::tables_to_read(&listing).map_err(NatError::NftJson)?;
+    let mut read = NftRead { kube_proxy: !families.is_empty(), ..NftRead::default() };
     for family in &families {
         let family = family.as_str();
         match command::output(
@@ -152,13 +175,27 @@ async fn nft_rules(src: &SourceNs) -> Result<(Vec<NatService>, bool), Vec<NatErr
         .await
         {
             Ok(json) => match nft_kube_proxy::parse(&json) {
-                Ok(found) => services.extend(found),
-                Err(e) => errors.push(NatError::NftJson(e)),
+                Ok(found) => read.services.extend(found),
+                Err(e) => read.errors.push(NatError::NftJson(e)),
             },
-            Err(error) => errors.push(NatError::NftTable { family, error }),
+            Err(error) => read.errors.push(NatError::NftTable { family, error }),
         }
     }
-    if errors.is_empty() { Ok((services, !families.is_empty())) } else { Err(errors) }
+    for (family, table) in &own {
+        match command::output(src, "nft", &["-j", "list", "table", family, table], COMMAND_TIMEOUT).await {
+            Ok(json) => match nft_filter::parse(&json) {
+                Ok(found) => read.filter_drops.extend(found),
+                Err(e) => read.errors.push(NatError::NftJson(e)),
+            },
+            Err(error) => read.errors.push(NatError::NftOwnTable {
+                family: family.clone(),
+                table: table.clone(),
+                error,
+            }),
+        }
+    }
+    read.filter_drops.truncate(netdiag_model::limits::MAX_FILTER_DROPS);
+    Ok(read)
 }
 
 #[cfg(test)]

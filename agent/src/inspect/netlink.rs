@@ -183,9 +183,11 @@ pub(crate) fn link(msg: &LinkMessage, addresses: &HashMap<u32, Vec<IpNet>>) -> R
     let mut name = None;
     let mut mtu = 0;
     let mut kind = None;
+    let mut lladdr = None;
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::Address(bytes) => lladdr = hardware_address(bytes),
             LinkAttribute::Mtu(m) => mtu = *m,
             LinkAttribute::LinkInfo(infos) => {
                 kind = infos.iter().find_map(|i| match i {
@@ -208,7 +210,18 @@ pub(crate) fn link(msg: &LinkMessage, addresses: &HashMap<u32, Vec<IpNet>>) -> R
         mtu,
         addresses: addrs,
         kind,
+        lladdr,
     })
+}
+
+/// A hardware address as `ip` prints it (`aa:bb:…`); None when empty or all zero (`lo`,
+/// tunnels: no address anyone's neighbour entry could hold).
+fn hardware_address(bytes: &[u8]) -> Option<LinkLayerAddress> {
+    if bytes.iter().all(|&b| b == 0) {
+        return None;
+    }
+    let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    LinkLayerAddress::new(hex.join(":")).ok()
 }
 
 fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
@@ -323,6 +336,7 @@ pub(crate) fn neighbour(msg: &NeighbourMessage, names: &HashMap<u32, InterfaceNa
     })?;
     let lladdr = msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::LinkLayerAddress(bytes) if !bytes.is_empty() => {
+            // An all-zero address is still an address here (a static entry can hold one).
             let hex: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
             LinkLayerAddress::new(hex.join(":")).ok()
         }

@@ -127,7 +127,7 @@ pub fn parse(json: &str) -> Result<Vec<NatService>, NftJsonError> {
     Ok(out)
 }
 
-fn document(json: &str) -> Result<Value, NftJsonError> {
+pub(super) fn document(json: &str) -> Result<Value, NftJsonError> {
     let doc: Value = serde_json::from_str(json).map_err(NftJsonError::NotJson)?;
     if doc.get("nftables").and_then(Value::as_array).is_none() {
         return Err(NftJsonError::NoNftablesArray);
@@ -136,7 +136,7 @@ fn document(json: &str) -> Result<Value, NftJsonError> {
 }
 
 /// The `{"<kind>": {…}}` objects of the `nftables` array.
-fn objects(doc: &Value) -> impl Iterator<Item = (&str, &Value)> {
+pub(super) fn objects(doc: &Value) -> impl Iterator<Item = (&str, &Value)> {
     doc.get("nftables").and_then(Value::as_array).into_iter().flatten().filter_map(|o| {
         let obj = o.as_object()?;
         let (kind, body) = obj.iter().next()?;
@@ -144,7 +144,7 @@ fn objects(doc: &Value) -> impl Iterator<Item = (&str, &Value)> {
     })
 }
 
-fn str_field<'v>(v: &'v Value, field: &str) -> Option<&'v str> {
+pub(super) fn str_field<'v>(v: &'v Value, field: &str) -> Option<&'v str> {
     v.get(field).and_then(Value::as_str)
 }
 

@@ -56,6 +56,7 @@ async fn replaced_tls_files_are_used_from_the_next_connection_attempt() {
         mutual: true,
         allow_insecure: false,
         node_identity: false,
+        keepalive: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

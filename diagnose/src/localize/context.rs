@@ -341,6 +341,40 @@ impl<'a> Context<'a> {
         Some((missing, table))
     }
 
+    /// The latest inspection of a node's or a pod's namespace.
+    pub(crate) fn report_of(&self, source: &Source) -> Option<&'a InspectionReport> {
+        match source {
+            Source::Node(n) => self.node_reports.get(n).copied(),
+            Source::Pod(p) => self.pod_reports.get(p).map(|(_, r)| *r),
+        }
+    }
+
+    /// Every inspected namespace with its latest inspection, nodes first.
+    pub(crate) fn reports(&self) -> impl Iterator<Item = (Source, &'a InspectionReport)> + '_ {
+        let nodes = self.node_reports.iter().map(|(n, r)| (Source::Node(n.clone()), *r));
+        nodes.chain(self.pod_reports.iter().map(|(p, (_, r))| (Source::Pod(p.clone()), *r)))
+    }
+
+    /// The pod's addresses (inventory) that no link of its last inspection holds: taken off
+    /// its interface. Empty without an inspection, without links read, or with a link down
+    /// (the link is then the cause).
+    pub(crate) fn pod_addresses_unheld(&self, pod: &PodRef) -> Vec<IpAddr> {
+        let Some((_, report)) = self.pod_reports.get(pod) else { return Vec::new() };
+        let links: Vec<_> = report.links.iter().filter(|l| l.name.as_str() != "lo").collect();
+        if links.is_empty() || links.iter().any(|l| !l.up) {
+            return Vec::new();
+        }
+        self.pod_ips(pod)
+            .into_iter()
+            .filter(|ip| !links.iter().any(|l| l.addresses.iter().any(|n| n.addr() == *ip)))
+            .collect()
+    }
+
+    /// The node whose pod CIDR holds `ip`.
+    pub(crate) fn pod_cidr_node(&self, ip: IpAddr) -> Option<&NodeName> {
+        self.pod_cidrs.iter().find(|(p, _)| p.contains(&ip)).map(|(_, n)| n)
+    }
+
     /// The pod CIDRs of `node`.
     pub(crate) fn pod_cidrs_of(&self, node: &NodeName) -> Vec<IpNet> {
         self.pod_cidrs.iter().filter(|(_, n)| n == node).map(|(p, _)| *p).collect()

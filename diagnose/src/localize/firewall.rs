@@ -10,9 +10,11 @@
 //!   node and quoting the rule;
 //! - a finding the rule explains in part gains it as evidence.
 //!
-//! A packet is matched on its way out (request direction only): the protocol of the probe, the
-//! source's and destination's addresses of the cell's family, the destination port, and the
-//! interfaces it crosses (the node's uplink — the link holding its address — or a pod's side).
+//! A packet is matched on its way out — the protocol of the probe, the source's and
+//! destination's addresses of the cell's family, the destination port, and the interfaces it
+//! crosses (the node's uplink — the link holding its address — or a pod's side) — and on a
+//! direct path its reply on the way back, which only a stateless rule meets (conntrack calls
+//! it established).
 //!
 //! A chain's DROP policy matches everything at its hook but drops only what no rule accepts,
 //! and the usual stateful accept lets established flows through: a ping whose conntrack entry
@@ -49,6 +51,9 @@ struct Packet {
     /// Marked by kube-proxy for masquerading (NodePort traffic after its DNAT), which its
     /// `KUBE-FORWARD` chain accepts before any chain policy is reached.
     marked: bool,
+    /// The reply of an answered request: conntrack calls it established, so only a rule that
+    /// meets every packet (no stateful accept before it, not a chain policy) drops it.
+    reply: bool,
 }
 
 /// The hooks a cell's request passes, node by node, with the packet each sees: one route for
@@ -66,7 +71,9 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
     };
     let direct = |family: IpFamily, dst_ip: Option<IpAddr>, port: Option<Port>| {
         let Some(dst) = o.dst_node.as_ref() else { return Vec::new() };
-        vec![hops(o, protocol, src_ip(family), dst_ip, port, dst, o.dst_pod.is_some())]
+        let mut route = hops(o, protocol, src_ip(family), dst_ip, port, dst, o.dst_pod.is_some());
+        route.extend(reply_hops(o, protocol, (src_ip(family), dst_ip), (dst, o.dst_pod.as_ref())));
+        vec![route]
     };
     match &o.dest {
         Destination::Pod { pod, port, family } => direct(*family, ips.pod(pod, *family), *port),
@@ -113,15 +120,18 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
                 .iter()
                 .filter(|b| IpFamily::of(b.ip) == *family)
                 .filter_map(|b| {
-                    Some(hops(
+                    let b_node = b.node.as_ref()?;
+                    let mut route =
+                        hops(o, protocol, src_ip(*family), Some(b.ip), port, b_node, b.pod.is_some());
+                    // The backend's reply keeps its own address until the client's node
+                    // translates it back on the way out (POSTROUTING): its filter sees it.
+                    route.extend(reply_hops(
                         o,
                         protocol,
-                        src_ip(*family),
-                        Some(b.ip),
-                        port,
-                        b.node.as_ref()?,
-                        b.pod.is_some(),
-                    ))
+                        (src_ip(*family), Some(b.ip)),
+                        (b_node, b.pod.as_ref()),
+                    ));
+                    Some(route)
                 })
                 .collect()
         }
@@ -150,6 +160,7 @@ fn node_port_route(
         in_uplink,
         out_uplink,
         marked: true,
+        reply: false,
     };
     let mut out = Vec::new();
     for (i, (node, hook)) in hooks(&o.source, o.src_node(), Some((via, true))).into_iter().enumerate() {
@@ -190,7 +201,54 @@ fn hops(
             // Out through the uplink from the source's node when it goes elsewhere; in through
             // the uplink on the destination's.
             let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
-            (node, hook, Packet { protocol, source, destination, port, in_uplink, out_uplink, marked: false })
+            (
+                node,
+                hook,
+                Packet {
+                    protocol,
+                    source,
+                    destination,
+                    port,
+                    in_uplink,
+                    out_uplink,
+                    marked: false,
+                    reply: false,
+                },
+            )
+        })
+        .collect()
+}
+
+/// The hooks a cell's reply meets on its way back from `dst` (a pod there, or the node
+/// itself) to the source: `(source, destination)` are the request's addresses (after any
+/// DNAT). The reply's port is the client's, which no rule names.
+fn reply_hops(
+    o: &Obs,
+    protocol: FilterProtocol,
+    (source, destination): (Option<IpAddr>, Option<IpAddr>),
+    (dst, dst_pod): (&NodeName, Option<&PodRef>),
+) -> Vec<(NodeName, FilterHook, Packet)> {
+    let from = match dst_pod {
+        Some(p) => Source::Pod(p.clone()),
+        None => Source::Node(dst.clone()),
+    };
+    let cross = o.src_node() != dst;
+    hooks(&from, dst, Some((o.src_node(), o.src_pod().is_some())))
+        .into_iter()
+        .enumerate()
+        .map(|(i, (node, hook))| {
+            let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
+            let packet = Packet {
+                protocol,
+                source: destination,
+                destination: source,
+                port: None,
+                in_uplink,
+                out_uplink,
+                marked: false,
+                reply: true,
+            };
+            (node, hook, packet)
         })
         .collect()
 }
@@ -234,6 +292,9 @@ fn link_holding(report: &netdiag_model::InspectionReport, ips: &[IpAddr]) -> Opt
 }
 
 fn matches(d: &FilterDrop, p: &Packet, uplink: Option<&str>) -> bool {
+    if p.reply && (d.new_only || d.policy) {
+        return false;
+    }
     let iface = |pattern: &Option<netdiag_model::Text<64>>, on_uplink: bool| match pattern {
         None => true,
         Some(pat) => match uplink {
@@ -290,8 +351,9 @@ fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
     link_holding(a.ctx.pod_reports.get(pod)?.1, &a.ctx.pod_ips(pod))
 }
 
-/// The pod hooks a direct cell's request meets: the source pod's OUTPUT, the destination
-/// pod's INPUT (its own namespace's filter table), each with the packet it sees there.
+/// The pod hooks a direct cell's request meets — the source pod's OUTPUT, the destination
+/// pod's INPUT (its own namespace's filter table) — and its reply, the other way, each with
+/// the packet it sees there.
 fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
     let family = match &o.dest {
         Destination::Pod { family, .. } | Destination::Endpoint { family, .. } => *family,
@@ -312,13 +374,81 @@ fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodR
         in_uplink,
         out_uplink,
         marked: false,
+        reply: false,
+    };
+    let reply = |in_uplink, out_uplink| Packet {
+        source: destination,
+        destination: source,
+        port: None,
+        reply: true,
+        ..packet(in_uplink, out_uplink)
     };
     let mut out = Vec::new();
     if let Some(src) = o.src_pod() {
         out.push((src.clone(), FilterHook::Output, packet(false, true)));
+        out.push((src.clone(), FilterHook::Input, reply(true, false)));
     }
     out.push((dst.clone(), FilterHook::Input, packet(true, false)));
+    out.push((dst.clone(), FilterHook::Output, reply(false, true)));
     out
+}
+
+/// The backend pod's own hooks on a VIP route (its request's destination after DNAT): its
+/// INPUT for the request, its OUTPUT for the reply. The client pod's OUTPUT sees the VIP, not
+/// the backend, and is left out.
+fn backend_pod_hops(
+    a: &Analysis<'_>,
+    route: &[(NodeName, FilterHook, Packet)],
+) -> Vec<(PodRef, FilterHook, Packet)> {
+    let Some((_, _, request)) = route.iter().find(|(_, _, p)| !p.reply) else { return Vec::new() };
+    let Some(backend) = request.destination else { return Vec::new() };
+    let Some((Some(pod), _)) = a.ctx.owner_of_ip(backend) else { return Vec::new() };
+    let packet = |reply: bool| Packet {
+        protocol: request.protocol,
+        source: if reply { request.destination } else { request.source },
+        destination: if reply { request.source } else { request.destination },
+        port: if reply { None } else { request.port },
+        in_uplink: !reply,
+        out_uplink: reply,
+        marked: false,
+        reply,
+    };
+    vec![(pod.clone(), FilterHook::Input, packet(false)), (pod.clone(), FilterHook::Output, packet(true))]
+}
+
+/// The client pod's own OUTPUT on a VIP or DNS cell: its packet is still for the VIP (or the
+/// nameserver) and the service's port, since the DNAT happens on the node.
+fn client_pod_hop(a: &Analysis<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
+    let Some(pod) = o.src_pod() else { return Vec::new() };
+    let (vip, port) = match &o.dest {
+        Destination::Service { service, port, family } => {
+            let ip = a
+                .ctx
+                .services
+                .get(service)
+                .and_then(|s| s.info.cluster_ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family));
+            (ip, Some(*port))
+        }
+        Destination::Dns { nameserver, .. } => {
+            let ip = nameserver.or_else(|| a.ctx.inventory.cluster.dns_ips.first().copied());
+            (ip, Port::new(53).ok())
+        }
+        _ => return Vec::new(),
+    };
+    let Some(vip) = vip else { return Vec::new() };
+    let source = a.ctx.pod_ips(pod).into_iter().find(|ip| ip.is_ipv4() == vip.is_ipv4());
+    let port = if protocol == FilterProtocol::Icmp { None } else { port };
+    let packet = Packet {
+        protocol,
+        source,
+        destination: Some(vip),
+        port,
+        in_uplink: false,
+        out_uplink: true,
+        marked: false,
+        reply: false,
+    };
+    vec![(pod.clone(), FilterHook::Output, packet)]
 }
 
 /// A drop rule on a node (or in a pod) and the bad cells it matches, when it matches no
@@ -409,9 +539,16 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                     }
                 }
             }
-            // The pods' own tables, on a direct path (a route of its own).
-            if touches_pod {
-                for (pod, hook, packet) in pod_hops(&ips, o, protocol) {
+            // The pods' own tables: the ends of a direct path; behind a VIP, the backend's.
+            let mut pods = if touches_pod { pod_hops(&ips, o, protocol) } else { Vec::new() };
+            if !guarded_pods.is_empty()
+                && matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. })
+            {
+                pods.extend(backend_pod_hops(a, route));
+                pods.extend(client_pod_hop(a, o, protocol));
+            }
+            {
+                for (pod, hook, packet) in pods {
                     let Some(up) = guarded_pods.get(&pod) else { continue };
                     let Some((_, report)) = a.ctx.pod_reports.get(&pod) else { continue };
                     for (j, d) in report.filter_drops.iter().enumerate() {
@@ -459,16 +596,18 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
 /// Whether the draft is a named verdict that already blames `node` (the node, or a pair with
 /// it): a cover-layer symptom on the node (its sources "unreachable") is not one.
 fn blames(d: &Draft, owner: &Owner) -> bool {
-    if !ids::ALL.contains(&d.id.as_ref()) {
+    // "Link or route between the two" is what a rule on one of them looks like from outside.
+    if !ids::ALL.contains(&d.id.as_ref()) || d.id == ids::NODE_PAIR_BROKEN {
         return false;
     }
     let node = match owner {
         Owner::Node(n) => n,
         Owner::Pod(p) => {
             let name = p.to_string();
+            // A port "refused" or "dropped" on the pod is what its own rule does to that port:
+            // the rule is the cause ("nothing listens" would send the reader to the app).
             return match d.culprit.0 {
                 CulpritKind::Pod => d.culprit.1 == name,
-                CulpritKind::Port => d.culprit.1.strip_prefix(&name).is_some_and(|r| r.starts_with(':')),
                 _ => false,
             };
         }
@@ -555,9 +694,11 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             Draft::new(
                 ids::FIREWALL_DROP,
                 Severity::Critical,
-                match &c.owner {
-                    Owner::Node(n) => (CulpritKind::Node, n.to_string()),
-                    Owner::Pod(p) => (CulpritKind::Pod, p.to_string()),
+                match (&c.owner, c.rule.destination_ports.as_slice()) {
+                    (Owner::Node(n), _) => (CulpritKind::Node, n.to_string()),
+                    // A pod's own rule for one of its ports: the port is the component.
+                    (Owner::Pod(p), [one]) if one.first == one.last => (CulpritKind::Port, format!("{p}:{}", one.first)),
+                    (Owner::Pod(p), _) => (CulpritKind::Pod, p.to_string()),
                 },
                 "1.5",
                 format!(

@@ -16,6 +16,8 @@ pub(crate) mod ids {
     pub(crate) const NODE_ISOLATED: &str = "node-isolated";
     pub(crate) const NODE_PAIR_BROKEN: &str = "node-pair-broken";
     pub(crate) const ROUTE_MISSING: &str = "route-missing";
+    /// A neighbour (ARP/NDP) entry holding a MAC no link with its address has.
+    pub(crate) const NEIGHBOUR_MISMATCH: &str = "neighbour-mismatch";
     pub(crate) const POD_DOWN: &str = "pod-down";
     pub(crate) const SERVICE_NO_ENDPOINTS: &str = "service-no-endpoints";
     pub(crate) const DNS_DOWN: &str = "dns-down";
@@ -46,7 +48,8 @@ pub(crate) mod ids {
 
     /// Every named verdict's id; the cover layer's symptom ids (`node-sources-unreachable`,
     /// `node-inbound-mtu-blackhole`, …) are built from a scope's stem and are not here.
-    pub(crate) const ALL: [&str; 27] = [
+    pub(crate) const ALL: [&str; 28] = [
+        NEIGHBOUR_MISMATCH,
         NODE_FORWARDING_BROKEN,
         POLICY_NOT_ENFORCED,
         FIREWALL_DROP,

@@ -8,6 +8,7 @@
 //! | order | rule | components | ids |
 //! |---|---|---|---|
 //! | 0 | [`forwarding`] | a node that does not forward (`ip_forward = 0` in its inspection) | `node-forwarding-disabled` |
+//! | 1 | [`hop_tables`] | the tables of each hop a failing path crosses (inspections): an ARP/NDP entry holding a MAC no holder of the address has, a route that sends the address nowhere | `neighbour-mismatch`, `route-missing` |
 //! | 1 | [`nodes`] | node (every path in and out) | `node-isolated` |
 //! | 2 | [`pairs`] | node pair (pod traffic between two nodes), a node's route to a peer's pod CIDR | `route-missing`, `node-pair-broken` |
 //! | 3 | [`pods`] | destination pod (and its own sending) | `pod-down` |
@@ -22,6 +23,7 @@
 mod dns;
 mod endpoints;
 mod forwarding;
+mod hop_tables;
 mod keepalive;
 mod loss;
 mod mtu;
@@ -40,8 +42,9 @@ use super::report::Draft;
 type Rule = fn(&mut Analysis<'_>, &mut Vec<Draft>);
 
 /// The rules in the runbook's order, widest component first.
-const RULES: [Rule; 15] = [
+const RULES: [Rule; 16] = [
     forwarding::disabled,
+    hop_tables::along_the_path,
     nodes::isolated,
     pairs::broken,
     pods::down,

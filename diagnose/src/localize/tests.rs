@@ -102,6 +102,31 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-pd-1", "pod tidb/demo-pd-1's firewall drops")],
         ),
         row(
+            "a rule inside pod demo-tikv-1 rejects its port with resets: refused on the wire",
+            World::healthy().pod_rejects_port("tidb/demo-tikv-1", 20160),
+            vec![(
+                ids::FIREWALL_DROP,
+                Port,
+                "tidb/demo-tikv-1:20160",
+                "pod tidb/demo-tikv-1's firewall rejects",
+            )],
+        ),
+        row(
+            "node-2's firewall drops what node-1's pods send through it, replies included",
+            World::healthy().forward_drop_from("node-2", "node-1"),
+            vec![(ids::FIREWALL_DROP, Node, "node-2", "FORWARD: -s 10.244.1.0/24 -j DROP")],
+        ),
+        row(
+            "a pod's own firewall drops TCP to every service VIP",
+            World::healthy().pod_blocks_services("tidb/demo-tidb-0"),
+            vec![(ids::FIREWALL_DROP, Pod, "tidb/demo-tidb-0", "OUTPUT: -d 10.96.0.0/16 -p tcp -j DROP")],
+        ),
+        row(
+            "the DNS pod's own firewall drops queries over UDP",
+            World::healthy().dns_server_drops_udp(),
+            vec![(ids::FIREWALL_DROP, Port, "kube-system/coredns-0:53", "--dport 53 -j DROP")],
+        ),
+        row(
             "node-2's firewall drops TCP to port 2379",
             World::healthy().firewall_drop("node-2", 2379),
             vec![(ids::FIREWALL_DROP, Node, "node-2", "--dport 2379 -j DROP")],
@@ -190,6 +215,56 @@ fn one_finding_per_runbook_verdict() {
             vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "no route to 10.244.3.0/24 on node-1")],
         ),
         row(
+            "node-1 routes node-3's pods via an address nobody holds",
+            World::healthy().route_via("node-1", "node-3", "172.29.0.99"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-1→node-3",
+                "a route to the wrong gateway on node-1 (`10.244.3.0/24 via 172.29.0.99",
+            )],
+        ),
+        row(
+            "node-1 routes node-3's pods via node-2",
+            World::healthy().route_via("node-1", "node-3", "172.29.0.12"),
+            vec![(ids::ROUTE_MISSING, NodePair, "node-1→node-3", "a route to the wrong gateway on node-1")],
+        ),
+        row(
+            "a pod whose address was taken off its interface",
+            World::healthy().pod_unaddressed("tidb/demo-pd-1"),
+            vec![(ids::POD_DOWN, Pod, "tidb/demo-pd-1", "is not on any of its interfaces")],
+        ),
+        row(
+            "a blackhole route on node-2 for node-1's own address",
+            World::healthy().node_address_blackholed("node-2", "node-1"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-2→node-1",
+                "a blackhole route on node-2 (`blackhole 172.29.0.11/32`) sends 172.29.0.11/32 (node-1's address) nowhere",
+            )],
+        ),
+        row(
+            "node-2's uplink MTU lowered by hand",
+            World::healthy().uplink_mtu("node-2", 1200),
+            vec![(
+                ids::MTU_BLACKHOLE,
+                Node,
+                "node-2",
+                "node-2's uplink eth0 has MTU 1200 where the other nodes' have 1500",
+            )],
+        ),
+        row(
+            "a wrong static ARP entry on node-2 for node-1",
+            World::healthy().wrong_neighbour("node-2", "node-1"),
+            vec![(
+                ids::NEIGHBOUR_MISMATCH,
+                NodePair,
+                "node-2→node-1",
+                "node-2's ARP entry for node-1's address 172.29.0.11 points at 02:00:00:de:ad:01",
+            )],
+        ),
+        row(
             "a blackhole route on node-1 for node-3's pods",
             World::healthy().route_blackholed("node-1", "node-3"),
             vec![(
@@ -208,6 +283,16 @@ fn one_finding_per_runbook_verdict() {
                 "svc/tidb/demo-pd:2379 on node-1",
                 "backends answer, VIP 10.96.0.20:2379 (tidb/demo-pd) does not, from node-1 only: service path \
                  (kube-proxy rules) broken on node-1",
+            )],
+        ),
+        row(
+            "node-1's DNAT rule sends one endpoint's share of demo-pd:2379 to a wrong port",
+            World::healthy().dnat_wrong_port("node-1", "tidb/demo-pd", 2379),
+            vec![(
+                ids::SERVICE_PATH_BROKEN,
+                Path,
+                "svc/tidb/demo-pd:2379 on node-1",
+                "which is no endpoint of the service",
             )],
         ),
         row(
@@ -318,7 +403,8 @@ fn one_finding_per_runbook_verdict() {
         let want: Vec<(String, CulpritKind, String)> =
             r.want.iter().map(|(id, k, n, _)| ((*id).to_owned(), *k, (*n).to_owned())).collect();
         if got != want {
-            let verdicts: Vec<&str> = findings.iter().map(|f| f.verdict.as_str()).collect();
+            let verdicts: Vec<String> =
+                findings.iter().map(|f| format!("{} {:?}", f.verdict.as_str(), f.affected)).collect();
             failures.push(format!("{}: got {got:?}, want {want:?}\n  verdicts: {verdicts:#?}", r.name));
             continue;
         }
@@ -656,4 +742,25 @@ proptest! {
         let bare = diagnose(&m, &BTreeMap::new(), &inv, now());
         prop_assert!(bare.iter().all(|f| !f.id.as_str().starts_with("keepalive")));
     }
+}
+
+#[test]
+fn a_wrong_neighbour_entry_nothing_fails_through_is_left_alone() {
+    // node-2 holds node-1's address with a MAC node-1 does not have, but every path works (a
+    // VRRP-like answer, an entry no route uses): the entry alone convicts nobody.
+    let world = World::healthy();
+    let mut inspections = world.inspections();
+    let (_, report) = inspections.get_mut(&Source::Node(sim::node("node-2"))).unwrap();
+    let entry = report.neighbours.iter_mut().find(|n| n.ip.to_string() == "172.29.0.11").unwrap();
+    entry.lladdr = Some("02:00:00:de:ad:01".parse().unwrap());
+    assert_eq!(diagnose(&world.matrix(), &inspections, &world.inventory(), now()), vec![]);
+
+    // The same entry with node-1's paths failing is named, and every bad cell is claimed.
+    let broken = World::healthy().wrong_neighbour("node-2", "node-1");
+    let findings = diagnose(&broken.matrix(), &inspections, &broken.inventory(), now());
+    assert_eq!(
+        summary(&findings),
+        vec![(ids::NEIGHBOUR_MISMATCH.to_owned(), CulpritKind::NodePair, "node-2→node-1".to_owned())]
+    );
+    assert!(findings[0].evidence.iter().any(|e| e.as_str().contains("lladdr 02:00:00:de:ad:01 REACHABLE")));
 }

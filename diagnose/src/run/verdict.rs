@@ -137,6 +137,7 @@ fn family(id: &str) -> &'static [&'static str] {
         ids::ROUTE_MISSING,
         ids::NODE_FORWARDING_DISABLED,
         ids::FIREWALL_DROP,
+        ids::NEIGHBOUR_MISMATCH,
     ];
     const DNS: &[&str] = &[
         ids::DNS_DOWN,
@@ -152,8 +153,13 @@ fn family(id: &str) -> &'static [&'static str] {
         ids::NODEPORT_LOCAL_POLICY,
     ];
     // A node that forwards nothing silences its pods.
-    const POD: &[&str] =
-        &[ids::POD_DOWN, ids::NODE_ISOLATED, ids::NODE_FORWARDING_DISABLED, ids::FIREWALL_DROP];
+    const POD: &[&str] = &[
+        ids::POD_DOWN,
+        ids::NODE_ISOLATED,
+        ids::NODE_FORWARDING_DISABLED,
+        ids::FIREWALL_DROP,
+        ids::NEIGHBOUR_MISMATCH,
+    ];
     const PORT: &[&str] = &[ids::PORT_REFUSED, ids::PORT_DROPPED, ids::FIREWALL_DROP];
     const MTU: &[&str] = &[ids::MTU_BLACKHOLE, ids::MTU_REDUCED];
     const LOSS: &[&str] = &[ids::NODE_PACKET_LOSS];

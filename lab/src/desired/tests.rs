@@ -44,9 +44,9 @@ fn pod_faults_land_in_the_pod_namespace() {
         fault(&plan, 1, "port-closed tidb/demo-pd-1 2379"),
         fault(&plan, 2, "port-drop tidb/demo-tikv-0 20160"),
     ];
-    let pd1 = fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V4);
-    assert_eq!(pd1.len(), 1);
-    assert!(pd1[0].contains("--dport 2379") && pd1[0].ends_with("REJECT --reject-with tcp-reset"));
+    // A closed port is the server's listener closing, no rule (a rule would be a firewall).
+    assert!(fault_rules(&plan, &f, "lab-pod-tidb-demo-pd-1", Family::V4).is_empty());
+    assert_eq!(closed_ports(&f), [("tidb/demo-pd-1".parse().unwrap(), 2379)].into_iter().collect());
     let tikv = fault_rules(&plan, &f, "lab-pod-tidb-demo-tikv-0", Family::V4);
     assert!(tikv[0].ends_with("-j DROP"));
 }

@@ -107,6 +107,11 @@ pub struct Link {
     /// None for physical devices, which have no driver kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<LinkKind>,
+    /// The link's own hardware address (`link/ether …` in `ip link`): what other hosts'
+    /// neighbour entries for its addresses should hold. None for links without one (`lo`,
+    /// tunnels without a MAC) and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lladdr: Option<LinkLayerAddress>,
 }
 
 /// A routing table entry.

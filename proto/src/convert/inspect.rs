@@ -36,6 +36,7 @@ impl TryFrom<v1::Link> for Link {
             mtu: l.mtu,
             addresses: list(l.addresses, MAX_LINK_ADDRESSES, |a| net(&a)).at("addresses")?,
             kind: opt_str(l.kind, LinkKind::new).at("kind")?,
+            lladdr: opt_str(l.lladdr, LinkLayerAddress::new).at("lladdr")?,
         })
     }
 }
@@ -49,6 +50,7 @@ impl From<Link> for v1::Link {
             mtu: l.mtu,
             addresses: to_strings(&l.addresses),
             kind: opt_to_wire(l.kind),
+            lladdr: opt_to_wire(l.lladdr),
         }
     }
 }

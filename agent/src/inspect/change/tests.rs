@@ -23,6 +23,7 @@ fn report() -> InspectionReport {
                 mtu: 65536,
                 addresses: vec!["127.0.0.1/8".parse().unwrap(), "::1/128".parse().unwrap()],
                 kind: None,
+                lladdr: None,
             },
             Link {
                 name: eth0.clone(),
@@ -31,6 +32,7 @@ fn report() -> InspectionReport {
                 mtu: 1500,
                 addresses: vec!["10.244.1.3/32".parse().unwrap()],
                 kind: None,
+                lladdr: None,
             },
         ],
         routes: vec![

@@ -48,6 +48,16 @@ fn links_carry_state_mtu_kind_and_addresses() {
     assert_eq!(eth0.kind.as_ref().map(LinkKind::as_str), Some("veth"));
     let want: Vec<IpNet> = vec!["10.244.1.3/32".parse().unwrap(), "fd42:244:0:1::3/128".parse().unwrap()];
     assert_eq!(eth0.addresses, want);
+    assert_eq!(eth0.lladdr, None, "no address attribute");
+
+    // The hardware address as `ip link` prints it; `lo`'s all-zero one is no address.
+    let mut with_mac = link_msg(2, "eth0", up, Some(InfoKind::Veth));
+    with_mac.attributes.push(LinkAttribute::Address(vec![0x02, 0x42, 0xAC, 0x1D, 0x00, 0x0B]));
+    let eth0 = link(&with_mac, &addrs).unwrap();
+    assert_eq!(eth0.lladdr.as_ref().map(LinkLayerAddress::as_str), Some("02:42:ac:1d:00:0b"));
+    let mut lo = link_msg(1, "lo", up, None);
+    lo.attributes.push(LinkAttribute::Address(vec![0; 6]));
+    assert_eq!(link(&lo, &addrs).unwrap().lladdr, None);
 
     // Administratively down, or up without carrier (peer down): not up. No kind: physical.
     for flags in [LinkFlags::empty(), LinkFlags::Up] {

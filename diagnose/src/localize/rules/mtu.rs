@@ -27,6 +27,7 @@ pub(crate) fn parse_path_mtu(text: &str) -> Option<u32> {
 }
 
 pub(super) fn reduced(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
+    mismatched_uplinks(a, out);
     loop {
         let mut touching: BTreeMap<NodeName, Vec<usize>> = BTreeMap::new();
         for i in a.open() {
@@ -111,6 +112,69 @@ pub(super) fn reduced(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             None,
             &ids,
         ));
+    }
+}
+
+/// The link holding `n`'s address (its uplink) and its MTU, from its last inspection.
+fn uplink_mtu(a: &Analysis<'_>, n: &NodeName) -> Option<(String, u32)> {
+    let (report, info) = (a.ctx.node_reports.get(n)?, a.ctx.inventory.node(n)?);
+    let link = report.links.iter().find(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))?;
+    Some((link.name.as_str().to_owned(), link.mtu))
+}
+
+/// Nodes whose uplink MTU differs from the rest of the cluster's, on record in their
+/// inspections, with large packets failing between them and others: a frame larger than the
+/// receiving side's MTU is dropped without an ICMP error, so the odd node black-holes what
+/// crosses it — whichever way, since an echo's reply is as large as its request. One failing
+/// path is enough: the inspection is the cause; the paths only show it matters.
+fn mismatched_uplinks(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
+    let mtus: BTreeMap<NodeName, (String, u32)> =
+        a.ctx.node_reports.keys().filter_map(|n| Some((n.clone(), uplink_mtu(a, n)?))).collect();
+    let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+    for (_, m) in mtus.values() {
+        *counts.entry(*m).or_default() += 1;
+    }
+    if counts.len() < 2 {
+        return;
+    }
+    // The usual MTU: the most common one (on a tie, the larger: the smaller side drops).
+    let usual = counts.iter().max_by_key(|(m, c)| (**c, **m)).map(|(m, _)| *m).unwrap_or_default();
+    let by_node: BTreeMap<NodeName, Vec<usize>> = a.group(|o| {
+        let d =
+            o.dst_node.as_ref().filter(|_| o.kind == ProbeKind::Mtu && o.crosses_nodes() && is_reduced(o))?;
+        let (s_mtu, d_mtu) = (mtus.get(o.src_node())?.1, mtus.get(d)?.1);
+        match (s_mtu == usual, d_mtu == usual) {
+            (true, false) => Some(d.clone()),
+            (false, true) => Some(o.src_node().clone()),
+            (false, false) if s_mtu != d_mtu => Some(if s_mtu < d_mtu { o.src_node() } else { d }.clone()),
+            _ => None,
+        }
+    });
+    for (n, cells) in by_node {
+        let Some((link, mtu)) = mtus.get(&n).cloned() else { continue };
+        a.claim(&cells);
+        let (bigger, smaller) = if mtu < usual { (usual, mtu) } else { (mtu, usual) };
+        let verdict = format!(
+            "{n}'s uplink {link} has MTU {mtu} where the other nodes' have {usual}: frames over {smaller} bytes \
+             between {n} and its peers are dropped by the smaller side without an ICMP error (a path-MTU black \
+             hole), so large transfers stall while pings and handshakes work"
+        );
+        let mut evidence = vec![format!(
+            "{n}'s inspection: {link} mtu {mtu}; the other nodes' uplinks: mtu {usual} ({} of {} nodes)",
+            counts.get(&usual).copied().unwrap_or_default(),
+            mtus.len()
+        )];
+        evidence.extend(a.cell_lines(&cells));
+        out.push(
+            Draft::new(ids::MTU_BLACKHOLE, Severity::Critical, (CulpritKind::Node, n.to_string()), "1.6", verdict)
+                .affected(a.paths(&cells))
+                .evidence(evidence)
+                .suggestion(format!(
+                    "set {link} on {n} back to the cluster's MTU (`ip link set {link} mtu {usual}`, and in the node's \
+                     network config so it survives a reboot); an underlay with frames of {bigger} bytes on some \
+                     nodes only needs every node and the pod network's MTU at the smallest"
+                )),
+        );
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 
+use netdiag_model::inspect::Route;
 use netdiag_model::probe::Source;
 use netdiag_model::{CulpritKind, IcmpFailure, NodeName, Outcome, Severity, TcpFailure};
 
@@ -89,6 +90,9 @@ enum Gap {
     /// The matrix shows it (the node's own probes to the peer's pods come back unreachable);
     /// the last inspection, if any, still lists this route.
     Inferred(Option<String>),
+    /// A route is there, through a gateway that is not the peer: the route's line, and what
+    /// the gateway is (another node's address, or an address no one holds and whose ARP fails).
+    WrongGateway(String, String),
 }
 
 /// The matrix's signature of `from` lacking a route to `to`'s pods, with the nodes' own
@@ -135,7 +139,14 @@ fn missing_routes(
         let inferred = nodes_answer && unroutable(a, ids, from, to);
         let mut gaps = Vec::new();
         for cidr in a.ctx.pod_cidrs_of(to) {
-            match a.ctx.route_to(from, cidr) {
+            let lookup = a.ctx.route_to(from, cidr);
+            if let RouteLookup::Covered(r) = lookup
+                && let Some(what) = wrong_gateway(a, r, from, to, cidr)
+            {
+                gaps.push((cidr, Gap::WrongGateway(route_line(r), what)));
+                continue;
+            }
+            match lookup {
                 RouteLookup::Missing => gaps.push((cidr, Gap::Missing)),
                 RouteLookup::Blackhole(r) => gaps.push((cidr, Gap::Blackhole(route_line(r)))),
                 RouteLookup::Covered(r) if inferred => gaps.push((cidr, Gap::Inferred(Some(route_line(r))))),
@@ -150,6 +161,42 @@ fn missing_routes(
     out
 }
 
+/// What is wrong with the gateway of `from`'s route `r` to `to`'s pod CIDR `cidr`, if it is
+/// not `to`: another node's address (the pods' traffic goes to the wrong node), or an address
+/// no node, pod or inspected link holds whose neighbour entry on `from` is missing or failed
+/// (no such host). A gateway inside `to`'s pod CIDR is an overlay's (flannel's `via
+/// 10.244.3.0 dev flannel.1 onlink`) and is left alone.
+fn wrong_gateway(a: &Analysis<'_>, r: &Route, from: &NodeName, to: &NodeName, cidr: IpNet) -> Option<String> {
+    let gw = r.gateway?;
+    let peer_ips = a.ctx.inventory.node(to).map(|n| n.ips.clone()).unwrap_or_default();
+    if peer_ips.contains(&gw) || cidr.contains(&gw) {
+        return None;
+    }
+    if let Some((pod, owner)) = a.ctx.owner_of_ip(gw) {
+        return Some(match pod {
+            Some(p) => format!("{gw} is pod {p}'s address, not {to}'s"),
+            None => format!("{gw} is {owner}'s address, not {to}'s"),
+        });
+    }
+    let held =
+        a.ctx.reports().any(|(_, rep)| rep.links.iter().any(|l| l.addresses.iter().any(|n| n.addr() == gw)));
+    if held {
+        return None;
+    }
+    let report = a.ctx.node_reports.get(from)?;
+    let entry = report.neighbours.iter().find(|n| n.ip == gw);
+    match entry {
+        Some(n) if !matches!(n.state.as_str(), "FAILED" | "INCOMPLETE") => None,
+        Some(n) => Some(format!(
+            "no node holds {gw} and {from}'s ARP for it is {} (`{gw} dev {} {}`)",
+            n.state.as_str(),
+            n.device.as_str(),
+            n.state.as_str()
+        )),
+        None => Some(format!("no node holds {gw} and {from} has no neighbour entry for it")),
+    }
+}
+
 fn route_draft(
     a: &Analysis<'_>,
     from: &NodeName,
@@ -162,6 +209,10 @@ fn route_draft(
     // the reader looking for a missing line.
     let what = if gaps.iter().all(|(_, g)| matches!(g, Gap::Blackhole(_))) {
         format!("a blackhole route for {} on {from}", join(&cidrs))
+    } else if let Some((_, Gap::WrongGateway(line, _))) =
+        gaps.iter().find(|(_, g)| matches!(g, Gap::WrongGateway(..)))
+    {
+        format!("a route to the wrong gateway on {from} (`{line}`)")
     } else {
         format!("no route to {} on {from}", join(&cidrs))
     };
@@ -173,6 +224,9 @@ fn route_draft(
         evidence.push(match gap {
             Gap::Blackhole(line) => format!("{from}'s routing table sends {cidr} nowhere: {line}"),
             Gap::Missing => format!("{from}'s routing table has no route covering {cidr} ({to}'s pod CIDR)"),
+            Gap::WrongGateway(line, what) => {
+                format!("{from} sends {cidr} ({to}'s pod CIDR) by `{line}`: {what}")
+            }
             Gap::Inferred(last) => {
                 let mut line = format!(
                     "{from}'s own probes of {to}'s pods come back unreachable (its kernel has no route for \

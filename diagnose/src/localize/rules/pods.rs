@@ -74,9 +74,17 @@ fn draft(
     let has_tcp = into.iter().any(|&i| a.obs[i].kind == ProbeKind::Tcp);
     let what = if has_tcp { "ICMP and TCP to it" } else { "ICMP to it" };
     let observers: BTreeSet<_> = into.iter().map(|&i| a.obs[i].src_node()).collect();
-    // Its own routing table, as inspected, may say why it is mute: the cause on record.
-    let gap = a.ctx.pod_route_gap(pod);
-    let tail = if let Some((missing, _)) = &gap {
+    // Its own interfaces and routing table, as inspected, may say why it is mute: the cause
+    // on record. An address taken off its interface takes the routes through it along.
+    let unheld = a.ctx.pod_addresses_unheld(pod);
+    let gap = if unheld.is_empty() { a.ctx.pod_route_gap(pod) } else { None };
+    let tail = if !unheld.is_empty() {
+        &*format!(
+            ", and its own probes fail too: its address {} is not on any of its interfaces (last inspection), so \
+             nothing is delivered to it and nothing it sends gets an answer",
+            join(&unheld)
+        )
+    } else if let Some((missing, _)) = &gap {
         &*format!(
             ", and its own probes fail too: its routing table has no route to {} (no default route), so nothing \
              leaves it and no reply gets back",
@@ -98,6 +106,22 @@ fn draft(
     let node = a.ctx.node_of_pod(pod);
     if let Some((_, table)) = &gap {
         evidence.push(format!("{pod}'s routing table (last inspection): {}", table.join("; ")));
+    }
+    if let Some((_, report)) = a.ctx.pod_reports.get(pod)
+        && !unheld.is_empty()
+    {
+        let held: Vec<String> = report
+            .links
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}: {}",
+                    l.name,
+                    if l.addresses.is_empty() { "no address".to_owned() } else { join(&l.addresses) }
+                )
+            })
+            .collect();
+        evidence.push(format!("{pod}'s interfaces (last inspection): {}", held.join("; ")));
     }
     if let Some((_, report)) = a.ctx.pod_reports.get(pod) {
         for link in report.links.iter().filter(|l| !l.up && l.name.as_str() != "lo") {
@@ -139,6 +163,23 @@ fn draft(
             Severity::Critical,
             (CulpritKind::Pod, pod.to_string()),
             "1.6",
+            verdict,
+        )
+        .affected(affected)
+        .evidence(evidence)
+        .suggestion(suggestion);
+    }
+    if !unheld.is_empty() {
+        let suggestion = format!(
+            "the network plugin assigns the pod's address when it starts, and something removed it (`ip -n <pod \
+             netns> addr` for {pod}): restart the pod so the plugin sets it up again, or add it back with its \
+             routes"
+        );
+        return Draft::new(
+            ids::POD_DOWN,
+            Severity::Critical,
+            (CulpritKind::Pod, pod.to_string()),
+            "1.5",
             verdict,
         )
         .affected(affected)

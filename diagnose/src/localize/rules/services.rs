@@ -56,6 +56,25 @@ pub(super) fn vip_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
             || t.share() < a.th.fail_share
             || failing_sources.len() < a.need(sources.len())
         {
+            // A share of the VIP's connections failing, with the node's rules on record sending
+            // a share to an address and port that is no endpoint: that rule.
+            // Bad, or ok with failures since their last repair (a share of connections refused
+            // keeps a cell ok when most succeed).
+            let bad: Vec<usize> = t
+                .ids
+                .iter()
+                .copied()
+                .filter(|&i| a.obs[i].is_bad() || a.obs[i].stats.since_repair.troubled())
+                .collect();
+            if let Some(view) = a.ctx.services.get(&sp.0)
+                && !bad.is_empty()
+            {
+                let wrong = wrong_targets(a, view, sp.1, node);
+                if !wrong.is_empty() {
+                    a.claim(&bad);
+                    out.push(wrong_target_draft(a, view, sp.1, node, &wrong, &bad));
+                }
+            }
             continue;
         }
         // The backends, straight from the same node.
@@ -100,6 +119,67 @@ pub(super) fn vip_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
     }
 }
 
+/// The targets `node`'s rules DNAT the service port's VIPs to that are no ready endpoint
+/// (address and target port): stale rules, or rules written by hand.
+fn wrong_targets(a: &Analysis<'_>, view: &ServiceView<'_>, port: Port, node: &NodeName) -> Vec<SocketAddr> {
+    let target_port = view.target_port(port);
+    let ready: BTreeSet<SocketAddr> =
+        view.backends.iter().map(|b| SocketAddr::new(b.ip, target_port.get())).collect();
+    let mut out = Vec::new();
+    for &vip in &view.info.cluster_ips {
+        if let NatLookup::Targets(s) = a.ctx.nat_frontend(node, vip, port, NatProtocol::Tcp) {
+            out.extend(
+                s.targets.iter().map(|t| SocketAddr::new(t.ip, t.port.get())).filter(|t| !ready.contains(t)),
+            );
+        }
+    }
+    out
+}
+
+fn wrong_target_draft(
+    a: &Analysis<'_>,
+    view: &ServiceView<'_>,
+    port: Port,
+    node: &NodeName,
+    wrong: &[SocketAddr],
+    cells: &[usize],
+) -> Draft {
+    let svc = view.info.service_ref();
+    let target_port = view.target_port(port);
+    let ready: Vec<String> =
+        view.backends.iter().map(|b| SocketAddr::new(b.ip, target_port.get()).to_string()).collect();
+    let vips: Vec<String> =
+        view.info.cluster_ips.iter().map(|ip| SocketAddr::new(*ip, port.get()).to_string()).collect();
+    let verdict = format!(
+        "VIP {} ({svc}) fails part of the time from {node}: {node}'s rules send a share of its connections to {}, \
+         which is no endpoint of the service — service path (kube-proxy rules) broken on {node}",
+        join(&vips),
+        join(wrong)
+    );
+    let mut evidence = vec![format!(
+        "{node}'s DNAT targets for it include {} (ready endpoints: {})",
+        join(wrong),
+        ready.join(", ")
+    )];
+    evidence.extend(a.cell_lines(cells));
+    let vip = view.info.cluster_ips.first().map(ToString::to_string).unwrap_or_default();
+    Draft::new(
+        ids::SERVICE_PATH_BROKEN,
+        Severity::Critical,
+        (CulpritKind::Path, format!("svc/{svc}:{port} on {node}")),
+        "1.3",
+        verdict,
+    )
+    .affected(a.paths(cells))
+    .evidence(evidence)
+    .suggestion(format!(
+        "compare {} on {node} with `kubectl get endpointslices -l kubernetes.io/service-name={}`; restart kube-proxy on \
+         {node} so it rewrites its rules (stale rules mean it stopped syncing: check its logs)",
+        grep_hint(a, node, &vip),
+        view.info.name
+    ))
+}
+
 /// Steady and total cells from `node` straight to the service's endpoints.
 fn backends_from(a: &Analysis<'_>, service: &ServiceRef, node: &NodeName) -> (usize, usize) {
     let cells = a.obs.iter().filter(|o| {
@@ -118,6 +198,7 @@ fn nat_lines(a: &Analysis<'_>, view: &ServiceView<'_>, port: Port, node: &NodeNa
     let mut lines = Vec::new();
     let mut explained = false;
     let ready: BTreeSet<IpAddr> = view.backends.iter().map(|b| b.ip).collect();
+    let target_port = view.target_port(port);
     for &vip in &view.info.cluster_ips {
         let frontend = SocketAddr::new(vip, port.get());
         match a.ctx.nat_frontend(node, vip, port, NatProtocol::Tcp) {
@@ -137,7 +218,7 @@ fn nat_lines(a: &Analysis<'_>, view: &ServiceView<'_>, port: Port, node: &NodeNa
                 let stale: Vec<String> = s
                     .targets
                     .iter()
-                    .filter(|t| !ready.contains(&t.ip))
+                    .filter(|t| !ready.contains(&t.ip) || t.port != target_port)
                     .map(|t| SocketAddr::new(t.ip, t.port.get()).to_string())
                     .collect();
                 let to: Vec<String> =

@@ -149,7 +149,7 @@ fn fault(world: World, pick: u8, a: usize, b: usize) -> World {
     ];
     let (n, m) = (NODES[a % 3], NODES[(a + 1 + b % 2) % 3]);
     let p = PODS[b % PODS.len()];
-    match pick % 20 {
+    match pick % 25 {
         0 => world.pod_down(p),
         1 => world.port_closed("tidb/demo-pd-1", 2379),
         2 => world.port_dropped("tidb/demo-tikv-2", 20160),
@@ -169,6 +169,11 @@ fn fault(world: World, pick: u8, a: usize, b: usize) -> World {
         16 => world.mtu_one_way(n, if b.is_multiple_of(2) { Direction::In } else { Direction::Out }),
         17 => world.loss_one_way(n, 0.3, Direction::In),
         18 => world.flaky_results(n, 0.1),
+        19 => world.wrong_neighbour(n, m),
+        20 => world.pod_unaddressed(p),
+        21 => world.route_via(n, m, "172.29.0.99"),
+        22 => world.uplink_mtu(n, 1200),
+        23 => world.node_address_blackholed(n, m),
         _ => world.silent(n),
     }
 }

@@ -199,6 +199,7 @@ pub(super) fn inspection() -> InspectionReport {
             mtu: 1500,
             addresses: vec!["172.29.0.11/24".parse().unwrap(), "fe80::1/64".parse().unwrap()],
             kind: Some("veth".parse().unwrap()),
+            lladdr: Some("02:42:ac:1d:00:0b".parse().unwrap()),
         }],
         routes: vec![
             Route {
