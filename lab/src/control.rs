@@ -138,6 +138,7 @@ pub fn fault(name: &str, fault: &str, args: &[String]) -> Result<ActiveFault, La
     // Record first: if applying fails half-way, `heal` still knows what to undo.
     state.write_faults(&new)?;
     reconcile::reconcile(&plan, Some(&old), &new)?;
+    await_server(&plan, &old, &new);
     Ok(active)
 }
 
@@ -157,7 +158,48 @@ pub fn heal(name: &str, id: Option<u32>) -> Result<Vec<ActiveFault>, LabError> {
     }
     reconcile::reconcile(&plan, Some(&old), &kept)?;
     state.write_faults(&kept)?;
+    await_server(&plan, &old, &kept);
     Ok(healed)
+}
+
+/// How long `fault` and `heal` wait for the lab's server to apply what lives in it.
+const SERVER_APPLIES_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Waits until the lab's server has closed the ports `new` closes and opened again those only
+/// `old` closed (it reads the fault list a few times a second), so a caller probing right
+/// after `fault` or `heal` sees the fault in place. A server that does not follow in time is
+/// logged, not an error: the fault list is written either way.
+fn await_server(plan: &LabPlan, old: &[ActiveFault], new: &[ActiveFault]) {
+    let (before, after) = (crate::desired::closed_ports(old), crate::desired::closed_ports(new));
+    let changes = after.symmetric_difference(&before).map(|key| (key.clone(), after.contains(key)));
+    for ((pod, port), closed) in changes {
+        let Some(p) = plan.pod(&pod) else { continue };
+        let addr = std::net::SocketAddr::new(p.ip.into(), port);
+        let path = LabPlan::netns_path(&p.netns);
+        let deadline = std::time::Instant::now() + SERVER_APPLIES_WITHIN;
+        loop {
+            if listening(&path, addr) == Some(!closed) {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                tracing::warn!(%pod, port, closed, "the lab's server did not apply the port's state in time: is it running?");
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// Whether something accepts on `addr` from inside the namespace at `path`: `Some(true)` when
+/// a connection opens, `Some(false)` when refused, None when that cannot be told.
+fn listening(path: &std::path::Path, addr: std::net::SocketAddr) -> Option<bool> {
+    use socket2::{Domain, Protocol, Type};
+    let socket = netdiag_netns::socket_in(path, Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+    match socket.connect_timeout(&addr.into(), std::time::Duration::from_millis(300)) {
+        Ok(()) => Some(true),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(false),
+        Err(_) => None,
+    }
 }
 
 /// Replaces a running lab's namespaces and NetworkPolicies with `topology`'s (whose nodes,

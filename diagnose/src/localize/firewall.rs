@@ -534,7 +534,10 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                 let Some(report) = a.ctx.node_reports.get(node) else { continue };
                 let up = uplinks.get(node).cloned().flatten();
                 for (j, d) in report.filter_drops.iter().enumerate() {
-                    if d.hook == *hook && matches(d, packet, up.as_deref()) && !(d.policy && packet.marked) {
+                    // kube-proxy's KUBE-FORWARD accepts marked packets in iptables' FORWARD
+                    // chain, before its policy; an nftables base chain of its own still sees them.
+                    let accepted_before = d.policy && packet.marked && !d.from_nftables();
+                    if d.hook == *hook && matches(d, packet, up.as_deref()) && !accepted_before {
                         here.insert((Owner::Node(node.clone()), j));
                     }
                 }

@@ -89,6 +89,12 @@ pub struct FilterDrop {
 }
 
 impl FilterDrop {
+    /// A rule of an nftables table of its own (the agent's nftables reader writes its rules as
+    /// `nft <family> <table> <chain> (<hook>): …`), not of iptables' tables.
+    pub fn from_nftables(&self) -> bool {
+        self.rule.as_str().starts_with("nft ")
+    }
+
     /// Whether `pattern` (iptables' interface syntax) matches the interface `name`.
     pub fn interface_matches(pattern: &str, name: &str) -> bool {
         match pattern.strip_suffix('+') {
