@@ -56,6 +56,28 @@ struct Packet {
     reply: bool,
 }
 
+impl Packet {
+    /// A request from `source` to `destination`, crossing the uplink `(in, out)`.
+    fn request(
+        protocol: FilterProtocol,
+        (source, destination): (Option<IpAddr>, Option<IpAddr>),
+        port: Option<Port>,
+        (in_uplink, out_uplink): (bool, bool),
+    ) -> Self {
+        Packet { protocol, source, destination, port, in_uplink, out_uplink, marked: false, reply: false }
+    }
+
+    /// The reply to a request from `source` to `destination` (the addresses swapped, the
+    /// client's port, which no rule names), crossing the uplink `(in, out)`.
+    fn reply_to(
+        protocol: FilterProtocol,
+        (source, destination): (Option<IpAddr>, Option<IpAddr>),
+        uplink: (bool, bool),
+    ) -> Self {
+        Packet { reply: true, ..Packet::request(protocol, (destination, source), None, uplink) }
+    }
+}
+
 /// The hooks a cell's request passes, node by node, with the packet each sees: one route for
 /// a direct path, one per backend for a service VIP (DNAT happens before the filter hooks).
 fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, FilterHook, Packet)>> {
@@ -153,14 +175,8 @@ fn node_port_route(
     let port = |p: Option<Port>| if protocol == FilterProtocol::Icmp { None } else { p };
     let cross = o.src_node() != via;
     let packet = |source, destination, port, in_uplink, out_uplink| Packet {
-        protocol,
-        source,
-        destination,
-        port,
-        in_uplink,
-        out_uplink,
         marked: true,
-        reply: false,
+        ..Packet::request(protocol, (source, destination), port, (in_uplink, out_uplink))
     };
     let mut out = Vec::new();
     for (i, (node, hook)) in hooks(&o.source, o.src_node(), Some((via, true))).into_iter().enumerate() {
@@ -200,21 +216,8 @@ fn hops(
         .map(|(i, (node, hook))| {
             // Out through the uplink from the source's node when it goes elsewhere; in through
             // the uplink on the destination's.
-            let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
-            (
-                node,
-                hook,
-                Packet {
-                    protocol,
-                    source,
-                    destination,
-                    port,
-                    in_uplink,
-                    out_uplink,
-                    marked: false,
-                    reply: false,
-                },
-            )
+            let uplink = if i == 0 { (false, cross) } else { (true, false) };
+            (node, hook, Packet::request(protocol, (source, destination), port, uplink))
         })
         .collect()
 }
@@ -237,18 +240,8 @@ fn reply_hops(
         .into_iter()
         .enumerate()
         .map(|(i, (node, hook))| {
-            let (in_uplink, out_uplink) = if i == 0 { (false, cross) } else { (true, false) };
-            let packet = Packet {
-                protocol,
-                source: destination,
-                destination: source,
-                port: None,
-                in_uplink,
-                out_uplink,
-                marked: false,
-                reply: true,
-            };
-            (node, hook, packet)
+            let uplink = if i == 0 { (false, cross) } else { (true, false) };
+            (node, hook, Packet::reply_to(protocol, (source, destination), uplink))
         })
         .collect()
 }
@@ -366,30 +359,15 @@ fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodR
     };
     let destination = ips.pod(dst, family);
     let port = if protocol == FilterProtocol::Icmp { None } else { o.dst_port };
-    let packet = |in_uplink, out_uplink| Packet {
-        protocol,
-        source,
-        destination,
-        port,
-        in_uplink,
-        out_uplink,
-        marked: false,
-        reply: false,
-    };
-    let reply = |in_uplink, out_uplink| Packet {
-        source: destination,
-        destination: source,
-        port: None,
-        reply: true,
-        ..packet(in_uplink, out_uplink)
-    };
+    let packet = |uplink| Packet::request(protocol, (source, destination), port, uplink);
+    let reply = |uplink| Packet::reply_to(protocol, (source, destination), uplink);
     let mut out = Vec::new();
     if let Some(src) = o.src_pod() {
-        out.push((src.clone(), FilterHook::Output, packet(false, true)));
-        out.push((src.clone(), FilterHook::Input, reply(true, false)));
+        out.push((src.clone(), FilterHook::Output, packet((false, true))));
+        out.push((src.clone(), FilterHook::Input, reply((true, false))));
     }
-    out.push((dst.clone(), FilterHook::Input, packet(true, false)));
-    out.push((dst.clone(), FilterHook::Output, reply(false, true)));
+    out.push((dst.clone(), FilterHook::Input, packet((true, false))));
+    out.push((dst.clone(), FilterHook::Output, reply((false, true))));
     out
 }
 
@@ -403,17 +381,15 @@ fn backend_pod_hops(
     let Some((_, _, request)) = route.iter().find(|(_, _, p)| !p.reply) else { return Vec::new() };
     let Some(backend) = request.destination else { return Vec::new() };
     let Some((Some(pod), _)) = a.ctx.owner_of_ip(backend) else { return Vec::new() };
-    let packet = |reply: bool| Packet {
-        protocol: request.protocol,
-        source: if reply { request.destination } else { request.source },
-        destination: if reply { request.source } else { request.destination },
-        port: if reply { None } else { request.port },
-        in_uplink: !reply,
-        out_uplink: reply,
-        marked: false,
-        reply,
-    };
-    vec![(pod.clone(), FilterHook::Input, packet(false)), (pod.clone(), FilterHook::Output, packet(true))]
+    let ends = (request.source, request.destination);
+    vec![
+        (
+            pod.clone(),
+            FilterHook::Input,
+            Packet::request(request.protocol, ends, request.port, (true, false)),
+        ),
+        (pod.clone(), FilterHook::Output, Packet::reply_to(request.protocol, ends, (false, true))),
+    ]
 }
 
 /// The client pod's own OUTPUT on a VIP or DNS cell: its packet is still for the VIP (or the
@@ -438,17 +414,11 @@ fn client_pod_hop(a: &Analysis<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(P
     let Some(vip) = vip else { return Vec::new() };
     let source = a.ctx.pod_ips(pod).into_iter().find(|ip| ip.is_ipv4() == vip.is_ipv4());
     let port = if protocol == FilterProtocol::Icmp { None } else { port };
-    let packet = Packet {
-        protocol,
-        source,
-        destination: Some(vip),
-        port,
-        in_uplink: false,
-        out_uplink: true,
-        marked: false,
-        reply: false,
-    };
-    vec![(pod.clone(), FilterHook::Output, packet)]
+    vec![(
+        pod.clone(),
+        FilterHook::Output,
+        Packet::request(protocol, (source, Some(vip)), port, (false, true)),
+    )]
 }
 
 /// A drop rule on a node (or in a pod) and the bad cells it matches, when it matches no
