@@ -321,6 +321,12 @@ fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFaul
 
 pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
     let wrong = wrong_entries(a.ctx);
+    // Nothing on record to find: no walk (the common case, at every size).
+    let blackholes =
+        a.ctx.reports().any(|(_, r)| r.routes.iter().any(|r| r.device.is_none() && r.gateway.is_none()));
+    if wrong.is_empty() && !blackholes {
+        return;
+    }
     let mut by_fault: BTreeMap<HopFault, Vec<usize>> = BTreeMap::new();
     for i in a.open().collect::<Vec<_>>() {
         if let Some(f) = explaining(a, &a.obs[i], &wrong) {
