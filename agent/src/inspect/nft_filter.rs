@@ -116,7 +116,7 @@ struct Chain<'v> {
 
 impl Chain<'_> {
     fn label(&self, hook: &str) -> String {
-        format!("nft {} {} {} ({hook})", self.family, self.table, self.name)
+        format!("{}{} {} {} ({hook})", FilterDrop::NFT_RULE_PREFIX, self.family, self.table, self.name)
     }
 }
 

@@ -497,6 +497,13 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
         let partial = routes.len() > 1
             && !working
             && (soft || o.stats.status == CellStatus::Degraded || o.stats.since_repair.successes > 0);
+        // The pods' own tables every route shares: the ends of a direct path, the client of a
+        // VIP (it sees the VIP); a VIP's backend is per route.
+        let behind_vip = matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. });
+        let mut shared_pods = if touches_pod { pod_hops(&ips, o, protocol) } else { Vec::new() };
+        if behind_vip && !guarded_pods.is_empty() {
+            shared_pods.extend(client_pod_hop(a, o, protocol));
+        }
         let mut met: Option<BTreeSet<(Owner, usize)>> = None;
         for route in &routes {
             let mut here = BTreeSet::new();
@@ -512,22 +519,14 @@ fn confirmed<'r>(a: &Analysis<'r>) -> Vec<Confirmed<'r>> {
                     }
                 }
             }
-            // The pods' own tables: the ends of a direct path; behind a VIP, the backend's.
-            let mut pods = if touches_pod { pod_hops(&ips, o, protocol) } else { Vec::new() };
-            if !guarded_pods.is_empty()
-                && matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. })
-            {
-                pods.extend(backend_pod_hops(a, route));
-                pods.extend(client_pod_hop(a, o, protocol));
-            }
-            {
-                for (pod, hook, packet) in pods {
-                    let Some(up) = guarded_pods.get(&pod) else { continue };
-                    let Some((_, report)) = a.ctx.pod_reports.get(&pod) else { continue };
-                    for (j, d) in report.filter_drops.iter().enumerate() {
-                        if d.hook == hook && matches(d, &packet, up.as_deref()) {
-                            here.insert((Owner::Pod(pod.clone()), j));
-                        }
+            let backend =
+                if behind_vip && !guarded_pods.is_empty() { backend_pod_hops(a, route) } else { Vec::new() };
+            for (pod, hook, packet) in shared_pods.iter().chain(&backend) {
+                let Some(up) = guarded_pods.get(pod) else { continue };
+                let Some((_, report)) = a.ctx.pod_reports.get(pod) else { continue };
+                for (j, d) in report.filter_drops.iter().enumerate() {
+                    if d.hook == *hook && matches(d, packet, up.as_deref()) {
+                        here.insert((Owner::Pod(pod.clone()), j));
                     }
                 }
             }

@@ -89,10 +89,15 @@ pub struct FilterDrop {
 }
 
 impl FilterDrop {
-    /// A rule of an nftables table of its own (the agent's nftables reader writes its rules as
-    /// `nft <family> <table> <chain> (<hook>): …`), not of iptables' tables.
+    /// How a rule read from an nftables table of its own starts (`nft <family> <table>
+    /// <chain> (<hook>): …`): the agent's nftables reader writes it, [`Self::from_nftables`]
+    /// reads it.
+    pub const NFT_RULE_PREFIX: &'static str = "nft ";
+
+    /// A rule of an nftables table of its own, not of iptables' tables (kube-proxy's
+    /// KUBE-FORWARD accepts what it marked before iptables' policies, not before these).
     pub fn from_nftables(&self) -> bool {
-        self.rule.as_str().starts_with("nft ")
+        self.rule.as_str().starts_with(Self::NFT_RULE_PREFIX)
     }
 
     /// Whether `pattern` (iptables' interface syntax) matches the interface `name`.

@@ -35,6 +35,7 @@ fn an_admins_rules_are_read_as_the_iptables_reader_reads_its_own() {
         "not read: `meta nfproto ipv6 drop` (a family match), `limit rate … drop` (a share), and the \
          ip filter and kube-proxy tables"
     );
+    assert!(drops.iter().all(FilterDrop::from_nftables), "the collector tells them from iptables' rules");
     let [ports, udp, jumped, icmp, policy, ssh] = drops.as_slice() else { unreachable!() };
     assert_eq!(ports.hook, FilterHook::Forward);
     assert_eq!(ports.source, Some("10.244.1.0/24".parse().unwrap()));
