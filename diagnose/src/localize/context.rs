@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netdiag_model::inspect::{InspectionReport, NatProtocol, NatService, Route};
+use netdiag_model::inspect::{InspectionReport, Link, NatProtocol, NatService, Route};
 use netdiag_model::inventory::{Inventory, PodInfo, Protocol, ServiceInfo};
 use netdiag_model::probe::Source;
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
@@ -341,6 +341,22 @@ impl<'a> Context<'a> {
         Some((missing, table))
     }
 
+    /// The links of `node`'s last inspection that hold one of its addresses: its uplink.
+    pub(crate) fn node_uplinks(&self, node: &NodeName) -> Vec<&'a Link> {
+        match (self.node_reports.get(node), self.inventory.node(node)) {
+            (Some(report), Some(info)) => links_holding(report, &info.ips),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The links of `pod`'s last inspection that hold one of its addresses.
+    pub(crate) fn pod_uplinks(&self, pod: &PodRef) -> Vec<&'a Link> {
+        match self.pod_reports.get(pod) {
+            Some((_, report)) => links_holding(report, &self.pod_ips(pod)),
+            None => Vec::new(),
+        }
+    }
+
     /// The latest inspection of a node's or a pod's namespace.
     pub(crate) fn report_of(&self, source: &Source) -> Option<&'a InspectionReport> {
         match source {
@@ -393,6 +409,11 @@ impl<'a> Context<'a> {
             .map(route_line)
             .collect()
     }
+}
+
+/// The links in `report` holding one of `ips`.
+fn links_holding<'r>(report: &'r InspectionReport, ips: &[IpAddr]) -> Vec<&'r Link> {
+    report.links.iter().filter(|l| l.addresses.iter().any(|ad| ips.contains(&ad.addr()))).collect()
 }
 
 /// A route as `ip route` prints it: `10.244.2.0/24 via 172.29.0.12 dev eth0`.

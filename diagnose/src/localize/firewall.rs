@@ -271,17 +271,7 @@ impl<'i> Addresses<'i> {
 
 /// The name of `node`'s uplink: the link holding one of its addresses.
 fn uplink(a: &Analysis<'_>, node: &NodeName) -> Option<String> {
-    let info = a.ctx.inventory.nodes.iter().find(|n| &n.name == node)?;
-    link_holding(a.ctx.node_reports.get(node)?, &info.ips)
-}
-
-/// The name of the link in `report` holding one of `ips`.
-fn link_holding(report: &netdiag_model::InspectionReport, ips: &[IpAddr]) -> Option<String> {
-    report
-        .links
-        .iter()
-        .find(|l| l.addresses.iter().any(|ad| ips.contains(&ad.addr())))
-        .map(|l| l.name.as_str().to_owned())
+    a.ctx.node_uplinks(node).first().map(|l| l.name.as_str().to_owned())
 }
 
 fn matches(d: &FilterDrop, p: &Packet, uplink: Option<&str>) -> bool {
@@ -341,7 +331,7 @@ impl std::fmt::Display for Owner {
 
 /// The interface a pod's packets cross: the link holding its address.
 fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
-    link_holding(a.ctx.pod_reports.get(pod)?.1, &a.ctx.pod_ips(pod))
+    a.ctx.pod_uplinks(pod).first().map(|l| l.name.as_str().to_owned())
 }
 
 /// The pod hooks a direct cell's request meets — the source pod's OUTPUT, the destination

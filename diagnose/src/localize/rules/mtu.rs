@@ -117,8 +117,7 @@ pub(super) fn reduced(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
 
 /// The link holding `n`'s address (its uplink) and its MTU, from its last inspection.
 fn uplink_mtu(a: &Analysis<'_>, n: &NodeName) -> Option<(String, u32)> {
-    let (report, info) = (a.ctx.node_reports.get(n)?, a.ctx.inventory.node(n)?);
-    let link = report.links.iter().find(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))?;
+    let link = *a.ctx.node_uplinks(n).first()?;
     Some((link.name.as_str().to_owned(), link.mtu))
 }
 
@@ -190,11 +189,8 @@ fn draft(
     let mtu = texts.iter().filter_map(|t| parse_path_mtu(t)).min();
     let blackhole = texts.iter().any(|t| t.contains("vanished") || t.contains("black hole"));
     let mut evidence = Vec::new();
-    if let Some(n) = node
-        && let (Some(report), Some(info)) = (a.ctx.node_reports.get(n), a.ctx.inventory.node(n))
-    {
-        for link in report.links.iter().filter(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))
-        {
+    if let Some(n) = node {
+        for link in a.ctx.node_uplinks(n) {
             evidence.push(format!(
                 "{n}'s uplink {} has MTU {}, larger than what the path carries",
                 link.name, link.mtu

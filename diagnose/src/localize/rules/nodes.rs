@@ -67,18 +67,13 @@ fn draft(a: &Analysis<'_>, n: &NodeName, failing: &[usize], dependents: &[usize]
              (the node may be down, or cut off from the collector too)"
         ));
     }
-    if let Some(report) = a.ctx.node_reports.get(n)
-        && let Some(info) = a.ctx.inventory.node(n)
-    {
-        for link in report.links.iter().filter(|l| l.addresses.iter().any(|ad| info.ips.contains(&ad.addr())))
-        {
-            evidence.push(format!(
-                "{n}'s uplink {} is {}, mtu {} (last inspection)",
-                link.name,
-                if link.up { "up" } else { "DOWN" },
-                link.mtu
-            ));
-        }
+    for link in a.ctx.node_uplinks(n) {
+        evidence.push(format!(
+            "{n}'s uplink {} is {}, mtu {} (last inspection)",
+            link.name,
+            if link.up { "up" } else { "DOWN" },
+            link.mtu
+        ));
     }
     if !dependents.is_empty() {
         evidence.push(format!(
