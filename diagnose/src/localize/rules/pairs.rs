@@ -292,8 +292,10 @@ fn pair_draft(
     evidence.extend(a.cell_lines(failing));
     let suggestion = match nodes_answer {
         Some(true) => format!(
-            "the underlay works: compare `ip route` on {x} and {y} for each other's pod CIDRs and check the \
-             overlay (VXLAN: `ip -d link show flannel.1`, UDP 8472 between the nodes)"
+            "the underlay works: compare `ip route` on {x} and {y} for each other's pod CIDRs, and `ip rule` \
+             (policy routing, which netdiag does not read: `ip route get <a pod IP of the other node>` shows \
+             the route the kernel really takes), and check the overlay (VXLAN: `ip -d link show flannel.1`, \
+             UDP 8472 between the nodes)"
         ),
         _ => format!(
             "check the link and firewalls between {x} and {y}: `ping` each other's node address, \
