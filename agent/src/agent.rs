@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::config::{AgentConfig, InventorySource};
 use crate::inspect::{self, InspectScope};
 use crate::metrics::AgentMetrics;
-use crate::plan::{PlanOptions, SourcePods, derive_plan};
+use crate::plan::{PlanOptions, SourcePods, own_plan};
 use crate::run::Runs;
 use crate::shutdown::stopped;
 use crate::sources::{Discovery, Sources, inventory_from_collector};
@@ -300,7 +300,7 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
         watch::channel(false).0
     } else {
         start_plan(
-            derive_plan(&inv, &cfg.node, &opts, generation),
+            own_plan(&inv, &cfg.node, &opts, generation),
             sources.clone(),
             metrics.clone(),
             out_tx.clone(),
@@ -336,7 +336,7 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
                             if !collector_plan {
                                 generation = generation.saturating_add(1);
                                 let _ = plan_stop.send(true);
-                                plan_stop = start_plan(derive_plan(&inv, &cfg.node, &opts, generation), sources.clone(), metrics.clone(), out_tx.clone());
+                                plan_stop = start_plan(own_plan(&inv, &cfg.node, &opts, generation), sources.clone(), metrics.clone(), out_tx.clone());
                             }
                         }
                         Err(e) => warn!(error = %anyhow::Error::from(e), "keeping the previous inventory"),

@@ -135,6 +135,7 @@ impl RunCtx {
                 target: Target::Address { ip: *ip, port },
                 kind,
                 http_path: http_path.cloned(),
+                every: netdiag_model::EveryRounds::ONE,
             })
             .collect();
         let permits = tokio::sync::Semaphore::new(MAX_PARALLEL_ANSWERS);

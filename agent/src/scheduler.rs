@@ -1,7 +1,8 @@
-//! Runs a probe plan: every probe once per interval, at its own phase in the interval (spread
-//! evenly, offset by a per-agent random phase and a little jitter each round, so agents never
-//! probe in step), with at most `max_concurrency` probes in flight, at most
-//! `max_probes_per_second` started, and each bounded by the plan's timeout.
+//! Runs a probe plan: every probe once per interval (a paced one, `every` > 1, as [`pace`]
+//! says), at its own phase in the interval (spread evenly, offset by a per-agent random phase
+//! and a little jitter each round, so agents never probe in step), with at most
+//! `max_concurrency` probes in flight, at most `max_probes_per_second` started, and each
+//! bounded by the plan's timeout.
 //!
 //! Generic over the function that runs one probe, so the timing is tested on paused time
 //! without a packet.
@@ -12,12 +13,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use netdiag_model::outcome::Outcome;
 use netdiag_model::plan::{PlannedProbe, ProbePlan};
 use netdiag_model::result::ProbeResult;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use crate::shutdown::stopped;
+use pace::Pacing;
 
 /// Start-rate limit as a generic cell rate algorithm: one start per `1/rate`, with a burst
 /// of up to `burst` starts after a quiet spell.
@@ -63,11 +66,12 @@ pub async fn run<F, Fut>(
     let schedule = plan.schedule;
     // A plan larger than the rate limit allows in one interval cannot keep its interval: stretch
     // it to what the rate allows (and say so) rather than fall further behind every round.
-    let needed =
-        Duration::from_secs_f64(plan.probes.len() as f64 / f64::from(schedule.max_probes_per_second().get()));
+    let mut pacing = Pacing::new(&plan.probes);
+    let per_round = pacing.per_round();
+    let needed = Duration::from_secs_f64(per_round / f64::from(schedule.max_probes_per_second().get()));
     let interval = if needed > schedule.interval() {
         tracing::warn!(
-            probes = plan.probes.len(),
+            probes_per_round = per_round.round() as u64,
             rate = schedule.max_probes_per_second().get(),
             planned_ms = schedule.interval().as_millis() as u64,
             effective_ms = needed.as_millis() as u64,
@@ -104,6 +108,11 @@ pub async fn run<F, Fut>(
             _ = tokio::time::sleep_until(at) => {}
             () = stopped(&mut stop) => return,
         }
+        let jitter = jitter_max.mul_f64(fastrand::f64());
+        if !pacing.runs_now(i) {
+            due.push(Reverse((at + interval + jitter, i)));
+            continue;
+        }
         loop {
             let wait = limit.take(Instant::now());
             if wait.is_zero() {
@@ -121,20 +130,24 @@ pub async fn run<F, Fut>(
         let probe = plan.probes[i].clone();
         let run_one = run_one.clone();
         let sink = results.clone();
+        let slot = (probe.every.get() > 1).then(|| pacing.slot(i));
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(timeout * 2, run_one(probe, timeout)).await;
             drop(permit);
             if let Ok(Some(result)) = outcome {
+                if let Some(slot) = slot {
+                    slot.report(result.outcome == Outcome::Ok);
+                }
                 let _ = sink.send(result).await;
             }
         });
         if results.is_closed() {
             return;
         }
-        let jitter = jitter_max.mul_f64(fastrand::f64());
         due.push(Reverse((at + interval + jitter, i)));
     }
 }
 
+mod pace;
 #[cfg(test)]
 mod tests;

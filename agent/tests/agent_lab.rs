@@ -180,8 +180,13 @@ async fn pod_namespaces_come_and_go_without_leaking_threads_or_fds() {
         ip: "127.0.0.1".parse().unwrap(),
         port: Some(netdiag_model::Port::new(9).unwrap()),
     };
-    let probe =
-        PlannedProbe { source: Source::Pod(churn.pod_ref()), target, kind: ProbeKind::Tcp, http_path: None };
+    let probe = PlannedProbe {
+        source: Source::Pod(churn.pod_ref()),
+        target,
+        kind: ProbeKind::Tcp,
+        http_path: None,
+        every: netdiag_model::EveryRounds::ONE,
+    };
     let icmp = PlannedProbe {
         kind: ProbeKind::Icmp,
         target: Target::Address { ip: "127.0.0.1".parse().unwrap(), port: None },

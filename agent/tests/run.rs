@@ -75,7 +75,15 @@ fn step(name: &str, action: StepAction) -> PlannedStep {
 }
 
 fn probe(source: &Source, kind: ProbeKind, target: Target) -> StepAction {
-    StepAction::Probe { probe: PlannedProbe { source: source.clone(), target, kind, http_path: None } }
+    StepAction::Probe {
+        probe: PlannedProbe {
+            source: source.clone(),
+            target,
+            kind,
+            http_path: None,
+            every: netdiag_model::EveryRounds::ONE,
+        },
+    }
 }
 
 fn resolve(source: &Source, name: &str, nameserver: Option<IpAddr>) -> StepAction {
@@ -151,6 +159,7 @@ fn pd_plan(lab: &TestLab, source: &Source) -> RunPlan {
                 target: vip,
                 kind: ProbeKind::Http,
                 http_path: Some(HttpPath::new("/pd/api/v1/members").unwrap()),
+                every: netdiag_model::EveryRounds::ONE,
             },
         },
     ));

@@ -6,7 +6,8 @@
 //! — and sent only when it differs from what that node last got. Plans come from
 //! [`netdiag_model::plan::Sampler`]: the full plan below [`PlanPolicy::full_mesh_below`] nodes,
 //! sampled above (thinned past [`PlanPolicy::max_pod_cells`]), failing node pairs (node-level
-//! matrix cells failed or degraded) probed fully.
+//! matrix cells failed or degraded) probed fully, paths NetworkPolicy keeps shut once every
+//! few rounds ([`Pacer`]).
 //!
 //! Generations increase per node and start at the collector's start time in milliseconds, so a
 //! restarted collector's plans still replace the ones its predecessor sent. What is remembered per
@@ -19,6 +20,7 @@ use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use netdiag_diagnose::policy::pace::Pacer;
 use netdiag_model::inventory::Inventory;
 use netdiag_model::matrix::{CellStatus, MatrixSnapshot};
 use netdiag_model::plan::{
@@ -128,6 +130,8 @@ struct Basis {
     inventory: Arc<Inventory>,
     index: SamplerIndex,
     failing: BTreeSet<(NodeName, NodeName)>,
+    /// Paces the paths NetworkPolicy keeps shut; None without policies.
+    pacer: Option<Pacer>,
 }
 
 impl Basis {
@@ -213,7 +217,8 @@ impl Planner {
             BTreeSet::new()
         };
         let index = SamplerIndex::new(&inventory, &self.config.policy);
-        let basis = Arc::new(Basis { inventory: Arc::new(inventory), index, failing });
+        let pacer = Pacer::new(&inventory);
+        let basis = Arc::new(Basis { inventory: Arc::new(inventory), index, failing, pacer });
         if let Ok(mut b) = self.basis.lock() {
             *b = Some(basis.clone());
         }
@@ -230,12 +235,16 @@ impl Planner {
     fn messages_for(
         &self,
         sampler: &Sampler<'_>,
-        inv: &Inventory,
+        basis: &Basis,
         node: &NodeName,
         fresh: bool,
     ) -> Vec<CollectorMessage> {
+        let inv = &basis.inventory;
         let pods = node_pods(sampler, inv, node);
         let mut plan: ProbePlan = sampler.plan(node, &self.options(), NonZeroU64::MIN);
+        if let Some(pacer) = &basis.pacer {
+            pacer.pace(inv, &mut plan.probes);
+        }
         let (pods_digest, plan_digest) = (digest(&pods_key(&pods)), digest(&(plan.schedule, &plan.probes)));
         let Ok(mut sent) = self.sent.lock() else { return Vec::new() };
         let entry = sent.entry(node.clone()).or_default();
@@ -265,7 +274,7 @@ impl Planner {
         if basis.inventory.node(&hello.node).is_none() {
             info!(node = %hello.node, "an agent without an inventory connected from a node the inventory does not list; it gets an empty plan until the node appears");
         }
-        self.messages_for(&sampler, &basis.inventory, &hello.node, true)
+        self.messages_for(&sampler, &basis, &hello.node, true)
     }
 
     /// Recomputes every plan-taking node in `connected`; returns what changed.
@@ -288,7 +297,7 @@ impl Planner {
         let changes = nodes
             .into_iter()
             .flat_map(|node| {
-                let msgs = self.messages_for(&sampler, &basis.inventory, &node, false);
+                let msgs = self.messages_for(&sampler, &basis, &node, false);
                 msgs.into_iter().map(move |m| (node.clone(), m))
             })
             .collect();

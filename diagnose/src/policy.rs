@@ -12,6 +12,8 @@
 //!   (own node and loopback by pod IP exempt first), each allowed when no policy isolates it
 //!   for that direction or some rule of an isolating policy matches both peer and port; the
 //!   verdict is their AND, then qualified.
+//! - [`pace`]: how often a planned probe runs, by what policy says of its path (shut ones
+//!   once every few rounds).
 //! - [`rules`]: whether one rule's peers and ports match, and what a match relies on.
 //! - [`verdict`]: the answer, with the deciding policies per direction, the plugin-dependent
 //!   qualifiers (ipBlock on an in-cluster address, `endPort`, SCTP) and the undefined reasons
@@ -22,6 +24,7 @@
 //! (replies are implicitly allowed), and a rule is read exactly as written; what plugins
 //! disagree on is a qualifier on the verdict, never a different verdict.
 
+pub mod pace;
 pub mod rules;
 pub mod set;
 pub mod traffic;

@@ -33,7 +33,7 @@ pub use limits::OutOfRange;
 pub use matrix::{CellStatus, MatrixCell, MatrixLevel, MatrixQuery, MatrixSnapshot, Ratio};
 pub use names::{Name, NameError, Namespace, NodeName, PodRef, Port, ServiceRef};
 pub use outcome::{DnsFailure, HttpFailure, IcmpFailure, Layer, MtuFailure, Outcome, TcpFailure};
-pub use plan::{PlannedProbe, ProbePlan, Schedule};
+pub use plan::{EveryRounds, PlannedProbe, ProbePlan, Schedule};
 pub use probe::{ProbeKind, ServiceVia, Source, Target};
 pub use result::{Burst, Detail, PathMtu, ProbeResult, ResultBatch, Rtt, Seq};
 pub use run::{

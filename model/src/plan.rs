@@ -135,6 +135,59 @@ pub struct PlannedProbe {
     /// HTTP probes only; None requests `/`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_path: Option<HttpPath>,
+    /// How often it runs: every round, or (a path NetworkPolicy keeps shut) once every few.
+    #[serde(default, skip_serializing_if = "EveryRounds::is_every_round")]
+    pub every: EveryRounds,
+}
+
+/// A planned probe runs once every this many rounds of its plan: 1 for the paths under watch,
+/// more for the ones only sampled (a path policy denies is probed now and then, which is how
+/// "policy not enforced" is noticed, without paying for it every round).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct EveryRounds(u32);
+
+impl EveryRounds {
+    /// Every round.
+    pub const ONE: EveryRounds = EveryRounds(1);
+    /// The most rounds between two runs of a probe: a cell must still see a sample within the
+    /// matrix's window at the longest intervals plans use.
+    pub const MAX: u32 = 60;
+
+    pub fn new(rounds: u32) -> Result<Self, OutOfRange> {
+        if (1..=Self::MAX).contains(&rounds) {
+            Ok(Self(rounds))
+        } else {
+            Err(OutOfRange::new("every", rounds, "a probe runs once every 1 to 60 rounds"))
+        }
+    }
+
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+
+    pub fn is_every_round(&self) -> bool {
+        self.0 == 1
+    }
+}
+
+impl Default for EveryRounds {
+    fn default() -> Self {
+        Self::ONE
+    }
+}
+
+impl TryFrom<u32> for EveryRounds {
+    type Error = OutOfRange;
+    fn try_from(n: u32) -> Result<Self, OutOfRange> {
+        Self::new(n)
+    }
+}
+
+impl From<EveryRounds> for u32 {
+    fn from(e: EveryRounds) -> u32 {
+        e.0
+    }
 }
 
 /// A planned probe whose fields contradict each other; `field()` names the field at fault.
@@ -228,6 +281,7 @@ mod tests {
             target: Target::Address { ip: "10.0.0.1".parse().unwrap(), port: None },
             kind: ProbeKind::Icmp,
             http_path: None,
+            every: EveryRounds::ONE,
         };
         assert_eq!(p.check(), Ok(()));
         let with_path = PlannedProbe { http_path: Some(HttpPath::root()), ..p.clone() };

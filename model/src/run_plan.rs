@@ -190,6 +190,7 @@ mod tests {
                     },
                     kind: ProbeKind::Dns,
                     http_path: None,
+                    every: crate::EveryRounds::ONE,
                 },
             },
         }

@@ -7,10 +7,14 @@
 // Helpers here panic on purpose: a panic is how a test reports what it found.
 #![allow(clippy::unwrap_used)]
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use netdiag_collector::state::now;
 use netdiag_lab::topology::POLICIES_TOPOLOGY;
 use netdiag_model::finding::CulpritKind;
+use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
+use netdiag_model::probe::ProbeKind;
 use netdiag_tests::cluster::{LabCluster, describe_findings};
 use netdiag_tests::lab::TestLab;
 
@@ -18,6 +22,11 @@ const INTERVAL: Duration = Duration::from_secs(2);
 
 fn settle() -> Duration {
     INTERVAL * 4
+}
+
+fn median(v: &mut [u64]) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
 }
 
 #[test]
@@ -61,6 +70,31 @@ fn denied_paths_are_intended_and_policy_faults_are_named() {
         "coredns may not reach PD's client port: {:#?}",
         d.denied_by_policy.iter().take(20).collect::<Vec<_>>()
     );
+
+    // The denied paths are still probed (that is how the next fault is seen), but once every
+    // few rounds: fewer samples than the paths policy allows.
+    std::thread::sleep(INTERVAL * 8);
+    let denied: BTreeSet<String> =
+        c.diagnosis().denied_by_policy.iter().map(|p| p.path.to_string()).collect();
+    let (mut denied_samples, mut allowed_samples) = (Vec::new(), Vec::new());
+    for cell in
+        c.collector.matrix(&MatrixQuery { level: MatrixLevel::Pod, kind: Some(ProbeKind::Tcp) }, now()).cells
+    {
+        let path = format!("{} -> {} {}", cell.source, cell.destination, cell.kind);
+        if denied.contains(&path) {
+            denied_samples.push(cell.samples);
+        } else if cell.status == CellStatus::Ok {
+            allowed_samples.push(cell.samples);
+        }
+    }
+    let (d, a) = (median(&mut denied_samples), median(&mut allowed_samples));
+    eprintln!(
+        "samples per TCP cell, median: {d} denied ({} cells), {a} allowed ({} cells)",
+        denied_samples.len(),
+        allowed_samples.len()
+    );
+    assert!(!denied_samples.is_empty() && d > 0, "denied paths are still probed: {denied_samples:?}");
+    assert!(d * 2 < a, "denied paths probed about as often as allowed ones: {d} vs {a}");
 
     // node-2's plugin stops enforcing: the paths its pods should refuse connect.
     c.lab.fault("policy-not-enforced node-2");

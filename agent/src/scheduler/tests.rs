@@ -16,6 +16,7 @@ fn plan(n: usize, interval_ms: u64, timeout_ms: u64, concurrency: u32, rate: u32
             target: Target::Address { ip: format!("10.244.1.{}", i + 1).parse().unwrap(), port: None },
             kind: ProbeKind::Icmp,
             http_path: None,
+            every: netdiag_model::EveryRounds::ONE,
         })
         .collect();
     Arc::new(ProbePlan {
@@ -114,4 +115,104 @@ async fn start_rate_is_limited() {
         drive(plan(100, 1000, 500, 1000, 20), Duration::from_millis(1), Duration::from_secs(5), max).await;
     let n = starts.lock().unwrap().len();
     assert!((95..=112).contains(&n), "{n} starts in 5 s at 20/s (+ a small initial burst)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_probe_runs_once_every_its_rounds_after_a_first_run_in_round_one() {
+    let max = Arc::new(AtomicUsize::new(0));
+    let mut paced = (*plan(12, 1000, 500, 100, 1000)).clone();
+    for p in paced.probes.iter_mut().skip(6) {
+        p.every = netdiag_model::EveryRounds::new(6).unwrap();
+    }
+    let starts = drive(Arc::new(paced), Duration::from_millis(1), Duration::from_millis(30_050), max).await;
+    let starts = starts.lock().unwrap().clone();
+    let mut per_target: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, t) in &starts {
+        *per_target.entry(t.clone()).or_default() += 1;
+    }
+    let counts: Vec<usize> = per_target.values().copied().collect();
+    // 30 rounds: the six every-round probes run 30 times; the six paced ones once in round
+    // one, then every six rounds from their own offset: 5 or 6 times.
+    assert_eq!(counts.iter().filter(|&&n| n == 30).count(), 6, "{per_target:?}");
+    assert!(counts.iter().filter(|&&n| n != 30).all(|n| (5..=6).contains(n)), "{per_target:?}");
+    let round_one: Vec<&String> =
+        starts.iter().filter(|(at, _)| at.as_millis() < 1000).map(|(_, t)| t).collect();
+    assert_eq!(round_one.len(), 12, "every probe runs in the first round");
+    // After the first round the paced probes spread: no round holds all six.
+    for round in 1..30u128 {
+        let n = starts.iter().filter(|(at, t)| at.as_millis() / 1000 == round && per_target[t] != 30).count();
+        assert!(n < 6, "round {round} runs {n} paced probes");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn paced_probes_count_for_their_share_of_the_rate() {
+    let max = Arc::new(AtomicUsize::new(0));
+    // 100 probes every 10 rounds are 10 per 1 s round: within 20/s, no stretching; unpaced,
+    // the same plan would be stretched to 5 s rounds.
+    let mut paced = (*plan(100, 1000, 500, 1000, 20)).clone();
+    for p in paced.probes.iter_mut() {
+        p.every = netdiag_model::EveryRounds::new(10).unwrap();
+    }
+    let starts = drive(Arc::new(paced), Duration::from_millis(1), Duration::from_millis(20_500), max).await;
+    let n = starts.lock().unwrap().len();
+    // Round one runs all 100 (rate-limited to ~5 s), then 10 per round.
+    assert!((250..=320).contains(&n), "{n} starts in 20.5 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_paced_probe_whose_outcome_changes_runs_every_round_until_the_change_is_confirmed() {
+    use netdiag_model::outcome::{IcmpFailure, Outcome};
+    use netdiag_model::result::Detail;
+    use netdiag_model::time::UnixMillis;
+    let mut paced = (*plan(1, 1000, 500, 10, 1000)).clone();
+    paced.probes[0].every = netdiag_model::EveryRounds::new(6).unwrap();
+    let starts: Starts = Arc::default();
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let s = starts.clone();
+    let task = tokio::spawn(run(
+        Arc::new(paced),
+        move |probe: PlannedProbe, _timeout| {
+            let s = s.clone();
+            async move {
+                let at = t0.elapsed();
+                s.lock().unwrap().push((at, probe.target.to_string()));
+                // Denied (fails) for the first 16 s, then the path connects.
+                let outcome = if at < Duration::from_secs(16) {
+                    Outcome::Icmp(IcmpFailure::Timeout)
+                } else {
+                    Outcome::Ok
+                };
+                Some(ProbeResult {
+                    source: probe.source,
+                    target: probe.target,
+                    kind: probe.kind,
+                    outcome,
+                    rtt: None,
+                    at: UnixMillis::new(1).unwrap(),
+                    detail: Detail::default(),
+                    burst: None,
+                    http_status: None,
+                    path_mtu: None,
+                    answers: vec![],
+                    nameserver: None,
+                })
+            }
+        },
+        tx,
+        stop_rx,
+        0.0,
+    ));
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::time::sleep(Duration::from_millis(40_500)).await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    drain.abort();
+    let at: Vec<f64> = starts.lock().unwrap().iter().map(|(at, _)| at.as_secs_f64()).collect();
+    let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).round() as u64).collect();
+    // Rounds 0 and 1 (its offset is 0), then every 6: ~7 and ~13 fail, ~19 connects — a
+    // change: then every round for 6 rounds to confirm it, then paced again.
+    assert_eq!(gaps, vec![1, 6, 6, 6, 1, 1, 1, 1, 1, 1, 6, 6], "starts at {at:?}");
 }

@@ -161,3 +161,31 @@ fn plan_flags_become_the_policy_or_say_what_is_wrong() {
     let e = parse(&["--probe-interval-secs", "90"]).config().unwrap_err();
     assert!(e.contains("--max-probe-interval-secs"), "{e}");
 }
+
+#[test]
+fn paths_network_policy_keeps_shut_are_planned_once_every_few_rounds() {
+    use netdiag_diagnose::policy::pace::DENIED_EVERY;
+    use netdiag_diagnose::sim::World;
+    let with_policy = World::healthy()
+        .policy(serde_json::json!({
+            "metadata": {"namespace": "tidb", "name": "only-tidb"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+        }))
+        .inventory();
+    let state = Arc::new(CollectorState::new(with_policy, MatrixConfig::default()));
+    let planner = Planner::new(state, PlansConfig::default());
+    let (_, plan) = split(planner.on_hello(&hello("node-1", true)));
+    let plan = plan.unwrap();
+    let paced: Vec<_> = plan.probes.iter().filter(|p| !p.every.is_every_round()).collect();
+    assert!(!paced.is_empty(), "node-1's pods outside tidb probe tidb's pods");
+    for p in &paced {
+        assert_eq!(p.every.get(), DENIED_EVERY);
+        assert!(matches!(&p.source, Source::Pod(s) if s.namespace.as_str() != "tidb"), "{p:?}");
+    }
+    let (_, unpaced) = split(planner_without_policies().on_hello(&hello("node-1", true)));
+    assert!(unpaced.unwrap().probes.iter().all(|p| p.every.is_every_round()));
+}
+
+fn planner_without_policies() -> Arc<Planner> {
+    planner().1
+}

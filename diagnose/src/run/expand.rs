@@ -282,7 +282,13 @@ impl Builder<'_> {
         role: StepRole,
     ) -> u32 {
         let http_path = if kind == ProbeKind::Http { self.http_path.clone() } else { None };
-        let probe = PlannedProbe { source: self.source.clone(), target, kind, http_path };
+        let probe = PlannedProbe {
+            source: self.source.clone(),
+            target,
+            kind,
+            http_path,
+            every: netdiag_model::EveryRounds::ONE,
+        };
         self.push(name, description, StepAction::Probe { probe }, role)
     }
 

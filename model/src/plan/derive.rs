@@ -109,7 +109,7 @@ pub(crate) fn mtu_target<'a>(pods: impl Iterator<Item = &'a PodInfo>) -> Option<
 }
 
 pub(crate) fn probe(source: &Source, target: Target, kind: ProbeKind) -> PlannedProbe {
-    PlannedProbe { source: source.clone(), target, kind, http_path: None }
+    PlannedProbe { source: source.clone(), target, kind, http_path: None, every: crate::EveryRounds::ONE }
 }
 
 fn tcp_ports(svc: &ServiceInfo) -> impl Iterator<Item = (Port, Port)> + '_ {
@@ -221,6 +221,7 @@ pub(crate) fn http_checks(inv: &Inventory, source: &Source, opts: &PlanOptions, 
                 target,
                 kind: ProbeKind::Http,
                 http_path: Some(check.path.clone()),
+                every: crate::EveryRounds::ONE,
             });
         }
     }

@@ -4,7 +4,7 @@ use std::num::NonZeroU64;
 use std::time::Duration;
 
 use netdiag_model::limits::{MAX_PLANNED_PROBES, OutOfRange};
-use netdiag_model::{HttpPath, PlannedProbe, ProbePlan, Schedule};
+use netdiag_model::{EveryRounds, HttpPath, PlannedProbe, ProbePlan, Schedule};
 
 use super::enums::{self, wire};
 use super::error::{At, ConvertError};
@@ -20,6 +20,8 @@ impl TryFrom<v1::PlannedProbe> for PlannedProbe {
             target: required(p.target).and_then(TryInto::try_into).at("target")?,
             kind: enums::probe_kind(p.kind).at("kind")?,
             http_path: opt_str(p.http_path, HttpPath::new).at("http_path")?,
+            // 0 is proto3's unset: an older collector's plan runs every probe every round.
+            every: EveryRounds::new(p.every.max(1)).at("every")?,
         };
         if let Err(e) = probe.check() {
             let field = e.field();
@@ -36,6 +38,7 @@ impl From<PlannedProbe> for v1::PlannedProbe {
             target: Some(p.target.into()),
             kind: wire::<v1::ProbeKind, _>(p.kind),
             http_path: opt_to_wire(p.http_path),
+            every: p.every.get(),
         }
     }
 }

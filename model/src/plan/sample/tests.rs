@@ -222,6 +222,7 @@ fn a_failing_pair_is_probed_fully_both_ways() {
                     },
                     kind: ProbeKind::Icmp,
                     http_path: None,
+                    every: crate::EveryRounds::ONE,
                 };
                 assert!(plan.probes.contains(&icmp), "{from_pod} → {target}");
             }

@@ -267,6 +267,7 @@ pub(super) fn plan() -> ProbePlan {
         target,
         kind,
         http_path,
+        every: netdiag_model::EveryRounds::ONE,
     };
     ProbePlan {
         generation: NonZeroU64::new(3).unwrap(),
@@ -317,6 +318,7 @@ pub(super) fn run_plan() -> RunPlan {
                         },
                         kind: ProbeKind::Dns,
                         http_path: None,
+                        every: netdiag_model::EveryRounds::ONE,
                     },
                 },
             ),

@@ -10,6 +10,17 @@ use crate::v1;
 fn plans_round_trip() {
     round_trip::<ProbePlan, v1::ProbePlan>(plan());
     round_trip::<ProbePlan, v1::ProbePlan>(ProbePlan { probes: vec![], ..plan() });
+    let mut paced = plan();
+    paced.probes[1].every = netdiag_model::EveryRounds::new(6).unwrap();
+    round_trip::<ProbePlan, v1::ProbePlan>(paced);
+}
+
+#[test]
+fn an_unset_every_is_every_round() {
+    let mut wire = v1::ProbePlan::from(plan());
+    wire.probes[0].every = 0;
+    let back = ProbePlan::try_from(wire).unwrap();
+    assert!(back.probes[0].every.is_every_round());
 }
 
 fn target_port(p: &mut v1::PlannedProbe) -> &mut u32 {
@@ -61,6 +72,7 @@ fn hostile_plans() {
                 "probes[0].target",
                 "needs a dns target",
             ),
+            ("every above 60", |p| p.probes[1].every = 61, "probes[1].every", "1 to 60 rounds"),
             (
                 "too many",
                 |p| p.probes = vec![v1::PlannedProbe::default(); 100_001],
