@@ -93,13 +93,7 @@ fn request(args: &ProbeOpts) -> Result<ProbeRunRequest> {
 }
 
 fn token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>> {
-    if let Some(path) = file {
-        return Ok(Some(ApiToken::from_file(path).context("--api-token-file")?));
-    }
-    match std::env::var("NETDIAG_API_TOKEN") {
-        Ok(t) => Ok(Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?)),
-        Err(_) => Ok(None),
-    }
+    Ok(ApiToken::from_file_or_env(file)?)
 }
 
 fn millis(d: std::time::Duration) -> String {
