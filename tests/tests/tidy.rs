@@ -5,7 +5,9 @@
 //! - every Rust file opens with a `//!` header saying what it is for;
 //! - `anyhow` is used only at binary edges (the `cli/` crate, `main.rs`/`cli.rs` of the daemons,
 //!   benches, fuzz targets and the test crate), never in a library's logic;
-//! - every repository path ARCHITECTURE.md names exists.
+//! - every repository path ARCHITECTURE.md names exists;
+//! - a command-line flag holding a duration is a duration (`--interval 2s`, parsed by the
+//!   model's `ConfigDuration`), not a number of units (`--interval-secs 2`).
 //!
 //! Code is read through [`code_only`], which blanks comments and literals, so a doc comment
 //! saying "never calls `setns`" is not a call. No root, no network.
@@ -231,6 +233,53 @@ fn anyhow_only_at_binary_edges() {
     assert!(stale.is_empty(), "ANYHOW_ALLOWED lists {stale:?}, which no longer use anyhow: remove them");
 }
 
+/// The clap fields (`#[arg(…)]`) of `code` whose names carry a time unit (`…_secs`, `…_ms`).
+fn unit_suffixed_flags(code: &str) -> Vec<String> {
+    const UNITS: &[&str] = &["_secs", "_seconds", "_ms", "_millis"];
+    let mut pending = false;
+    let mut out = Vec::new();
+    for line in code.lines() {
+        let t = line.trim();
+        if t.starts_with("#[arg") {
+            pending = true;
+            continue;
+        }
+        if !pending || t.is_empty() || t.starts_with('#') || !t.contains(':') {
+            continue;
+        }
+        let decl = t.trim_start_matches("pub(crate) ").trim_start_matches("pub ");
+        let Some((name, _)) = decl.split_once(':') else { continue };
+        let name = name.trim();
+        if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') && !name.is_empty()
+        {
+            if UNITS.iter().any(|u| name.ends_with(u)) {
+                out.push(name.to_owned());
+            }
+            pending = false;
+        }
+    }
+    out
+}
+
+#[test]
+fn duration_flags_are_durations() {
+    let root = repo_root();
+    let offenders: Vec<String> = files(&root, &[".rs"])
+        .into_iter()
+        .filter(|rel| rel != "tests/tests/tidy.rs")
+        .flat_map(|rel| {
+            unit_suffixed_flags(&code_only(&read(&root, &rel)))
+                .into_iter()
+                .map(move |f| format!("{rel}: {f}"))
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "flags named for a time unit: {offenders:?}; take a netdiag_model::config::ConfigDuration \
+         (`--interval 2s`), the one duration dialect of every flag, env variable and file"
+    );
+}
+
 /// The backticked tokens of ARCHITECTURE.md that name repository paths, with the crate whose
 /// "Inside `x/`" section they appear in. A repository path is relative and ends with `/` or a
 /// source extension; runtime paths are written absolute (`/run/netdiag/…`) and API paths
@@ -365,6 +414,14 @@ fn binary_edges_are_where_the_style_says() {
     for lib in ["collector/src/state.rs", "model/src/names.rs", "agent/src/agent.rs", "fakekube/src/lib.rs"] {
         assert!(!is_binary_edge(lib), "{lib}");
     }
+}
+
+#[test]
+fn unit_suffixed_flags_are_found_in_clap_structs_only() {
+    let code = "struct A {\n    /// Seconds.\n    #[arg(long, env = \"X\")]\n    pub keepalive_secs: u64,\n    \
+                #[arg(\n        long,\n        default_value_t = 3\n    )]\n    timeout_ms: Option<u32>,\n    \
+                #[arg(long)]\n    pub interval: ConfigDuration,\n    pub plain_secs: u64,\n}\n";
+    assert_eq!(unit_suffixed_flags(&code_only(code)), ["keepalive_secs", "timeout_ms"]);
 }
 
 #[test]
