@@ -276,7 +276,11 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
         tls,
     };
     let uplink = tokio::spawn(uplink::run(uplink_cfg, out_rx, in_tx, stats_tx, stop.clone()));
-    let app = crate::metrics::router(metrics.clone(), stats_rx, ready_rx);
+    let warnings: Vec<String> = cfg.ignored_warning().into_iter().collect();
+    for w in &warnings {
+        warn!("{w}");
+    }
+    let app = crate::metrics::router(metrics.clone(), stats_rx, ready_rx, warnings);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for /metrics: {e}", cfg.listen))?;

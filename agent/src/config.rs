@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use netdiag_model::NodeName;
+use netdiag_model::config::{ConfigDuration, defaults};
 use netdiag_model::plan::Schedule;
 use netdiag_proto::tls::ClientTlsFiles;
 use serde::Deserialize;
@@ -56,19 +57,6 @@ pub enum ConfigError {
     Missing(&'static str, &'static str),
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) =
-        s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 2s or 1m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" | "" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s:?}: {e}"))
-}
-
 /// `netdiag-agent` flags. Every flag also reads `NETDIAG_<NAME>`.
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -92,16 +80,17 @@ pub struct AgentArgs {
     /// Where /metrics and /healthz listen.
     #[arg(long, env = "NETDIAG_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Probe interval of the derived plan (e.g. 2s).
-    #[arg(long, env = "NETDIAG_INTERVAL", value_parser = parse_duration)]
-    pub interval: Option<Duration>,
-    /// Per-probe timeout (e.g. 1s).
-    #[arg(long, env = "NETDIAG_TIMEOUT", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
-    /// Probes in flight at most.
+    /// Probe interval of the derived plan (e.g. 2s; default 5s). With --inventory kubernetes
+    /// the collector's plan sets it (and the three below): this is then ignored, with a warning.
+    #[arg(long, env = "NETDIAG_INTERVAL")]
+    pub interval: Option<ConfigDuration>,
+    /// Per-probe timeout (e.g. 500ms; default 1s).
+    #[arg(long, env = "NETDIAG_TIMEOUT")]
+    pub timeout: Option<ConfigDuration>,
+    /// Probes in flight at most (default 64).
     #[arg(long, env = "NETDIAG_MAX_CONCURRENCY")]
     pub max_concurrency: Option<u32>,
-    /// Probes started per second at most.
+    /// Probes started per second at most (default 500).
     #[arg(long, env = "NETDIAG_MAX_RATE")]
     pub max_rate: Option<u32>,
     /// Log format: text or json.
@@ -130,8 +119,8 @@ struct FileConfig {
     collector: Option<String>,
     inventory: Option<String>,
     listen: Option<SocketAddr>,
-    interval: Option<String>,
-    timeout: Option<String>,
+    interval: Option<ConfigDuration>,
+    timeout: Option<ConfigDuration>,
     max_concurrency: Option<u32>,
     max_rate: Option<u32>,
     log_format: Option<String>,
@@ -163,9 +152,11 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// TLS files for an `https://` collector.
     pub tls: Option<ClientTlsFiles>,
+    /// Schedule settings given (flag, env or file) that kubernetes mode ignores, as flag names.
+    pub ignored_in_kubernetes_mode: Vec<&'static str>,
 }
 
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+pub const DEFAULT_LISTEN: &str = defaults::AGENT_LISTEN;
 
 impl AgentConfig {
     pub fn load(args: &AgentArgs) -> Result<Self, ConfigError> {
@@ -173,10 +164,10 @@ impl AgentConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        Self::merge(args, file, args.config.as_deref())
+        Self::merge(args, file)
     }
 
-    fn merge(args: &AgentArgs, file: FileConfig, path: Option<&Path>) -> Result<Self, ConfigError> {
+    fn merge(args: &AgentArgs, file: FileConfig) -> Result<Self, ConfigError> {
         let node_text = args.node.clone().or(file.node).ok_or(ConfigError::Missing("node", "NODE"))?;
         let node = NodeName::new(node_text)
             .map_err(|e| ConfigError::Invalid { field: "node", message: e.to_string() })?;
@@ -210,23 +201,28 @@ impl AgentConfig {
                 .parse()
                 .map_err(|_| ConfigError::Invalid { field: "listen", message: "bad default".into() })?,
         };
-        let from_file = |v: Option<String>, field: &'static str| -> Result<Option<Duration>, ConfigError> {
-            v.map(|s| {
-                parse_duration(&s).map_err(|message| ConfigError::Parse {
-                    path: path.map(Path::to_path_buf).unwrap_or_default(),
-                    message: format!("{field}: {message}"),
-                })
-            })
-            .transpose()
+        let interval = args.interval.or(file.interval).map(Duration::from);
+        let timeout = args.timeout.or(file.timeout).map(Duration::from);
+        let max_concurrency = args.max_concurrency.or(file.max_concurrency);
+        let max_rate = args.max_rate.or(file.max_rate);
+        let ignored_in_kubernetes_mode = if inventory == InventorySource::Kubernetes {
+            [
+                ("--interval", interval.is_some()),
+                ("--timeout", timeout.is_some()),
+                ("--max-concurrency", max_concurrency.is_some()),
+                ("--max-rate", max_rate.is_some()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, set)| set.then_some(flag))
+            .collect()
+        } else {
+            Vec::new()
         };
-        let interval =
-            args.interval.or(from_file(file.interval, "interval")?).unwrap_or(Duration::from_secs(5));
-        let timeout = args.timeout.or(from_file(file.timeout, "timeout")?).unwrap_or(Duration::from_secs(1));
         let schedule = Schedule::new(
-            interval,
-            timeout,
-            args.max_concurrency.or(file.max_concurrency).unwrap_or(64),
-            args.max_rate.or(file.max_rate).unwrap_or(500),
+            interval.unwrap_or(defaults::PROBE_INTERVAL),
+            timeout.unwrap_or(defaults::PROBE_TIMEOUT),
+            max_concurrency.unwrap_or(defaults::MAX_CONCURRENCY),
+            max_rate.unwrap_or(defaults::MAX_PROBES_PER_SECOND),
         )
         .map_err(|e| ConfigError::Invalid { field: e.field(), message: e.to_string() })?;
         let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
@@ -253,7 +249,20 @@ impl AgentConfig {
             buffer,
             log_format,
             tls,
+            ignored_in_kubernetes_mode,
         })
+    }
+
+    /// What to tell the operator (at start and on `/readyz`) about settings this mode ignores.
+    pub fn ignored_warning(&self) -> Option<String> {
+        if self.ignored_in_kubernetes_mode.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "{} set but ignored with --inventory kubernetes: the collector's plan sets interval, timeout, \
+             concurrency and rate (its --probe-interval and --max-probe-interval); remove them from the agent",
+            self.ignored_in_kubernetes_mode.join(", ")
+        ))
     }
 }
 
@@ -316,7 +325,7 @@ mod tests {
             "node: node-9\ncollector: http://10.0.0.1:7700\ninventory: file:/x.yaml\ninterval: 10s\nhttp_checks:\n  - { service: tidb/demo-pd, port: 2379, path: /pd/api/v1/members }\n",
         )
         .unwrap();
-        let cfg = AgentConfig::merge(&args(&["--node", "node-1", "--timeout", "500ms"]), file, None).unwrap();
+        let cfg = AgentConfig::merge(&args(&["--node", "node-1", "--timeout", "500ms"]), file).unwrap();
         assert_eq!(cfg.node.as_str(), "node-1");
         assert_eq!(cfg.collector, "http://10.0.0.1:7700");
         assert_eq!(cfg.inventory, InventorySource::File("/x.yaml".into()));
@@ -340,7 +349,7 @@ mod tests {
             ),
         ];
         for (a, want) in cases {
-            let err = AgentConfig::merge(&args(a), FileConfig::default(), None).unwrap_err().to_string();
+            let err = AgentConfig::merge(&args(a), FileConfig::default()).unwrap_err().to_string();
             assert!(err.contains(want), "{a:?}: {err}");
         }
         assert!(AgentArgs::try_parse_from(["x", "--interval", "5 parsecs"]).is_err());
@@ -349,13 +358,38 @@ mod tests {
     }
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+    fn durations_are_the_models_dialect() {
+        let cfg = |flags: &[&str]| AgentConfig::merge(&args(flags), FileConfig::default());
+        let base = ["--node", "n", "--collector", "http://c:7700", "--inventory", "file:/x"];
+        let got = cfg(&[&base[..], &["--interval", "1.5s", "--timeout", "250ms"]].concat()).unwrap();
+        assert_eq!(got.schedule.interval(), Duration::from_millis(1500));
+        assert_eq!(got.schedule.timeout(), Duration::from_millis(250));
+        let err = AgentArgs::try_parse_from(["x", "--interval", "2"]).unwrap_err().to_string();
+        assert!(err.contains("write a number and a unit"), "{err}");
+        let file: Result<FileConfig, _> = serde_saphyr::from_str("timeout: 2sec\n");
+        assert!(file.unwrap_err().to_string().contains("use ms, s, m or h"));
+    }
+
+    /// In kubernetes mode the collector's plan sets the schedule: a schedule setting given to
+    /// the agent is named in a warning (start-up log and /readyz), not silently dropped.
+    #[test]
+    fn schedule_settings_kubernetes_mode_ignores_are_named() {
+        let kube = ["--node", "n", "--collector", "http://c:7700", "--inventory", "kubernetes"];
+        let file: FileConfig = serde_saphyr::from_str("max_rate: 100\n").unwrap();
+        let got = AgentConfig::merge(&args(&[&kube[..], &["--interval", "10s"]].concat()), file).unwrap();
+        assert_eq!(got.ignored_in_kubernetes_mode, ["--interval", "--max-rate"]);
+        let warning = got.ignored_warning().unwrap();
         assert!(
-            parse_duration("1h").is_err() && parse_duration("").is_err() && parse_duration("-1s").is_err()
+            warning.starts_with("--interval, --max-rate set but ignored with --inventory kubernetes"),
+            "{warning}"
+        );
+        let quiet = AgentConfig::merge(&args(&kube), FileConfig::default()).unwrap();
+        assert_eq!(quiet.ignored_warning(), None);
+        let file_mode =
+            ["--node", "n", "--collector", "http://c:7700", "--inventory", "file:/x", "--interval", "10s"];
+        assert_eq!(
+            AgentConfig::merge(&args(&file_mode), FileConfig::default()).unwrap().ignored_warning(),
+            None
         );
     }
 

@@ -139,19 +139,22 @@ struct HttpState {
     metrics: Arc<AgentMetrics>,
     uplink: watch::Receiver<UplinkStats>,
     ready: watch::Receiver<bool>,
+    /// Configuration warnings `/readyz` repeats (they do not make the agent unready).
+    warnings: Arc<[String]>,
 }
 
-/// The `/metrics`, `/healthz` and `/readyz` router.
+/// The `/metrics`, `/healthz` and `/readyz` router; `warnings` are appended to `/readyz`.
 pub fn router(
     metrics: Arc<AgentMetrics>,
     uplink: watch::Receiver<UplinkStats>,
     ready: watch::Receiver<bool>,
+    warnings: Vec<String>,
 ) -> Router {
     Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { metrics, uplink, ready })
+        .with_state(HttpState { metrics, uplink, ready, warnings: warnings.into() })
 }
 
 async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
@@ -160,11 +163,18 @@ async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn readyz(State(s): State<HttpState>) -> impl IntoResponse {
-    if *s.ready.borrow() {
-        (StatusCode::OK, "ready\n")
+    let (status, mut body) = if *s.ready.borrow() {
+        (StatusCode::OK, String::from("ready\n"))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the inventory or probe sources are not loaded yet\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            String::from("not ready: the inventory or probe sources are not loaded yet\n"),
+        )
+    };
+    for w in s.warnings.iter() {
+        body.push_str(&format!("warning: {w}\n"));
     }
+    (status, body)
 }
 
 /// Serves the router on `addr` until `stop`.
@@ -242,5 +252,30 @@ mod tests {
         if let Err(e) = netdiag_collector::metrics::promtool::check_metrics(&text) {
             panic!("{e}\n{text}");
         }
+    }
+
+    /// `/readyz` repeats configuration warnings (kubernetes mode ignoring schedule flags) and
+    /// stays 200: a warning is for the operator, not a reason to pull the agent.
+    #[tokio::test]
+    async fn readyz_says_what_the_configuration_ignores() {
+        use http_body_util::BodyExt;
+        let state = |ready: bool, warnings: Vec<String>| HttpState {
+            metrics: Arc::new(AgentMetrics::default()),
+            uplink: watch::channel(UplinkStats::default()).1,
+            ready: watch::channel(ready).1,
+            warnings: warnings.into(),
+        };
+        let body = |r: axum::response::Response| async move {
+            String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+        };
+        let warned =
+            readyz(State(state(true, vec!["--interval set but ignored".into()]))).await.into_response();
+        assert_eq!(warned.status(), StatusCode::OK);
+        assert_eq!(body(warned).await, "ready\nwarning: --interval set but ignored\n");
+        let quiet = readyz(State(state(true, vec![]))).await.into_response();
+        assert_eq!(body(quiet).await, "ready\n");
+        let starting = readyz(State(state(false, vec!["x".into()]))).await.into_response();
+        assert_eq!(starting.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body(starting).await.ends_with("warning: x\n"));
     }
 }

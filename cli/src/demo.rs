@@ -25,24 +25,24 @@ use netdiag_lab::control;
 use netdiag_lab::plan::LabPlan;
 use netdiag_lab::state::LabState;
 use netdiag_lab::status::status;
+use netdiag_model::config::defaults::{AGENT_LISTEN, AGENTS_PORT};
+use netdiag_model::config::{ConfigDuration, defaults};
 use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
 
 use crate::lab_cmd::{TopologyArgs, render_status};
 use crate::query_cmd::render_diagnosis;
-
-/// Where agents reach the collector inside the lab.
-const AGENTS_PORT: u16 = 7700;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
     #[command(flatten)]
     topology: TopologyArgs,
     /// The collector's HTTP API and UI (on the host).
-    #[arg(long, env = "NETDIAG_HTTP", default_value = "127.0.0.1:7600")]
+    #[arg(long, env = "NETDIAG_HTTP", default_value = defaults::COLLECTOR_HTTP)]
     http: SocketAddr,
-    /// Probe interval of the agents.
+    /// Probe interval of the agents: shorter than the agents' default (5s), so the demo shows a
+    /// fault within seconds.
     #[arg(long, default_value = "2s")]
-    interval: String,
+    interval: ConfigDuration,
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -81,7 +81,11 @@ pub(crate) fn run(args: DemoArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn spawn_agents(state: &LabState, plan: &LabPlan, interval: &str) -> Result<Vec<tokio::process::Child>> {
+fn spawn_agents(
+    state: &LabState,
+    plan: &LabPlan,
+    interval: ConfigDuration,
+) -> Result<Vec<tokio::process::Child>> {
     let exe = std::env::current_exe().context("cannot find the netdiag binary to start the agents")?;
     let collector = format!("http://{}:{AGENTS_PORT}", plan.control_ip);
     let mut agents = Vec::new();
@@ -91,10 +95,11 @@ fn spawn_agents(state: &LabState, plan: &LabPlan, interval: &str) -> Result<Vec<
             .arg("agent")
             .arg("--netns")
             .arg(LabPlan::netns_path(&node.netns))
-            .args(["--node", node.name.as_str(), "--collector", &collector, "--interval", interval])
+            .args(["--node", node.name.as_str(), "--collector", &collector])
+            .args(["--interval", &interval.to_string()])
             .arg("--inventory")
             .arg(format!("file:{}", state.inventory_path().display()))
-            .args(["--listen", "127.0.0.1:9464"])
+            .args(["--listen", AGENT_LISTEN])
             .env("NETDIAG_LOG", "warn")
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
@@ -109,9 +114,9 @@ fn spawn_agents(state: &LabState, plan: &LabPlan, interval: &str) -> Result<Vec<
 
 /// The demo's API token: NETDIAG_API_TOKEN when set (true: the caller's own), else a random one.
 fn api_token() -> Result<(ApiToken, bool)> {
-    match std::env::var("NETDIAG_API_TOKEN") {
-        Ok(t) => Ok((ApiToken::new(&t).context("NETDIAG_API_TOKEN")?, true)),
-        Err(_) => Ok((random_token()?, false)),
+    match ApiToken::from_file_or_env(None)? {
+        Some(own) => Ok((own, true)),
+        None => Ok((random_token()?, false)),
     }
 }
 
@@ -150,9 +155,9 @@ fn runs_help(http: SocketAddr, token: &ApiToken, own: bool, file: &Path) -> Stri
             token.expose().to_owned(),
         )
     };
-    // The CLI's default collector is the demo's default address.
+    // The CLI's default collector (COLLECTOR_URL) is the demo's default address.
     let collector = match http.to_string().as_str() {
-        "127.0.0.1:7600" => String::new(),
+        defaults::COLLECTOR_HTTP => String::new(),
         _ => format!(" --collector http://{http}"),
     };
     format!(
@@ -215,7 +220,7 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
         },
         stop_rx,
     ));
-    let mut agents = spawn_agents(state, plan, &args.interval)?;
+    let mut agents = spawn_agents(state, plan, args.interval)?;
 
     let watch = async {
         tokio::time::sleep(Duration::from_millis(300)).await;

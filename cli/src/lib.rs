@@ -52,7 +52,7 @@ enum Command {
     /// Run a node agent (as `netdiag-agent`).
     Agent(netdiag_agent::cli::AgentCli),
     /// Run the collector (as `netdiag-collector`).
-    Collector(netdiag_collector::cli::CollectorCli),
+    Collector(Box<netdiag_collector::cli::CollectorCli>),
 }
 
 /// A command's options with the collector's address (`--collector`).
@@ -99,6 +99,6 @@ fn run(command: Command) -> Result<std::process::ExitCode> {
             Ok(probe_cmd::run_blocking(|_| async move { Ok(collector) }, v.opts))
         }
         Command::Agent(a) => Ok(netdiag_agent::cli::run(a)),
-        Command::Collector(c) => Ok(netdiag_collector::cli::run(c)),
+        Command::Collector(c) => Ok(netdiag_collector::cli::run(*c)),
     }
 }

@@ -16,6 +16,7 @@ use netdiag_collector::api::v1::{self as v1json, RunEnd};
 use netdiag_collector::query::RUN_ID_METADATA;
 use netdiag_collector::runs::auth::ApiToken;
 use netdiag_collector::runs::dispatch::RunRecord;
+use netdiag_model::config::ConfigDuration;
 use netdiag_model::run::{ProbeRunEvent, ProbeRunRequest, RunId, RunTarget, RunTimeout};
 use netdiag_model::{HttpPath, Port, Source};
 use netdiag_proto::v1;
@@ -46,9 +47,9 @@ pub(crate) struct ProbeOpts {
     /// Also check HTTP: GET this path (e.g. /pd/api/v1/members).
     #[arg(long = "http", value_name = "PATH")]
     http_path: Option<String>,
-    /// Each probe step's timeout in milliseconds (default: the collector's).
+    /// Each probe step's timeout, e.g. 1500ms or 2s (default: the collector's).
     #[arg(long)]
-    timeout_ms: Option<u32>,
+    timeout: Option<ConfigDuration>,
     /// A file holding the collector's API token; without it, NETDIAG_API_TOKEN is used.
     #[arg(long, env = "NETDIAG_API_TOKEN_FILE")]
     api_token_file: Option<PathBuf>,
@@ -88,18 +89,16 @@ pub(crate) fn target(to: &str, port: Option<u16>) -> Result<RunTarget> {
 fn request(args: &ProbeOpts) -> Result<ProbeRunRequest> {
     let from: Source = args.from.parse().with_context(|| format!("--from {:?}", args.from))?;
     let http_path = args.http_path.as_deref().map(HttpPath::new).transpose().context("--http")?;
-    let timeout = args.timeout_ms.map(RunTimeout::from_millis).transpose().context("--timeout-ms")?;
+    let timeout = args
+        .timeout
+        .map(|d| RunTimeout::from_millis(u32::try_from(d.get().as_millis()).unwrap_or(u32::MAX)))
+        .transpose()
+        .context("--timeout")?;
     Ok(ProbeRunRequest { from, to: target(&args.to, args.port)?, http_path, timeout })
 }
 
 fn token(file: Option<&std::path::Path>) -> Result<Option<ApiToken>> {
-    if let Some(path) = file {
-        return Ok(Some(ApiToken::from_file(path).context("--api-token-file")?));
-    }
-    match std::env::var("NETDIAG_API_TOKEN") {
-        Ok(t) => Ok(Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?)),
-        Err(_) => Ok(None),
-    }
+    Ok(ApiToken::from_file_or_env(file)?)
 }
 
 fn millis(d: std::time::Duration) -> String {
@@ -349,6 +348,24 @@ mod tests {
     use netdiag_model::text::Text;
 
     use super::*;
+
+    #[test]
+    fn the_timeout_is_a_duration() {
+        #[derive(Debug, clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            probe: ProbeOpts,
+        }
+        let parse = |extra: &[&str]| {
+            let base = ["x", "--from", "tidb/demo-pd-0", "--to", "svc/tidb/demo-pd:2379"];
+            <Cli as clap::Parser>::try_parse_from([&base[..], extra].concat()).map(|c| c.probe)
+        };
+        let req = request(&parse(&["--timeout", "1.5s"]).unwrap()).unwrap();
+        assert_eq!(req.timeout.map(RunTimeout::as_millis), Some(1500));
+        let too_long = request(&parse(&["--timeout", "11m"]).unwrap()).unwrap_err();
+        assert!(format!("{too_long:#}").starts_with("--timeout: "), "{too_long:#}");
+        assert!(parse(&["--timeout", "1500"]).is_err(), "a bare number is refused");
+    }
 
     #[test]
     fn the_port_folds_into_the_target() {

@@ -19,7 +19,7 @@ use crate::output::{Format, table};
 #[derive(Debug, Clone, Args)]
 pub(crate) struct CollectorArg {
     /// The collector's API address (HTTP and gRPC share it).
-    #[arg(long, env = "NETDIAG_COLLECTOR_URL", default_value = "http://127.0.0.1:7600")]
+    #[arg(long, env = "NETDIAG_COLLECTOR_URL", default_value = netdiag_model::config::defaults::COLLECTOR_URL)]
     pub(crate) collector: String,
 }
 

@@ -52,15 +52,19 @@ pub struct AgentsTlsArgs {
     /// certificate cannot send results or inspections as another node. Needs --tls-client-ca.
     #[arg(long, env = "NETDIAG_REQUIRE_NODE_IDENTITY")]
     pub require_node_identity: bool,
-    /// Seconds between HTTP/2 pings on an agent's connection; a connection whose agent does
-    /// not answer one within the same time (at most 20 s) is closed.
-    #[arg(
-        long,
-        env = "NETDIAG_AGENTS_KEEPALIVE_SECS",
-        default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..=3600)
-    )]
-    pub agents_keepalive_secs: u64,
+    /// Time between HTTP/2 pings on an agent's connection (1s to 1h); a connection whose agent
+    /// does not answer one within the same time (at most 20 s) is closed.
+    #[arg(long, env = "NETDIAG_AGENTS_KEEPALIVE", default_value = "30s", value_parser = parse_keepalive)]
+    pub agents_keepalive: Duration,
+}
+
+/// `--agents-keepalive` in the model's duration dialect, from 1 s to 1 h.
+fn parse_keepalive(s: &str) -> Result<Duration, String> {
+    let d = Duration::from(s.parse::<netdiag_model::config::ConfigDuration>().map_err(|e| e.to_string())?);
+    if d < Duration::from_secs(1) || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?} is outside 1s to 1h"));
+    }
+    Ok(d)
 }
 
 /// Why the agents' transport flags cannot be used.
@@ -136,8 +140,7 @@ impl AgentsTlsArgs {
             mutual,
             allow_insecure: self.allow_insecure_agents,
             node_identity: self.require_node_identity,
-            keepalive: (self.agents_keepalive_secs > 0)
-                .then(|| Duration::from_secs(self.agents_keepalive_secs)),
+            keepalive: (!self.agents_keepalive.is_zero()).then_some(self.agents_keepalive),
         })
     }
 }
@@ -353,6 +356,15 @@ pub fn gate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_keepalive_is_a_duration_from_a_second_to_an_hour() {
+        assert_eq!(parse_keepalive("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_keepalive("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_keepalive("500ms").unwrap_err().contains("outside 1s to 1h"));
+        assert!(parse_keepalive("2h").unwrap_err().contains("outside 1s to 1h"));
+        assert!(parse_keepalive("30").unwrap_err().contains("write a number and a unit"));
+    }
 
     #[test]
     fn plain_grpc_is_for_loopback_unless_allowed() {

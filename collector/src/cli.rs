@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use ipnet::IpNet;
+use netdiag_model::config::{ConfigDuration, defaults};
 use netdiag_model::inventory::Inventory;
 use socket2::{Domain, Socket, Type};
 
@@ -35,13 +36,13 @@ pub struct CollectorCli {
     #[arg(long, env = "NETDIAG_INVENTORY")]
     pub inventory: String,
     /// Where agents connect (gRPC session service).
-    #[arg(long, env = "NETDIAG_AGENTS_LISTEN", default_value = "0.0.0.0:7700")]
+    #[arg(long, env = "NETDIAG_AGENTS_LISTEN", default_value = defaults::COLLECTOR_AGENTS)]
     pub agents_listen: SocketAddr,
     /// Create the agents' listener inside this network namespace (the lab's underlay).
     #[arg(long, env = "NETDIAG_AGENTS_NETNS")]
     pub agents_netns: Option<PathBuf>,
     /// HTTP API, UI, /metrics and the CLI's gRPC queries.
-    #[arg(long, env = "NETDIAG_HTTP", default_value = "127.0.0.1:7600")]
+    #[arg(long, env = "NETDIAG_HTTP", default_value = defaults::COLLECTOR_HTTP)]
     pub http: SocketAddr,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "NETDIAG_LOG", default_value = "info")]
@@ -66,7 +67,7 @@ pub struct CollectorCli {
     #[arg(long = "run-allow", env = "NETDIAG_RUN_ALLOW", value_delimiter = ',', value_name = "CIDR")]
     pub run_allow: Vec<IpNet>,
     /// The hard limit on one on-demand run (500ms, 30s, 2m; at most 10m).
-    #[arg(long, env = "NETDIAG_RUN_TIMEOUT", default_value = "30s", value_parser = parse_limit)]
+    #[arg(long, env = "NETDIAG_RUN_TIMEOUT", default_value = "30s", value_parser = parse_run_timeout)]
     pub run_timeout: Duration,
     /// On-demand runs in flight at once, over every caller.
     #[arg(long, env = "NETDIAG_MAX_CONCURRENT_RUNS", default_value_t = DEFAULT_MAX_CONCURRENT)]
@@ -84,18 +85,9 @@ pub struct CollectorCli {
     pub kube_report: crate::kube_report::KubeReportArgs,
 }
 
-/// A run limit: `500ms`, `30s`, `2m`; from 100 ms to 10 minutes.
-fn parse_limit(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 30s or 2m"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" | "" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use ms, s or m)")),
-    };
+/// A run limit in the model's duration dialect (`500ms`, `30s`, `2m`), from 100 ms to 10 minutes.
+fn parse_run_timeout(s: &str) -> Result<Duration, String> {
+    let d = Duration::from(s.parse::<ConfigDuration>().map_err(|e| e.to_string())?);
     if d < Duration::from_millis(100) || d > netdiag_model::limits::MAX_RUN_TIMEOUT {
         return Err(format!("{s:?} is outside 100ms to 10m"));
     }
@@ -105,13 +97,7 @@ fn parse_limit(s: &str) -> Result<Duration, String> {
 impl CollectorCli {
     /// The on-demand run settings; the token from --api-token-file, else NETDIAG_API_TOKEN.
     pub fn runs_config(&self) -> anyhow::Result<RunsConfig> {
-        let token = match &self.api_token_file {
-            Some(path) => Some(ApiToken::from_file(path).context("--api-token-file")?),
-            None => match std::env::var("NETDIAG_API_TOKEN") {
-                Ok(t) => Some(ApiToken::new(&t).context("NETDIAG_API_TOKEN")?),
-                Err(_) => None,
-            },
-        };
+        let token = ApiToken::from_file_or_env(self.api_token_file.as_deref())?;
         Ok(RunsConfig {
             token,
             allow: self.run_allow.clone(),
@@ -251,7 +237,7 @@ mod tests {
         .unwrap();
         assert!(!off.kube_report.node_conditions);
         for bad in ["0s", "11m", "5h", "x"] {
-            assert!(parse_limit(bad).is_err(), "{bad}");
+            assert!(parse_run_timeout(bad).is_err(), "{bad}");
         }
         assert!(
             CollectorCli::try_parse_from([

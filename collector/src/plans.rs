@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use netdiag_diagnose::policy::pace::Pacer;
+use netdiag_model::config::ConfigDuration;
 use netdiag_model::inventory::Inventory;
 use netdiag_model::matrix::{CellStatus, MatrixSnapshot};
 use netdiag_model::plan::{
@@ -34,8 +35,8 @@ use tracing::{debug, info};
 use crate::ingest::Ingest;
 use crate::state::{CollectorState, now};
 
-/// How the collector plans for agents without an inventory. Flags for it are not wired yet:
-/// [`Default`] is what a collector runs with.
+/// How the collector plans for agents without an inventory: [`PlanArgs`] on the command line,
+/// [`Default`] (the model's shared defaults) in tests and the lab.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlansConfig {
     pub policy: PlanPolicy,
@@ -50,10 +51,13 @@ pub struct PlansConfig {
 impl Default for PlansConfig {
     fn default() -> Self {
         let policy = PlanPolicy::default();
-        // The agent's own defaults: 1 s timeout, 64 in flight, 500 per second.
-        let schedule = Schedule::new(policy.base_interval, Duration::from_secs(1), 64, 500)
-            .unwrap_or_else(|_| unreachable!("a constant schedule within the model's limits"));
-        Self { policy, schedule, http_checks: Vec::new(), refresh_every: Duration::from_secs(10) }
+        // The agent's own defaults, from the one place both read them.
+        Self {
+            policy,
+            schedule: Schedule::default(),
+            http_checks: Vec::new(),
+            refresh_every: Duration::from_secs(10),
+        }
     }
 }
 
@@ -70,12 +74,12 @@ pub struct PlanArgs {
     /// In a sampled plan: pods of each peer node that a node's pods probe.
     #[arg(long, env = "NETDIAG_PODS_PER_PEER", default_value_t = PlanPolicy::default().pods_per_peer)]
     pub pods_per_peer: usize,
-    /// Probe interval below the full-mesh threshold, in seconds; larger clusters get a multiple.
-    #[arg(long, env = "NETDIAG_PROBE_INTERVAL_SECS", default_value_t = PlanPolicy::default().base_interval.as_secs())]
-    pub probe_interval_secs: u64,
-    /// The probe interval never grows past this, in seconds.
-    #[arg(long, env = "NETDIAG_MAX_PROBE_INTERVAL_SECS", default_value_t = PlanPolicy::default().max_interval.as_secs())]
-    pub max_probe_interval_secs: u64,
+    /// Probe interval below the full-mesh threshold (e.g. 5s); larger clusters get a multiple.
+    #[arg(long, env = "NETDIAG_PROBE_INTERVAL", default_value_t = ConfigDuration::new(PlanPolicy::default().base_interval))]
+    pub probe_interval: ConfigDuration,
+    /// The probe interval never grows past this (e.g. 60s).
+    #[arg(long, env = "NETDIAG_MAX_PROBE_INTERVAL", default_value_t = ConfigDuration::new(PlanPolicy::default().max_interval))]
+    pub max_probe_interval: ConfigDuration,
     /// Past this many pod-level matrix cells (estimated for the cluster), sampled plans are
     /// thinned: each pod probes one pod on its node, each peer pod and Service is probed from
     /// one pod per prober node.
@@ -89,18 +93,18 @@ impl PlanArgs {
         if self.peers_per_node == 0 {
             return Err("--peers-per-node must be at least 1: every node needs probers".into());
         }
-        if self.probe_interval_secs == 0 || self.max_probe_interval_secs < self.probe_interval_secs {
+        if self.probe_interval.get().is_zero() || self.max_probe_interval < self.probe_interval {
             return Err(format!(
-                "--probe-interval-secs ({}) must be at least 1 and at most --max-probe-interval-secs ({})",
-                self.probe_interval_secs, self.max_probe_interval_secs
+                "--probe-interval ({}) must be above 0 and at most --max-probe-interval ({})",
+                self.probe_interval, self.max_probe_interval
             ));
         }
         let policy = PlanPolicy {
             full_mesh_below: self.full_mesh_below,
             peers_per_node: self.peers_per_node,
             pods_per_peer: self.pods_per_peer,
-            base_interval: Duration::from_secs(self.probe_interval_secs),
-            max_interval: Duration::from_secs(self.max_probe_interval_secs),
+            base_interval: self.probe_interval.get(),
+            max_interval: self.max_probe_interval.get(),
             max_pod_cells: self.max_pod_cells,
         };
         let base = PlansConfig::default();
@@ -110,7 +114,7 @@ impl PlanArgs {
             base.schedule.max_concurrency().get(),
             base.schedule.max_probes_per_second().get(),
         )
-        .map_err(|e| format!("--probe-interval-secs: {e}"))?;
+        .map_err(|e| format!("--probe-interval: {e}"))?;
         Ok(PlansConfig { policy, schedule, ..base })
     }
 }

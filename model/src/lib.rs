@@ -5,6 +5,7 @@
 //! convert into these types at their own boundary, validating as they go.
 
 pub mod agents;
+pub mod config;
 pub mod dns;
 pub mod finding;
 pub mod http;

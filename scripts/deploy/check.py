@@ -1,6 +1,13 @@
 #!/usr/bin/env python3
 """deploy/'s checks, run by scripts/check-deploy (which makes the venv and builds the binaries).
 
+The Helm chart is the one source: the kustomize base and components are its rendering, committed
+(`scripts/check-deploy --write` regenerates them; see generated_files()).
+
+0. drift: the committed kustomize files are exactly what the chart renders now — the base with
+   default values, each component the objects its values add — minus Secrets and Helm's own
+   labels and annotations; nothing else sits beside them but kustomization.yaml and the
+   Namespace (which Helm leaves to --create-namespace).
 1. render: `kubectl kustomize` of the base and the overlay; the Helm chart offline through Helm
    v4's Go SDK (helm-python-sdk) with default values and with the values matching the overlay;
    `helm lint --strict` of the chart with both value sets.
@@ -8,8 +15,9 @@
    kubernetes-validate, strict (unknown fields are errors). Custom resources (ServiceMonitor,
    PrometheusRule, cert-manager's Issuer/Certificate) have no schema there: they are listed as
    skipped, and covered by the cross-reference checks below instead.
-3. agreement: each kustomize rendering and its Helm counterpart hold the same objects with the
-   same content, after removing what only Helm adds (see normalize()) and ignoring the Namespace
+3. agreement: each kustomize rendering (kubectl kustomize over the generated files: its
+   namespace transformer, the overlay's composition) and its Helm counterpart hold the same
+   objects with the same content, after removing what only Helm adds (see normalize()) and ignoring the Namespace
    (only kustomize makes it: Helm leaves that to --create-namespace) and Secrets (only Helm makes
    them: generated certificates and token; kustomize users create them, README.md says how).
 4. references: every Secret a pod mounts exists in the Helm rendering (or a Certificate writes
@@ -55,7 +63,18 @@ PAIRS = [
     ("deploy/kustomize/base", None, "defaults"),
     ("deploy/kustomize/overlays/cert-manager-monitoring", FULL_VALUES, "tls.mode=cert-manager,monitoring.enabled=true"),
 ]
-DASHBOARD_COPIES = ["deploy/kustomize/base/dashboards/netdiag.json", "deploy/helm/netdiag/dashboards/netdiag.json"]
+DASHBOARD = "deploy/helm/netdiag/dashboards/netdiag.json"
+# What the chart generates for kustomize: (directory, values, their description, which rendered
+# templates: "all" for the base, "added" for a component — those empty with default values).
+GENERATED = [
+    ("deploy/kustomize/base", None, "default values", "all"),
+    ("deploy/kustomize/components/prometheus-operator", {"monitoring": {"enabled": True}}, "monitoring.enabled=true", "added"),
+    ("deploy/kustomize/components/cert-manager", {"tls": {"mode": "cert-manager"}}, "tls.mode=cert-manager", "added"),
+]
+# Hand-written files in those directories: kustomize's own, and the Namespace Helm does not make.
+HAND_WRITTEN = {"kustomization.yaml", "namespace.yaml"}
+GENERATED_HEADER = ("# Generated from deploy/helm/netdiag/templates/{name} ({desc}) by `scripts/check-deploy --write`.\n"
+                    "# Do not edit: change the chart and regenerate (scripts/check-deploy fails on drift).\n")
 # Labels and annotations only Helm adds (the chart's version, the release's bookkeeping).
 HELM_ONLY_LABELS = {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/version"}
 HELM_ONLY_ANNOTATION_PREFIXES = ("meta.helm.sh/", "checksum/", "helm.sh/")
@@ -129,6 +148,122 @@ def render_helm(values: dict | None) -> list[Obj]:
             continue
         objs.extend(parse_docs(text, name))
     return objs
+
+
+def render_helm_files(values: dict | None) -> dict[str, str]:
+    """The chart rendered offline, per template file (base name) that renders any YAML."""
+    with helm.Chart.load(str(CHART)) as chart:
+        files = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    return {name.rsplit("/", 1)[-1]: text for name, text in files.items()
+            if name.endswith(".yaml") and text.strip()}
+
+
+# ---------------------------------------------------------------------------------------------
+# 0. the kustomize files, generated from the chart
+
+HELM_ONLY_LINE = re.compile(r"^\s*(helm\.sh/chart|app\.kubernetes\.io/managed-by|app\.kubernetes\.io/version|checksum/[^:]*|meta\.helm\.sh/[^:]*):")
+
+
+def strip_helm_only(text: str) -> str:
+    """Helm's rendering without the lines of what only Helm adds (see normalize()); an
+    `annotations:` left empty goes too. Comments stay: they explain the manifests."""
+    lines = [line for line in text.splitlines() if not HELM_ONLY_LINE.match(line)]
+    out = []
+    for i, line in enumerate(lines):
+        if line.strip() == "annotations:":
+            indent = len(line) - len(line.lstrip())
+            following = next((x for x in lines[i + 1:] if x.strip() and not x.lstrip().startswith("#")), "")
+            if len(following) - len(following.lstrip()) <= indent:
+                continue
+        out.append(line.rstrip())
+    return "\n".join(out).strip() + "\n"
+
+
+def generated_files() -> tuple[dict[str, str], list[str]]:
+    """Every kustomize file the chart generates (path → text) and what keeps one from being
+    generated (a Secret among other objects, values that change what the base holds)."""
+    default = render_helm_files(None)
+    out: dict[str, str] = {}
+    problems: list[str] = []
+    for directory, values, desc, which in GENERATED:
+        files = default if values is None else render_helm_files(values)
+        for name, text in sorted(files.items()):
+            docs = parse_docs(text, name)
+            secrets = [d for d in docs if d["kind"] == "Secret"]
+            if secrets:
+                if len(secrets) != len(docs):
+                    problems.append(f"{name} mixes Secrets with other objects: kustomize users make the Secrets, "
+                                    "so keep them in a template of their own")
+                continue
+            if which == "added" and name in default:
+                if [normalize(d) for d in parse_docs(default[name], name)] != [normalize(d) for d in docs]:
+                    problems.append(f"{desc} changes {name}: a kustomize component can only add objects here")
+                continue
+            body = strip_helm_only(text)
+            if parse_docs(body, name) != [normalize(d) for d in docs]:
+                problems.append(f"{name}: removing Helm's own lines changed more than Helm's labels and annotations")
+            out[f"{directory}/{name}"] = GENERATED_HEADER.format(name=name, desc=desc) + body
+    return out, problems
+
+
+def resources_listed(directory: str) -> list[str]:
+    k = yaml.safe_load((ROOT / directory / "kustomization.yaml").read_text()) or {}
+    return list(k.get("resources") or [])
+
+
+def drift(expected: dict[str, str], committed: dict[str, str | None], listed: dict[str, list[str]]) -> list[str]:
+    """What differs between the generated files and the committed ones (`committed`: every file
+    in the generated directories, None for one that is absent), and whether each
+    kustomization.yaml lists exactly its directory's generated files (and namespace.yaml)."""
+    problems = []
+    for path, text in sorted(expected.items()):
+        have = committed.get(path)
+        if have is None:
+            problems.append(f"{path}: missing")
+        elif have != text:
+            problems.append(f"{path}: differs from the chart's rendering")
+    for path in sorted(committed):
+        if path not in expected and path.rsplit("/", 1)[-1] not in HAND_WRITTEN:
+            problems.append(f"{path}: not generated from the chart: move what it holds into the chart")
+    for directory, resources in sorted(listed.items()):
+        want = sorted(p.rsplit("/", 1)[-1] for p in expected if p.rsplit("/", 1)[0] == directory)
+        have = sorted(r for r in resources if r != "namespace.yaml")
+        if have != want:
+            problems.append(f"{directory}/kustomization.yaml lists {have}, the chart generates {want}")
+    if problems:
+        problems.append("regenerate with `scripts/check-deploy --write` (and commit it with the chart change)")
+    return problems
+
+
+def committed_files() -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    for directory, *_ in GENERATED:
+        for f in sorted((ROOT / directory).rglob("*")):
+            if f.is_file():
+                out[str(f.relative_to(ROOT))] = f.read_text()
+    return out
+
+
+def write_generated() -> int:
+    """`--write`: the generated files written, stale ones removed."""
+    expected, problems = generated_files()
+    if problems:
+        print("check-deploy --write: cannot generate the kustomize files:", *problems, sep="\n  ")
+        return 1
+    for path in committed_files():
+        if path not in expected and path.rsplit("/", 1)[-1] not in HAND_WRITTEN:
+            (ROOT / path).unlink()
+            print(f"removed {path}")
+    for path, text in sorted(expected.items()):
+        target = ROOT / path
+        if not target.exists() or target.read_text() != text:
+            target.write_text(text)
+            print(f"wrote {path}")
+    for directory, *_ in GENERATED:
+        for d in sorted((ROOT / directory).rglob("*"), reverse=True):
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+    return 0
 
 
 def lint_helm(values: dict | None) -> list[str]:
@@ -660,7 +795,8 @@ def check_dashboard(dashboard: dict) -> tuple[list[str], int]:
 
 
 def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[str],
-              groups: list[dict], tests: dict, dashboard: dict) -> None:
+              groups: list[dict], tests: dict, dashboard: dict,
+              generated: dict[str, str], listed: dict[str, list[str]]) -> None:
     bogus = {
         "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "bogus"},
         "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {
@@ -696,6 +832,23 @@ def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[s
         not any failure: a missing promtool must not pass for a rejection)."""
         report.check(f"self-test: {what}", [] if any(needle in p for p in problems)
                      else [f"expected a problem with {needle!r}, got {problems}"])
+
+    if generated:
+        committed = dict(generated)
+        first = sorted(committed)[0]
+        report.check("self-test: the drift check passes the chart's own rendering",
+                     drift(generated, committed, listed))
+        committed[first] = committed[first].replace("netdiag", "netdiag-edited", 1)
+        rejects("the drift check notices a hand edit of a generated file", drift(generated, committed, listed),
+                f"{first}: differs")
+        committed = {**generated, "deploy/kustomize/base/dashboards/netdiag.json": "{}"}
+        rejects("the drift check notices a file the chart does not generate (a second dashboard copy)",
+                drift(generated, committed, listed), "dashboards/netdiag.json: not generated")
+        unlisted = {d: [r for r in rs if r != "grafana-dashboard.yaml"] for d, rs in listed.items()}
+        rejects("the drift check notices a generated file kustomization.yaml does not list",
+                drift(generated, dict(generated), unlisted), "kustomization.yaml lists")
+    else:
+        report.fail("self-test: nothing generated to check drift on")
 
     text_ct = "text/plain; version=0.0.4; charset=utf-8"
     openmetrics_counter = "# HELP netdiag_things Things.\n# TYPE netdiag_things counter\nnetdiag_things_total 1\n"
@@ -738,6 +891,11 @@ def self_test(report: Report, bins: Binaries, sample: list[Obj], exported: set[s
 
 
 def main() -> int:
+    if sys.argv[1:] == ["--write"]:
+        return write_generated()
+    if sys.argv[1:]:
+        print(f"usage: scripts/check-deploy [--write]  (unknown arguments {sys.argv[1:]})", file=sys.stderr)
+        return 2
     report = Report()
     bins = Binaries({
         "netdiag-agent": os.environ.get("NETDIAG_AGENT_BIN", str(ROOT / "target/debug/netdiag-agent")),
@@ -764,9 +922,16 @@ def main() -> int:
         report.check(f"helm lint --strict deploy/helm/netdiag ({vdesc})", lint_helm(values))
         renderings.append((kpath, k, f"helm ({vdesc})", h, values))
 
-    copies = [(ROOT / p).read_bytes() for p in DASHBOARD_COPIES]
-    report.check(f"the dashboard's two copies are identical ({' = '.join(DASHBOARD_COPIES)})",
-                 [] if len(set(copies)) == 1 else [f"copy {DASHBOARD_COPIES[0]} over {DASHBOARD_COPIES[1]}"])
+    section("the kustomize files are the chart's rendering (no drift)")
+    try:
+        expected, problems = generated_files()
+        report.check("the chart generates the kustomize base and components", problems)
+        listed = {d: resources_listed(d) for d, *_ in GENERATED}
+        report.check(f"{len(expected)} generated kustomize files committed as rendered, nothing else beside them",
+                     drift(expected, committed_files(), listed))
+    except Exception as e:  # noqa: BLE001
+        expected, listed = {}, {}
+        report.fail("generate the kustomize files from the chart", [str(e)])
 
     section(f"schemas (strict, Kubernetes {KUBE_VERSION})")
     skipped: set[str] = set()
@@ -836,13 +1001,14 @@ def main() -> int:
         report.check(f"{name}: promtool check rules ({n} rules)", check_rules(groups))
         report.check(f"{name}: promtool test rules {ALERT_TESTS.relative_to(ROOT)}", test_rules(groups, tests))
         report.check(f"{name}: every alert has a firing and a silent test case", alert_coverage(groups, tests))
-    dashboard = json.loads((ROOT / DASHBOARD_COPIES[0]).read_text())
+    dashboard = json.loads((ROOT / DASHBOARD).read_text())
     problems, n = check_dashboard(dashboard)
     report.check(f"the dashboard's {n} queries: promtool check rules (as recording rules)", problems)
 
     section("self-test: each check can fail")
     if renderings:
-        self_test(report, bins, renderings[0][3], exported, rulesets[0][1] if rulesets else [], tests, dashboard)
+        self_test(report, bins, renderings[0][3], exported, rulesets[0][1] if rulesets else [], tests, dashboard,
+                  expected, listed)
 
     print()
     if report.failed:

@@ -215,6 +215,7 @@ impl LabCluster {
                 buffer: BufferLimits::default(),
                 log_format: LogFormat::Text,
                 tls: agent_tls_per_node.get(node.name.as_str()).cloned().or_else(|| agent_tls.clone()),
+                ignored_in_kubernetes_mode: vec![],
             };
             let path = LabPlan::netns_path(&node.netns);
             let stop = stop_rx.clone();

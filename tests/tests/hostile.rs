@@ -106,7 +106,7 @@ fn hostile_sessions_are_cut_and_honest_ones_lose_nothing() {
             .arg("--inventory")
             .arg(format!("file:{}", inventory.display()))
             .args(["--agents-listen", &agents.to_string(), "--http", &api.to_string()])
-            .args(["--agents-keepalive-secs", &keepalive.to_string(), "--log", "info"])
+            .args(["--agents-keepalive", &format!("{keepalive}s"), "--log", "info"])
             .env("NO_COLOR", "1")
             // The images are musl builds, whose allocator has no per-thread arenas; glibc's
             // (this debug build) keep freed memory per arena, up to 8 per core, which under

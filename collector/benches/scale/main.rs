@@ -474,7 +474,7 @@ fn main() -> Result<()> {
             max_interval: Duration::from_secs(2),
             ..PlanPolicy::default()
         };
-        let flags = ["--probe-interval-secs", "1", "--max-probe-interval-secs", "2"];
+        let flags = ["--probe-interval", "1s", "--max-probe-interval", "2s"];
         ("60".to_owned(), 5, flags.map(String::from).to_vec(), policy)
     } else {
         (env("SIZES", "500,1000,5000".to_owned()), env("PODS", 30), Vec::new(), PlanPolicy::default())

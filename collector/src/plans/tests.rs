@@ -141,7 +141,7 @@ fn failing_pairs_are_failed_or_degraded_node_cells() {
 #[test]
 fn plan_flags_become_the_policy_or_say_what_is_wrong() {
     use clap::Parser;
-    #[derive(Parser)]
+    #[derive(Debug, Parser)]
     struct Cli {
         #[command(flatten)]
         plans: super::PlanArgs,
@@ -151,15 +151,31 @@ fn plan_flags_become_the_policy_or_say_what_is_wrong() {
     let defaults = parse(&[]).config().unwrap();
     assert_eq!(defaults.policy, netdiag_model::plan::PlanPolicy::default());
     let custom =
-        parse(&["--peers-per-node", "3", "--probe-interval-secs", "10", "--max-probe-interval-secs", "30"])
+        parse(&["--peers-per-node", "3", "--probe-interval", "1500ms", "--max-probe-interval", "30s"])
             .config()
             .unwrap();
     assert_eq!(custom.policy.peers_per_node, 3);
-    assert_eq!(custom.schedule.interval(), std::time::Duration::from_secs(10));
+    assert_eq!(custom.schedule.interval(), std::time::Duration::from_millis(1500));
+    assert_eq!(
+        custom.schedule,
+        netdiag_model::plan::Schedule::new(
+            std::time::Duration::from_millis(1500),
+            netdiag_model::config::defaults::PROBE_TIMEOUT,
+            netdiag_model::config::defaults::MAX_CONCURRENCY,
+            netdiag_model::config::defaults::MAX_PROBES_PER_SECOND,
+        )
+        .unwrap(),
+        "the agent's defaults, with the plan's interval"
+    );
     let e = parse(&["--peers-per-node", "0"]).config().unwrap_err();
     assert!(e.contains("--peers-per-node"), "{e}");
-    let e = parse(&["--probe-interval-secs", "90"]).config().unwrap_err();
-    assert!(e.contains("--max-probe-interval-secs"), "{e}");
+    let e = parse(&["--probe-interval", "90s"]).config().unwrap_err();
+    assert!(
+        e.contains("--probe-interval (90s) must be above 0 and at most --max-probe-interval (1m)"),
+        "{e}"
+    );
+    let e = Cli::try_parse_from(["x", "--probe-interval", "10"]).unwrap_err().to_string();
+    assert!(e.contains("write a number and a unit"), "{e}");
 }
 
 #[test]

@@ -20,6 +20,18 @@ impl fmt::Debug for ApiToken {
     }
 }
 
+/// The environment variable holding the API token when no token file is given.
+pub const TOKEN_ENV: &str = "NETDIAG_API_TOKEN";
+
+/// A token that cannot be used, and where it came from (the flag or the environment variable).
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}")]
+pub struct TokenSourceError {
+    pub origin: &'static str,
+    #[source]
+    pub source: TokenError,
+}
+
 /// A token that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -57,6 +69,24 @@ impl ApiToken {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+
+    /// The token every binary reads the same way: the file `--api-token-file` names when given,
+    /// else [`TOKEN_ENV`], else none.
+    pub fn from_file_or_env(file: Option<&Path>) -> Result<Option<Self>, TokenSourceError> {
+        Self::from_file_or(file, std::env::var(TOKEN_ENV).ok())
+    }
+
+    fn from_file_or(file: Option<&Path>, env: Option<String>) -> Result<Option<Self>, TokenSourceError> {
+        match (file, env) {
+            (Some(path), _) => Self::from_file(path)
+                .map(Some)
+                .map_err(|source| TokenSourceError { origin: "--api-token-file", source }),
+            (None, Some(text)) => {
+                Self::new(&text).map(Some).map_err(|source| TokenSourceError { origin: TOKEN_ENV, source })
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// Compares in time independent of where the first difference is.
@@ -164,6 +194,31 @@ pub fn authorize(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_wins_over_the_environment_and_errors_say_which() {
+        let dir = std::env::temp_dir().join(format!("netdiag-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let got = ApiToken::from_file_or(Some(&file), Some("from-env".into())).unwrap().unwrap();
+        assert_eq!(got.expose(), "from-file");
+        assert_eq!(
+            ApiToken::from_file_or(None, Some("from-env".into())).unwrap().unwrap().expose(),
+            "from-env"
+        );
+        assert!(ApiToken::from_file_or(None, None).unwrap().is_none());
+        // `{origin}: {source}`, as the binaries print the chain.
+        let chain = |e: TokenSourceError| format!("{e}: {}", e.source);
+        let env_err = ApiToken::from_file_or(None, Some(" ".into())).unwrap_err();
+        assert_eq!(
+            chain(env_err),
+            "NETDIAG_API_TOKEN: the API token is empty: put a secret in it (e.g. `openssl rand -hex 32`)"
+        );
+        let missing = ApiToken::from_file_or(Some(&dir.join("absent")), None).unwrap_err();
+        assert!(chain(missing).starts_with("--api-token-file: cannot read the API token file "));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())

@@ -73,7 +73,7 @@ impl Default for PlanPolicy {
             full_mesh_below: 50,
             peers_per_node: 8,
             pods_per_peer: 2,
-            base_interval: Duration::from_secs(5),
+            base_interval: crate::config::defaults::PROBE_INTERVAL,
             max_interval: Duration::from_secs(60),
             max_pod_cells: 400_000,
         }

@@ -1,3 +1,6 @@
+//! The kube_report plan as tables: a finding appearing, persisting and clearing gives exactly
+//! these condition patches and Events (series bumps, rate limits) for a given history and `now`.
+
 use netdiag_model::finding::{FindingId, Severity};
 use netdiag_model::text::Text;
 use serde_json::json;
