@@ -170,7 +170,8 @@ fn runs_help(http: SocketAddr, token: &ApiToken, own: bool, file: &Path) -> Stri
     )
 }
 
-fn summary(state: &CollectorState) -> String {
+/// One line of the live matrix; `denied` of the failed cells fail as NetworkPolicy intends.
+fn summary(state: &CollectorState, denied: u64) -> String {
     let snap = state.matrix(&MatrixQuery { level: MatrixLevel::Pod, kind: None }, now());
     let mut counts: BTreeMap<CellStatus, usize> = BTreeMap::new();
     for c in &snap.cells {
@@ -178,7 +179,7 @@ fn summary(state: &CollectorState) -> String {
     }
     let agents = state.agents(now());
     format!(
-        "matrix: {} cells — {} ok, {} degraded, {} failed, {} unknown · agents connected: {}/{}",
+        "matrix: {} cells — {} ok, {} degraded, {} failed ({denied} denied by NetworkPolicy, as intended), {} unknown · agents connected: {}/{}",
         snap.cells.len(),
         counts.get(&CellStatus::Ok).unwrap_or(&0),
         counts.get(&CellStatus::Degraded).unwrap_or(&0),
@@ -251,8 +252,8 @@ async fn demo(state: &LabState, plan: &LabPlan, http: std::net::TcpListener, arg
                     last_faults = ids;
                 }
             }
-            println!("{}", summary(&collector));
             let diagnosis = collector.diagnosis(now());
+            println!("{}", summary(&collector, diagnosis.denied_by_policy_total));
             let ids: Vec<String> =
                 diagnosis.findings.iter().map(|f| format!("{}:{:?}", f.id, f.culprit)).collect();
             if last_ids.as_ref() != Some(&ids) {

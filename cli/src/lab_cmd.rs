@@ -30,8 +30,9 @@ pub(crate) struct NameArg {
 
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TopologyArgs {
-    /// Topology file (YAML); the default is the seed's TiDB cluster on 3 nodes, without
-    /// NetworkPolicies (lab/topologies/policies.yaml adds a policy set the lab enforces).
+    /// Topology file (YAML); the default is the seed's TiDB cluster on 3 nodes with a
+    /// NetworkPolicy set the lab enforces (lab/topologies/default.yaml); lab/topologies/open.yaml
+    /// is the same cluster with every path open.
     #[arg(long, env = "NETDIAG_TOPOLOGY")]
     pub(crate) topology: Option<PathBuf>,
     /// Lab name (overrides the topology's).
@@ -127,7 +128,7 @@ enum LabCommand {
         #[command(flatten)]
         name: NameArg,
         /// The topology file whose `namespaces` and `network_policies` to enforce, e.g.
-        /// lab/topologies/policies.yaml (a file without them removes every policy).
+        /// lab/topologies/default.yaml (a file without them removes every policy).
         #[arg(long)]
         topology: PathBuf,
     },

@@ -1,7 +1,7 @@
 //! NetworkPolicies and Namespaces through the fake API server: the real kube-rs client lists,
 //! gets and watches them with its typed `Api`s, and the real kubectl finds them by discovery
 //! (`kubectl get networkpolicies -A`, `kubectl get netpol`, `kubectl get ns`). Seeded from the
-//! policy lab's inventory (`lab/topologies/policies.yaml`).
+//! policy lab's inventory (`lab/topologies/default.yaml`).
 
 // Helpers here panic on purpose: a panic is how a test reports what it found.
 #![allow(clippy::unwrap_used)]
@@ -15,11 +15,11 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use netdiag_fakekube::FakeKube;
 use netdiag_lab::plan::LabPlan;
-use netdiag_lab::topology::{POLICIES_TOPOLOGY, Topology};
+use netdiag_lab::topology::{DEFAULT_TOPOLOGY, Topology};
 use netdiag_model::inventory::Inventory;
 
 fn inventory() -> Inventory {
-    let plan = LabPlan::from_topology(&Topology::parse(POLICIES_TOPOLOGY).unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::parse(DEFAULT_TOPOLOGY).unwrap()).unwrap();
     plan.inventory(std::path::Path::new("/run/netdiag/lab"))
 }
 
@@ -112,7 +112,7 @@ async fn typed_apis_list_and_get_policies_and_namespaces() {
 
 #[tokio::test]
 async fn a_policy_free_inventory_still_has_its_namespaces() {
-    let plan = LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap();
     let fake = FakeKube::start().await.unwrap();
     fake.seed(&plan.inventory(std::path::Path::new("/run/netdiag/lab"))).unwrap();
     let client = kube::Client::try_from(fake.config()).unwrap();

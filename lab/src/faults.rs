@@ -389,7 +389,7 @@ impl FaultSpec {
                 if !isolated {
                     return Err(invalid(format!(
                         "no NetworkPolicy isolates a pod on {n} in lab {}: the fault would change nothing \
-                         (bring the lab up with a topology that has network_policies, e.g. lab/topologies/policies.yaml)",
+                         (bring the lab up with a topology that has network_policies, e.g. lab/topologies/default.yaml)",
                         plan.name
                     )));
                 }
@@ -531,7 +531,7 @@ mod tests {
     use crate::topology::Topology;
 
     fn plan() -> LabPlan {
-        LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap()
+        LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap()
     }
 
     fn args(s: &str) -> Vec<String> {
@@ -564,7 +564,7 @@ mod tests {
         ];
         assert_eq!(good.len(), FAULTS.len());
         let with_policies =
-            LabPlan::from_topology(&Topology::parse(crate::topology::POLICIES_TOPOLOGY).unwrap()).unwrap();
+            LabPlan::from_topology(&Topology::parse(crate::topology::DEFAULT_TOPOLOGY).unwrap()).unwrap();
         for (name, a) in good {
             let plan =
                 if name.starts_with("policy") || name == "extra-deny" { &with_policies } else { &plan };

@@ -125,10 +125,10 @@ mod tests {
 
     #[test]
     fn required_programs_follow_the_plan() {
-        let plan = LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap();
+        let plan = LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap();
         let p = required_programs(&plan);
         assert!(p.contains(&"iptables-restore") && !p.contains(&"nft") && !p.contains(&"bridge"));
-        let text = crate::topology::DEFAULT_TOPOLOGY
+        let text = crate::topology::OPEN_TOPOLOGY
             .replace("proxy_mode: iptables", "proxy_mode: nftables")
             .replace("overlay: routed", "overlay: vxlan");
         let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();

@@ -11,10 +11,12 @@ use netdiag_model::{Name, Namespace, NodeName, PodRef, Port, ServiceRef};
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-/// The embedded default topology (the seed's TiDB cluster on 3 nodes).
+/// The seed's TiDB cluster on 3 nodes with no NetworkPolicy: every path open. The fault tests'
+/// baseline, where any failing path is the fault's.
+pub const OPEN_TOPOLOGY: &str = include_str!("../topologies/open.yaml");
+/// The default lab (`netdiag lab up`, the demo): the open cluster plus a `monitoring` namespace
+/// and a NetworkPolicy set the lab enforces.
 pub const DEFAULT_TOPOLOGY: &str = include_str!("../topologies/default.yaml");
-/// The default cluster plus a `monitoring` namespace and a NetworkPolicy set the lab enforces.
-pub const POLICIES_TOPOLOGY: &str = include_str!("../topologies/policies.yaml");
 
 /// A mistake in a topology file, with where it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -478,9 +480,14 @@ fn check_namespaces(
 const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 impl Topology {
-    /// The embedded default topology.
+    /// The embedded default topology, with its NetworkPolicies.
     pub fn default_lab() -> Result<Self, TopologyError> {
         Self::parse(DEFAULT_TOPOLOGY)
+    }
+
+    /// The embedded open topology: the default cluster without NetworkPolicies.
+    pub fn open_lab() -> Result<Self, TopologyError> {
+        Self::parse(OPEN_TOPOLOGY)
     }
 
     /// Parses and checks a topology file.

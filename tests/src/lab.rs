@@ -8,7 +8,7 @@ use netdiag_lab::control;
 use netdiag_lab::faults::ActiveFault;
 use netdiag_lab::plan::{LabPlan, NodePlan, PodPlan, ServicePlan};
 use netdiag_lab::state::LabState;
-use netdiag_lab::topology::{DEFAULT_TOPOLOGY, Topology};
+use netdiag_lab::topology::{OPEN_TOPOLOGY, Topology};
 
 static NEXT: AtomicU32 = AtomicU32::new(1);
 
@@ -29,12 +29,12 @@ pub struct TestLab {
 impl TestLab {
     /// The default topology.
     pub fn up() -> Self {
-        Self::from_yaml(DEFAULT_TOPOLOGY)
+        Self::from_yaml(OPEN_TOPOLOGY)
     }
 
     /// The default topology with `edit` applied to its text (e.g. switch proxy mode).
     pub fn with(edit: impl FnOnce(String) -> String) -> Self {
-        Self::from_yaml(&edit(DEFAULT_TOPOLOGY.to_owned()))
+        Self::from_yaml(&edit(OPEN_TOPOLOGY.to_owned()))
     }
 
     pub fn from_yaml(text: &str) -> Self {

@@ -740,7 +740,7 @@ fn up_after_a_crash_cleans_up_first() {
     let topo_name = lab.name().to_owned();
     // A crash: namespaces and state stay, the server is gone.
     let plan = lab.crash();
-    let topo = netdiag_lab::topology::Topology::default_lab()
+    let topo = netdiag_lab::topology::Topology::open_lab()
         .unwrap()
         .with_overrides(&netdiag_lab::topology::Overrides {
             name: Some(topo_name.clone()),

@@ -1,4 +1,4 @@
-//! The lab enforces NetworkPolicies (`lab/topologies/policies.yaml`) and what it enforces is
+//! The lab enforces NetworkPolicies (`lab/topologies/default.yaml`) and what it enforces is
 //! what the expected-verdict evaluator (`netdiag_diagnose::policy::PolicySet::evaluate`, written
 //! independently) says: for a set of (source, destination, port) triples, a real TCP connect
 //! from inside the source's namespace succeeds exactly when the verdict is Allow and times out
@@ -13,7 +13,7 @@ use std::time::Duration;
 use netdiag_diagnose::policy::{
     Endpoint, HostKind, PodEndpoint, PolicySet, Traffic, Transport, Verdict, Via,
 };
-use netdiag_lab::topology::POLICIES_TOPOLOGY;
+use netdiag_lab::topology::DEFAULT_TOPOLOGY;
 use netdiag_model::Port;
 use netdiag_model::inventory::Inventory;
 use netdiag_tests::lab::TestLab;
@@ -230,12 +230,12 @@ fn enforcement_matches_the_evaluator(lab: TestLab, families: &[bool]) {
 
 #[test]
 fn iptables_lab_enforces_policies_as_the_evaluator_expects() {
-    enforcement_matches_the_evaluator(TestLab::from_yaml(POLICIES_TOPOLOGY), &[false]);
+    enforcement_matches_the_evaluator(TestLab::from_yaml(DEFAULT_TOPOLOGY), &[false]);
 }
 
 #[test]
 fn nftables_dual_stack_lab_enforces_policies_as_the_evaluator_expects() {
-    let text = POLICIES_TOPOLOGY
+    let text = DEFAULT_TOPOLOGY
         .replace("proxy_mode: iptables", "proxy_mode: nftables")
         .replace("ipv6: false", "ipv6: true");
     enforcement_matches_the_evaluator(TestLab::from_yaml(&text), &[false, true]);
@@ -246,7 +246,7 @@ fn nftables_dual_stack_lab_enforces_policies_as_the_evaluator_expects() {
 /// allows its backends (here every backend agrees, so one connect decides).
 #[test]
 fn policies_meet_service_traffic_after_dnat() {
-    let lab = TestLab::from_yaml(POLICIES_TOPOLOGY);
+    let lab = TestLab::from_yaml(DEFAULT_TOPOLOGY);
     let case = Case::new(&lab);
     let vips = [
         ("tidb/demo-tikv-0", "kube-system/kube-dns", 53),
@@ -288,7 +288,7 @@ fn policies_meet_service_traffic_after_dnat() {
 /// back to none (everything connects again); a file that changes pods is refused.
 #[test]
 fn policies_change_on_a_running_lab() {
-    let without = POLICIES_TOPOLOGY.split("\nnamespaces:").next().expect("policies.yaml has namespaces");
+    let without = DEFAULT_TOPOLOGY.split("\nnamespaces:").next().expect("policies.yaml has namespaces");
     let lab = TestLab::from_yaml(without);
     let tidb0 = lab.pod("tidb/demo-tidb-0");
     let pd0 = SocketAddr::new(lab.pod("tidb/demo-pd-0").ip.into(), 2379);
@@ -297,7 +297,7 @@ fn policies_change_on_a_running_lab() {
     lab.fault("extra-deny tidb/demo-pd-0 tidb/demo-tidb-0");
     assert_eq!(probe::tcp(&tidb0.netns, pd0, T), Reach::Timeout);
 
-    let with = netdiag_lab::topology::Topology::parse(POLICIES_TOPOLOGY).unwrap();
+    let with = netdiag_lab::topology::Topology::parse(DEFAULT_TOPOLOGY).unwrap();
     let plan = netdiag_lab::control::set_policies(lab.name(), &with).expect("set policies");
     assert_eq!(plan.network_policies.len(), 5);
     assert_eq!(probe::tcp(&coredns.netns, pd0, T), Reach::Timeout, "default deny in tidb now");
@@ -318,10 +318,8 @@ fn policies_change_on_a_running_lab() {
     let prom = SocketAddr::new(lab.pod("monitoring/prometheus-0").ip.into(), 9090);
     assert_eq!(probe::tcp(&tikv0.netns, prom, T), Reach::Ok, "egress policies removed");
 
-    let err = netdiag_lab::control::set_policies(
-        lab.name(),
-        &netdiag_lab::topology::Topology::default_lab().unwrap(),
-    )
-    .expect_err("another pod set");
+    let err =
+        netdiag_lab::control::set_policies(lab.name(), &netdiag_lab::topology::Topology::open_lab().unwrap())
+            .expect_err("another pod set");
     assert!(err.to_string().contains("more than namespaces and network_policies (pods)"), "{err}");
 }

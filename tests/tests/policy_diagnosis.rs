@@ -1,4 +1,4 @@
-//! The running system on a lab that enforces NetworkPolicies (`lab/topologies/policies.yaml`):
+//! The running system on a lab that enforces NetworkPolicies (`lab/topologies/default.yaml`):
 //! the paths the policies deny fail, as intended, and the diagnosis says nothing of them but
 //! lists them apart; a node whose plugin stops enforcing is named; a deny no policy asks for is
 //! a failure like any other; an on-demand run says what policy says of its path before it
@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use netdiag_collector::state::now;
-use netdiag_lab::topology::POLICIES_TOPOLOGY;
+use netdiag_lab::topology::DEFAULT_TOPOLOGY;
 use netdiag_model::finding::CulpritKind;
 use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
 use netdiag_model::probe::ProbeKind;
@@ -31,7 +31,7 @@ fn median(v: &mut [u64]) -> u64 {
 
 #[test]
 fn denied_paths_are_intended_and_policy_faults_are_named() {
-    let c = LabCluster::start(TestLab::from_yaml(POLICIES_TOPOLOGY), INTERVAL);
+    let c = LabCluster::start(TestLab::from_yaml(DEFAULT_TOPOLOGY), INTERVAL);
     c.warm_up();
 
     // Healthy under policies: the denied paths fail and are listed apart, no finding.

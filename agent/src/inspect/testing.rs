@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use netdiag_lab::plan::LabPlan;
 use netdiag_lab::rules::{ExpectedNat, Family, NatOutcome};
-use netdiag_lab::topology::{DEFAULT_TOPOLOGY, Topology};
+use netdiag_lab::topology::{OPEN_TOPOLOGY, Topology};
 use netdiag_model::inspect::NatService;
 
 /// A file under `agent/tests/fixtures/`.
@@ -92,17 +92,17 @@ fn edit(text: &str, from: &str, to: &str) -> String {
 /// `externalTrafficPolicy: Local` on the NodePort service, and a NodePort service without
 /// endpoints.
 pub(crate) fn lab_variants() -> Vec<(&'static str, String)> {
-    let mut no_endpoints = DEFAULT_TOPOLOGY.trim_end().to_owned();
+    let mut no_endpoints = OPEN_TOPOLOGY.trim_end().to_owned();
     no_endpoints.push_str(
         "\n  - namespace: tidb\n    name: demo-empty\n    type: NodePort\n    cluster_ip: 10.96.0.60\n    selector: { app.kubernetes.io/component: nothing }\n    ports: [{ name: web, port: 80, target_port: 8080, node_port: 30401 }]\n",
     );
     vec![
-        ("default", DEFAULT_TOPOLOGY.to_owned()),
-        ("dual-stack", edit(DEFAULT_TOPOLOGY, "ipv6: false", "ipv6: true")),
+        ("default", OPEN_TOPOLOGY.to_owned()),
+        ("dual-stack", edit(OPEN_TOPOLOGY, "ipv6: false", "ipv6: true")),
         (
             "etp-local",
             edit(
-                DEFAULT_TOPOLOGY,
+                OPEN_TOPOLOGY,
                 "    type: NodePort\n",
                 "    type: NodePort\n    external_traffic_policy: Local\n",
             ),

@@ -4,7 +4,7 @@ use super::*;
 use crate::topology::Topology;
 
 fn plan() -> LabPlan {
-    LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap()
+    LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap()
 }
 
 fn fault(plan: &LabPlan, id: u32, text: &str) -> ActiveFault {
@@ -101,7 +101,7 @@ fn dnat_missing_removes_exactly_one_service_rule_on_one_node() {
 
 #[test]
 fn dnat_missing_in_nftables_mode_deletes_the_map_element() {
-    let text = crate::topology::DEFAULT_TOPOLOGY.replace("proxy_mode: iptables", "proxy_mode: nftables");
+    let text = crate::topology::OPEN_TOPOLOGY.replace("proxy_mode: iptables", "proxy_mode: nftables");
     let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();
     let f = [fault(&plan, 1, "dnat-missing node-1 tidb/demo-pd")];
     let script = nat_rules(&plan, &plan.nodes[0], &f, Family::V4);
@@ -171,7 +171,7 @@ fn pod_filter_by_namespace_lists_every_other_pod_of_it() {
 
 #[test]
 fn pod_filter_in_a_dual_stack_lab_covers_ipv6_sources() {
-    let text = crate::topology::DEFAULT_TOPOLOGY.replace("ipv6: false", "ipv6: true");
+    let text = crate::topology::OPEN_TOPOLOGY.replace("ipv6: false", "ipv6: true");
     let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();
     let f = [
         fault(&plan, 1, "pod-filter tidb/demo-pd-1 node/node-1"),

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::faults::FaultSpec;
-use crate::topology::{POLICIES_TOPOLOGY, Topology};
+use crate::topology::{DEFAULT_TOPOLOGY, Topology};
 
 /// node-1: a/web (10.244.1.2; ports web=80, 81), b/other (10.244.1.3);
 /// node-2: a/client (10.244.2.2), kube-system/dns (10.244.2.3).
@@ -198,7 +198,7 @@ fn egress_rule_tables() {
 
 #[test]
 fn a_lab_without_policies_gets_no_policy_chain() {
-    let plan = LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap();
     let e = Enforcement::new(&plan);
     for p in &plan.pods {
         assert!(e.pod_chains(&plan, &[], p, Family::V4).is_empty());
@@ -218,7 +218,7 @@ fn fault(plan: &LabPlan, id: u32, text: &str) -> ActiveFault {
 
 #[test]
 fn policy_not_enforced_drops_exactly_that_nodes_policy_rules() {
-    let plan = LabPlan::from_topology(&Topology::parse(POLICIES_TOPOLOGY).unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::parse(DEFAULT_TOPOLOGY).unwrap()).unwrap();
     let e = Enforcement::new(&plan);
     let f = [fault(&plan, 3, "policy-not-enforced node-1")];
     for p in &plan.pods {
@@ -247,7 +247,7 @@ fn policy_not_enforced_drops_exactly_that_nodes_policy_rules() {
 
 #[test]
 fn extra_deny_is_a_stateful_drop_first_in_the_ingress_chain() {
-    let plan = LabPlan::from_topology(&Topology::parse(POLICIES_TOPOLOGY).unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::parse(DEFAULT_TOPOLOGY).unwrap()).unwrap();
     let e = Enforcement::new(&plan);
     // An isolated pod: the drop comes right after ESTABLISHED, before any accept.
     let pd = pod(&plan, "tidb/demo-pd-0");
@@ -275,7 +275,7 @@ fn extra_deny_is_a_stateful_drop_first_in_the_ingress_chain() {
 
 #[test]
 fn policy_fault_arguments_are_checked() {
-    let plan = LabPlan::from_topology(&Topology::parse(POLICIES_TOPOLOGY).unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::parse(DEFAULT_TOPOLOGY).unwrap()).unwrap();
     let err = |text: &str| {
         let mut w = text.split_whitespace();
         let name = w.next().unwrap();
@@ -288,7 +288,7 @@ fn policy_fault_arguments_are_checked() {
     assert!(err("extra-deny tidb/demo-pd-0 tidb/nope").contains("no pod tidb/nope"));
     assert!(err("extra-deny tidb/demo-pd-0 namespace/nope").contains("no pod other than tidb/demo-pd-0"));
     assert!(err("extra-deny tidb/demo-pd-0").contains("takes <ns>/<pod> <ns>/<pod>|namespace/<ns>"));
-    let default = LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap();
+    let default = LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap();
     let e = FaultSpec::parse("policy-not-enforced", &["node-1".into()], &default).unwrap_err().to_string();
     assert!(e.contains("no NetworkPolicy isolates a pod on node-1"), "{e}");
 }
@@ -296,7 +296,7 @@ fn policy_fault_arguments_are_checked() {
 /// The example in the report: PD's ingress chain and TiKV's egress chain in policies.yaml.
 #[test]
 fn the_policies_topology_rules_for_pd_and_tikv() {
-    let plan = LabPlan::from_topology(&Topology::parse(POLICIES_TOPOLOGY).unwrap()).unwrap();
+    let plan = LabPlan::from_topology(&Topology::parse(DEFAULT_TOPOLOGY).unwrap()).unwrap();
     let ip = |name: &str| pod(&plan, name).ip;
     let c = "-m comment --comment \"netpol tidb/pd-client-and-peers\"";
     let mut want = vec![EST.to_owned(), LO.to_owned(), NODE1.to_owned()];
@@ -335,7 +335,7 @@ fn the_policies_topology_rules_for_pd_and_tikv() {
 
 #[test]
 fn v6_chains_let_neighbour_discovery_through_and_use_v6_addresses() {
-    let text = POLICIES_TOPOLOGY.replace("ipv6: false", "ipv6: true");
+    let text = DEFAULT_TOPOLOGY.replace("ipv6: false", "ipv6: true");
     let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();
     let e = Enforcement::new(&plan);
     let pd = pod(&plan, "tidb/demo-pd-0");

@@ -3,7 +3,7 @@
 use super::*;
 
 fn default_plan() -> LabPlan {
-    LabPlan::from_topology(&Topology::default_lab().unwrap()).unwrap()
+    LabPlan::from_topology(&Topology::open_lab().unwrap()).unwrap()
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn auto_cluster_ips_skip_used_ones() {
 
 #[test]
 fn dual_stack_gives_v6_everywhere() {
-    let text = crate::topology::DEFAULT_TOPOLOGY.replace("ipv6: false", "ipv6: true");
+    let text = crate::topology::OPEN_TOPOLOGY.replace("ipv6: false", "ipv6: true");
     let plan = LabPlan::from_topology(&Topology::parse(&text).unwrap()).unwrap();
     let pd0 = plan.pod(&"tidb/demo-pd-0".parse().unwrap()).unwrap();
     assert_eq!(pd0.ip_v6, Some("fd42:244:0:1::3".parse().unwrap()), "coredns-0 holds ::2");

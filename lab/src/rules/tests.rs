@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::*;
-use crate::topology::{DEFAULT_TOPOLOGY, Topology};
+use crate::topology::{OPEN_TOPOLOGY, Topology};
 
 mod kernel;
 
@@ -21,11 +21,11 @@ pub(crate) fn plan_from(yaml: &str) -> LabPlan {
 }
 
 pub(crate) fn default_plan() -> LabPlan {
-    plan_from(DEFAULT_TOPOLOGY)
+    plan_from(OPEN_TOPOLOGY)
 }
 
 pub(crate) fn dual_stack_yaml() -> String {
-    edit(DEFAULT_TOPOLOGY, "ipv6: false", "ipv6: true")
+    edit(OPEN_TOPOLOGY, "ipv6: false", "ipv6: true")
 }
 
 pub(crate) fn nftables_yaml(yaml: &str) -> String {
@@ -35,12 +35,12 @@ pub(crate) fn nftables_yaml(yaml: &str) -> String {
 /// demo-tidb (the NodePort service, pods on node-2 and node-3) with
 /// `externalTrafficPolicy: Local`.
 pub(crate) fn etp_local_yaml() -> String {
-    edit(DEFAULT_TOPOLOGY, "    type: NodePort\n", "    type: NodePort\n    external_traffic_policy: Local\n")
+    edit(OPEN_TOPOLOGY, "    type: NodePort\n", "    type: NodePort\n    external_traffic_policy: Local\n")
 }
 
 /// The default lab plus `tidb/demo-empty`, a NodePort service whose selector matches no pod.
 pub(crate) fn no_endpoints_yaml() -> String {
-    let mut yaml = DEFAULT_TOPOLOGY.to_string();
+    let mut yaml = OPEN_TOPOLOGY.to_string();
     if !yaml.ends_with('\n') {
         yaml.push('\n');
     }
@@ -207,7 +207,7 @@ fn render_follows_the_labs_proxy_mode() {
     let plan = default_plan();
     let n1 = node(&plan, "node-1");
     assert_eq!(render(&plan, n1, Family::V4), iptables::render_iptables(&plan, n1, Family::V4));
-    let plan = plan_from(&nftables_yaml(DEFAULT_TOPOLOGY));
+    let plan = plan_from(&nftables_yaml(OPEN_TOPOLOGY));
     let n1 = node(&plan, "node-1");
     assert_eq!(render(&plan, n1, Family::V4), nftables::render_nftables(&plan, n1, Family::V4));
 }
@@ -238,7 +238,7 @@ fn same_plan_gives_the_same_text() {
 fn rendered_rules_match_the_golden_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rules");
     let default = default_plan();
-    let nft = plan_from(&nftables_yaml(DEFAULT_TOPOLOGY));
+    let nft = plan_from(&nftables_yaml(OPEN_TOPOLOGY));
     let dual = plan_from(&dual_stack_yaml());
     let dual_nft = plan_from(&nftables_yaml(&dual_stack_yaml()));
     let etp = plan_from(&etp_local_yaml());

@@ -3,8 +3,20 @@
 use super::*;
 
 #[test]
-fn default_topology_is_the_seed_cluster() {
-    let t = Topology::default_lab().unwrap();
+fn the_default_topology_is_the_open_one_plus_policies_and_monitoring() {
+    let (open, default) = (Topology::open_lab().unwrap(), Topology::default_lab().unwrap());
+    assert!(open.network_policies.is_empty());
+    assert!(!default.network_policies.is_empty(), "the default lab enforces a policy set");
+    for pod in &open.pods {
+        assert!(default.pods.iter().any(|p| p.pod == pod.pod), "{} missing from the default", pod.pod);
+    }
+    assert!(default.pods.iter().any(|p| p.pod.namespace.as_str() == "monitoring"));
+    assert_eq!(default.services.len(), open.services.len());
+}
+
+#[test]
+fn open_topology_is_the_seed_cluster() {
+    let t = Topology::open_lab().unwrap();
     assert_eq!(t.name, "lab");
     assert_eq!(t.nodes.len(), 3);
     assert_eq!(t.proxy_mode, ProxyMode::Iptables);
@@ -126,7 +138,7 @@ proptest::proptest! {
 
     #[test]
     fn parse_never_panics_on_mutated_default(cut in 0usize..4000, junk in "[ -~\\n]{0,8}") {
-        let mut text = DEFAULT_TOPOLOGY.to_owned();
+        let mut text = OPEN_TOPOLOGY.to_owned();
         let mut at = cut.min(text.len());
         while !text.is_char_boundary(at) { at -= 1; }
         text.insert_str(at, &junk);
@@ -135,7 +147,7 @@ proptest::proptest! {
 
     #[test]
     fn parse_never_panics_on_mutated_policies(cut in 0usize..8000, junk in "[ -~\\n]{0,8}") {
-        let mut text = POLICIES_TOPOLOGY.to_owned();
+        let mut text = DEFAULT_TOPOLOGY.to_owned();
         let mut at = cut.min(text.len());
         while !text.is_char_boundary(at) { at -= 1; }
         text.insert_str(at, &junk);
@@ -153,7 +165,7 @@ proptest::proptest! {
 
 #[test]
 fn policies_topology_has_namespaces_policies_and_named_ports() {
-    let t = Topology::parse(POLICIES_TOPOLOGY).unwrap();
+    let t = Topology::parse(DEFAULT_TOPOLOGY).unwrap();
     let names: Vec<String> =
         t.network_policies.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
     assert_eq!(
@@ -182,7 +194,7 @@ fn policies_topology_has_namespaces_policies_and_named_ports() {
 
 #[test]
 fn a_policy_free_topology_lists_no_namespaces() {
-    let t = Topology::default_lab().unwrap();
+    let t = Topology::open_lab().unwrap();
     assert!(t.namespaces.is_empty() && t.network_policies.is_empty());
 }
 

@@ -4,10 +4,10 @@ use super::*;
 use crate::rules::tests::{
     dual_stack_yaml, etp_local_yaml, nftables_yaml, no_endpoints_yaml, node, plan_from,
 };
-use crate::topology::DEFAULT_TOPOLOGY;
+use crate::topology::OPEN_TOPOLOGY;
 
 fn node1_v4() -> String {
-    let plan = plan_from(&nftables_yaml(DEFAULT_TOPOLOGY));
+    let plan = plan_from(&nftables_yaml(OPEN_TOPOLOGY));
     render_nftables(&plan, node(&plan, "node-1"), Family::V4)
 }
 
@@ -254,7 +254,7 @@ fn ipv6_table_uses_v6_addresses() {
 
 #[test]
 fn a_family_the_lab_lacks_only_removes_the_table() {
-    let plan = plan_from(&nftables_yaml(DEFAULT_TOPOLOGY));
+    let plan = plan_from(&nftables_yaml(OPEN_TOPOLOGY));
     let text = render_nftables(&plan, node(&plan, "node-1"), Family::V6);
     let body: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(body, ["add table ip6 kube-proxy", "delete table ip6 kube-proxy"]);

@@ -430,7 +430,7 @@ fn iptables_variants_load_into_a_kernel() {
 
 #[test]
 fn nftables_rules_load_into_a_kernel() {
-    check_nftables(&plan_from(&nftables_yaml(DEFAULT_TOPOLOGY)), Family::V4);
+    check_nftables(&plan_from(&nftables_yaml(OPEN_TOPOLOGY)), Family::V4);
 }
 
 #[test]
@@ -527,7 +527,7 @@ fn policy_chains_load_into_a_kernel() {
     use crate::netpol::Enforcement;
     use crate::reconcile::{node_iptables, pod_iptables};
 
-    let plan = plan_from(&edit(crate::topology::POLICIES_TOPOLOGY, "ipv6: false", "ipv6: true"));
+    let plan = plan_from(&edit(crate::topology::DEFAULT_TOPOLOGY, "ipv6: false", "ipv6: true"));
     let enforcement = Enforcement::new(&plan);
     let faults: Vec<ActiveFault> =
         ["extra-deny tidb/demo-tikv-1 namespace/monitoring", "policy-not-enforced node-3"]
