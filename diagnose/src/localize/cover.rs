@@ -296,6 +296,10 @@ pub(crate) struct Fit {
     /// open cell in scope, since each cell's latest repair.
     sent: u64,
     lost: u64,
+    /// Attempts (probes) of those cells: the independent trials. An echo burst's packets are
+    /// not independent — a stray timeout or a congested moment takes all of them — so the
+    /// significance test counts probes, not packets.
+    probes: u64,
     /// The soft pass's evidence: the log-likelihood ratio of the scope's loss rate against the
     /// rest of the cluster's.
     llr: f64,
@@ -480,6 +484,7 @@ fn fit(a: &Analysis<'_>, c: &Candidate, pass: Pass, done: &[bool]) -> Fit {
         }
         f.sent += o.stats.since_repair.packets_sent;
         f.lost += o.stats.since_repair.lost();
+        f.probes += o.stats.since_repair.successes + o.stats.since_repair.failures;
         if pass.hit(o) {
             f.hits.push(i);
             if pass == Pass::Hard {
@@ -552,7 +557,7 @@ fn objection(a: &Analysis<'_>, f: &mut Fit, pass: Pass, outside: (u64, u64), tes
                 100.0 * rest
             ));
         }
-        f.llr = f.sent as f64 * kl(rate, baseline);
+        f.llr = f.probes.min(f.sent) as f64 * kl(rate, baseline);
         if f.llr < (tests.max(1) as f64 / ALPHA).ln() {
             return Some(format!("too few packets to tell from background loss ({:.1}%)", 100.0 * rest));
         }
