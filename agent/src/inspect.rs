@@ -31,7 +31,7 @@ use netdiag_model::UnixMillis;
 use netdiag_model::inspect::{InspectionReport, ResolvConf};
 use netdiag_model::limits::{
     MAX_FILTER_DROPS, MAX_INSPECTION_ERRORS, MAX_LINE_BYTES, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAT_SERVICES,
-    MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTES, MAX_SYSCTLS,
+    MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES, MAX_ROUTES, MAX_SYSCTLS,
 };
 use netdiag_model::text::Text;
 
@@ -112,6 +112,7 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
         at,
         links: netlink.links,
         routes: netlink.routes,
+        rules: netlink.rules,
         neighbours: netlink.neighbours,
         nat_services,
         sysctls,
@@ -159,6 +160,7 @@ fn cap_to_limits(report: &mut InspectionReport, errors: &mut Vec<String>) {
         cap("addresses of a link", &mut link.addresses, MAX_LINK_ADDRESSES, errors);
     }
     cap("routes", &mut report.routes, MAX_ROUTES, errors);
+    cap("routing rules", &mut report.rules, MAX_ROUTE_RULES, errors);
     cap("neighbours", &mut report.neighbours, MAX_NEIGHBOURS, errors);
     cap("NAT frontends", &mut report.nat_services, MAX_NAT_SERVICES, errors);
     cap("firewall drop rules", &mut report.filter_drops, MAX_FILTER_DROPS, errors);
@@ -190,6 +192,7 @@ mod tests {
             at: UnixMillis::new(1).unwrap(),
             links: vec![],
             routes: vec![],
+            rules: vec![],
             neighbours: vec![],
             nat_services: vec![],
             sysctls: vec![],

@@ -345,3 +345,45 @@ fn a_hand_made_drop_rule_shows_in_the_nodes_report() {
         );
     });
 }
+
+/// Policy routing on record: a rule and a table of its own, read as `ip rule` and `ip route
+/// show table 100` print them, and a change worth sending.
+#[test]
+fn a_hand_made_routing_rule_and_its_table_show_in_the_nodes_report() {
+    let lab = TestLab::up();
+    let netns = lab.node("node-1").netns.clone();
+    let ip = |args: &[&str]| {
+        let status = std::process::Command::new("ip")
+            .args(["netns", "exec", &netns, "ip"])
+            .args(args)
+            .status()
+            .expect("ip netns exec ip");
+        assert!(status.success(), "ip {args:?}");
+    };
+    runtime().block_on(async {
+        let src = node_source(&lab, "node-1");
+        let before = inspect::inspect(&src, InspectScope::Node).await;
+        let lines: Vec<String> = before.rules.iter().map(ToString::to_string).collect();
+        assert!(
+            lines.contains(&"32766: from all lookup main".to_owned()),
+            "the kernel's own rules: {lines:?}"
+        );
+        assert!(before.routes.iter().all(|r| r.table != 255), "the local table is left out");
+        ip(&["route", "add", "blackhole", "10.99.0.0/16", "table", "100"]);
+        ip(&["rule", "add", "to", "10.244.3.0/24", "prohibit", "pref", "100"]);
+        ip(&["rule", "add", "from", "10.244.1.0/24", "lookup", "100", "pref", "101"]);
+        let after = inspect::inspect(&src, InspectScope::Node).await;
+        assert!(changed(&before, &after), "a new rule is a change worth sending");
+        let lines: Vec<String> = after.rules.iter().map(ToString::to_string).collect();
+        assert!(lines.contains(&"100: from all to 10.244.3.0/24 prohibit".to_owned()), "{lines:?}");
+        assert!(lines.contains(&"101: from 10.244.1.0/24 lookup 100".to_owned()), "{lines:?}");
+        assert!(
+            after.routes.iter().any(|r| r.table == 100
+                && r.destination.to_string() == "10.99.0.0/16"
+                && r.device.is_none()
+                && r.gateway.is_none()),
+            "table 100's blackhole: {:?}",
+            after.routes.iter().filter(|r| r.table == 100).collect::<Vec<_>>()
+        );
+    });
+}

@@ -46,6 +46,7 @@ mod hooks;
 mod policy;
 pub(crate) mod report;
 mod residual;
+mod routing;
 mod rules;
 mod thresholds;
 

@@ -210,6 +210,9 @@ pub struct World {
     routes_missing: Vec<(NodeName, NodeName)>,
     /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
     routes_blackholed: bool,
+    /// With `routes_missing`: the route is there, and a policy-routing rule drops what it
+    /// carries (`ip rule add to <peer's pod CIDR> prohibit pref 100`).
+    routes_prohibited_by_rule: bool,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
     /// The node's DNAT rule for the service port sends its first endpoint's share to the wrong
     /// port (a rule edited by hand, a stale one): those connections are refused.
@@ -354,6 +357,11 @@ impl World {
     /// `ip route replace blackhole <peer's pod CIDR>` on `n`.
     pub fn route_blackholed(mut self, n: &str, peer: &str) -> Self {
         self.routes_blackholed = true;
+        self.route_missing(n, peer)
+    }
+    /// `ip rule add to <peer's pod CIDR> prohibit pref 100` on `n`; the main table is intact.
+    pub fn rule_prohibits(mut self, n: &str, peer: &str) -> Self {
+        self.routes_prohibited_by_rule = true;
         self.route_missing(n, peer)
     }
     pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
@@ -606,7 +614,10 @@ impl World {
             if self.node_addresses_blackholed.contains(&(n.clone(), peer.name.clone())) {
                 routes.push(json!({"destination": format!("{}/32", peer.ips[0]), "table": 254, "metric": 0}));
             }
-            if !self.stale_routes && self.routes_missing.contains(&(n.clone(), peer.name.clone())) {
+            if !self.stale_routes
+                && !self.routes_prohibited_by_rule
+                && self.routes_missing.contains(&(n.clone(), peer.name.clone()))
+            {
                 if self.routes_blackholed {
                     routes.push(
                         json!({"destination": peer.pod_cidrs[0].to_string(), "table": 254, "metric": 0}),
@@ -626,6 +637,19 @@ impl World {
                 "table": 254,
                 "metric": 0,
             }));
+        }
+        let mut rules = Vec::new();
+        if self.routes_prohibited_by_rule {
+            rules.push(json!({"priority": 0, "ipv6": false, "action": {"lookup": 255}}));
+            for peer in
+                inv.nodes.iter().filter(|p| self.routes_missing.contains(&(n.clone(), p.name.clone())))
+            {
+                rules.push(json!({
+                    "priority": 100, "ipv6": false, "to": peer.pod_cidrs[0].to_string(), "action": "prohibit"
+                }));
+            }
+            rules.push(json!({"priority": 32766, "ipv6": false, "action": {"lookup": 254}}));
+            rules.push(json!({"priority": 32767, "ipv6": false, "action": {"lookup": 253}}));
         }
         let mut nat = Vec::new();
         for s in &inv.services {
@@ -726,6 +750,7 @@ impl World {
                 {"name": "eth0", "index": 2, "up": true, "mtu": uplink_mtu, "addresses": [format!("{}/24", me.ips[0])], "kind": "veth", "lladdr": mac_of(me.ips[0])},
             ],
             "routes": routes,
+            "rules": rules,
             "neighbours": neighbours,
             "nat_services": nat,
             "sysctls": sysctls,

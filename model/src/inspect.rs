@@ -8,7 +8,9 @@ mod nat;
 use serde::{Deserialize, Serialize};
 
 pub use self::filter::{FilterDrop, FilterHook, FilterProtocol, PortRange};
-pub use self::links::{InterfaceName, Link, LinkKind, LinkLayerAddress, Neighbour, NeighbourState, Route};
+pub use self::links::{
+    InterfaceName, Link, LinkKind, LinkLayerAddress, Neighbour, NeighbourState, Route, RouteRule, RuleAction,
+};
 pub use self::nat::{
     ChainName, NatProtocol, NatService, NatServiceName, NatServiceNameError, NatTarget, PortName,
     UnknownProtocol,
@@ -54,7 +56,12 @@ pub struct InspectionReport {
     pub source: Source,
     pub at: UnixMillis,
     pub links: Vec<Link>,
+    /// Every table's routes but the local table's (`table` says which).
     pub routes: Vec<Route>,
+    /// The policy-routing rules (`ip rule`); empty from agents that predate them, and then the
+    /// main table is all there is to read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RouteRule>,
     pub neighbours: Vec<Neighbour>,
     pub nat_services: Vec<NatService>,
     pub sysctls: Vec<Sysctl>,

@@ -40,6 +40,7 @@ pub const MAX_IPS: usize = 64;
 pub const MAX_LINKS: usize = 10_000;
 pub const MAX_LINK_ADDRESSES: usize = 1024;
 pub const MAX_ROUTES: usize = 100_000;
+pub const MAX_ROUTE_RULES: usize = 10_000;
 pub const MAX_NEIGHBOURS: usize = 100_000;
 pub const MAX_NAT_SERVICES: usize = 100_000;
 pub const MAX_NAT_TARGETS: usize = 10_000;

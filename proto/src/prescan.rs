@@ -7,8 +7,8 @@
 
 use netdiag_model::limits::{
     MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
-    MAX_LOCAL_PODS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH, MAX_ROUTES,
-    MAX_SYSCTLS,
+    MAX_LOCAL_PODS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH,
+    MAX_ROUTE_RULES, MAX_ROUTES, MAX_SYSCTLS,
 };
 
 /// Elements (tags) in one message, at every depth: far above a full batch (100 000 results of
@@ -101,6 +101,7 @@ const INSPECTION: &[Limit] = &[
     (7, "inspection.sysctls", MAX_SYSCTLS),
     (10, "inspection.errors", MAX_INSPECTION_ERRORS),
     (11, "inspection.filter_drops", MAX_FILTER_DROPS),
+    (12, "inspection.rules", MAX_ROUTE_RULES),
 ];
 /// Inside an inspection's repeated messages: a link's addresses, a NAT service's targets.
 const INSPECTION_NESTED: &[(u32, u32, &str, usize)] = &[

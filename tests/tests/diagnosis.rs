@@ -489,9 +489,11 @@ fn sh_in(netns: &str, args: &[&str]) {
 /// Route, address and link faults made by hand whose cause sits in one namespace's tables:
 /// node-1 routing node-3's pods through an address nobody holds (its ARP fails); a pod whose
 /// own address was deleted from its interface; node-2's uplink MTU lowered below its peers';
-/// a blackhole route on node-2 for node-1's own address (pod traffic passes by the pod CIDRs).
+/// a blackhole route on node-2 for node-1's own address (pod traffic passes by the pod CIDRs);
+/// policy routing: a prohibit rule for node-3's pods on node-1, and a rule on node-2 sending
+/// node-1's address to a table of its own that blackholes it.
 #[test]
-fn hand_made_route_and_address_faults_are_named_from_the_tables() {
+fn hand_made_route_and_address_faults_are_named_from_the_tables_and_rules() {
     let c = LabCluster::up(INTERVAL);
     c.warm_up();
     let node_1 = c.lab.node("node-1");
@@ -535,6 +537,28 @@ fn hand_made_route_and_address_faults_are_named_from_the_tables() {
         &[&["ip", "route", "del", "blackhole", &node_1_ip]],
         ("route-missing", CulpritKind::NodePair, "node-2→node-1"),
         "node-1's address",
+    );
+    // Policy routing: the main table is right and a rule decides otherwise. A prohibit rule for
+    // node-3's pods on node-1, and on node-2 a rule sending node-1's address to a table of its
+    // own that blackholes it.
+    hand_made_fault_is_named(
+        &c,
+        &node_1.netns,
+        &[&["ip", "rule", "add", "to", &cidr, "prohibit", "pref", "100"]],
+        &[&["ip", "rule", "del", "pref", "100"]],
+        ("route-missing", CulpritKind::NodePair, "node-1→node-3"),
+        "a policy-routing rule on node-1 (`100: from all to 10.244.3.0/24 prohibit`)",
+    );
+    hand_made_fault_is_named(
+        &c,
+        &c.lab.node("node-2").netns,
+        &[
+            &["ip", "route", "add", "blackhole", &node_1_ip, "table", "100"],
+            &["ip", "rule", "add", "to", &node_1_ip, "lookup", "100", "pref", "100"],
+        ],
+        &[&["ip", "rule", "del", "pref", "100"], &["ip", "route", "flush", "table", "100"]],
+        ("route-missing", CulpritKind::NodePair, "node-2→node-1"),
+        "table 100",
     );
 }
 

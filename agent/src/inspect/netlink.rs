@@ -1,4 +1,5 @@
-//! Links, addresses, main-table routes and neighbours of a source's namespace, read over
+//! Links, addresses, routes (every table but the local one), policy-routing rules and
+//! neighbours of a source's namespace, read over
 //! rtnetlink from a socket created inside that namespace, and converted to the model's types.
 //! The conversions are pure functions of the netlink messages.
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
 use netdiag_model::inspect::{
-    InterfaceName, Link, LinkKind, LinkLayerAddress, Neighbour, NeighbourState, Route,
+    InterfaceName, Link, LinkKind, LinkLayerAddress, Neighbour, NeighbourState, Route, RouteRule, RuleAction,
 };
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
@@ -18,18 +19,18 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState as NlNeighbourState,
 };
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia,
-};
-use rtnetlink::RouteMessageBuilder;
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType, RouteVia};
+use netlink_packet_route::rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage};
+use rtnetlink::{IpVersion, RouteMessageBuilder};
 
 use crate::source::{SourceError, SourceNs};
 
 /// How long one netlink dump may take; a namespace with 100 000 routes dumps in well under this.
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The main routing table's id.
-const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+/// The local routing table's id: the host's own and broadcast addresses, nothing a path to
+/// another host is looked up in.
+const LOCAL_TABLE: u32 = 255;
 
 /// Why a netlink read failed.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub enum NetlinkError {
 pub struct NetlinkState {
     pub links: Vec<Link>,
     pub routes: Vec<Route>,
+    pub rules: Vec<RouteRule>,
     pub neighbours: Vec<Neighbour>,
     pub errors: Vec<String>,
 }
@@ -82,7 +84,7 @@ impl Drop for DriverGuard {
     }
 }
 
-/// Reads links (with addresses), main-table routes and neighbours of `src`'s namespace.
+/// Reads links (with addresses), routes, rules and neighbours of `src`'s namespace.
 pub async fn inspect_netlink(src: &SourceNs) -> NetlinkState {
     let mut out = NetlinkState::default();
     let (handle, _driver) = match connect(src).await {
@@ -134,6 +136,15 @@ pub async fn inspect_netlink(src: &SourceNs) -> NetlinkState {
             Err(e) => out.errors.push(super::error_chain(&e)),
         }
     }
+    let rules4 = dump("IPv4 rules", handle.rule().get(IpVersion::V4).execute()).await;
+    let rules6 = dump("IPv6 rules", handle.rule().get(IpVersion::V6).execute()).await;
+    for rules in [rules4, rules6] {
+        match rules {
+            Ok(msgs) => out.rules.extend(msgs.iter().filter_map(rule_of)),
+            Err(e) => out.errors.push(super::error_chain(&e)),
+        }
+    }
+    out.rules.sort_by_key(|r| (r.ipv6, r.priority));
     for neighbours in [n4, n6] {
         match neighbours {
             Ok(msgs) => out.neighbours.extend(msgs.iter().filter_map(|m| neighbour(m, &names))),
@@ -241,8 +252,9 @@ fn gateway_of(attrs: &[RouteAttribute]) -> Option<IpAddr> {
     })
 }
 
-/// A route message as the model's routes: only the main table's unicast, blackhole,
-/// unreachable and prohibit routes; one [`Route`] per next hop of a multipath route.
+/// A route message as the model's routes: unicast, blackhole, unreachable and prohibit routes
+/// of every table but the local one (policy routing may send a path to any); one [`Route`]
+/// per next hop of a multipath route.
 pub(crate) fn routes_of(msg: &RouteMessage, names: &HashMap<u32, InterfaceName>) -> Vec<Route> {
     let h = &msg.header;
     let table = msg
@@ -257,7 +269,7 @@ pub(crate) fn routes_of(msg: &RouteMessage, names: &HashMap<u32, InterfaceName>)
         h.kind,
         RouteType::Unicast | RouteType::BlackHole | RouteType::Unreachable | RouteType::Prohibit
     );
-    if table != MAIN_TABLE || !kept {
+    if table == LOCAL_TABLE || !kept {
         return Vec::new();
     }
     let unspecified = match h.address_family {
@@ -304,6 +316,52 @@ pub(crate) fn routes_of(msg: &RouteMessage, names: &HashMap<u32, InterfaceName>)
             vec![route(gateway_of(&msg.attributes), oif.and_then(device))]
         }
     }
+}
+
+/// A rule message as the model's rule; None for a family other than IPv4 and IPv6.
+pub(crate) fn rule_of(msg: &RuleMessage) -> Option<RouteRule> {
+    let h = &msg.header;
+    let ipv6 = match h.family {
+        AddressFamily::Inet => false,
+        AddressFamily::Inet6 => true,
+        _ => return None,
+    };
+    let mut rule = RouteRule {
+        priority: 0,
+        ipv6,
+        from: None,
+        to: None,
+        iif: None,
+        oif: None,
+        fwmark: None,
+        invert: h.flags.contains(RuleFlags::Invert),
+        action: RuleAction::Other,
+    };
+    let mut table = u32::from(h.table);
+    let (mut mark, mut mask) = (None, None);
+    for a in &msg.attributes {
+        match a {
+            RuleAttribute::Priority(p) => rule.priority = *p,
+            RuleAttribute::Source(ip) => rule.from = IpNet::new(*ip, h.src_len).ok(),
+            RuleAttribute::Destination(ip) => rule.to = IpNet::new(*ip, h.dst_len).ok(),
+            RuleAttribute::Iifname(n) => rule.iif = InterfaceName::new(n.as_str()).ok(),
+            RuleAttribute::Oifname(n) => rule.oif = InterfaceName::new(n.as_str()).ok(),
+            RuleAttribute::FwMark(m) => mark = Some(*m),
+            RuleAttribute::FwMask(m) => mask = Some(*m),
+            RuleAttribute::Table(t) => table = *t,
+            _ => {}
+        }
+    }
+    rule.fwmark =
+        mark.filter(|&m| m != 0 || mask.is_some_and(|k| k != 0)).map(|m| (m, mask.unwrap_or(u32::MAX)));
+    rule.action = match h.action {
+        NlRuleAction::ToTable => RuleAction::Lookup(table),
+        NlRuleAction::Blackhole => RuleAction::Blackhole,
+        NlRuleAction::Unreachable => RuleAction::Unreachable,
+        NlRuleAction::Prohibit => RuleAction::Prohibit,
+        _ => RuleAction::Other,
+    };
+    Some(rule)
 }
 
 /// iproute2's name for a neighbour state.

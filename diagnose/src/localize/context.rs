@@ -8,11 +8,12 @@ use std::fmt;
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use netdiag_model::inspect::{InspectionReport, Link, NatProtocol, NatService, Route};
+use netdiag_model::inspect::{InspectionReport, Link, NatProtocol, NatService, Route, RouteRule};
 use netdiag_model::inventory::{Inventory, PodInfo, Protocol, ServiceInfo};
 use netdiag_model::probe::Source;
 use netdiag_model::{NodeName, PodRef, Port, ServiceRef};
 
+use super::routing;
 use crate::policy::PolicySet;
 
 /// One ready backend of a service.
@@ -70,6 +71,8 @@ pub(crate) enum RouteLookup<'a> {
     Blackhole(&'a Route),
     /// Nothing but, at most, the default route covers it.
     Missing,
+    /// A policy-routing rule drops it before any table is read.
+    Rule(&'a RouteRule),
 }
 
 /// The lookups, built once per diagnosis.
@@ -278,15 +281,22 @@ impl<'a> Context<'a> {
         }
     }
 
-    /// How `node`'s routing table covers `prefix`.
+    /// How `node`'s routing covers `prefix` for what its own pods send there: the rules (a
+    /// dropping one, or the table they send it to), then that table.
     pub(crate) fn route_to(&self, node: &NodeName, prefix: IpNet) -> RouteLookup<'a> {
         let Some(report) = self.node_reports.get(node).copied() else { return RouteLookup::Unknown };
         if report.routes.is_empty() {
             return RouteLookup::Unknown;
         }
+        let own_pods =
+            self.pod_cidrs_of(node).into_iter().find(|c| c.addr().is_ipv6() == prefix.addr().is_ipv6());
+        let table = match routing::table_for(report, prefix, own_pods.map(|c| c.network())) {
+            Ok(t) => t,
+            Err(rule) => return RouteLookup::Rule(rule),
+        };
         let covering = report.routes.iter().filter(|r| {
             let dest = r.destination.trunc();
-            dest.prefix_len() > 0 && dest.contains(&prefix)
+            r.table == table && dest.prefix_len() > 0 && dest.contains(&prefix)
         });
         let mut blackhole = None;
         for route in covering {

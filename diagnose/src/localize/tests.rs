@@ -275,6 +275,16 @@ fn one_finding_per_runbook_verdict() {
             )],
         ),
         row(
+            "an `ip rule … prohibit` on node-1 for node-3's pods, the main table intact",
+            World::healthy().rule_prohibits("node-1", "node-3"),
+            vec![(
+                ids::ROUTE_MISSING,
+                NodePair,
+                "node-1→node-3",
+                "a policy-routing rule on node-1 (`100: from all to 10.244.3.0/24 prohibit`) drops 10.244.3.0/24",
+            )],
+        ),
+        row(
             "dnat-missing",
             World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379),
             vec![(

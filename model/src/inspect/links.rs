@@ -131,6 +131,95 @@ pub struct Route {
     pub metric: u32,
 }
 
+/// A policy-routing rule (`ip rule`): which packets it selects and what it does with them. The
+/// kernel tries rules by ascending priority; a `lookup` whose table has no route for the
+/// packet falls through to the next rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteRule {
+    pub priority: u32,
+    /// The address family the rule is for (IPv4 rules never select IPv6 packets).
+    pub ipv6: bool,
+    /// `from PREFIX`; None is `from all`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<IpNet>,
+    /// `to PREFIX`; None is every destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<IpNet>,
+    /// `iif NAME`: only packets arriving on that interface (forwarded ones, or `lo` for the
+    /// host's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iif: Option<InterfaceName>,
+    /// `oif NAME`: only packets of sockets bound to that interface.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oif: Option<InterfaceName>,
+    /// `fwmark MARK/MASK`: only packets carrying that mark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<(u32, u32)>,
+    /// `not`: the selectors are inverted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+    pub action: RuleAction,
+}
+
+/// What a rule does with the packets it selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleAction {
+    /// `lookup TABLE`.
+    Lookup(u32),
+    Blackhole,
+    Unreachable,
+    Prohibit,
+    /// `goto`, `nop` and whatever else: nothing a lookup can follow.
+    Other,
+}
+
+impl RuleAction {
+    /// The packets it selects are dropped (silently, or with an ICMP error).
+    pub fn drops(self) -> bool {
+        matches!(self, RuleAction::Blackhole | RuleAction::Unreachable | RuleAction::Prohibit)
+    }
+}
+
+impl fmt::Display for RouteRule {
+    /// As `ip rule` prints it: `100:\tnot from all to 10.244.3.0/24 iif eth0 prohibit`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.priority)?;
+        if self.invert {
+            f.write_str("not ")?;
+        }
+        match self.from {
+            Some(p) => write!(f, "from {p}")?,
+            None => f.write_str("from all")?,
+        }
+        if let Some(p) = self.to {
+            write!(f, " to {p}")?;
+        }
+        if let Some((mark, mask)) = self.fwmark {
+            write!(f, " fwmark {mark:#x}")?;
+            if mask != u32::MAX {
+                write!(f, "/{mask:#x}")?;
+            }
+        }
+        if let Some(i) = &self.iif {
+            write!(f, " iif {i}")?;
+        }
+        if let Some(o) = &self.oif {
+            write!(f, " oif {o}")?;
+        }
+        match self.action {
+            RuleAction::Lookup(254) => f.write_str(" lookup main"),
+            RuleAction::Lookup(253) => f.write_str(" lookup default"),
+            RuleAction::Lookup(255) => f.write_str(" lookup local"),
+            RuleAction::Lookup(t) => write!(f, " lookup {t}"),
+            RuleAction::Blackhole => f.write_str(" blackhole"),
+            RuleAction::Unreachable => f.write_str(" unreachable"),
+            RuleAction::Prohibit => f.write_str(" prohibit"),
+            RuleAction::Other => f.write_str(" (goto/nop)"),
+        }
+    }
+}
+
 /// An ARP / NDP cache entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Neighbour {

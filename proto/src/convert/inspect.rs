@@ -4,13 +4,13 @@ use std::num::NonZeroU32;
 
 use netdiag_model::inspect::{
     ChainName, FilterDrop, FilterHook, FilterProtocol, InterfaceName, Link, LinkKind, LinkLayerAddress,
-    NatService, NatServiceName, NatTarget, Neighbour, NeighbourState, PortRange, ResolvConf, Route, Sysctl,
-    SysctlKey,
+    NatService, NatServiceName, NatTarget, Neighbour, NeighbourState, PortRange, ResolvConf, Route,
+    RouteRule, RuleAction, Sysctl, SysctlKey,
 };
 use netdiag_model::limits::{
     MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
-    MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTES, MAX_SEARCH_DOMAINS,
-    MAX_SYSCTLS, OutOfRange,
+    MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES, MAX_ROUTES,
+    MAX_SEARCH_DOMAINS, MAX_SYSCTLS, OutOfRange,
 };
 use netdiag_model::{DnsName, InspectionReport, Text};
 
@@ -78,6 +78,67 @@ impl From<Route> for v1::Route {
             source: r.source.map(|s| s.to_string()).unwrap_or_default(),
             table: r.table,
             metric: r.metric,
+        }
+    }
+}
+
+impl TryFrom<v1::RouteRule> for RouteRule {
+    type Error = ConvertError;
+    fn try_from(r: v1::RouteRule) -> Result<Self> {
+        let opt_net = |s: &str| if s.is_empty() { Ok(None) } else { net(s).map(Some) };
+        let action = match v1::RuleAction::try_from(r.action) {
+            Ok(v1::RuleAction::Lookup) => RuleAction::Lookup(r.table),
+            Ok(v1::RuleAction::Blackhole) => RuleAction::Blackhole,
+            Ok(v1::RuleAction::Unreachable) => RuleAction::Unreachable,
+            Ok(v1::RuleAction::Prohibit) => RuleAction::Prohibit,
+            Ok(v1::RuleAction::Other) => RuleAction::Other,
+            Ok(v1::RuleAction::Unspecified) => {
+                return Err(ConvertError::from(ErrorKind::Unspecified { what: "rule action" })).at("action");
+            }
+            Err(_) => {
+                return Err(ConvertError::from(ErrorKind::UnknownEnum {
+                    what: "rule action",
+                    value: r.action,
+                }))
+                .at("action");
+            }
+        };
+        Ok(RouteRule {
+            priority: r.priority,
+            ipv6: r.ipv6,
+            from: opt_net(&r.from).at("from")?,
+            to: opt_net(&r.to).at("to")?,
+            iif: opt_str(r.iif, InterfaceName::new).at("iif")?,
+            oif: opt_str(r.oif, InterfaceName::new).at("oif")?,
+            fwmark: r.has_fwmark.then_some((r.fwmark, r.fwmask)),
+            invert: r.invert,
+            action,
+        })
+    }
+}
+
+impl From<RouteRule> for v1::RouteRule {
+    fn from(r: RouteRule) -> Self {
+        let (action, table) = match r.action {
+            RuleAction::Lookup(t) => (v1::RuleAction::Lookup, t),
+            RuleAction::Blackhole => (v1::RuleAction::Blackhole, 0),
+            RuleAction::Unreachable => (v1::RuleAction::Unreachable, 0),
+            RuleAction::Prohibit => (v1::RuleAction::Prohibit, 0),
+            RuleAction::Other => (v1::RuleAction::Other, 0),
+        };
+        v1::RouteRule {
+            priority: r.priority,
+            ipv6: r.ipv6,
+            from: r.from.map(|n| n.to_string()).unwrap_or_default(),
+            to: r.to.map(|n| n.to_string()).unwrap_or_default(),
+            iif: opt_to_wire(r.iif),
+            oif: opt_to_wire(r.oif),
+            has_fwmark: r.fwmark.is_some(),
+            fwmark: r.fwmark.map_or(0, |(m, _)| m),
+            fwmask: r.fwmark.map_or(0, |(_, m)| m),
+            invert: r.invert,
+            action: action as i32,
+            table,
         }
     }
 }
@@ -203,6 +264,7 @@ impl TryFrom<v1::InspectionReport> for InspectionReport {
             at: unix_ms(r.at_unix_ms).at("at_unix_ms")?,
             links: list(r.links, MAX_LINKS, Link::try_from).at("links")?,
             routes: list(r.routes, MAX_ROUTES, Route::try_from).at("routes")?,
+            rules: list(r.rules, MAX_ROUTE_RULES, RouteRule::try_from).at("rules")?,
             neighbours: list(r.neighbours, MAX_NEIGHBOURS, Neighbour::try_from).at("neighbours")?,
             nat_services: list(r.nat_services, MAX_NAT_SERVICES, NatService::try_from).at("nat_services")?,
             sysctls: list(r.sysctls, MAX_SYSCTLS, Sysctl::try_from).at("sysctls")?,
@@ -221,6 +283,7 @@ impl From<InspectionReport> for v1::InspectionReport {
             at_unix_ms: r.at.get(),
             links: r.links.into_iter().map(Into::into).collect(),
             routes: r.routes.into_iter().map(Into::into).collect(),
+            rules: r.rules.into_iter().map(Into::into).collect(),
             neighbours: r.neighbours.into_iter().map(Into::into).collect(),
             nat_services: r.nat_services.into_iter().map(Into::into).collect(),
             sysctls: r.sysctls.into_iter().map(Into::into).collect(),

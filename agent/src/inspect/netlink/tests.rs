@@ -1,7 +1,7 @@
 //! Netlink messages built by hand, converted to the model's links, routes and neighbours.
 
 use netlink_packet_route::link::InfoKind;
-use netlink_packet_route::route::RouteNextHop;
+use netlink_packet_route::route::{RouteHeader, RouteNextHop};
 
 use super::*;
 
@@ -124,15 +124,15 @@ fn routes_of_the_main_table() {
 }
 
 #[test]
-fn other_tables_and_kinds_are_left_out_multipath_is_split() {
+fn the_local_table_and_other_kinds_are_left_out_other_tables_kept_multipath_is_split() {
     let mut local = route_msg(AddressFamily::Inet, Some(("10.244.1.3", 32)), vec![RouteAttribute::Oif(2)]);
     local.header.table = 255;
     local.header.kind = RouteType::Local;
     assert!(routes_of(&local, &names()).is_empty());
 
-    // A table id above 255 travels in an attribute.
+    // A table id above 255 travels in an attribute; policy routing may send a path there.
     let big_table = route_msg(AddressFamily::Inet, None, vec![RouteAttribute::Table(1000)]);
-    assert!(routes_of(&big_table, &names()).is_empty());
+    assert_eq!(routes_of(&big_table, &names())[0].table, 1000);
 
     let mut blackhole = route_msg(AddressFamily::Inet, Some(("10.99.0.0", 16)), vec![]);
     blackhole.header.kind = RouteType::BlackHole;
@@ -190,4 +190,44 @@ fn neighbours_as_ip_neigh_shows_them() {
     assert!(neighbour(&unknown_link, &names()).is_none());
     let odd = neighbour(&neigh_msg("10.0.0.1", NlNeighbourState::Other(0x100), &mac), &names()).unwrap();
     assert_eq!(odd.state.as_str(), "0x100");
+}
+
+#[test]
+fn rules_read_as_ip_rule_prints_them() {
+    use netlink_packet_route::rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage};
+    let mut prohibit = RuleMessage::default();
+    prohibit.header.family = AddressFamily::Inet;
+    prohibit.header.dst_len = 24;
+    prohibit.header.action = NlRuleAction::Prohibit;
+    prohibit.attributes =
+        vec![RuleAttribute::Priority(100), RuleAttribute::Destination("10.244.3.0".parse().unwrap())];
+    let r = rule_of(&prohibit).unwrap();
+    assert_eq!(r.to_string(), "100: from all to 10.244.3.0/24 prohibit");
+    assert!(r.action.drops());
+
+    let mut lookup = RuleMessage::default();
+    lookup.header.family = AddressFamily::Inet6;
+    lookup.header.src_len = 64;
+    lookup.header.table = 254;
+    lookup.header.action = NlRuleAction::ToTable;
+    lookup.header.flags = RuleFlags::Invert;
+    lookup.attributes = vec![
+        RuleAttribute::Priority(200),
+        RuleAttribute::Source("fd00::".parse().unwrap()),
+        RuleAttribute::Iifname("eth0".into()),
+        RuleAttribute::FwMark(0x4000),
+        RuleAttribute::FwMask(0x4000),
+        RuleAttribute::Table(1000),
+    ];
+    let r = rule_of(&lookup).unwrap();
+    assert!(r.ipv6 && r.invert);
+    assert_eq!(r.action, RuleAction::Lookup(1000), "a table above 255 travels in an attribute");
+    assert_eq!(r.to_string(), "200: not from fd00::/64 fwmark 0x4000/0x4000 iif eth0 lookup 1000");
+
+    let mut main = RuleMessage::default();
+    main.header.family = AddressFamily::Inet;
+    main.header.table = 254;
+    main.header.action = NlRuleAction::ToTable;
+    main.attributes = vec![RuleAttribute::Priority(32766), RuleAttribute::Table(254)];
+    assert_eq!(rule_of(&main).unwrap().to_string(), "32766: from all lookup main");
 }

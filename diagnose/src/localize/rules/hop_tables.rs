@@ -29,6 +29,7 @@ use netdiag_model::{CulpritKind, NodeName, PodRef, Severity};
 use super::super::context::{Context, join, route_line};
 use super::super::evidence::{Analysis, Obs};
 use super::super::report::{Draft, ids};
+use super::super::routing::{self, Decision};
 use crate::matrix::Destination;
 use crate::matrix::key::{IpFamily, NodeAddr};
 
@@ -39,13 +40,15 @@ enum HopFault {
     Route(RouteFault),
 }
 
-/// A route on a hop that sends an address nowhere.
+/// A route on a hop that sends an address nowhere, or a policy-routing rule that drops it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct RouteFault {
     at: Source,
-    /// The route as `ip route` prints it, and what it covers.
+    /// The route as `ip route` prints it (or the rule as `ip rule` does), and what it covers.
     route: String,
     covers: IpNet,
+    /// An `ip rule`, not a route.
+    rule: bool,
 }
 
 /// A neighbour entry whose link-layer address is not that of any link holding its address.
@@ -128,18 +131,14 @@ fn wrong_entries(ctx: &Context<'_>) -> Vec<WrongEntry> {
     out
 }
 
-/// The next hop `report`'s main table sends `dst` to: the longest matching route's gateway,
-/// or `dst` itself on a directly connected route. None when no route with a device or a
-/// gateway covers it.
-fn next_hop(report: &InspectionReport, dst: IpAddr) -> Option<IpAddr> {
-    report
-        .routes
-        .iter()
-        .filter(|r| {
-            r.table == 254 && (r.device.is_some() || r.gateway.is_some()) && r.destination.contains(&dst)
-        })
-        .max_by_key(|r| (r.destination.prefix_len(), std::cmp::Reverse(r.metric)))
-        .map(|r| r.gateway.unwrap_or(dst))
+/// The next hop `report`'s routing sends `dst` (from `src`) to: the chosen route's gateway, or
+/// `dst` itself on a directly connected route. None when no route with a device or a gateway
+/// carries it.
+fn next_hop(report: &InspectionReport, dst: IpAddr, src: Option<IpAddr>) -> Option<IpAddr> {
+    match routing::decide(report, dst, src) {
+        Decision::Routed(r) => Some(r.gateway.unwrap_or(dst)),
+        Decision::Blackhole(_) | Decision::Rule(_) | Decision::NoRoute => None,
+    }
 }
 
 /// The address a cell's probes aimed at, when it is one host's (not a VIP or a name).
@@ -221,15 +220,16 @@ fn crossed(
     wrong: &[WrongEntry],
 ) -> Vec<HopFault> {
     let Some(src) = source_ip(ctx, near, far.ip) else { return Vec::new() };
-    let mut hops: Vec<(Source, IpAddr, Option<&NodeName>)> = Vec::new();
+    // (sender, destination, its node, the packet's source address)
+    let mut hops: Vec<(Source, IpAddr, Option<&NodeName>, IpAddr)> = Vec::new();
     for s in senders(near, near_node, far.pod.is_some(), far.node.as_ref()) {
-        hops.push((s, far.ip, far.node.as_ref()));
+        hops.push((s, far.ip, far.node.as_ref(), src));
     }
     let back_from = far.pod.clone().map(Source::Pod).or_else(|| far.node.clone().map(Source::Node));
     if let (Some(back_from), Some(back_node)) = (back_from, far.node.as_ref()) {
         let near_is_pod = matches!(near, Source::Pod(_));
         for s in senders(&back_from, back_node, near_is_pod, Some(near_node)) {
-            hops.push((s, src, Some(near_node)));
+            hops.push((s, src, Some(near_node), far.ip));
         }
     }
     let mut out: Vec<HopFault> = Vec::new();
@@ -238,13 +238,13 @@ fn crossed(
             out.push(f);
         }
     };
-    for (sender, toward, far_node) in hops {
+    for (sender, toward, far_node, from) in hops {
         let Some(report) = ctx.report_of(&sender) else { continue };
-        if let Some(f) = route_fault(ctx, &sender, report, toward) {
+        if let Some(f) = route_fault(ctx, &sender, report, toward, from) {
             add(HopFault::Route(f));
             continue;
         }
-        let mut addresses: Vec<IpAddr> = next_hop(report, toward).into_iter().collect();
+        let mut addresses: Vec<IpAddr> = next_hop(report, toward, Some(from)).into_iter().collect();
         if let (Source::Node(me), Some(far)) = (&sender, far_node)
             && me != far
             && let Some(info) = ctx.inventory.node(far)
@@ -258,31 +258,37 @@ fn crossed(
     out
 }
 
-/// The blackhole route (no device, no gateway: `blackhole`, `unreachable`, `prohibit`) that
-/// `sender`'s main table sends `toward` by, if its longest match is one. A peer's pod CIDR is
-/// left to the pair rule. No route at all is not judged here: routing the agent does not read
-/// (policy routing, eBPF host routing) can carry what the main table does not cover.
+/// The blackhole route (no device, no gateway: `blackhole`, `unreachable`, `prohibit`) or the
+/// dropping `ip rule` that `sender`'s routing meets for a packet from `from` to `toward`. A
+/// peer's pod CIDR is left to the pair rule. No route at all is not judged here: routing the
+/// agent does not read (eBPF host routing) can carry what no table covers.
 fn route_fault(
     ctx: &Context<'_>,
     sender: &Source,
     report: &InspectionReport,
     toward: IpAddr,
+    from: IpAddr,
 ) -> Option<RouteFault> {
     if let Source::Node(me) = sender
         && ctx.pod_cidr_node(toward).is_some_and(|n| n != me)
     {
         return None;
     }
-    let best = report
-        .routes
-        .iter()
-        .filter(|r| r.table == 254 && r.destination.contains(&toward))
-        .max_by_key(|r| (r.destination.prefix_len(), std::cmp::Reverse(r.metric)))?;
-    (best.device.is_none() && best.gateway.is_none()).then(|| RouteFault {
-        at: sender.clone(),
-        route: route_line(best),
-        covers: best.destination.trunc(),
-    })
+    match routing::decide(report, toward, Some(from)) {
+        Decision::Blackhole(r) => Some(RouteFault {
+            at: sender.clone(),
+            route: route_line(r),
+            covers: r.destination.trunc(),
+            rule: false,
+        }),
+        Decision::Rule(rule) => Some(RouteFault {
+            at: sender.clone(),
+            route: rule.to_string(),
+            covers: rule.to.map_or_else(|| IpNet::from(toward), |net| net.trunc()),
+            rule: true,
+        }),
+        Decision::Routed(_) | Decision::NoRoute => None,
+    }
 }
 
 /// A VIP or a DNS query: NATed to a backend on the source's own node.
@@ -322,8 +328,9 @@ fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFaul
 pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
     let wrong = wrong_entries(a.ctx);
     // Nothing on record to find: no walk (the common case, at every size).
-    let blackholes =
-        a.ctx.reports().any(|(_, r)| r.routes.iter().any(|r| r.device.is_none() && r.gateway.is_none()));
+    let blackholes = a.ctx.reports().any(|(_, r)| {
+        r.routes.iter().any(|r| r.device.is_none() && r.gateway.is_none()) || routing::has_dropping_rule(r)
+    });
     if wrong.is_empty() && !blackholes {
         return;
     }
@@ -365,21 +372,33 @@ fn route_draft(a: &Analysis<'_>, f: &RouteFault, cells: &[usize]) -> Draft {
         [one] => format!(" ({one}'s address)"),
         many => format!(" (the addresses of {})", join(many)),
     };
+    let what = if f.rule { "a policy-routing rule" } else { "a blackhole route" };
     let verdict = format!(
-        "a blackhole route on {at} (`{}`) sends {}{whose} nowhere: the paths between {at} and those addresses fail \
-         both ways",
+        "{what} on {at} (`{}`) sends {}{whose} nowhere: the paths between {at} and those addresses fail both ways",
         f.route, f.covers
     );
     let mut evidence = Vec::new();
     if let Some(report) = a.ctx.report_of(&f.at) {
+        if f.rule {
+            let rules: Vec<String> = report.rules.iter().map(ToString::to_string).collect();
+            evidence.push(format!("{at}'s routing rules (`ip rule`, last inspection): {}", rules.join("; ")));
+        }
         let table: Vec<String> = report.routes.iter().filter(|r| r.table == 254).map(route_line).collect();
-        evidence.push(format!("{at}'s routing table (last inspection): {}", table.join("; ")));
+        evidence.push(format!("{at}'s main routing table (last inspection): {}", table.join("; ")));
     }
     evidence.extend(a.cell_lines(cells));
+    let fix = if f.rule {
+        format!(
+            "remove it (`ip rule del pref {}` on {at}) and find what wrote it",
+            f.route.split(':').next().unwrap_or_default()
+        )
+    } else {
+        format!("remove it (`ip route del {}` on {at}) and find what wrote it", f.route)
+    };
     Draft::new(ids::ROUTE_MISSING, Severity::Critical, culprit, "1.6", verdict)
         .affected(a.paths(cells))
         .evidence(evidence)
-        .suggestion(format!("remove it (`ip route del {}` on {at}) and find what wrote it", f.route))
+        .suggestion(fix)
 }
 
 /// A namespace as a verdict names it: `node-2`, `pod tidb/demo-pd-0`.

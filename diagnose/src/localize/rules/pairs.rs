@@ -93,6 +93,8 @@ enum Gap {
     /// A route is there, through a gateway that is not the peer: the route's line, and what
     /// the gateway is (another node's address, or an address no one holds and whose ARP fails).
     WrongGateway(String, String),
+    /// A policy-routing rule drops it before any table is read (the rule as `ip rule` prints it).
+    Rule(String),
 }
 
 /// The matrix's signature of `from` lacking a route to `to`'s pods, with the nodes' own
@@ -149,6 +151,7 @@ fn missing_routes(
             match lookup {
                 RouteLookup::Missing => gaps.push((cidr, Gap::Missing)),
                 RouteLookup::Blackhole(r) => gaps.push((cidr, Gap::Blackhole(route_line(r)))),
+                RouteLookup::Rule(rule) => gaps.push((cidr, Gap::Rule(rule.to_string()))),
                 RouteLookup::Covered(r) if inferred => gaps.push((cidr, Gap::Inferred(Some(route_line(r))))),
                 RouteLookup::Unknown if inferred => gaps.push((cidr, Gap::Inferred(None))),
                 RouteLookup::Covered(_) | RouteLookup::Unknown => {}
@@ -207,7 +210,9 @@ fn route_draft(
     let cidrs: Vec<IpNet> = gaps.iter().map(|(p, _)| *p).collect();
     // A blackhole (or unreachable/prohibit) route is there and says so: "no route" would send
     // the reader looking for a missing line.
-    let what = if gaps.iter().all(|(_, g)| matches!(g, Gap::Blackhole(_))) {
+    let what = if let Some((_, Gap::Rule(line))) = gaps.iter().find(|(_, g)| matches!(g, Gap::Rule(_))) {
+        format!("a policy-routing rule on {from} (`{line}`) drops {}", join(&cidrs))
+    } else if gaps.iter().all(|(_, g)| matches!(g, Gap::Blackhole(_))) {
         format!("a blackhole route for {} on {from}", join(&cidrs))
     } else if let Some((_, Gap::WrongGateway(line, _))) =
         gaps.iter().find(|(_, g)| matches!(g, Gap::WrongGateway(..)))
@@ -223,6 +228,9 @@ fn route_draft(
     for (cidr, gap) in gaps {
         evidence.push(match gap {
             Gap::Blackhole(line) => format!("{from}'s routing table sends {cidr} nowhere: {line}"),
+            Gap::Rule(line) => format!(
+                "{from}'s routing rules (`ip rule`) drop {cidr} ({to}'s pod CIDR) before any table is read: {line}"
+            ),
             Gap::Missing => format!("{from}'s routing table has no route covering {cidr} ({to}'s pod CIDR)"),
             Gap::WrongGateway(line, what) => {
                 format!("{from} sends {cidr} ({to}'s pod CIDR) by `{line}`: {what}")
@@ -262,10 +270,18 @@ fn route_draft(
     )
     .affected(a.paths(failing))
     .evidence(evidence)
-    .suggestion(format!(
-        "restore {example}, or restart the network plugin's agent on {from} (flannel, calico-node) that \
-         owns the pod routes; compare `ip route` on {from} with the other nodes"
-    ))
+    .suggestion(match gaps.iter().find_map(|(_, g)| if let Gap::Rule(line) = g { Some(line) } else { None }) {
+        Some(line) => format!(
+            "remove the rule (`ip rule del pref {}` on {from}) and find what wrote it (a VPN or \
+             multi-homing script, a CNI's policy routing); `ip route get {}` on {from} shows the decision",
+            line.split(':').next().unwrap_or_default(),
+            cidrs.first().map(|c| c.network().to_string()).unwrap_or_default()
+        ),
+        None => format!(
+            "restore {example}, or restart the network plugin's agent on {from} (flannel, calico-node) that \
+             owns the pod routes; compare `ip route` on {from} with the other nodes"
+        ),
+    })
 }
 
 fn pair_draft(

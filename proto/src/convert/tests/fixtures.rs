@@ -148,6 +148,30 @@ pub(super) fn inspection() -> InspectionReport {
     use netdiag_model::inspect::{FilterDrop, FilterHook, FilterProtocol, PortRange};
     let port = |p| netdiag_model::Port::new(p).unwrap();
     InspectionReport {
+        rules: vec![
+            netdiag_model::inspect::RouteRule {
+                priority: 100,
+                ipv6: false,
+                from: None,
+                to: Some("10.244.3.0/24".parse().unwrap()),
+                iif: None,
+                oif: None,
+                fwmark: None,
+                invert: false,
+                action: netdiag_model::inspect::RuleAction::Prohibit,
+            },
+            netdiag_model::inspect::RouteRule {
+                priority: 200,
+                ipv6: true,
+                from: Some("fd00::/64".parse().unwrap()),
+                to: None,
+                iif: Some("eth0".parse().unwrap()),
+                oif: Some("eth1".parse().unwrap()),
+                fwmark: Some((0x4000, 0x4000)),
+                invert: true,
+                action: netdiag_model::inspect::RuleAction::Lookup(1000),
+            },
+        ],
         filter_drops: vec![
             FilterDrop {
                 hook: FilterHook::Forward,
