@@ -17,6 +17,9 @@ use super::report::StepReport;
 use crate::inspect::netlink::{NetlinkError, connect, dump, link, routes_of};
 use crate::source::SourceNs;
 
+/// The main routing table's id.
+const MAIN_TABLE: u32 = 254;
+
 /// What a matching route does with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RouteKind {
@@ -159,7 +162,12 @@ pub(crate) async fn read_routes(src: &SourceNs) -> Result<Vec<TypedRoute>, Netli
 
 fn typed(msg: &RouteMessage, names: &HashMap<u32, InterfaceName>) -> Vec<TypedRoute> {
     let Some(kind) = RouteKind::of(msg.header.kind) else { return Vec::new() };
-    routes_of(msg, names).into_iter().map(|route| TypedRoute { route, kind }).collect()
+    // The inspection's reader keeps every table; this step reads the main one only.
+    routes_of(msg, names)
+        .into_iter()
+        .filter(|r| r.table == MAIN_TABLE)
+        .map(|route| TypedRoute { route, kind })
+        .collect()
 }
 
 #[cfg(test)]

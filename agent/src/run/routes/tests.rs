@@ -134,3 +134,18 @@ fn the_step_fails_when_any_namespace_lacks_a_usable_route() {
     assert_eq!(r.evidence[1], "node-1: cannot read the routing table: netlink: EPERM");
     assert_eq!(routes_report(&tables, &[]).status, StepStatus::Skipped);
 }
+
+#[test]
+fn only_the_main_tables_routes_are_typed() {
+    use netlink_packet_route::AddressFamily;
+    use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
+    let names: HashMap<u32, InterfaceName> = [(2, "eth0".parse().unwrap())].into();
+    let mut other_table = RouteMessage::default();
+    other_table.header.address_family = AddressFamily::Inet;
+    other_table.header.kind = RouteType::Unicast;
+    other_table.attributes = vec![RouteAttribute::Table(1000), RouteAttribute::Oif(2)];
+    assert!(typed(&other_table, &names).is_empty(), "policy-routing tables are not this step's");
+    let mut main = other_table.clone();
+    main.attributes = vec![RouteAttribute::Table(254), RouteAttribute::Oif(2)];
+    assert_eq!(typed(&main, &names).len(), 1);
+}
