@@ -227,6 +227,9 @@ pub struct World {
     udp_dns_blocked: Vec<PodRef>,
     /// The pod's own OUTPUT drops TCP to the service CIDR (`-d 10.96.0.0/16 -p tcp -j DROP`).
     pods_blocking_services: Vec<PodRef>,
+    /// `ip route add 10.96.0.0/16 via 169.254.1.99 dev eth0 onlink` inside the pod: its VIP
+    /// and DNS packets go to a gateway nobody answers.
+    pods_misrouting_services: Vec<PodRef>,
     /// The DNS server pod's own INPUT drops UDP port 53 (TCP answers).
     dns_server_drops_udp: bool,
     mtu: Option<(NodeName, u32)>,
@@ -398,6 +401,11 @@ impl World {
     }
     pub fn bad_resolver(mut self, p: &str, ns: &str) -> Self {
         self.bad_resolver.push((pod(p), ns.parse().unwrap()));
+        self
+    }
+    /// `ip route add 10.96.0.0/16 via 169.254.1.99 dev eth0 onlink` inside the pod.
+    pub fn pod_misroutes_services(mut self, p: &str) -> Self {
+        self.pods_misrouting_services.push(pod(p));
         self
     }
     /// `iptables -I OUTPUT -d 10.96.0.0/16 -p tcp -j DROP` inside the pod.
@@ -824,10 +832,19 @@ impl World {
                 json!([])
             } else if self.pods_unrouted.contains(p) {
                 json!([{"destination": "169.254.1.1/32", "device": "eth0", "table": 254, "metric": 0}])
+            } else if self.pods_misrouting_services.contains(p) {
+                json!([
+                    {"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0},
+                    {"destination": "10.96.0.0/16", "gateway": "169.254.1.99", "device": "eth0", "table": 254, "metric": 0},
+                ])
             } else {
                 json!([{"destination": "0.0.0.0/0", "gateway": "169.254.1.1", "device": "eth0", "table": 254, "metric": 0}])
             },
-            "neighbours": [],
+            "neighbours": if self.pods_misrouting_services.contains(p) {
+                json!([{"ip": "169.254.1.99", "device": "eth0", "state": "INCOMPLETE"}])
+            } else {
+                json!([])
+            },
             "nat_services": [],
             "sysctls": [{"key": "net.ipv4.tcp_keepalive_time", "value": keepalive.to_string()}],
             "resolv_conf": {
@@ -1130,7 +1147,9 @@ impl World {
                     && self.mute(p)
                 {
                     Outcome::Tcp(TcpFailure::Unreachable)
-                } else if matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p)) {
+                } else if matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p)
+                    || self.pods_misrouting_services.contains(p))
+                {
                     Outcome::Tcp(TcpFailure::Timeout)
                 } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
                     Outcome::Tcp(TcpFailure::Unreachable)
@@ -1178,6 +1197,11 @@ impl World {
                 let udp_blocked = matches!(source, Source::Pod(p) if self.udp_dns_blocked.contains(p));
                 // Lookups through resolv.conf go over UDP first, and time out there.
                 let vip_blocked = matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p));
+                // Misrouted: every query to a VIP goes nowhere, UDP and TCP alike.
+                let misrouted = matches!(source, Source::Pod(p) if self.pods_misrouting_services.contains(p));
+                if misrouted && nameserver.is_none_or(|ns| ns.to_string().starts_with("10.96.")) {
+                    return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
+                }
                 if vip_blocked && nameserver.is_some() && *transport == DnsTransport::Tcp {
                     return base(source, target, kind, Outcome::Dns(DnsFailure::Timeout), at);
                 }

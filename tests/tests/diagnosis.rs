@@ -491,7 +491,8 @@ fn sh_in(netns: &str, args: &[&str]) {
 /// own address was deleted from its interface; node-2's uplink MTU lowered below its peers';
 /// a blackhole route on node-2 for node-1's own address (pod traffic passes by the pod CIDRs);
 /// policy routing: a prohibit rule for node-3's pods on node-1, and a rule on node-2 sending
-/// node-1's address to a table of its own that blackholes it.
+/// node-1's address to a table of its own that blackholes it; a pod routing the service CIDR
+/// through a gateway nobody answers.
 #[test]
 fn hand_made_route_and_address_faults_are_named_from_the_tables_and_rules() {
     let c = LabCluster::up(INTERVAL);
@@ -559,6 +560,18 @@ fn hand_made_route_and_address_faults_are_named_from_the_tables_and_rules() {
         &[&["ip", "rule", "del", "pref", "100"], &["ip", "route", "flush", "table", "100"]],
         ("route-missing", CulpritKind::NodePair, "node-2→node-1"),
         "table 100",
+    );
+    // A pod's own route for the service CIDR through a gateway nobody answers: its lookups and
+    // VIP connects die in its first hop, before any NAT (was a DNS finding plus unexplained
+    // paths).
+    let tidb_0 = c.lab.pod("tidb/demo-tidb-0");
+    hand_made_fault_is_named(
+        &c,
+        &tidb_0.netns,
+        &[&["ip", "route", "add", "10.96.0.0/16", "via", "169.254.1.99", "dev", "eth0", "onlink"]],
+        &[&["ip", "route", "del", "10.96.0.0/16"]],
+        ("route-missing", CulpritKind::Pod, "tidb/demo-tidb-0"),
+        "routes 10.96.0.0/16 through 169.254.1.99, an address no host answers",
     );
 }
 

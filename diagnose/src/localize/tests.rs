@@ -285,6 +285,17 @@ fn one_finding_per_runbook_verdict() {
             )],
         ),
         row(
+            "a pod's own route for the service CIDR through a gateway nobody answers",
+            World::healthy().pod_misroutes_services("tidb/demo-tidb-0"),
+            vec![(
+                ids::ROUTE_MISSING,
+                Pod,
+                "tidb/demo-tidb-0",
+                "pod tidb/demo-tidb-0 routes 10.96.0.0/16 through 169.254.1.99, an address no host answers (its ARP/NDP \
+                 entry on pod tidb/demo-tidb-0 is INCOMPLETE)",
+            )],
+        ),
+        row(
             "dnat-missing",
             World::healthy().dnat_missing("node-1", "tidb/demo-pd", 2379),
             vec![(

@@ -9,7 +9,10 @@
 //!   permanent`), a replaced NIC or VM whose peers cached the old MAC, an address answered by
 //!   two hosts (a duplicate IP). Frames go to a MAC nobody on the link owns: `neighbour-mismatch`;
 //! - a **route** that sends the address nowhere — a blackhole (or unreachable, prohibit) route
-//!   covering it: `route-missing`. A peer's pod CIDR is the pair rule's (its verdict names the
+//!   covering it, a policy-routing rule dropping it, or a route through a gateway no host
+//!   answers (its neighbour entry failed, no node, pod or link holds it): `route-missing`. A
+//!   pod's packets to a VIP or the cluster DNS are looked up as the pod sends them, to the VIP,
+//!   before any NAT. A peer's pod CIDR is the pair rule's (its verdict names the
 //!   pair and the CIDR), a pod's missing default route the pod rule's; what is left here is
 //!   every other address (nodes' own, a pod's specific blackholes).
 //!
@@ -38,6 +41,20 @@ use crate::matrix::key::{IpFamily, NodeAddr};
 enum HopFault {
     Neighbour(WrongEntry),
     Route(RouteFault),
+    Gateway(DeadGateway),
+}
+
+/// A route on a hop through a gateway no host answers: its neighbour entry there failed, and no
+/// node, pod or inspected link holds the address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct DeadGateway {
+    at: Source,
+    gateway: IpAddr,
+    /// The route as `ip route` prints it, and what it covers.
+    route: String,
+    covers: IpNet,
+    /// The neighbour entry's state (`FAILED`, `INCOMPLETE`).
+    state: String,
 }
 
 /// A route on a hop that sends an address nowhere, or a policy-routing rule that drops it.
@@ -106,6 +123,22 @@ fn resolved(n: &Neighbour) -> bool {
     !matches!(n.state.as_str(), "FAILED" | "INCOMPLETE" | "NONE")
 }
 
+/// Per namespace, the addresses its routes use as gateways whose neighbour entry failed and
+/// that no node, pod or inspected link holds: `(namespace, gateway, entry state)`.
+fn dead_gateways(ctx: &Context<'_>) -> Vec<(Source, IpAddr, String)> {
+    let holders = holders(ctx);
+    let mut out = Vec::new();
+    for (source, report) in ctx.reports() {
+        for n in report.neighbours.iter().filter(|n| !resolved(n)) {
+            let used = report.routes.iter().any(|r| r.gateway == Some(n.ip));
+            if used && !holders.contains_key(&n.ip) && ctx.owner_of_ip(n.ip).is_none() {
+                out.push((source.clone(), n.ip, n.state.as_str().to_owned()));
+            }
+        }
+    }
+    out
+}
+
 /// Every resolved entry, in every namespace, whose MAC no holder of its address has.
 fn wrong_entries(ctx: &Context<'_>) -> Vec<WrongEntry> {
     let holders = holders(ctx);
@@ -138,6 +171,19 @@ fn next_hop(report: &InspectionReport, dst: IpAddr, src: Option<IpAddr>) -> Opti
     match routing::decide(report, dst, src) {
         Decision::Routed(r) => Some(r.gateway.unwrap_or(dst)),
         Decision::Blackhole(_) | Decision::Rule(_) | Decision::NoRoute => None,
+    }
+}
+
+/// The address a VIP or DNS cell's source sends to: the Service's ClusterIP of the cell's
+/// family, the nameserver queried, or the cluster DNS.
+fn vip_of(a: &Analysis<'_>, o: &Obs) -> Option<IpAddr> {
+    match &o.dest {
+        Destination::Service { family, .. } => {
+            a.service_of(o)?.info.cluster_ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family)
+        }
+        Destination::Dns { nameserver: Some(ip), .. } => Some(*ip),
+        Destination::Dns { nameserver: None, .. } => a.ctx.inventory.cluster.dns_ips.first().copied(),
+        _ => None,
     }
 }
 
@@ -217,7 +263,7 @@ fn crossed(
     ctx: &Context<'_>,
     (near, near_node): (&Source, &NodeName),
     far: &FarEnd,
-    wrong: &[WrongEntry],
+    known: &Known,
 ) -> Vec<HopFault> {
     let Some(src) = source_ip(ctx, near, far.ip) else { return Vec::new() };
     // (sender, destination, its node, the packet's source address)
@@ -240,8 +286,8 @@ fn crossed(
     };
     for (sender, toward, far_node, from) in hops {
         let Some(report) = ctx.report_of(&sender) else { continue };
-        if let Some(f) = route_fault(ctx, &sender, report, toward, from) {
-            add(HopFault::Route(f));
+        if let Some(f) = hop_fault(ctx, &sender, report, toward, from, &known.dead) {
+            add(f);
             continue;
         }
         let mut addresses: Vec<IpAddr> = next_hop(report, toward, Some(from)).into_iter().collect();
@@ -251,7 +297,7 @@ fn crossed(
         {
             addresses.extend(info.ips.iter().copied().filter(|ip| ip.is_ipv4() == toward.is_ipv4()));
         }
-        for e in wrong.iter().filter(|e| e.at == sender && addresses.contains(&e.ip)) {
+        for e in known.wrong.iter().filter(|e| e.at == sender && addresses.contains(&e.ip)) {
             add(HopFault::Neighbour(e.clone()));
         }
     }
@@ -291,6 +337,43 @@ fn route_fault(
     }
 }
 
+/// What `sender`'s routing does wrong with a packet from `from` to `toward`: a blackhole route
+/// or dropping rule, or a route through a gateway no host answers.
+fn hop_fault(
+    ctx: &Context<'_>,
+    sender: &Source,
+    report: &InspectionReport,
+    toward: IpAddr,
+    from: IpAddr,
+    dead: &[(Source, IpAddr, String)],
+) -> Option<HopFault> {
+    if let Some(f) = route_fault(ctx, sender, report, toward, from) {
+        return Some(HopFault::Route(f));
+    }
+    // A node's route to a peer's pod CIDR is the pair rule's (it names the pair and the gateway).
+    if let Source::Node(me) = sender
+        && ctx.pod_cidr_node(toward).is_some_and(|n| n != me)
+    {
+        return None;
+    }
+    let Decision::Routed(r) = routing::decide(report, toward, Some(from)) else { return None };
+    let gw = r.gateway.filter(|gw| *gw != toward)?;
+    let (_, _, state) = dead.iter().find(|(at, ip, _)| at == sender && *ip == gw)?;
+    Some(HopFault::Gateway(DeadGateway {
+        at: sender.clone(),
+        gateway: gw,
+        route: route_line(r),
+        covers: r.destination.trunc(),
+        state: state.clone(),
+    }))
+}
+
+/// What a path walk knows of the tables before it starts.
+struct Known {
+    wrong: Vec<WrongEntry>,
+    dead: Vec<(Source, IpAddr, String)>,
+}
+
 /// A VIP or a DNS query: NATed to a backend on the source's own node.
 fn behind_vip(o: &Obs) -> bool {
     matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. })
@@ -299,11 +382,22 @@ fn behind_vip(o: &Obs) -> bool {
 /// The fault that explains a bad cell: one its packets cross on a host path that fails, or,
 /// behind a VIP, one crossed toward every backend (or toward some, while the others answer: a
 /// degraded service).
-fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFault> {
+fn explaining(a: &Analysis<'_>, o: &Obs, known: &Known) -> Option<HopFault> {
     let near = (&o.source, o.src_node());
     let first = |ends: &[FarEnd], near: (&Source, &NodeName)| -> Vec<Option<HopFault>> {
-        ends.iter().map(|f| crossed(a.ctx, near, f, wrong).into_iter().next()).collect()
+        ends.iter().map(|f| crossed(a.ctx, near, f, known).into_iter().next()).collect()
     };
+    // A pod sends a VIP's packets (or a DNS query) to the VIP itself: its own table's route for
+    // that address comes first, before any NAT picks a backend.
+    if behind_vip(o)
+        && let Source::Pod(_) = &o.source
+        && let Some(vip) = vip_of(a, o)
+        && let Some(report) = a.ctx.report_of(&o.source)
+        && let Some(from) = source_ip(a.ctx, &o.source, vip)
+        && let Some(f) = hop_fault(a.ctx, &o.source, report, vip, from, &known.dead)
+    {
+        return o.is_bad().then_some(f);
+    }
     // Any of the backends behind a VIP (or a NodePort's second leg): all of them, or some
     // while the others answer.
     let behind = |firsts: Vec<Option<HopFault>>| -> Option<HopFault> {
@@ -326,17 +420,17 @@ fn explaining(a: &Analysis<'_>, o: &Obs, wrong: &[WrongEntry]) -> Option<HopFaul
 }
 
 pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
-    let wrong = wrong_entries(a.ctx);
+    let known = Known { wrong: wrong_entries(a.ctx), dead: dead_gateways(a.ctx) };
     // Nothing on record to find: no walk (the common case, at every size).
     let blackholes = a.ctx.reports().any(|(_, r)| {
         r.routes.iter().any(|r| r.device.is_none() && r.gateway.is_none()) || routing::has_dropping_rule(r)
     });
-    if wrong.is_empty() && !blackholes {
+    if known.wrong.is_empty() && known.dead.is_empty() && !blackholes {
         return;
     }
     let mut by_fault: BTreeMap<HopFault, Vec<usize>> = BTreeMap::new();
     for i in a.open().collect::<Vec<_>>() {
-        if let Some(f) = explaining(a, &a.obs[i], &wrong) {
+        if let Some(f) = explaining(a, &a.obs[i], &known) {
             by_fault.entry(f).or_default().push(i);
         }
     }
@@ -345,6 +439,7 @@ pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
         out.push(match &f {
             HopFault::Neighbour(e) => draft(a, e, &cells),
             HopFault::Route(r) => route_draft(a, r, &cells),
+            HopFault::Gateway(g) => gateway_draft(a, g, &cells),
         });
     }
 }
@@ -399,6 +494,36 @@ fn route_draft(a: &Analysis<'_>, f: &RouteFault, cells: &[usize]) -> Draft {
         .affected(a.paths(cells))
         .evidence(evidence)
         .suggestion(fix)
+}
+
+fn gateway_draft(a: &Analysis<'_>, g: &DeadGateway, cells: &[usize]) -> Draft {
+    let at = named(&g.at);
+    let culprit = match &g.at {
+        Source::Node(n) => (CulpritKind::Node, n.to_string()),
+        Source::Pod(p) => (CulpritKind::Pod, p.to_string()),
+    };
+    let verdict = format!(
+        "{at} routes {} through {}, an address no host answers (its ARP/NDP entry on {at} is {}): what it sends \
+         there goes nowhere (`{}`)",
+        g.covers, g.gateway, g.state, g.route
+    );
+    let mut evidence = vec![format!(
+        "no node, pod or inspected interface holds {}, and {at}'s neighbour entry for it is {}",
+        g.gateway, g.state
+    )];
+    if let Some(report) = a.ctx.report_of(&g.at) {
+        let table: Vec<String> = report.routes.iter().filter(|r| r.table == 254).map(route_line).collect();
+        evidence.push(format!("{at}'s main routing table (last inspection): {}", table.join("; ")));
+    }
+    evidence.extend(a.cell_lines(cells));
+    Draft::new(ids::ROUTE_MISSING, Severity::Critical, culprit, "1.6", verdict)
+        .affected(a.paths(cells))
+        .evidence(evidence)
+        .suggestion(format!(
+            "delete or fix the route (`ip route del {}` in {at}'s namespace) and find what wrote it (a CNI plugin, \
+             an init container, a sidecar)",
+            g.covers
+        ))
 }
 
 /// A namespace as a verdict names it: `node-2`, `pod tidb/demo-pd-0`.
