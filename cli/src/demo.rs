@@ -170,7 +170,8 @@ fn runs_help(http: SocketAddr, token: &ApiToken, own: bool, file: &Path) -> Stri
     )
 }
 
-/// One line of the live matrix; `denied` of the failed cells fail as NetworkPolicy intends.
+/// One line of the live matrix; `denied` of its paths (failed, or degraded: a VIP policy shuts
+/// for some backends) are shut as NetworkPolicy intends.
 fn summary(state: &CollectorState, denied: u64) -> String {
     let snap = state.matrix(&MatrixQuery { level: MatrixLevel::Pod, kind: None }, now());
     let mut counts: BTreeMap<CellStatus, usize> = BTreeMap::new();
@@ -179,7 +180,7 @@ fn summary(state: &CollectorState, denied: u64) -> String {
     }
     let agents = state.agents(now());
     format!(
-        "matrix: {} cells — {} ok, {} degraded, {} failed ({denied} denied by NetworkPolicy, as intended), {} unknown · agents connected: {}/{}",
+        "matrix: {} cells — {} ok, {} degraded, {} failed, {} unknown · {denied} paths denied by NetworkPolicy, as intended · agents connected: {}/{}",
         snap.cells.len(),
         counts.get(&CellStatus::Ok).unwrap_or(&0),
         counts.get(&CellStatus::Degraded).unwrap_or(&0),
