@@ -166,6 +166,12 @@ pub struct AgentConfig {
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+/// Probes in flight at most, unless configured.
+pub const DEFAULT_MAX_CONCURRENCY: u32 = 64;
+/// Probe starts per second at most, unless configured: a safety limit against a runaway plan,
+/// above what a full plan asks on a large node (110 pods × 180 targets, every 5 s: ~8 000/s),
+/// so a plan keeps its interval rather than being stretched.
+pub const DEFAULT_MAX_RATE: u32 = 10_000;
 
 impl AgentConfig {
     pub fn load(args: &AgentArgs) -> Result<Self, ConfigError> {
@@ -225,8 +231,8 @@ impl AgentConfig {
         let schedule = Schedule::new(
             interval,
             timeout,
-            args.max_concurrency.or(file.max_concurrency).unwrap_or(64),
-            args.max_rate.or(file.max_rate).unwrap_or(500),
+            args.max_concurrency.or(file.max_concurrency).unwrap_or(DEFAULT_MAX_CONCURRENCY),
+            args.max_rate.or(file.max_rate).unwrap_or(DEFAULT_MAX_RATE),
         )
         .map_err(|e| ConfigError::Invalid { field: e.field(), message: e.to_string() })?;
         let log_format = match args.log_format.clone().or(file.log_format).as_deref() {
