@@ -29,6 +29,7 @@ pub struct AgentCli {
 /// Runs the agent with `cli` until SIGTERM or Ctrl-C. Call before any other thread exists
 /// when `--netns` is given (the namespace is entered for the whole process).
 pub fn run(cli: AgentCli) -> ExitCode {
+    crate::memory::cap_malloc_arenas();
     let cfg = match AgentConfig::load(&cli.args) {
         Ok(c) => c,
         Err(e) => {

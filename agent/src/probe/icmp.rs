@@ -69,7 +69,40 @@ impl fmt::Debug for Pinger {
 }
 
 fn raw_client(kind: ICMP) -> io::Result<Client> {
-    Client::new(&Config::builder().kind(kind).sock_type_hint(Type::RAW).build())
+    let client = Client::new(&Config::builder().kind(kind).sock_type_hint(Type::RAW).build())?;
+    if kind == ICMP::V4 && client.get_socket().get_type() == Type::RAW {
+        only_answers(&client.get_socket())?;
+    }
+    Ok(client)
+}
+
+/// ICMP types a pinger needs to see: echo reply and the errors that can answer an echo
+/// (destination unreachable, time exceeded, parameter problem).
+const ANSWER_TYPES: [u8; 4] = [0, 3, 11, 12];
+
+/// Lets only [`ANSWER_TYPES`] reach the RAW socket (`ICMP_FILTER`): a RAW socket gets a copy
+/// of every ICMP packet its namespace receives, so without it each pod's pinger is woken by
+/// every echo request other pods send to that pod.
+fn only_answers(socket: &surge_ping::AsyncSocket) -> io::Result<()> {
+    /// `ICMP_FILTER` of `<linux/icmp.h>` (a SOL_RAW option): a set bit drops that type.
+    const ICMP_FILTER: libc::c_int = 1;
+    let pass = ANSWER_TYPES.iter().fold(0u32, |m, t| m | 1 << t);
+    // The option is a 32-bit mask, handed over with the bits of an int.
+    super::sockopt::set_int(
+        &SocketFd(socket.get_native_sock()),
+        libc::SOL_RAW,
+        ICMP_FILTER,
+        !pass as libc::c_int,
+    )
+}
+
+/// The fd of a socket surge-ping owns, for the length of one call.
+struct SocketFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for SocketFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 impl Pinger {
