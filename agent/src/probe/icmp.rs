@@ -181,12 +181,15 @@ impl Pinger {
     ) -> Vec<Echo> {
         // `count` fits u16 (MAX_BURST is 10000): reserve that many sequence numbers.
         let first = self.next_seq.fetch_add(u16::try_from(count).unwrap_or(u16::MAX), Ordering::Relaxed);
-        let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+        let data = payload_bytes(payload);
         let ident = PingIdentifier(self.ident.get());
         let echoes = (0..count).map(|i| {
             let data = &data;
             async move {
-                tokio::time::sleep(BURST_SPACING * i).await;
+                // The first echo leaves at once: a zero-length sleep still costs a timer turn.
+                if i > 0 {
+                    tokio::time::sleep(BURST_SPACING * i).await;
+                }
                 let seq = PingSequence(first.wrapping_add(i as u16));
                 let mut pinger = client.pinger(ip, ident).await;
                 pinger.timeout(timeout);
@@ -197,6 +200,23 @@ impl Pinger {
         });
         futures_util::future::join_all(echoes).await
     }
+}
+
+/// The usual payload's bytes, made once.
+static DEFAULT_PAYLOAD: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| pattern(super::ICMP_PAYLOAD));
+
+/// An echo's payload: a fixed pattern (borrowed for the usual size, made for others).
+fn payload_bytes(len: usize) -> std::borrow::Cow<'static, [u8]> {
+    if len == DEFAULT_PAYLOAD.len() {
+        std::borrow::Cow::Borrowed(DEFAULT_PAYLOAD.as_slice())
+    } else {
+        std::borrow::Cow::Owned(pattern(len))
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 /// What surge-ping's answer means for one echo.
