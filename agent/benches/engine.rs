@@ -30,6 +30,14 @@
 //! within 2× the kernel floor the issue measured (ICMP 8 µs, TCP 45 µs) and no worse than the
 //! peer; RSS ≤ 12 MiB. The bench exits non-zero only when a tool is missing or a measurement
 //! could not be taken.
+//!
+//! More environment: `BENCH_PARTS` (`probes,agent`, the default, or either alone);
+//! `AGENT_PODS` (`30`): the agent run's pods on its node, a comma list for a scale check
+//! (`30,60,110`: one lab and one run each, the other nodes keep [`PODS_ELSEWHERE`]);
+//! `AGENT_SECONDS` (20): each run's length; `AGENT_BIN`: the agent binary to run (default: the
+//! one Cargo builds for the bench; the shipped one is `cargo build --profile agent`); `AGENT_PERF` (a path prefix): record the agent's
+//! measured window with `perf record -g` into `<prefix>-<pods>.data` (perf's own sampling adds
+//! a little to the CPU figures of that run).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,7 +54,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use netdiag_agent::plan::{PlanOptions, SourcePods, derive_plan};
 use netdiag_agent::probe::icmp::Pinger;
-use netdiag_agent::probe::{ICMP_PAYLOAD, tcp};
+use netdiag_agent::probe::{ICMP_BURST, ICMP_PAYLOAD, tcp};
 use netdiag_agent::source::SourceNs;
 use netdiag_lab::plan::LabPlan;
 use netdiag_model::inventory::{Inventory, Protocol};
@@ -64,11 +72,13 @@ const TIMEOUT: Duration = Duration::from_secs(1);
 const FLOOR_ICMP_US: f64 = 8.0;
 const FLOOR_TCP_US: f64 = 45.0;
 const BUDGET_RSS_MIB: f64 = 12.0;
-/// The scale of the RSS run: pods on the agent's node, pods elsewhere.
+/// The scale of the RSS run: pods on the agent's node (the default of `AGENT_PODS`), pods
+/// elsewhere.
 const PODS_ON_NODE: usize = 30;
 const PODS_ELSEWHERE: usize = 70;
-/// How long the real agent runs, and how much of the start is left out of its CPU figures.
-const AGENT_RUN: Duration = Duration::from_secs(20);
+/// How long the real agent runs (the default of `AGENT_SECONDS`), and how much of the start is
+/// left out of its CPU figures.
+const AGENT_RUN_SECS: usize = 20;
 const AGENT_WARMUP: Duration = Duration::from_secs(5);
 const AGENT_INTERVAL: Duration = Duration::from_secs(5);
 /// Where the agent serves `/metrics`, inside the node's namespace.
@@ -76,15 +86,40 @@ const AGENT_METRICS: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOC
 /// The identifier of the floor loop's echoes (no pinger of this process is alive then).
 const FLOOR_IDENT: u16 = 0xbe7c;
 
+/// How the agent runs are made (from the environment).
+#[derive(Debug, Clone)]
+struct AgentRunOptions {
+    pods_on_node: Vec<usize>,
+    run: Duration,
+    perf: Option<PathBuf>,
+}
+
 fn main() -> anyhow::Result<()> {
     preflight()?;
     let rounds = env_count("ROUNDS", 3)?;
     let icmp_n = env_count("ICMP_PROBES", 20_000)?;
     let tcp_n = env_count("TCP_PROBES", 10_000)?;
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "probes,agent".into());
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    ensure!(
+        !parts.is_empty() && parts.iter().all(|p| ["probes", "agent"].contains(p)),
+        "BENCH_PARTS={parts:?}: expected probes, agent or both (comma-separated)"
+    );
+    let opts = AgentRunOptions {
+        pods_on_node: env_list("AGENT_PODS", PODS_ON_NODE)?,
+        run: Duration::from_secs(env_count("AGENT_SECONDS", AGENT_RUN_SECS)? as u64),
+        perf: std::env::var_os("AGENT_PERF").map(PathBuf::from),
+    };
+    ensure!(opts.run > AGENT_WARMUP + Duration::from_secs(2), "AGENT_SECONDS: at least 8");
     let started = Instant::now();
-    let probes = probe_rounds(rounds, icmp_n, tcp_n)?;
-    let agent = agent_at_scale()?;
-    print_summary(&probes, &agent);
+    let probes = if parts.contains(&"probes") { Some(probe_rounds(rounds, icmp_n, tcp_n)?) } else { None };
+    let mut agents = vec![];
+    if parts.contains(&"agent") {
+        for &pods in &opts.pods_on_node {
+            agents.push(agent_at_scale(pods, &opts)?);
+        }
+    }
+    print_summary(probes.as_ref(), &agents);
     println!("\nbench took {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
@@ -98,6 +133,20 @@ fn preflight() -> anyhow::Result<()> {
         missing.join(" and ")
     );
     Ok(())
+}
+
+/// A comma list of positive whole numbers from the environment, or `[default]`.
+fn env_list(name: &str, default: usize) -> anyhow::Result<Vec<usize>> {
+    match std::env::var(name) {
+        Err(_) => Ok(vec![default]),
+        Ok(text) => text
+            .split(',')
+            .map(|n| match n.trim().parse::<usize>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => bail!("{name}={text:?}: expected positive whole numbers, comma-separated"),
+            })
+            .collect(),
+    }
 }
 
 fn on_path(tool: &str) -> bool {
@@ -664,9 +713,9 @@ fn tcp_nmap(t: &Targets, reps: usize) -> anyhow::Result<(Batch, String)> {
 // ---------------------------------------------------------------------------------------------
 // The real agent at scale
 
-/// A cluster of 3 nodes: `node-1` holds [`PODS_ON_NODE`] pods, the others [`PODS_ELSEWHERE`];
+/// A cluster of 3 nodes: `node-1` holds `pods_on_node` pods, the others [`PODS_ELSEWHERE`];
 /// every pod is a generic app on port 8080; the cluster DNS pod and service the lab requires.
-fn scale_topology() -> String {
+fn scale_topology(pods_on_node: usize) -> String {
     let mut y = String::from(
         "name: lab\nproxy_mode: iptables\noverlay: routed\nipv6: false\n\
          node_cidr: 172.29.0.0/24\npod_cidr: 10.244.0.0/16\nservice_cidr: 10.96.0.0/16\n\
@@ -674,8 +723,8 @@ fn scale_topology() -> String {
          nodes:\n  - name: node-1\n  - name: node-2\n  - name: node-3\npods:\n\
          \x20 - { namespace: kube-system, name: coredns-0, node: node-2, app: dns, labels: { k8s-app: kube-dns } }\n",
     );
-    for i in 0..PODS_ON_NODE + PODS_ELSEWHERE {
-        let node = if i < PODS_ON_NODE { 1 } else { 2 + (i - PODS_ON_NODE) % 2 };
+    for i in 0..pods_on_node + PODS_ELSEWHERE {
+        let node = if i < pods_on_node { 1 } else { 2 + (i - pods_on_node) % 2 };
         let _ = writeln!(
             y,
             "  - {{ namespace: bench, name: app-{i:03}, node: node-{node}, app: generic, ports: [8080] }}"
@@ -708,6 +757,9 @@ struct AgentAtScale {
     /// end of the run.
     window: Duration,
     cpu: Duration,
+    /// CPU of the commands the agent ran and waited for (its inspections' `iptables-save`,
+    /// `nft`), over the same window.
+    children_cpu: Duration,
     probes: u64,
     anon_growth: u64,
     /// RssAnon (KiB) at the end of the warm-up.
@@ -717,6 +769,9 @@ struct AgentAtScale {
     buffer_capacity: usize,
     /// WARN and ERROR log messages, with how often each came.
     complaints: BTreeMap<String, usize>,
+    /// Resident KiB by what is mapped (the binary, each library, `[heap]`, other anonymous
+    /// memory) at the end of the run, largest first.
+    rss_by_mapping: Vec<(String, u64)>,
 }
 
 /// Stops the agent when the bench leaves early; [`Agent::stop`] is the orderly way.
@@ -767,16 +822,44 @@ fn status_field(pid: u32, field: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{path} has no {field}"))
 }
 
-/// utime + stime of `pid` from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> anyhow::Result<Duration> {
+/// Resident KiB of `pid` by mapping (`/proc/<pid>/smaps`): files by name, `[heap]` and
+/// `[stack]` as named, every other anonymous mapping (thread stacks, malloc's arenas) together.
+fn rss_by_mapping(pid: u32) -> anyhow::Result<Vec<(String, u64)>> {
+    let path = format!("/proc/{pid}/smaps");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    let mut by: BTreeMap<String, u64> = BTreeMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            current = match fields.get(5) {
+                Some(name) => name.rsplit('/').next().unwrap_or(name).to_owned(),
+                None => "anonymous".to_owned(),
+            };
+        } else if fields.first() == Some(&"Rss:") {
+            *by.entry(current.clone()).or_default() +=
+                fields.get(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    let mut out: Vec<(String, u64)> = by.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    out.sort_by_key(|(_, kib)| std::cmp::Reverse(*kib));
+    Ok(out)
+}
+
+/// utime + stime of `pid` from `/proc/<pid>/stat`, and cutime + cstime (its waited-for
+/// children).
+fn process_cpu(pid: u32) -> anyhow::Result<(Duration, Duration)> {
     let path = format!("/proc/{pid}/stat");
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     // Fields after the command name (which may hold spaces) start at field 3.
     let rest = text.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("{path}: no command field"))?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11..13).into_iter().flatten().filter_map(|f| f.parse::<u64>().ok()).sum();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")?;
-    Ok(Duration::from_secs_f64(ticks as f64 / hz as f64))
+    let ticks = |range: std::ops::Range<usize>| -> u64 {
+        fields.get(range).into_iter().flatten().filter_map(|f| f.parse::<u64>().ok()).sum()
+    };
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)?.context("no CLK_TCK")? as f64;
+    let secs = |t: u64| Duration::from_secs_f64(t as f64 / hz);
+    Ok((secs(ticks(11..13)), secs(ticks(13..15))))
 }
 
 /// The agent's `/metrics`, fetched over a socket made inside the node's namespace.
@@ -815,9 +898,44 @@ fn complaints(log: &str) -> BTreeMap<String, usize> {
     out
 }
 
-fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
+/// The agent binary to run: `AGENT_BIN` (e.g. one built with `--profile agent`, as shipped),
+/// else the one Cargo built for this bench.
+fn agent_binary() -> PathBuf {
+    std::env::var_os("AGENT_BIN")
+        .map_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_netdiag-agent")), PathBuf::from)
+}
+
+/// `perf record -g` on `pid` until [`Perf::stop`].
+#[derive(Debug)]
+struct Perf(Child);
+
+impl Perf {
+    fn start(pid: u32, out: &Path) -> anyhow::Result<Self> {
+        let child = Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-q", "-p", &pid.to_string(), "-o"])
+            .arg(out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting perf record (AGENT_PERF is set: install linux-tools / perf)")?;
+        Ok(Self(child))
+    }
+
+    /// SIGINT, so perf writes its file, then waits for it.
+    fn stop(mut self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).context("signalling perf")?;
+        let status = self.0.wait().context("waiting for perf")?;
+        // perf ends on the SIGINT it was sent, its file written.
+        let interrupted = std::os::unix::process::ExitStatusExt::signal(&status) == Some(libc::SIGINT);
+        ensure!(status.success() || interrupted, "perf record exited with {status}");
+        Ok(())
+    }
+}
+
+fn agent_at_scale(pods_on_node: usize, opts: &AgentRunOptions) -> anyhow::Result<AgentAtScale> {
     let started = Instant::now();
-    let lab = TestLab::from_yaml(&scale_topology());
+    let lab = TestLab::from_yaml(&scale_topology(pods_on_node));
     let lab_up = started.elapsed();
     let node = lab.node("node-1");
     let netns = LabPlan::netns_path(&node.netns);
@@ -825,10 +943,11 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
     let text = std::fs::read_to_string(&inventory_path)
         .with_context(|| format!("reading {}", inventory_path.display()))?;
     let inv = Inventory::from_yaml(&text).context("the lab's inventory")?;
-    // What the agent derives with the flags below and its defaults (1 s timeout, 64 in flight,
-    // 500 starts/s).
-    let max_rate = 500;
-    let schedule = Schedule::new(AGENT_INTERVAL, TIMEOUT, 64, max_rate)?;
+    // What the agent derives with the flags below and its defaults (1 s timeout, in flight and
+    // starts per second as its config says).
+    let max_rate = netdiag_model::config::defaults::MAX_PROBES_PER_SECOND;
+    let schedule =
+        Schedule::new(AGENT_INTERVAL, TIMEOUT, netdiag_model::config::defaults::MAX_CONCURRENCY, max_rate)?;
     let plan = derive_plan(
         &inv,
         &node.name,
@@ -846,13 +965,13 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
         inv.pods.len(),
         inv.pods_on(&node.name).count(),
         node.name,
-        AGENT_RUN.as_secs()
+        opts.run.as_secs()
     );
 
     let log_path = std::env::temp_dir().join(format!("netdiag-engine-bench-{}.log", std::process::id()));
     let log = std::fs::File::create(&log_path).with_context(|| format!("creating {}", log_path.display()))?;
     let collector = format!("http://{}:7700", lab.plan.control_ip);
-    let child = Command::new(env!("CARGO_BIN_EXE_netdiag-agent"))
+    let child = Command::new(agent_binary())
         .arg("--netns")
         .arg(&netns)
         .args(["--node", node.name.as_str(), "--collector", &collector])
@@ -875,9 +994,10 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
 
     let start = Instant::now();
     let (mut rss_max, mut threads) = (0, 0);
-    // (when, agent CPU, probes finished, RssAnon) at the end of the warm-up.
-    let mut warm: Option<(Instant, Duration, u64, u64)> = None;
-    while start.elapsed() < AGENT_RUN {
+    // (when, agent CPU and its children's, probes finished, RssAnon) at the end of the warm-up.
+    let mut warm: Option<(Instant, (Duration, Duration), u64, u64)> = None;
+    let mut perf = None;
+    while start.elapsed() < opts.run {
         if let Some(Some(status)) = agent.0.as_mut().map(Child::try_wait).transpose()? {
             bail!("the agent exited early ({status}); {}", log_tail());
         }
@@ -886,15 +1006,24 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
         if warm.is_none() && start.elapsed() >= AGENT_WARMUP {
             let probes = probes_finished(&netns).with_context(log_tail)?;
             warm = Some((Instant::now(), process_cpu(pid)?, probes, status_field(pid, "RssAnon")?));
+            if let Some(prefix) = &opts.perf {
+                let mut name = prefix.clone().into_os_string();
+                name.push(format!("-{pods_on_node}.data"));
+                perf = Some(Perf::start(pid, Path::new(&name))?);
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
     let (t0, cpu0, probes0, anon0) = warm.context("the run ended before its warm-up did")?;
     let held = probes_finished(&netns).with_context(log_tail)?;
     let (cpu1, t1) = (process_cpu(pid)?, Instant::now());
+    if let Some(perf) = perf {
+        perf.stop()?;
+    }
     let (anon, file) = (status_field(pid, "RssAnon")?, status_field(pid, "RssFile")?);
     rss_max = rss_max.max(status_field(pid, "VmRSS")?);
     let hwm = status_field(pid, "VmHWM")?;
+    let rss_by_mapping = rss_by_mapping(pid)?;
     let status = agent.stop()?;
     ensure!(status.success(), "the agent exited with {status} after SIGTERM; {}", log_tail());
     let complaints = complaints(&std::fs::read_to_string(&log_path).unwrap_or_default());
@@ -912,13 +1041,15 @@ fn agent_at_scale() -> anyhow::Result<AgentAtScale> {
         file,
         threads,
         window: t1 - t0,
-        cpu: cpu1.saturating_sub(cpu0),
+        cpu: cpu1.0.saturating_sub(cpu0.0),
+        children_cpu: cpu1.1.saturating_sub(cpu0.1),
         probes: held.saturating_sub(probes0),
         anon_growth: anon.saturating_sub(anon0),
         anon_warm: anon0,
         held,
         buffer_capacity: netdiag_agent::buffer::BufferLimits::default().capacity,
         complaints,
+        rss_by_mapping,
     };
     drop(lab);
     Ok(result)
@@ -988,9 +1119,25 @@ fn print_table(rows: &[[String; 5]]) {
     }
 }
 
-fn print_summary(p: &ProbeRounds, a: &AgentAtScale) {
+/// What the engine's own CPU per probe comes to over a plan's mix of kinds: an ICMP probe is
+/// [`ICMP_BURST`] echoes; TCP, DNS and MTU probes are counted at one TCP connect each (a DNS
+/// query or an MTU step is one exchange, like a handshake).
+fn engine_us_per_probe(p: &ProbeRounds, by_kind: &BTreeMap<&'static str, usize>) -> f64 {
+    let (mut us, mut n) = (0.0, 0usize);
+    for (kind, count) in by_kind {
+        let each = if *kind == "icmp" {
+            f64::from(ICMP_BURST) * p.icmp.agent.cpu_us()
+        } else {
+            p.tcp.agent.cpu_us()
+        };
+        us += each * *count as f64;
+        n += count;
+    }
+    us / n.max(1) as f64
+}
+
+fn print_agent(a: &AgentAtScale) {
     let mib = |kib: u64| kib as f64 / 1024.0;
-    println!("\npeer commands:\n  {}\n  {}", p.icmp.peer_command, p.tcp.peer_command);
     println!(
         "\nagent at scale: {} pods in the cluster, {} on its node; plan: {} probes per {} s ({}) = {:.0}/s asked, starts capped at {}/s",
         a.cluster_pods,
@@ -998,15 +1145,13 @@ fn print_summary(p: &ProbeRounds, a: &AgentAtScale) {
         a.planned,
         AGENT_INTERVAL.as_secs(),
         a.planned_by_kind.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", "),
-        a.planned as f64 / AGENT_INTERVAL.as_secs_f64(),
+        a.asked_per_sec(),
         a.max_rate
     );
-    let per_result = a.anon_growth as f64 * 1024.0 / a.probes.max(1) as f64;
-    let unfilled = a.buffer_capacity.saturating_sub(usize::try_from(a.held).unwrap_or(usize::MAX));
-    let projected = mib(a.rss_max) + per_result * unfilled as f64 / (1024.0 * 1024.0);
     println!(
         "  lab up in {:.1} s; agent: {} threads, RSS {:.1} MiB = {:.1} anon ({:.1} after the warm-up) + {:.1} file (VmHWM {:.1}); \
-         {} results held (no collector); anon grew ~{:.0} B per result: ~{:.0} MiB once its buffer is full ({} results)",
+         {} results held (no collector); anon grew ~{:.0} B per result: ~{:.1} MiB once its buffer is full ({} results); \
+         its commands (inspections) used {:.1} % of a core besides",
         a.lab_up.as_secs_f64(),
         a.threads,
         mib(a.anon + a.file),
@@ -1015,45 +1160,129 @@ fn print_summary(p: &ProbeRounds, a: &AgentAtScale) {
         mib(a.file),
         mib(a.hwm),
         a.held,
-        per_result,
-        projected,
+        a.per_result_bytes(),
+        a.projected_full_mib(),
         a.buffer_capacity,
+        100.0 * a.children_cpu.as_secs_f64() / a.window.as_secs_f64(),
     );
+    let top: Vec<String> =
+        a.rss_by_mapping.iter().take(6).map(|(m, kib)| format!("{m} {:.1}", mib(*kib))).collect();
+    println!("  RSS by mapping (MiB): {}", top.join(", "));
     for (message, n) in &a.complaints {
         println!("  agent log: {n} × {message}");
     }
+}
 
-    let window = a.window.as_secs_f64();
-    let mut rows = comparison_rows(&p.icmp, ("ICMP", "echo", "echoes"), "fping", FLOOR_ICMP_US);
-    rows.extend(comparison_rows(&p.tcp, ("TCP", "connect", "connects"), "nmap -sT", FLOOR_TCP_US));
+impl AgentAtScale {
+    fn asked_per_sec(&self) -> f64 {
+        self.planned as f64 / AGENT_INTERVAL.as_secs_f64()
+    }
+    fn done_per_sec(&self) -> f64 {
+        self.probes as f64 / self.window.as_secs_f64()
+    }
+    fn cpu_pct(&self) -> f64 {
+        100.0 * self.cpu.as_secs_f64() / self.window.as_secs_f64()
+    }
+    fn cpu_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.probes.max(1) as f64
+    }
+    fn per_result_bytes(&self) -> f64 {
+        self.anon_growth as f64 * 1024.0 / self.probes.max(1) as f64
+    }
+    /// VmRSS once the buffer is full: as measured when it filled during the run, else the
+    /// largest sample plus the growth per result for the results still to come.
+    fn projected_full_mib(&self) -> f64 {
+        let unfilled = self.buffer_capacity.saturating_sub(usize::try_from(self.held).unwrap_or(usize::MAX));
+        (self.rss_max.max(self.hwm) as f64 * 1024.0 + self.per_result_bytes() * unfilled as f64)
+            / (1024.0 * 1024.0)
+    }
+    /// Whether the plan kept its interval: at least 98 % of the asked rate was done.
+    fn kept_interval(&self) -> bool {
+        self.done_per_sec() >= 0.98 * self.asked_per_sec()
+    }
+}
+
+fn print_summary(p: Option<&ProbeRounds>, agents: &[AgentAtScale]) {
+    if let Some(p) = p {
+        println!("\npeer commands:\n  {}\n  {}", p.icmp.peer_command, p.tcp.peer_command);
+    }
+    agents.iter().for_each(print_agent);
+    let mut rows = vec![];
+    if let Some(p) = p {
+        rows.extend(comparison_rows(&p.icmp, ("ICMP", "echo", "echoes"), "fping", FLOOR_ICMP_US));
+        rows.extend(comparison_rows(&p.tcp, ("TCP", "connect", "connects"), "nmap -sT", FLOOR_TCP_US));
+    }
     let none = || "—".to_owned();
-    rows.push([
-        format!("agent RSS MiB ({} pods × {} targets)", a.node_pods, a.cluster_pods - 1),
-        format!("{:.1} (VmRSS max), {:.1} (VmHWM)", mib(a.rss_max), mib(a.hwm)),
-        none(),
-        none(),
-        format!("≤ {BUDGET_RSS_MIB:.0}: {}", verdict(mib(a.rss_max.max(a.hwm)) <= BUDGET_RSS_MIB)),
-    ]);
-    rows.push([
-        "agent CPU % of a core".into(),
-        format!("{:.1} at {:.0} probes/s", 100.0 * a.cpu.as_secs_f64() / window, a.probes as f64 / window),
-        none(),
-        none(),
-        none(),
-    ]);
-    rows.push([
-        "agent CPU µs/probe (all kinds)".into(),
-        format!("{:.1}", a.cpu.as_secs_f64() * 1e6 / a.probes.max(1) as f64),
-        none(),
-        none(),
-        "— (an ICMP probe is 3 echoes; pod to pod is more hops)".into(),
-    ]);
+    let first = agents.first();
+    for a in agents {
+        let size = format!("{} pods × {} targets", a.node_pods, a.cluster_pods - 1);
+        rows.push([
+            format!("agent plan ({size})"),
+            format!(
+                "{:.0} probes/s done of {:.0} asked (cap {}/s)",
+                a.done_per_sec(),
+                a.asked_per_sec(),
+                a.max_rate
+            ),
+            none(),
+            none(),
+            format!("the full plan within its interval: {}", verdict(a.kept_interval())),
+        ]);
+        rows.push([
+            format!("agent CPU % of a core ({size})"),
+            format!("{:.1}", a.cpu_pct()),
+            none(),
+            none(),
+            if a.node_pods == PODS_ON_NODE {
+                format!("≤ 5: {}", verdict(a.cpu_pct() <= 5.0 && a.kept_interval()))
+            } else {
+                none()
+            },
+        ]);
+        let engine = p.map(|p| engine_us_per_probe(p, &a.planned_by_kind));
+        rows.push([
+            format!("agent CPU µs/probe, all kinds ({size})"),
+            format!("{:.1}", a.cpu_us()),
+            none(),
+            engine.map_or_else(none, |e| format!("{e:.1} (engine, the plan's mix)")),
+            engine.map_or_else(none, |e| {
+                format!("≤ 2 × engine = {:.1}: {}", 2.0 * e, verdict(a.cpu_us() <= 2.0 * e))
+            }),
+        ]);
+        rows.push([
+            format!("agent RSS MiB, buffer full ({size})"),
+            format!(
+                "{:.1} (VmRSS max {:.1}, VmHWM {:.1})",
+                a.projected_full_mib(),
+                a.rss_max as f64 / 1024.0,
+                a.hwm as f64 / 1024.0
+            ),
+            none(),
+            none(),
+            format!("≤ {BUDGET_RSS_MIB:.0}: {}", verdict(a.projected_full_mib() <= BUDGET_RSS_MIB)),
+        ]);
+        if let Some(f) = first.filter(|f| f.node_pods != a.node_pods) {
+            let plan = a.planned as f64 / f.planned as f64;
+            let cpu = a.cpu_pct() / f.cpu_pct().max(1e-9);
+            let rss = a.projected_full_mib() / f.projected_full_mib().max(1e-9);
+            rows.push([
+                format!("growth vs {} pods ({size})", f.node_pods),
+                format!("plan ×{plan:.2}, CPU ×{cpu:.2}, RSS ×{rss:.2}"),
+                none(),
+                none(),
+                format!("CPU and RSS no faster than the plan: {}", verdict(cpu <= plan && rss <= plan)),
+            ]);
+        }
+    }
     println!();
     print_table(&rows);
     println!(
-        "\nmedians of {} rounds. floor: blocking loops, one probe in flight (RUSAGE_THREAD). \
-         agent at scale: CPU and probes over the last {:.0} s of its run.",
-        p.icmp.agent.0.len(),
-        window
+        "\n{}agent at scale: CPU (the agent's own threads; its commands are printed apart) and probes \
+         over the last {:.0} s of each run.",
+        p.map_or_else(String::new, |p| format!(
+            "medians of {} rounds. floor: blocking loops, one probe in flight (RUSAGE_THREAD). ",
+            p.icmp.agent.0.len()
+        )),
+        first.map_or(0.0, |a| a.window.as_secs_f64())
     );
 }

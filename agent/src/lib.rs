@@ -6,6 +6,7 @@ pub mod buffer;
 pub mod cli;
 pub mod config;
 pub mod inspect;
+pub mod memory;
 pub mod metrics;
 pub mod namespaces;
 pub mod plan;

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod http;
 pub mod icmp;
 pub mod mtu;
+mod sockopt;
 pub mod tcp;
 
 use std::time::Duration;

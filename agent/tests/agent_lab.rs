@@ -128,15 +128,22 @@ async fn agent_in_a_lab_node_streams_the_labs_truth() {
         "{inspected:?}"
     );
 
-    // A fault shows up with the right classification.
+    // A fault shows up with the right classification, confirmed at once: three refusals in a
+    // row (the collector's "failed" streak) within two intervals (1 s each here), not three.
     lab.fault("port-closed tidb/demo-pd-0 2379");
     let seen_before = results_of(&rec).len();
-    wait_until("refused results toward demo-pd-0:2379", Duration::from_secs(10), || {
-        results_of(&rec).iter().skip(seen_before).any(|r| {
-            r.source.to_string() == "tidb/demo-tikv-1"
-                && matches!(&r.target, Target::Pod { pod, port: Some(p), .. } if pod.to_string() == "tidb/demo-pd-0" && p.get() == 2379)
-                && r.outcome == Outcome::Tcp(netdiag_model::outcome::TcpFailure::Refused)
-        })
+    wait_until("three refusals in a row toward demo-pd-0:2379 within 2 intervals", Duration::from_secs(2), || {
+        let toward_pd0: Vec<Outcome> = results_of(&rec)
+            .iter()
+            .skip(seen_before)
+            .filter(|r| {
+                r.source.to_string() == "tidb/demo-tikv-1"
+                    && matches!(&r.target, Target::Pod { pod, port: Some(p), .. } if pod.to_string() == "tidb/demo-pd-0" && p.get() == 2379)
+            })
+            .map(|r| r.outcome)
+            .collect();
+        let refused = Outcome::Tcp(netdiag_model::outcome::TcpFailure::Refused);
+        toward_pd0.len() >= 3 && toward_pd0[toward_pd0.len() - 3..].iter().all(|o| *o == refused)
     })
     .await;
 

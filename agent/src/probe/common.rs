@@ -37,7 +37,8 @@ impl SocketError {
 }
 
 /// A socket created on the thread parked in `src`'s namespace (asynchronously: the worker may
-/// be busy with someone else's job). The socket keeps that namespace for life.
+/// be busy with someone else's job; usually taken from the source's reserve). The socket keeps
+/// that namespace for life.
 pub(crate) async fn socket(
     src: &SourceNs,
     domain: Domain,
@@ -45,7 +46,7 @@ pub(crate) async fn socket(
     protocol: Protocol,
     what: &'static str,
 ) -> Result<Socket, SocketError> {
-    src.run(move || Socket::new(domain, ty, Some(protocol)))
+    src.probe_socket(domain, ty, protocol)
         .await
         .map_err(SocketError::Source)?
         .map_err(|error| SocketError::Create { what, error })

@@ -69,7 +69,40 @@ impl fmt::Debug for Pinger {
 }
 
 fn raw_client(kind: ICMP) -> io::Result<Client> {
-    Client::new(&Config::builder().kind(kind).sock_type_hint(Type::RAW).build())
+    let client = Client::new(&Config::builder().kind(kind).sock_type_hint(Type::RAW).build())?;
+    if kind == ICMP::V4 && client.get_socket().get_type() == Type::RAW {
+        only_answers(&client.get_socket())?;
+    }
+    Ok(client)
+}
+
+/// ICMP types a pinger needs to see: echo reply and the errors that can answer an echo
+/// (destination unreachable, time exceeded, parameter problem).
+const ANSWER_TYPES: [u8; 4] = [0, 3, 11, 12];
+
+/// Lets only [`ANSWER_TYPES`] reach the RAW socket (`ICMP_FILTER`): a RAW socket gets a copy
+/// of every ICMP packet its namespace receives, so without it each pod's pinger is woken by
+/// every echo request other pods send to that pod.
+fn only_answers(socket: &surge_ping::AsyncSocket) -> io::Result<()> {
+    /// `ICMP_FILTER` of `<linux/icmp.h>` (a SOL_RAW option): a set bit drops that type.
+    const ICMP_FILTER: libc::c_int = 1;
+    let pass = ANSWER_TYPES.iter().fold(0u32, |m, t| m | 1 << t);
+    // The option is a 32-bit mask, handed over with the bits of an int.
+    super::sockopt::set_int(
+        &SocketFd(socket.get_native_sock()),
+        libc::SOL_RAW,
+        ICMP_FILTER,
+        !pass as libc::c_int,
+    )
+}
+
+/// The fd of a socket surge-ping owns, for the length of one call.
+struct SocketFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for SocketFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
 }
 
 impl Pinger {
@@ -148,12 +181,15 @@ impl Pinger {
     ) -> Vec<Echo> {
         // `count` fits u16 (MAX_BURST is 10000): reserve that many sequence numbers.
         let first = self.next_seq.fetch_add(u16::try_from(count).unwrap_or(u16::MAX), Ordering::Relaxed);
-        let data: Vec<u8> = (0..payload).map(|i| (i % 251) as u8).collect();
+        let data = payload_bytes(payload);
         let ident = PingIdentifier(self.ident.get());
         let echoes = (0..count).map(|i| {
             let data = &data;
             async move {
-                tokio::time::sleep(BURST_SPACING * i).await;
+                // The first echo leaves at once: a zero-length sleep still costs a timer turn.
+                if i > 0 {
+                    tokio::time::sleep(BURST_SPACING * i).await;
+                }
                 let seq = PingSequence(first.wrapping_add(i as u16));
                 let mut pinger = client.pinger(ip, ident).await;
                 pinger.timeout(timeout);
@@ -164,6 +200,23 @@ impl Pinger {
         });
         futures_util::future::join_all(echoes).await
     }
+}
+
+/// The usual payload's bytes, made once.
+static DEFAULT_PAYLOAD: std::sync::LazyLock<Vec<u8>> =
+    std::sync::LazyLock::new(|| pattern(super::ICMP_PAYLOAD));
+
+/// An echo's payload: a fixed pattern (borrowed for the usual size, made for others).
+fn payload_bytes(len: usize) -> std::borrow::Cow<'static, [u8]> {
+    if len == DEFAULT_PAYLOAD.len() {
+        std::borrow::Cow::Borrowed(DEFAULT_PAYLOAD.as_slice())
+    } else {
+        std::borrow::Cow::Owned(pattern(len))
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
 }
 
 /// What surge-ping's answer means for one echo.

@@ -7,7 +7,6 @@
 
 mod packet;
 mod search;
-mod sockopt;
 
 use std::collections::HashMap;
 use std::io;
@@ -24,6 +23,7 @@ use tokio::time::Instant;
 use self::packet::Answer;
 use self::search::Search;
 use super::common::{self, IdentLease, SendErrno, SocketError};
+use super::sockopt;
 use crate::source::SourceNs;
 
 /// Total IP packet sizes tried first: the IPv4 minimum every host accepts, the IPv6 minimum,

@@ -13,7 +13,10 @@ fn plan(n: usize, interval_ms: u64, timeout_ms: u64, concurrency: u32, rate: u32
     let probes = (0..n)
         .map(|i| PlannedProbe {
             source: Source::Node("node-1".parse().unwrap()),
-            target: Target::Address { ip: format!("10.244.1.{}", i + 1).parse().unwrap(), port: None },
+            target: Target::Address {
+                ip: format!("10.244.{}.{}", i / 250 + 1, i % 250 + 1).parse().unwrap(),
+                port: None,
+            },
             kind: ProbeKind::Icmp,
             http_path: None,
             every: netdiag_model::EveryRounds::ONE,
@@ -115,6 +118,133 @@ async fn start_rate_is_limited() {
         drive(plan(100, 1000, 500, 1000, 20), Duration::from_millis(1), Duration::from_secs(5), max).await;
     let n = starts.lock().unwrap().len();
     assert!((95..=112).contains(&n), "{n} starts in 5 s at 20/s (+ a small initial burst)");
+}
+
+fn result_of(probe: &PlannedProbe, outcome: netdiag_model::Outcome) -> ProbeResult {
+    ProbeResult {
+        source: probe.source.clone(),
+        target: probe.target.clone(),
+        kind: probe.kind,
+        outcome,
+        rtt: None,
+        at: netdiag_model::UnixMillis::saturating_from_system_time(std::time::SystemTime::now()),
+        detail: netdiag_model::result::Detail::lossy(""),
+        burst: None,
+        http_status: None,
+        path_mtu: None,
+        answers: vec![],
+        nameserver: None,
+    }
+}
+
+/// Runs a plan whose probes to `10.244.1.1` fail for the first `failures` attempts (each
+/// taking `work`) and succeed after; returns when each attempt at that target started.
+async fn drive_failing(
+    plan: Arc<ProbePlan>,
+    failures: usize,
+    work: Duration,
+    run_for: Duration,
+) -> Vec<Duration> {
+    let starts: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let t0 = Instant::now();
+    let (tx, mut rx) = mpsc::channel(10_000);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let s = starts.clone();
+    let task = tokio::spawn(run(
+        plan,
+        move |probe: PlannedProbe, _timeout| {
+            let s = s.clone();
+            async move {
+                let outcome = if probe.target.to_string() == "10.244.1.1" {
+                    let mut starts = s.lock().unwrap();
+                    starts.push(t0.elapsed());
+                    if starts.len() <= failures {
+                        netdiag_model::Outcome::Icmp(netdiag_model::IcmpFailure::Timeout)
+                    } else {
+                        netdiag_model::Outcome::Ok
+                    }
+                } else {
+                    netdiag_model::Outcome::Ok
+                };
+                tokio::time::sleep(work).await;
+                Some(result_of(&probe, outcome))
+            }
+        },
+        tx,
+        stop_rx,
+        0.0,
+    ));
+    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tokio::time::sleep(run_for).await;
+    stop_tx.send(true).unwrap();
+    task.await.unwrap();
+    drain.abort();
+    starts.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_is_confirmed_at_once_by_re_probes() {
+    // A hard fault: every attempt fails after a 500 ms timeout. The first attempt starts at 0;
+    // its two confirmations start right when it fails, not an interval later.
+    let starts = drive_failing(
+        plan(4, 5000, 500, 64, 1000),
+        usize::MAX,
+        Duration::from_millis(500),
+        Duration::from_millis(4_000),
+    )
+    .await;
+    assert_eq!(starts.len(), 1 + CONFIRMATIONS as usize, "{starts:?}");
+    for at in &starts[1..] {
+        assert!(
+            *at >= Duration::from_millis(500) && *at <= Duration::from_millis(500) + CONFIRM_JITTER,
+            "{starts:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_loss_is_re_probed_and_then_left_alone() {
+    // One failed attempt, then successes: one confirmation round, then once per interval.
+    let starts = drive_failing(
+        plan(4, 1000, 100, 64, 1000),
+        1,
+        Duration::from_millis(100),
+        Duration::from_millis(2_500),
+    )
+    .await;
+    let failed_at = Duration::from_millis(100);
+    let confirmations =
+        starts.iter().filter(|at| **at >= failed_at && **at <= failed_at + CONFIRM_JITTER).count();
+    assert_eq!(confirmations, CONFIRMATIONS as usize, "{starts:?}");
+    assert_eq!(starts.len(), 3 + CONFIRMATIONS as usize, "one per interval besides: {starts:?}");
+}
+
+#[test]
+fn confirmations_keep_to_their_budget() {
+    let t0 = Instant::now();
+    let mut c = Confirmations::new(4, Duration::from_secs(5), t0);
+    assert!(c.take(t0));
+    assert!(c.take(t0));
+    assert!(!c.take(t0), "4 re-probes per interval: two failures");
+    assert!(c.take(t0 + Duration::from_secs(5)), "a new interval, a new budget");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_due_close_together_start_as_one_batch() {
+    // 1000 probes per 5 s: 5 ms apart; a 20 ms batch window starts them 4 or 5 at a time.
+    let max = Arc::new(AtomicUsize::new(0));
+    let starts = drive(
+        plan(1000, 5000, 500, 1000, 100_000),
+        Duration::from_millis(1),
+        Duration::from_millis(4_990),
+        max,
+    )
+    .await;
+    let starts = starts.lock().unwrap().clone();
+    let mut instants: Vec<u128> = starts.iter().map(|(at, _)| at.as_millis()).collect();
+    instants.dedup();
+    assert_eq!(starts.len(), 1000, "every probe once");
+    assert!(instants.len() <= 1000 / 4 + 1, "{} wake-ups for 1000 starts", instants.len());
 }
 
 #[tokio::test(start_paused = true)]

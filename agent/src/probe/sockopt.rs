@@ -1,5 +1,5 @@
 //! The integer socket options socket2 does not wrap (`IP_MTU_DISCOVER`, `IP_MTU` and their
-//! IPv6 twins), set and read with libc: the only unsafe code of the probes.
+//! IPv6 twins, `ICMP_FILTER`), set and read with libc: the only unsafe code of the probes.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -8,7 +8,7 @@ use libc::{c_int, socklen_t};
 
 const INT_LEN: socklen_t = std::mem::size_of::<c_int>() as socklen_t;
 
-pub(super) fn set_int(socket: &impl AsRawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
+pub(crate) fn set_int(socket: &impl AsRawFd, level: c_int, name: c_int, value: c_int) -> io::Result<()> {
     // SAFETY: setsockopt reads exactly INT_LEN bytes from `value`, a live c_int on our stack;
     // the fd is owned by `socket` for the duration of the call.
     #[allow(unsafe_code)]
@@ -16,7 +16,7 @@ pub(super) fn set_int(socket: &impl AsRawFd, level: c_int, name: c_int, value: c
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-pub(super) fn get_int(socket: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_int> {
+pub(crate) fn get_int(socket: &impl AsRawFd, level: c_int, name: c_int) -> io::Result<c_int> {
     let mut value: c_int = 0;
     let mut len = INT_LEN;
     // SAFETY: getsockopt writes at most `len` (INT_LEN) bytes into `value`, a c_int we own,
