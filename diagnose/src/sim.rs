@@ -324,6 +324,16 @@ impl World {
         self.policies.push(serde_json::from_value(object).expect("a NetworkPolicy object"));
         self
     }
+    /// The healthy lab with one NetworkPolicy, `tidb/only-tidb`: ingress to every pod of `tidb`
+    /// only from pods of `tidb` (the nodes' own addresses exempt for their local pods only).
+    pub fn tidb_isolated() -> Self {
+        Self::healthy().policy(serde_json::json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"namespace": "tidb", "name": "only-tidb"},
+            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
+        }))
+    }
     /// A namespace with labels (`{"metadata": {"name": …, "labels": {…}}}`).
     pub fn namespace(mut self, object: serde_json::Value) -> Self {
         self.namespaces.push(serde_json::from_value(object).expect("a Namespace object"));

@@ -232,7 +232,9 @@ fn a_blamed_node_gets_the_condition_and_events_and_both_clear_with_the_finding()
         };
         let names = |culprit: &str| {
             culprit == object
-                || culprit.strip_prefix(&object).is_some_and(|port| port.starts_with(':'))
+                || culprit.strip_prefix(&object).is_some_and(|rest| rest.starts_with(':'))
+                // A destination seen from a group of sources: `tidb/demo-pd-2 from node node-2`.
+                || culprit.strip_prefix(&object).is_some_and(|rest| rest.starts_with(" from "))
                 || culprit.split(['↔', '→']).any(|n| n == object)
         };
         assert!(

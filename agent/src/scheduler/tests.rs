@@ -292,57 +292,15 @@ async fn paced_probes_count_for_their_share_of_the_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn a_paced_probe_whose_outcome_changes_runs_every_round_until_the_change_is_confirmed() {
-    use netdiag_model::outcome::{IcmpFailure, Outcome};
-    use netdiag_model::result::Detail;
-    use netdiag_model::time::UnixMillis;
     let mut paced = (*plan(1, 1000, 500, 10, 1000)).clone();
     paced.probes[0].every = netdiag_model::EveryRounds::new(6).unwrap();
-    let starts: Starts = Arc::default();
-    let t0 = Instant::now();
-    let (tx, mut rx) = mpsc::channel(10_000);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let s = starts.clone();
-    let task = tokio::spawn(run(
-        Arc::new(paced),
-        move |probe: PlannedProbe, _timeout| {
-            let s = s.clone();
-            async move {
-                let at = t0.elapsed();
-                s.lock().unwrap().push((at, probe.target.to_string()));
-                // Denied (fails) for the first 16 s, then the path connects.
-                let outcome = if at < Duration::from_secs(16) {
-                    Outcome::Icmp(IcmpFailure::Timeout)
-                } else {
-                    Outcome::Ok
-                };
-                Some(ProbeResult {
-                    source: probe.source,
-                    target: probe.target,
-                    kind: probe.kind,
-                    outcome,
-                    rtt: None,
-                    at: UnixMillis::new(1).unwrap(),
-                    detail: Detail::default(),
-                    burst: None,
-                    http_status: None,
-                    path_mtu: None,
-                    answers: vec![],
-                    nameserver: None,
-                })
-            }
-        },
-        tx,
-        stop_rx,
-        0.0,
-    ));
-    let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    tokio::time::sleep(Duration::from_millis(40_500)).await;
-    stop_tx.send(true).unwrap();
-    task.await.unwrap();
-    drain.abort();
-    let at: Vec<f64> = starts.lock().unwrap().iter().map(|(at, _)| at.as_secs_f64()).collect();
+    // Denied (fails) for its first four runs, then the path connects.
+    let starts =
+        drive_failing(Arc::new(paced), 4, Duration::from_millis(1), Duration::from_millis(40_500)).await;
+    let at: Vec<f64> = starts.iter().map(Duration::as_secs_f64).collect();
     let gaps: Vec<u64> = at.windows(2).map(|w| (w[1] - w[0]).round() as u64).collect();
     // Rounds 0 and 1 (its offset is 0), then every 6: ~7 and ~13 fail, ~19 connects — a
-    // change: then every round for 6 rounds to confirm it, then paced again.
+    // change: then every round for 6 rounds to confirm it, then paced again. A paced probe's
+    // failures are never re-probed at once (they are what policy asks for).
     assert_eq!(gaps, vec![1, 6, 6, 6, 1, 1, 1, 1, 1, 1, 6, 6], "starts at {at:?}");
 }

@@ -182,12 +182,7 @@ fn plan_flags_become_the_policy_or_say_what_is_wrong() {
 fn paths_network_policy_keeps_shut_are_planned_once_every_few_rounds() {
     use netdiag_diagnose::policy::pace::DENIED_EVERY;
     use netdiag_diagnose::sim::World;
-    let with_policy = World::healthy()
-        .policy(serde_json::json!({
-            "metadata": {"namespace": "tidb", "name": "only-tidb"},
-            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
-        }))
-        .inventory();
+    let with_policy = World::tidb_isolated().inventory();
     let state = Arc::new(CollectorState::new(with_policy, MatrixConfig::default()));
     let planner = Planner::new(state, PlansConfig::default());
     let (_, plan) = split(planner.on_hello(&hello("node-1", true)));

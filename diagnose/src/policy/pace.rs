@@ -147,12 +147,7 @@ mod tests {
     use std::time::Duration;
 
     fn only_tidb() -> Inventory {
-        World::healthy()
-            .policy(serde_json::json!({
-                "metadata": {"namespace": "tidb", "name": "only-tidb"},
-                "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
-            }))
-            .inventory()
+        World::tidb_isolated().inventory()
     }
 
     fn plan_of(inv: &Inventory, node: &str) -> Vec<PlannedProbe> {

@@ -104,12 +104,7 @@ mod tests {
     use crate::sim::World;
 
     fn only_tidb() -> Inventory {
-        World::healthy()
-            .policy(serde_json::json!({
-                "metadata": {"namespace": "tidb", "name": "only-tidb"},
-                "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
-            }))
-            .inventory()
+        World::tidb_isolated().inventory()
     }
 
     fn backend(inv: &Inventory, pod: &str, port: u32) -> StepRole {

@@ -5,7 +5,6 @@
 //! under policies is still named as without them.
 
 use netdiag_model::CulpritKind;
-use serde_json::json;
 
 use super::super::report::ids;
 use super::super::{Thresholds, localize};
@@ -15,12 +14,7 @@ use crate::sim::{World, now};
 /// Ingress to every pod of `tidb` only from pods of `tidb` (the nodes' own addresses are
 /// exempt for their local pods only).
 pub(super) fn only_tidb() -> World {
-    World::healthy().policy(json!({
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"namespace": "tidb", "name": "only-tidb"},
-        "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
-    }))
+    World::tidb_isolated()
 }
 
 fn run(world: &World) -> super::super::Localization {

@@ -465,12 +465,7 @@ fn timeouts_on_a_path_known_to_be_lossy_are_the_loss() {
 /// A run planned on the lab-shaped inventory with one NetworkPolicy: ingress to every pod of
 /// `tidb` only from pods of `tidb`.
 fn run_under_policy(from: &str, to: &str) -> ExpandedRun {
-    let inv = crate::sim::World::healthy()
-        .policy(serde_json::json!({
-            "metadata": {"namespace": "tidb", "name": "only-tidb"},
-            "spec": {"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}
-        }))
-        .inventory();
+    let inv = crate::sim::World::tidb_isolated().inventory();
     run_on(&inv, from, to)
 }
 
