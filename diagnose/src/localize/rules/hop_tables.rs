@@ -102,7 +102,10 @@ fn is_vrrp(mac: &str) -> bool {
 }
 
 /// Who holds each address, with the link's MAC, over every inspected namespace.
-fn holders(ctx: &Context<'_>) -> BTreeMap<IpAddr, Vec<(Source, String, String)>> {
+/// Who holds each address: `(namespace, link, MAC)`.
+type Holders = BTreeMap<IpAddr, Vec<(Source, String, String)>>;
+
+fn holders(ctx: &Context<'_>) -> Holders {
     let mut out: BTreeMap<IpAddr, Vec<(Source, String, String)>> = BTreeMap::new();
     for (source, report) in ctx.reports() {
         for link in &report.links {
@@ -125,8 +128,7 @@ fn resolved(n: &Neighbour) -> bool {
 
 /// Per namespace, the addresses its routes use as gateways whose neighbour entry failed and
 /// that no node, pod or inspected link holds: `(namespace, gateway, entry state)`.
-fn dead_gateways(ctx: &Context<'_>) -> Vec<(Source, IpAddr, String)> {
-    let holders = holders(ctx);
+fn dead_gateways(ctx: &Context<'_>, holders: &Holders) -> Vec<(Source, IpAddr, String)> {
     let mut out = Vec::new();
     for (source, report) in ctx.reports() {
         for n in report.neighbours.iter().filter(|n| !resolved(n)) {
@@ -140,8 +142,7 @@ fn dead_gateways(ctx: &Context<'_>) -> Vec<(Source, IpAddr, String)> {
 }
 
 /// Every resolved entry, in every namespace, whose MAC no holder of its address has.
-fn wrong_entries(ctx: &Context<'_>) -> Vec<WrongEntry> {
-    let holders = holders(ctx);
+fn wrong_entries(ctx: &Context<'_>, holders: &Holders) -> Vec<WrongEntry> {
     let mut out = Vec::new();
     for (source, report) in ctx.reports() {
         for n in report.neighbours.iter().filter(|n| resolved(n)) {
@@ -162,16 +163,6 @@ fn wrong_entries(ctx: &Context<'_>) -> Vec<WrongEntry> {
         }
     }
     out
-}
-
-/// The next hop `report`'s routing sends `dst` (from `src`) to: the chosen route's gateway, or
-/// `dst` itself on a directly connected route. None when no route with a device or a gateway
-/// carries it.
-fn next_hop(report: &InspectionReport, dst: IpAddr, src: Option<IpAddr>) -> Option<IpAddr> {
-    match routing::decide(report, dst, src) {
-        Decision::Routed(r) => Some(r.gateway.unwrap_or(dst)),
-        Decision::Blackhole(_) | Decision::Rule(_) | Decision::NoRoute => None,
-    }
 }
 
 /// The address a VIP or DNS cell's source sends to: the Service's ClusterIP of the cell's
@@ -286,11 +277,13 @@ fn crossed(
     };
     for (sender, toward, far_node, from) in hops {
         let Some(report) = ctx.report_of(&sender) else { continue };
-        if let Some(f) = hop_fault(ctx, &sender, report, toward, from, &known.dead) {
-            add(f);
-            continue;
-        }
-        let mut addresses: Vec<IpAddr> = next_hop(report, toward, Some(from)).into_iter().collect();
+        let mut addresses: Vec<IpAddr> = match hop(ctx, &sender, report, toward, from, &known.dead) {
+            Hop::Fault(f) => {
+                add(f);
+                continue;
+            }
+            Hop::Next(next) => next.into_iter().collect(),
+        };
         if let (Source::Node(me), Some(far)) = (&sender, far_node)
             && me != far
             && let Some(info) = ctx.inventory.node(far)
@@ -304,68 +297,61 @@ fn crossed(
     out
 }
 
-/// The blackhole route (no device, no gateway: `blackhole`, `unreachable`, `prohibit`) or the
-/// dropping `ip rule` that `sender`'s routing meets for a packet from `from` to `toward`. A
-/// peer's pod CIDR is left to the pair rule. No route at all is not judged here: routing the
-/// agent does not read (eBPF host routing) can carry what no table covers.
-fn route_fault(
-    ctx: &Context<'_>,
-    sender: &Source,
-    report: &InspectionReport,
-    toward: IpAddr,
-    from: IpAddr,
-) -> Option<RouteFault> {
-    if let Source::Node(me) = sender
-        && ctx.pod_cidr_node(toward).is_some_and(|n| n != me)
-    {
-        return None;
-    }
-    match routing::decide(report, toward, Some(from)) {
-        Decision::Blackhole(r) => Some(RouteFault {
-            at: sender.clone(),
-            route: route_line(r),
-            covers: r.destination.trunc(),
-            rule: false,
-        }),
-        Decision::Rule(rule) => Some(RouteFault {
-            at: sender.clone(),
-            route: rule.to_string(),
-            covers: rule.to.map_or_else(|| IpNet::from(toward), |net| net.trunc()),
-            rule: true,
-        }),
-        Decision::Routed(_) | Decision::NoRoute => None,
-    }
+/// What a hop's routing does with a packet, decided once.
+enum Hop {
+    /// A line in its tables stops the packet.
+    Fault(HopFault),
+    /// The address it is sent to next: the route's gateway, or the destination itself on a
+    /// directly connected route; None without a route with a device or gateway.
+    Next(Option<IpAddr>),
 }
 
-/// What `sender`'s routing does wrong with a packet from `from` to `toward`: a blackhole route
-/// or dropping rule, or a route through a gateway no host answers.
-fn hop_fault(
+/// What `sender`'s routing does with a packet from `from` to `toward`: a blackhole route (no
+/// device, no gateway: `blackhole`, `unreachable`, `prohibit`), a dropping `ip rule`, a route
+/// through a gateway no host answers — or the next hop. A node's route to a peer's pod CIDR is
+/// the pair rule's (its verdict names the pair, the CIDR and the gateway): only its next hop is
+/// taken here. No route at all is not judged: routing the agent does not read (eBPF host
+/// routing) can carry what no table covers.
+fn hop(
     ctx: &Context<'_>,
     sender: &Source,
     report: &InspectionReport,
     toward: IpAddr,
     from: IpAddr,
     dead: &[(Source, IpAddr, String)],
-) -> Option<HopFault> {
-    if let Some(f) = route_fault(ctx, sender, report, toward, from) {
-        return Some(HopFault::Route(f));
+) -> Hop {
+    let pair_rules = matches!(sender, Source::Node(me) if ctx.pod_cidr_node(toward).is_some_and(|n| n != me));
+    match routing::decide(report, toward, Some(from)) {
+        Decision::Blackhole(r) if !pair_rules => Hop::Fault(HopFault::Route(RouteFault {
+            at: sender.clone(),
+            route: route_line(r),
+            covers: r.destination.trunc(),
+            rule: false,
+        })),
+        Decision::Rule(rule) if !pair_rules => Hop::Fault(HopFault::Route(RouteFault {
+            at: sender.clone(),
+            route: rule.to_string(),
+            covers: rule.to.map_or_else(|| IpNet::from(toward), |net| net.trunc()),
+            rule: true,
+        })),
+        Decision::Routed(r) => {
+            let dead_gateway = r
+                .gateway
+                .filter(|gw| !pair_rules && *gw != toward)
+                .and_then(|gw| dead.iter().find(|(at, ip, _)| at == sender && *ip == gw));
+            match dead_gateway {
+                Some((_, gw, state)) => Hop::Fault(HopFault::Gateway(DeadGateway {
+                    at: sender.clone(),
+                    gateway: *gw,
+                    route: route_line(r),
+                    covers: r.destination.trunc(),
+                    state: state.clone(),
+                })),
+                None => Hop::Next(Some(r.gateway.unwrap_or(toward))),
+            }
+        }
+        Decision::Blackhole(_) | Decision::Rule(_) | Decision::NoRoute => Hop::Next(None),
     }
-    // A node's route to a peer's pod CIDR is the pair rule's (it names the pair and the gateway).
-    if let Source::Node(me) = sender
-        && ctx.pod_cidr_node(toward).is_some_and(|n| n != me)
-    {
-        return None;
-    }
-    let Decision::Routed(r) = routing::decide(report, toward, Some(from)) else { return None };
-    let gw = r.gateway.filter(|gw| *gw != toward)?;
-    let (_, _, state) = dead.iter().find(|(at, ip, _)| at == sender && *ip == gw)?;
-    Some(HopFault::Gateway(DeadGateway {
-        at: sender.clone(),
-        gateway: gw,
-        route: route_line(r),
-        covers: r.destination.trunc(),
-        state: state.clone(),
-    }))
 }
 
 /// What a path walk knows of the tables before it starts.
@@ -394,7 +380,7 @@ fn explaining(a: &Analysis<'_>, o: &Obs, known: &Known) -> Option<HopFault> {
         && let Some(vip) = vip_of(a, o)
         && let Some(report) = a.ctx.report_of(&o.source)
         && let Some(from) = source_ip(a.ctx, &o.source, vip)
-        && let Some(f) = hop_fault(a.ctx, &o.source, report, vip, from, &known.dead)
+        && let Hop::Fault(f) = hop(a.ctx, &o.source, report, vip, from, &known.dead)
     {
         return o.is_bad().then_some(f);
     }
@@ -420,7 +406,8 @@ fn explaining(a: &Analysis<'_>, o: &Obs, known: &Known) -> Option<HopFault> {
 }
 
 pub(super) fn along_the_path(a: &mut Analysis<'_>, out: &mut Vec<Draft>) {
-    let known = Known { wrong: wrong_entries(a.ctx), dead: dead_gateways(a.ctx) };
+    let holders = holders(a.ctx);
+    let known = Known { wrong: wrong_entries(a.ctx, &holders), dead: dead_gateways(a.ctx, &holders) };
     // Nothing on record to find: no walk (the common case, at every size).
     let blackholes = a.ctx.reports().any(|(_, r)| {
         r.routes.iter().any(|r| r.device.is_none() && r.gateway.is_none()) || routing::has_dropping_rule(r)
