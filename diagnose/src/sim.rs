@@ -136,6 +136,17 @@ fn coin(s: &str) -> f64 {
     (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// How a node's tables fail to route a peer's pod CIDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RouteGap {
+    /// The route is gone (`ip route del`).
+    Deleted,
+    /// A blackhole route replaces it.
+    Blackhole,
+    /// The route is there; a policy-routing rule drops what it would carry.
+    Rule,
+}
+
 /// Which way through a node a one-way fault hits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -207,12 +218,8 @@ pub struct World {
     /// The first node's neighbour entry for the second's address holds a MAC nobody has (a
     /// static `ip neigh replace … nud permanent`): frames between them go nowhere.
     wrong_neighbours: Vec<(NodeName, NodeName)>,
-    routes_missing: Vec<(NodeName, NodeName)>,
-    /// With `routes_missing`: the route is there as a blackhole (`ip route add blackhole …`).
-    routes_blackholed: bool,
-    /// With `routes_missing`: the route is there, and a policy-routing rule drops what it
-    /// carries (`ip rule add to <peer's pod CIDR> prohibit pref 100`).
-    routes_prohibited_by_rule: bool,
+    /// The first node does not route the second's pod CIDR, and how its tables say so.
+    routes_missing: Vec<(NodeName, NodeName, RouteGap)>,
     dnat_missing: Vec<(NodeName, ServiceRef, u16)>,
     /// The node's DNAT rule for the service port sends its first endpoint's share to the wrong
     /// port (a rule edited by hand, a stale one): those connections are refused.
@@ -369,16 +376,17 @@ impl World {
     }
     /// `ip route replace blackhole <peer's pod CIDR>` on `n`.
     pub fn route_blackholed(mut self, n: &str, peer: &str) -> Self {
-        self.routes_blackholed = true;
-        self.route_missing(n, peer)
+        self.routes_missing.push((node(n), node(peer), RouteGap::Blackhole));
+        self
     }
     /// `ip rule add to <peer's pod CIDR> prohibit pref 100` on `n`; the main table is intact.
     pub fn rule_prohibits(mut self, n: &str, peer: &str) -> Self {
-        self.routes_prohibited_by_rule = true;
-        self.route_missing(n, peer)
+        self.routes_missing.push((node(n), node(peer), RouteGap::Rule));
+        self
     }
+    /// `ip route del <peer's pod CIDR>` on `n`.
     pub fn route_missing(mut self, n: &str, peer: &str) -> Self {
-        self.routes_missing.push((node(n), node(peer)));
+        self.routes_missing.push((node(n), node(peer), RouteGap::Deleted));
         self
     }
     pub fn dnat_wrong_port(mut self, n: &str, s: &str, port: u16) -> Self {
@@ -624,6 +632,11 @@ impl World {
         out
     }
 
+    /// How `n`'s tables fail to route `peer`'s pod CIDR, if they do.
+    fn route_gap(&self, n: &NodeName, peer: &NodeName) -> Option<RouteGap> {
+        self.routes_missing.iter().find(|(m, q, _)| m == n && q == peer).map(|(_, _, gap)| *gap)
+    }
+
     fn node_report(&self, inv: &Inventory, n: &NodeName) -> InspectionReport {
         let me = inv.node(n).unwrap();
         let mut routes =
@@ -632,16 +645,15 @@ impl World {
             if self.node_addresses_blackholed.contains(&(n.clone(), peer.name.clone())) {
                 routes.push(json!({"destination": format!("{}/32", peer.ips[0]), "table": 254, "metric": 0}));
             }
-            if !self.stale_routes
-                && !self.routes_prohibited_by_rule
-                && self.routes_missing.contains(&(n.clone(), peer.name.clone()))
-            {
-                if self.routes_blackholed {
+            match self.route_gap(n, &peer.name) {
+                Some(RouteGap::Deleted) if !self.stale_routes => continue,
+                Some(RouteGap::Blackhole) if !self.stale_routes => {
                     routes.push(
                         json!({"destination": peer.pod_cidrs[0].to_string(), "table": 254, "metric": 0}),
                     );
+                    continue;
                 }
-                continue;
+                _ => {}
             }
             let gateway = self
                 .routes_via
@@ -656,19 +668,15 @@ impl World {
                 "metric": 0,
             }));
         }
-        let mut rules = Vec::new();
-        if self.routes_prohibited_by_rule {
-            rules.push(json!({"priority": 0, "ipv6": false, "action": {"lookup": 255}}));
-            for peer in
-                inv.nodes.iter().filter(|p| self.routes_missing.contains(&(n.clone(), p.name.clone())))
-            {
-                rules.push(json!({
-                    "priority": 100, "ipv6": false, "to": peer.pod_cidrs[0].to_string(), "action": "prohibit"
-                }));
-            }
-            rules.push(json!({"priority": 32766, "ipv6": false, "action": {"lookup": 254}}));
-            rules.push(json!({"priority": 32767, "ipv6": false, "action": {"lookup": 253}}));
+        // The kernel's three rules, and a prohibit rule per pod CIDR a fault says so for.
+        let mut rules = vec![json!({"priority": 0, "ipv6": false, "action": {"lookup": 255}})];
+        for peer in inv.nodes.iter().filter(|p| self.route_gap(n, &p.name) == Some(RouteGap::Rule)) {
+            rules.push(json!({
+                "priority": 100, "ipv6": false, "to": peer.pod_cidrs[0].to_string(), "action": "prohibit"
+            }));
         }
+        rules.push(json!({"priority": 32766, "ipv6": false, "action": {"lookup": 254}}));
+        rules.push(json!({"priority": 32767, "ipv6": false, "action": {"lookup": 253}}));
         let mut nat = Vec::new();
         for s in &inv.services {
             let targets =
@@ -1002,8 +1010,7 @@ impl World {
             return timeout;
         }
         let unrouted = |m: &NodeName, q: &NodeName| {
-            self.routes_missing.contains(&(m.clone(), q.clone()))
-                || self.routes_via.iter().any(|(a, b, _)| a == m && b == q)
+            self.route_gap(m, q).is_some() || self.routes_via.iter().any(|(a, b, _)| a == m && b == q)
         };
         if dst_pod.is_some() && unrouted(from, to) {
             return Some(Outcome::Tcp(TcpFailure::Unreachable));
