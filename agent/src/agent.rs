@@ -18,7 +18,9 @@ use netdiag_model::plan::{PlannedProbe, ProbePlan};
 use netdiag_model::probe::Source;
 use netdiag_model::result::Seq;
 use netdiag_model::run::RunProgress;
-use netdiag_model::session::{AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod};
+use netdiag_model::session::{
+    AgentVersion, Capability, CollectorMessage, Hello, InstanceId, LocalPod, NodePods,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -29,7 +31,9 @@ use crate::plan::{PlanOptions, SourcePods, own_plan};
 use crate::run::Runs;
 use crate::shutdown::stopped;
 use crate::sources::{Discovery, Sources, inventory_from_collector};
-use crate::uplink::{self, Backoff, Outbound, UplinkConfig, UplinkStats};
+use crate::uplink::fanout::{self, UplinkIntake};
+use crate::uplink::follow::Follow;
+use crate::uplink::{self, Backoff, FromCollector, Outbound, UplinkConfig, UplinkEvent, UplinkStats};
 
 /// How often the inventory file is re-read and the sources refreshed.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -149,6 +153,19 @@ fn instance_id(node: &netdiag_model::NodeName, pid: u32, nonce: u64) -> Instance
     })
 }
 
+/// Whether two plans probe the same way: replicas number generations independently, so a plan
+/// from another replica with the same probes and schedule is no reason to restart.
+fn same_plan(a: &ProbePlan, b: &ProbePlan) -> bool {
+    a.schedule == b.schedule && a.probes == b.probes
+}
+
+/// Waits for every uplink task to end.
+async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
 /// Starts the scheduler for `plan`; the returned sender stops it.
 fn start_plan(
     plan: ProbePlan,
@@ -257,9 +274,9 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     };
     refresh(&inv);
 
+    // What the agent produces goes through one channel, copied to every collector's uplink.
     let (out_tx, out_rx) = mpsc::channel(4096);
     let (in_tx, mut in_rx) = mpsc::channel(64);
-    let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (ready_tx, ready_rx) = watch::channel(true);
     // Read the TLS files now: a bad file is a start-up error, not a reconnect loop. Later
     // changes (renewals) are read at each connection attempt.
@@ -267,20 +284,41 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
         Some(files) => Some(Arc::new(files.reloading(Duration::ZERO)?)),
         None => None,
     };
-    let uplink_cfg = UplinkConfig {
-        collector: cfg.collector.clone(),
-        hello: hello(&cfg, &inv),
-        limits: cfg.buffer,
-        backoff: Backoff::default(),
-        connect_timeout: Duration::from_secs(3),
-        tls,
-    };
-    let uplink = tokio::spawn(uplink::run(uplink_cfg, out_rx, in_tx, stats_tx, stop.clone()));
+    let mut intakes = Vec::new();
+    let mut uplink_stats = Vec::new();
+    let mut run_outs = Vec::new();
+    let mut uplinks = Vec::new();
+    for (id, collector) in cfg.collectors.iter().enumerate() {
+        let (tx, rx) = mpsc::channel(4096);
+        let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
+        let uplink_cfg = UplinkConfig {
+            id,
+            collector: collector.clone(),
+            hello: hello(&cfg, &inv),
+            limits: cfg.buffer,
+            backoff: Backoff::default(),
+            connect_timeout: Duration::from_secs(3),
+            open_timeout: uplink::OPEN_TIMEOUT,
+            tls: tls.clone(),
+        };
+        uplinks.push(tokio::spawn(uplink::run(
+            uplink_cfg,
+            rx,
+            in_tx.clone(),
+            stats_tx.clone(),
+            stop.clone(),
+        )));
+        run_outs.push(tx.clone());
+        intakes.push(UplinkIntake { tx, stats: stats_tx });
+        uplink_stats.push((collector.clone(), stats_rx));
+    }
+    drop(in_tx);
+    tokio::spawn(fanout::run(out_rx, intakes));
     let warnings: Vec<String> = cfg.ignored_warning().into_iter().collect();
     for w in &warnings {
         warn!("{w}");
     }
-    let app = crate::metrics::router(metrics.clone(), stats_rx, ready_rx, warnings);
+    let app = crate::metrics::router(metrics.clone(), uplink_stats, ready_rx, warnings);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {} for /metrics: {e}", cfg.listen))?;
@@ -289,7 +327,7 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
         let mut s = http_stop;
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { stopped(&mut s).await }).await;
     });
-    info!(node = %cfg.node, listen = %cfg.listen, collector = %cfg.collector, "agent started");
+    info!(node = %cfg.node, listen = %cfg.listen, collectors = ?cfg.collectors, "agent started");
 
     let opts = PlanOptions {
         schedule: cfg.schedule,
@@ -310,17 +348,26 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
             out_tx.clone(),
         )
     };
-    // On-demand runs: each on its own task, their progress forwarded to the uplink.
-    let runs = Runs::new(cfg.node.clone());
-    let (progress_tx, mut progress_rx) = mpsc::channel::<RunProgress>(256);
-    let progress_out = out_tx.clone();
-    tokio::spawn(async move {
-        while let Some(p) = progress_rx.recv().await {
-            if progress_out.send(Outbound::RunProgress(p)).await.is_err() {
-                return;
-            }
-        }
-    });
+    // On-demand runs: each on its own task, their progress forwarded to the uplink of the
+    // collector that asked (run ids are that collector's own).
+    let runs: Vec<(Runs, mpsc::Sender<RunProgress>)> = run_outs
+        .into_iter()
+        .map(|uplink| {
+            let (progress_tx, mut progress_rx) = mpsc::channel::<RunProgress>(256);
+            tokio::spawn(async move {
+                while let Some(p) = progress_rx.recv().await {
+                    if uplink.send(Outbound::RunProgress(p)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            (Runs::new(cfg.node.clone()), progress_tx)
+        })
+        .collect();
+    // Plans and pod lists come from one collector at a time (see `Follow`).
+    let mut plans: Follow<ProbePlan> = Follow::new(cfg.collectors.len());
+    let mut pod_lists: Follow<NodePods> = Follow::new(cfg.collectors.len());
+    let mut running_plan: Option<ProbePlan> = None;
     let mut last_reports = BTreeMap::new();
     inspect_all(&sources, &mut last_reports, &out_tx, None, true).await;
 
@@ -349,40 +396,58 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
                 refresh(&inv);
             }
             _ = inspect_tick.tick() => inspect_all(&sources, &mut last_reports, &out_tx, None, false).await,
-            msg = in_rx.recv() => match msg {
-                None => break,
-                Some(CollectorMessage::Plan(plan)) => {
-                    if plan.generation > generation || !collector_plan {
-                        generation = plan.generation;
-                        collector_plan = true;
-                        let _ = plan_stop.send(true);
-                        plan_stop = start_plan(plan, sources.clone(), metrics.clone(), out_tx.clone());
+            msg = in_rx.recv() => {
+                let Some(FromCollector { uplink, event }) = msg else { break };
+                let (plan, pods) = match event {
+                    UplinkEvent::Up => (plans.set_up(uplink, true), pod_lists.set_up(uplink, true)),
+                    UplinkEvent::Down => (plans.set_up(uplink, false), pod_lists.set_up(uplink, false)),
+                    UplinkEvent::Message(CollectorMessage::Plan(plan)) => (plans.offer(uplink, plan), None),
+                    UplinkEvent::Message(CollectorMessage::Pods(p)) => (None, pod_lists.offer(uplink, p)),
+                    UplinkEvent::Message(CollectorMessage::Inspect(only)) => {
+                        inspect_all(&sources, &mut last_reports, &out_tx, only.as_ref(), true).await;
+                        (None, None)
+                    }
+                    UplinkEvent::Message(CollectorMessage::Run(req)) => {
+                        if let Some((runs, progress)) = runs.get(uplink) {
+                            runs.start(req, sources.clone(), progress.clone());
+                        }
+                        (None, None)
+                    }
+                    UplinkEvent::Message(CollectorMessage::Cancel(run_id)) => {
+                        if let Some((runs, progress)) = runs.get(uplink)
+                            && !runs.cancel(&run_id, progress.clone())
+                        {
+                            debug!(run = %run_id, "cancel for a run not in progress (already ended)");
+                        }
+                        (None, None)
+                    }
+                    UplinkEvent::Message(CollectorMessage::Ack(_)) => (None, None),
+                };
+                if let Some(pods) = pods {
+                    if from_collector {
+                        inv = inventory_from_collector(&cfg.node, &pods);
+                        info!(pods = inv.pods.len(), uplink, "pods from the collector");
+                        refresh(&inv);
+                    } else {
+                        debug!("pods from the collector ignored: this agent reads an inventory file");
                     }
                 }
-                Some(CollectorMessage::Inspect(only)) => {
-                    inspect_all(&sources, &mut last_reports, &out_tx, only.as_ref(), true).await;
+                if let Some(plan) = plan
+                    && running_plan.as_ref().is_none_or(|r| !same_plan(r, &plan))
+                {
+                    collector_plan = true;
+                    running_plan = Some(plan.clone());
+                    let _ = plan_stop.send(true);
+                    plan_stop = start_plan(plan, sources.clone(), metrics.clone(), out_tx.clone());
                 }
-                Some(CollectorMessage::Run(req)) => runs.start(req, sources.clone(), progress_tx.clone()),
-                Some(CollectorMessage::Cancel(run_id)) => {
-                    if !runs.cancel(&run_id, progress_tx.clone()) {
-                        debug!(run = %run_id, "cancel for a run not in progress (already ended)");
-                    }
-                }
-                Some(CollectorMessage::Pods(pods)) if from_collector => {
-                    inv = inventory_from_collector(&cfg.node, &pods);
-                    info!(pods = inv.pods.len(), "pods from the collector");
-                    refresh(&inv);
-                }
-                Some(CollectorMessage::Pods(_)) => debug!("pods from the collector ignored: this agent reads an inventory file"),
-                Some(CollectorMessage::Ack(_)) => {}
-            },
+            }
         }
     }
     let _ = plan_stop.send(true);
     let _ = ready_tx.send(false);
-    drop(progress_tx);
+    drop(runs);
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), uplink).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), futures_join_all(uplinks)).await;
     info!("agent stopped");
     Ok(())
 }

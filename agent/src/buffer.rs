@@ -157,4 +157,4 @@ impl ResultBuffer {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -71,9 +71,10 @@ pub struct AgentArgs {
     /// This node's name (as in the inventory).
     #[arg(long, env = "NETDIAG_NODE")]
     pub node: Option<String>,
-    /// Collector session address, e.g. http://172.29.0.1:7700.
-    #[arg(long, env = "NETDIAG_COLLECTOR")]
-    pub collector: Option<String>,
+    /// Collector session address, e.g. http://172.29.0.1:7700. Several (repeated, or
+    /// comma-separated) for replicated collectors: the agent streams everything to each.
+    #[arg(long, env = "NETDIAG_COLLECTOR", value_delimiter = ',')]
+    pub collector: Vec<String>,
     /// Inventory source: file:<path>, or kubernetes (pods and plans from the collector).
     #[arg(long, env = "NETDIAG_INVENTORY")]
     pub inventory: Option<String>,
@@ -116,7 +117,7 @@ pub struct AgentArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node: Option<String>,
-    collector: Option<String>,
+    collector: Option<Collectors>,
     inventory: Option<String>,
     listen: Option<SocketAddr>,
     interval: Option<ConfigDuration>,
@@ -133,6 +134,27 @@ struct FileConfig {
     tls_server_name: Option<String>,
 }
 
+/// `collector:` in the config file: one address, or a list for replicated collectors.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Collectors {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Collectors {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Collectors::One(one) => one.split(',').map(str::to_owned).collect(),
+            Collectors::Many(many) => many,
+        }
+    }
+}
+
+/// Collector replicas an agent streams to at most: each costs a session and, while it is away,
+/// a buffer of its own.
+pub const MAX_COLLECTORS: usize = 8;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -143,7 +165,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub node: NodeName,
-    pub collector: String,
+    /// Every collector replica's session address (at least one, all the same scheme); results,
+    /// inspections and run progress go to each, plans are taken from one.
+    pub collectors: Vec<String>,
     pub inventory: InventorySource,
     pub listen: SocketAddr,
     pub schedule: Schedule,
@@ -171,19 +195,14 @@ impl AgentConfig {
         let node_text = args.node.clone().or(file.node).ok_or(ConfigError::Missing("node", "NODE"))?;
         let node = NodeName::new(node_text)
             .map_err(|e| ConfigError::Invalid { field: "node", message: e.to_string() })?;
-        let collector = args
-            .collector
-            .clone()
-            .or(file.collector)
-            .ok_or(ConfigError::Missing("collector", "COLLECTOR"))?;
-        if !(collector.starts_with("http://") || collector.starts_with("https://")) {
-            return Err(ConfigError::Invalid {
-                field: "collector",
-                message: format!("{collector:?} must be an http:// or https:// address"),
-            });
-        }
+        let given = if args.collector.is_empty() {
+            file.collector.map(Collectors::into_vec).unwrap_or_default()
+        } else {
+            args.collector.clone()
+        };
+        let collectors = collector_addresses(given)?;
         let tls = tls_files(
-            &collector,
+            &collectors[0],
             args.tls_ca.clone().or(file.tls_ca),
             args.tls_cert.clone().or(file.tls_cert),
             args.tls_key.clone().or(file.tls_key),
@@ -241,7 +260,7 @@ impl AgentConfig {
         }
         Ok(AgentConfig {
             node,
-            collector,
+            collectors,
             inventory,
             listen,
             schedule,
@@ -264,6 +283,42 @@ impl AgentConfig {
             self.ignored_in_kubernetes_mode.join(", ")
         ))
     }
+}
+
+/// The collectors' addresses, checked: at least one, at most [`MAX_COLLECTORS`], each http:// or
+/// https:// (all the same: one set of TLS files serves them all), none twice.
+fn collector_addresses(given: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { field: "collector", message };
+    let addresses: Vec<String> =
+        given.into_iter().map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+    let Some(first) = addresses.first() else {
+        return Err(ConfigError::Missing("collector", "COLLECTOR"));
+    };
+    let scheme = |a: &str| ["http://", "https://"].into_iter().find(|s| a.starts_with(s));
+    let first_scheme = scheme(first);
+    for a in &addresses {
+        match scheme(a) {
+            None => return Err(invalid(format!("{a:?} must be an http:// or https:// address"))),
+            s if s != first_scheme => {
+                return Err(invalid(format!(
+                    "{a:?} and {first:?} differ in scheme: replicas share one TLS setting, use the same \
+                     scheme for all"
+                )));
+            }
+            _ => {}
+        }
+    }
+    if addresses.len() > MAX_COLLECTORS {
+        return Err(invalid(format!(
+            "{} collectors given, at most {MAX_COLLECTORS}: list each replica once",
+            addresses.len()
+        )));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(twice) = addresses.iter().find(|a| !seen.insert(a.as_str())) {
+        return Err(invalid(format!("{twice:?} is given twice: each replica once")));
+    }
+    Ok(addresses)
 }
 
 /// TLS settings must fit the collector's scheme: https:// needs the CA to verify it by; http://
@@ -327,13 +382,44 @@ mod tests {
         .unwrap();
         let cfg = AgentConfig::merge(&args(&["--node", "node-1", "--timeout", "500ms"]), file).unwrap();
         assert_eq!(cfg.node.as_str(), "node-1");
-        assert_eq!(cfg.collector, "http://10.0.0.1:7700");
+        assert_eq!(cfg.collectors, ["http://10.0.0.1:7700"]);
         assert_eq!(cfg.inventory, InventorySource::File("/x.yaml".into()));
         assert_eq!("kubernetes".parse::<InventorySource>().unwrap(), InventorySource::Kubernetes);
         assert_eq!(cfg.schedule.interval(), Duration::from_secs(10));
         assert_eq!(cfg.schedule.timeout(), Duration::from_millis(500));
         assert_eq!(cfg.http_checks.len(), 1);
         assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+    }
+
+    #[test]
+    fn replicated_collectors_are_listed_once_each_with_one_scheme() {
+        let base = ["--node", "n", "--inventory", "file:/x"];
+        let merge =
+            |extra: &[&str], file: FileConfig| AgentConfig::merge(&args(&[&base[..], extra].concat()), file);
+        let two = ["http://c-0:7700", "http://c-1:7700"];
+        let repeated = merge(&["--collector", two[0], "--collector", two[1]], FileConfig::default()).unwrap();
+        assert_eq!(repeated.collectors, two);
+        let commas =
+            merge(&["--collector", "http://c-0:7700, http://c-1:7700"], FileConfig::default()).unwrap();
+        assert_eq!(commas.collectors, two);
+        let list: FileConfig =
+            serde_saphyr::from_str("collector: [http://c-0:7700, http://c-1:7700]\n").unwrap();
+        assert_eq!(merge(&[], list).unwrap().collectors, two);
+        let flag_wins: FileConfig = serde_saphyr::from_str("collector: http://file:7700\n").unwrap();
+        assert_eq!(merge(&["--collector", two[0]], flag_wins).unwrap().collectors, [two[0]]);
+        let nine: Vec<String> = (0..9).map(|i| format!("http://c-{i}:7700")).collect();
+        let cases: [(String, &str); 4] = [
+            (format!("{},{}", two[0], two[0]), "given twice"),
+            ("http://c-0:7700,https://c-1:7700".into(), "same scheme"),
+            ("http://c-0:7700,c-1:7700".into(), "http:// or https://"),
+            (nine.join(","), "at most 8"),
+        ];
+        for (given, words) in cases {
+            let e = merge(&["--collector", &given], FileConfig::default()).unwrap_err().to_string();
+            assert!(e.contains(words), "{given}: {e}");
+        }
+        let e = merge(&["--collector", " , "], FileConfig::default()).unwrap_err().to_string();
+        assert!(e.contains("collector is required"), "{e}");
     }
 
     #[test]

@@ -40,6 +40,13 @@ struct KindLabel {
     kind: &'static str,
 }
 
+/// A collector replica, as given in `--collector` (a bounded set: at most
+/// [`crate::config::MAX_COLLECTORS`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CollectorLabel {
+    collector: String,
+}
+
 fn rtt_histogram() -> Histogram {
     // 50 µs to ~3 s.
     Histogram::new(exponential_buckets(0.000_05, 2.0, 17))
@@ -52,8 +59,8 @@ pub struct AgentMetrics {
     probes: Family<ProbeLabels, Counter>,
     rtt: Family<KindLabel, Histogram, fn() -> Histogram>,
     sources: Gauge,
-    connected: Gauge,
-    buffered: Gauge,
+    connected: Family<CollectorLabel, Gauge>,
+    buffered: Family<CollectorLabel, Gauge>,
 }
 
 impl Default for AgentMetrics {
@@ -62,19 +69,19 @@ impl Default for AgentMetrics {
         let probes = Family::<ProbeLabels, Counter>::default();
         let rtt = Family::<KindLabel, Histogram, fn() -> Histogram>::new_with_constructor(rtt_histogram);
         let sources = Gauge::default();
-        let connected = Gauge::default();
-        let buffered = Gauge::default();
+        let connected = Family::<CollectorLabel, Gauge>::default();
+        let buffered = Family::<CollectorLabel, Gauge>::default();
         registry.register("probes", "Probes finished, by kind and outcome", probes.clone());
         registry.register("probe_rtt_seconds", "Round-trip time of successful probes", rtt.clone());
         registry.register("sources", "Namespaces the agent probes from (node and pods)", sources.clone());
         registry.register(
             "uplink_connected",
-            "1 while the session to the collector is up",
+            "1 while the session to the collector (replica) is up",
             connected.clone(),
         );
         registry.register(
             "buffered_results",
-            "Results held until the collector acknowledges them",
+            "Results held until the collector (replica) acknowledges them",
             buffered.clone(),
         );
         Self { registry, probes, rtt, sources, connected, buffered }
@@ -96,15 +103,19 @@ impl AgentMetrics {
         self.sources.set(n as i64);
     }
 
-    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]), with the uplink's
-    /// numbers as of now. Not OpenMetrics: served as `text/plain`, an OpenMetrics counter (`# HELP
-    /// x`, sample `x_total`) reads to the Prometheus text parser as a sample without help text.
-    pub fn render(&self, uplink: &UplinkStats) -> String {
-        self.connected.set(i64::from(uplink.connected));
-        self.buffered.set(uplink.held_results as i64);
-        // The uplink's running totals are counters, read from its stats at each scrape.
+    /// The Prometheus text exposition (format 0.0.4, [`CONTENT_TYPE`]), with each uplink's
+    /// numbers as of now (one per collector replica, labelled with its address). Not
+    /// OpenMetrics: served as `text/plain`, an OpenMetrics counter (`# HELP x`, sample
+    /// `x_total`) reads to the Prometheus text parser as a sample without help text.
+    pub fn render(&self, uplinks: &[(String, UplinkStats)]) -> String {
+        for (collector, stats) in uplinks {
+            let label = CollectorLabel { collector: collector.clone() };
+            self.connected.get_or_create(&label).set(i64::from(stats.connected));
+            self.buffered.get_or_create(&label).set(stats.held_results as i64);
+        }
+        // The uplinks' running totals are counters, read from their stats at each scrape.
         let mut totals = Registry::with_prefix(PREFIX);
-        totals.register_collector(Box::new(UplinkTotals(uplink.clone())));
+        totals.register_collector(Box::new(UplinkTotals(uplinks.to_vec())));
         let mut out = String::new();
         let encoded = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry)
             .and_then(|()| prometheus_client::encoding::prometheus_text::encode(&mut out, &totals));
@@ -115,20 +126,25 @@ impl AgentMetrics {
     }
 }
 
-/// The uplink's totals as counters: `netdiag_agent_dropped_results_total`,
+/// The uplinks' totals as counters, per collector: `netdiag_agent_dropped_results_total`,
 /// `netdiag_agent_batches_sent_total`, `netdiag_agent_acked_results_total`.
 #[derive(Debug)]
-struct UplinkTotals(UplinkStats);
+struct UplinkTotals(Vec<(String, UplinkStats)>);
 
 impl Collector for UplinkTotals {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
-        for (name, help, value) in [
-            ("dropped_results", "Results dropped because the buffer was full.", self.0.dropped_results),
-            ("batches_sent", "Result batches sent to the collector.", self.0.batches_sent),
-            ("acked_results", "Results the collector acknowledged.", self.0.acked_results),
-        ] {
-            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            ConstCounter::new(value).encode(metric)?;
+        type Pick = fn(&UplinkStats) -> u64;
+        let totals: [(&str, &str, Pick); 3] = [
+            ("dropped_results", "Results dropped because the buffer was full.", |s| s.dropped_results),
+            ("batches_sent", "Result batches sent to the collector.", |s| s.batches_sent),
+            ("acked_results", "Results the collector acknowledged.", |s| s.acked_results),
+        ];
+        for (name, help, pick) in totals {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for (collector, stats) in &self.0 {
+                let label = CollectorLabel { collector: collector.clone() };
+                ConstCounter::new(pick(stats)).encode(family.encode_family(&label)?)?;
+            }
         }
         Ok(())
     }
@@ -137,7 +153,8 @@ impl Collector for UplinkTotals {
 #[derive(Clone)]
 struct HttpState {
     metrics: Arc<AgentMetrics>,
-    uplink: watch::Receiver<UplinkStats>,
+    /// Each collector replica's address and its uplink's stats.
+    uplinks: Arc<[(String, watch::Receiver<UplinkStats>)]>,
     ready: watch::Receiver<bool>,
     /// Configuration warnings `/readyz` repeats (they do not make the agent unready).
     warnings: Arc<[String]>,
@@ -146,7 +163,7 @@ struct HttpState {
 /// The `/metrics`, `/healthz` and `/readyz` router; `warnings` are appended to `/readyz`.
 pub fn router(
     metrics: Arc<AgentMetrics>,
-    uplink: watch::Receiver<UplinkStats>,
+    uplinks: Vec<(String, watch::Receiver<UplinkStats>)>,
     ready: watch::Receiver<bool>,
     warnings: Vec<String>,
 ) -> Router {
@@ -154,11 +171,12 @@ pub fn router(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(HttpState { metrics, uplink, ready, warnings: warnings.into() })
+        .with_state(HttpState { metrics, uplinks: uplinks.into(), ready, warnings: warnings.into() })
 }
 
 async fn render_metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    let stats = s.uplink.borrow().clone();
+    let stats: Vec<(String, UplinkStats)> =
+        s.uplinks.iter().map(|(collector, rx)| (collector.clone(), rx.borrow().clone())).collect();
     ([("content-type", CONTENT_TYPE)], s.metrics.render(&stats))
 }
 
@@ -232,7 +250,8 @@ mod tests {
             dropped_results: 1,
             held_results: 2,
         };
-        let text = metrics.render(&uplink);
+        let away = UplinkStats { connected: false, held_results: 9, ..UplinkStats::default() };
+        let text = metrics.render(&[("http://c-0:7700".into(), uplink), ("http://c-1:7700".into(), away)]);
         assert!(CONTENT_TYPE.starts_with("text/plain; version=0.0.4"), "{CONTENT_TYPE}");
         for line in [
             "# HELP netdiag_agent_probes_total ",
@@ -240,11 +259,15 @@ mod tests {
             r#"netdiag_agent_probes_total{kind="icmp",outcome="ok"} 1"#,
             r#"netdiag_agent_probes_total{kind="tcp",outcome="tcp_timeout"} 1"#,
             r#"netdiag_agent_probe_rtt_seconds_count{kind="icmp"} 1"#,
-            "netdiag_agent_buffered_results 2",
+            r#"netdiag_agent_buffered_results{collector="http://c-0:7700"} 2"#,
+            r#"netdiag_agent_buffered_results{collector="http://c-1:7700"} 9"#,
+            r#"netdiag_agent_uplink_connected{collector="http://c-0:7700"} 1"#,
+            r#"netdiag_agent_uplink_connected{collector="http://c-1:7700"} 0"#,
             "# TYPE netdiag_agent_dropped_results_total counter",
-            "netdiag_agent_dropped_results_total 1",
-            "netdiag_agent_batches_sent_total 4",
-            "netdiag_agent_acked_results_total 7",
+            r#"netdiag_agent_dropped_results_total{collector="http://c-0:7700"} 1"#,
+            r#"netdiag_agent_batches_sent_total{collector="http://c-0:7700"} 4"#,
+            r#"netdiag_agent_acked_results_total{collector="http://c-0:7700"} 7"#,
+            r#"netdiag_agent_acked_results_total{collector="http://c-1:7700"} 0"#,
         ] {
             assert!(text.lines().any(|l| l.starts_with(line)), "{line}:\n{text}");
         }
@@ -261,7 +284,7 @@ mod tests {
         use http_body_util::BodyExt;
         let state = |ready: bool, warnings: Vec<String>| HttpState {
             metrics: Arc::new(AgentMetrics::default()),
-            uplink: watch::channel(UplinkStats::default()).1,
+            uplinks: vec![("http://c:7700".to_string(), watch::channel(UplinkStats::default()).1)].into(),
             ready: watch::channel(ready).1,
             warnings: warnings.into(),
         };

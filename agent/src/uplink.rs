@@ -1,12 +1,20 @@
-//! The agent's one long-lived session to the collector: results go through the
+//! The agent's long-lived session to one collector replica: results go through the
 //! [`ResultBuffer`] (batched, numbered, kept until acknowledged, bounded while the collector is
 //! away), inspection reports and run progress are sent as they come; the collector's plans,
-//! runs, cancels and inspect requests come back out. Reconnects with exponential backoff and
-//! full jitter, and resumes from the first unacknowledged batch. Batches go in the tabled wire
-//! form when the collector's session response announces it reads it, plain otherwise. Every
-//! new session first carries the latest inspection of every live source ([`inspections`]), so
-//! a restarted collector has the node's rules and routes back at once.
+//! runs, cancels and inspect requests come back out, tagged with the uplink they came from.
+//! Reconnects with exponential backoff and full jitter, and resumes from the first
+//! unacknowledged batch. Batches go in the tabled wire form when the collector's session
+//! response announces it reads it, plain otherwise. Every new session first carries the latest
+//! inspection of every live source ([`inspections`]), so a restarted collector has the node's
+//! rules and routes back at once.
+//!
+//! With replicated collectors the agent runs one uplink per replica, each with its own buffer
+//! ([`fanout`] copies what the agent produces to each), so a replica that is away (restarting,
+//! rolled out) gets what it missed from its own buffer when it is back, and never slows the
+//! others: an uplink takes what it is handed at every moment, even while connecting.
 
+pub mod fanout;
+pub mod follow;
 mod inspections;
 
 use std::sync::Arc;
@@ -61,18 +69,44 @@ impl Backoff {
     }
 }
 
+/// What an uplink hands the agent: its sessions coming and going, and the collector's
+/// messages. `uplink` is the collector's index in the agent's `--collector` list.
+#[derive(Debug)]
+pub struct FromCollector {
+    pub uplink: usize,
+    pub event: UplinkEvent,
+}
+
+#[derive(Debug)]
+pub enum UplinkEvent {
+    /// A session is up: what this collector sends from now on is current.
+    Up,
+    /// The session is lost: what this collector sent before may be stale.
+    Down,
+    Message(CollectorMessage),
+}
+
 #[derive(Debug, Clone)]
 pub struct UplinkConfig {
+    /// This uplink's index among the agent's collectors.
+    pub id: usize,
     /// `http://host:port` of the collector's session service.
     pub collector: String,
     pub hello: Hello,
     pub limits: BufferLimits,
     pub backoff: Backoff,
     pub connect_timeout: Duration,
+    /// The session's opening exchange (hello sent, the collector's response headers back) must
+    /// end within this: a collector that takes the connection and never answers is given up on
+    /// and retried, not waited for forever.
+    pub open_timeout: Duration,
     /// TLS toward an `https://` collector (its CA, and this agent's certificate for mTLS),
     /// rebuilt from its files when they change: each connection attempt uses the current one.
     pub tls: Option<Arc<Reloading<tonic::transport::ClientTlsConfig>>>,
 }
+
+/// The default for [`UplinkConfig::open_timeout`].
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Counters the agent's metrics read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -94,7 +128,7 @@ enum SessionEnd {
 pub async fn run(
     cfg: UplinkConfig,
     mut outbound: mpsc::Receiver<Outbound>,
-    inbound: mpsc::Sender<CollectorMessage>,
+    inbound: mpsc::Sender<FromCollector>,
     stats: watch::Sender<UplinkStats>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -107,7 +141,13 @@ pub async fn run(
         {
             SessionEnd::Shutdown => return,
             SessionEnd::Lost(why) => {
+                let was_up = stats.borrow().connected;
                 stats.send_modify(|s| s.connected = false);
+                if was_up
+                    && inbound.send(FromCollector { uplink: cfg.id, event: UplinkEvent::Down }).await.is_err()
+                {
+                    return;
+                }
                 let wait = cfg.backoff.delay(attempt, fastrand::f64());
                 attempt = attempt.saturating_add(1);
                 warn!(collector = %cfg.collector, reason = %why, retry_in_ms = wait.as_millis() as u64, "collector unreachable");
@@ -187,12 +227,31 @@ fn current_tls(tls: &Reloading<tonic::transport::ClientTlsConfig>) -> tonic::tra
     (*config).clone()
 }
 
+/// Awaits `step` (a connect, a handshake) while still taking what the agent hands over into the
+/// buffer, so a slow collector never backs the agent up. None: the agent is stopping.
+async fn while_taking<F: std::future::Future>(
+    step: F,
+    outbound: &mut mpsc::Receiver<Outbound>,
+    buffer: &mut ResultBuffer,
+    inspections: &mut Inspections,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<F::Output> {
+    tokio::pin!(step);
+    loop {
+        tokio::select! {
+            out = &mut step => return Some(out),
+            () = stopped(shutdown) => return None,
+            item = outbound.recv() => take(item?, buffer, inspections),
+        }
+    }
+}
+
 async fn session(
     cfg: &UplinkConfig,
     buffer: &mut ResultBuffer,
     inspections: &mut Inspections,
     outbound: &mut mpsc::Receiver<Outbound>,
-    inbound: &mpsc::Sender<CollectorMessage>,
+    inbound: &mpsc::Sender<FromCollector>,
     stats: &watch::Sender<UplinkStats>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> SessionEnd {
@@ -213,12 +272,12 @@ async fn session(
         },
         None => endpoint,
     };
-    let channel = tokio::select! {
-        c = endpoint.connect() => match c {
-            Ok(c) => c,
-            Err(e) => return SessionEnd::Lost(format!("cannot connect: {}", netdiag_model::error_chain(&e))),
-        },
-        () = stopped(shutdown) => return SessionEnd::Shutdown,
+    let channel = match while_taking(endpoint.connect(), outbound, buffer, inspections, shutdown).await {
+        None => return SessionEnd::Shutdown,
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
+            return SessionEnd::Lost(format!("cannot connect: {}", netdiag_model::error_chain(&e)));
+        }
     };
     let mut client = AgentSessionClient::new(channel)
         .max_decoding_message_size(16 * 1024 * 1024)
@@ -229,15 +288,26 @@ async fn session(
     if tx.send(AgentMessage::Hello(hello).into()).await.is_err() {
         return SessionEnd::Lost("session closed before hello".into());
     }
-    let (tabled, mut replies) = match client.session(ReceiverStream::new(rx)).await {
-        Ok(r) => (accepts_result_tables(r.metadata()), r.into_inner()),
-        Err(status) => return SessionEnd::Lost(format!("collector refused the session: {status}")),
+    let open = tokio::time::timeout(cfg.open_timeout, client.session(ReceiverStream::new(rx)));
+    let (tabled, mut replies) = match while_taking(open, outbound, buffer, inspections, shutdown).await {
+        None => return SessionEnd::Shutdown,
+        Some(Ok(Ok(r))) => (accepts_result_tables(r.metadata()), r.into_inner()),
+        Some(Ok(Err(status))) => return SessionEnd::Lost(format!("collector refused the session: {status}")),
+        Some(Err(_)) => {
+            return SessionEnd::Lost(format!(
+                "the collector did not answer the hello within {:?}",
+                cfg.open_timeout
+            ));
+        }
     };
     info!(collector = %cfg.collector, resume_from = %buffer.first_unacked(), "connected to the collector");
     stats.send_modify(|s| {
         s.connected = true;
         s.connects += 1;
     });
+    if inbound.send(FromCollector { uplink: cfg.id, event: UplinkEvent::Up }).await.is_err() {
+        return SessionEnd::Shutdown;
+    }
     // Everything unacknowledged goes again; the collector drops what it already has.
     let mut sent_upto: Option<Seq> = None;
     inspections.new_session();
@@ -288,7 +358,11 @@ async fn session(
                 Some(Outbound::Inspection(r)) => inspections.update(*r),
                 Some(Outbound::SourcesGone(gone)) => inspections.forget(&gone),
                 Some(Outbound::RunProgress(p)) => {
-                    let _ = tx.send(AgentMessage::RunProgress(p).into()).await;
+                    // Never wait on one run's progress: a backed-up stream would stall results
+                    // too. A collector that stopped reading loses the run, which it would anyway.
+                    if tx.try_send(AgentMessage::RunProgress(p).into()).is_err() {
+                        warn!(collector = %cfg.collector, "run progress dropped: the session's stream is backed up");
+                    }
                 }
             },
             reply = replies.next() => match reply {
@@ -301,7 +375,8 @@ async fn session(
                         debug!(%seq, freed, "acknowledged");
                     }
                     Ok(other) => {
-                        if inbound.send(other).await.is_err() {
+                        let from = FromCollector { uplink: cfg.id, event: UplinkEvent::Message(other) };
+                        if inbound.send(from).await.is_err() {
                             return SessionEnd::Shutdown;
                         }
                     }

@@ -98,11 +98,13 @@ fn received(r: &Recorder) -> Vec<(u64, Vec<i64>)> {
 
 fn uplink_config(addr: SocketAddr, limits: BufferLimits) -> UplinkConfig {
     UplinkConfig {
+        id: 0,
         collector: format!("http://{addr}"),
         hello: hello(),
         limits,
         backoff: Backoff { min: Duration::from_millis(20), max: Duration::from_millis(200) },
         connect_timeout: Duration::from_millis(500),
+        open_timeout: Duration::from_millis(500),
         tls: None,
     }
 }
@@ -114,7 +116,7 @@ async fn collector_restart_loses_nothing_and_duplicates_nothing() {
     let first = start_collector(addr).await;
 
     let (out_tx, out_rx) = mpsc::channel(1024);
-    let (in_tx, _in_rx) = mpsc::channel(16);
+    let (in_tx, _in_rx) = mpsc::channel(1024);
     let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = BufferLimits { batch_size: 50, linger: Duration::from_millis(20), capacity: 100_000 };
@@ -168,12 +170,56 @@ async fn collector_restart_loses_nothing_and_duplicates_nothing() {
     assert!(s.connects >= 2, "{s:?}");
 }
 
+/// A collector that takes the connection and never answers (hung, or a replica stuck in its
+/// start): the uplink gives up on the hello and retries instead of waiting forever, and keeps
+/// taking what the agent hands it meanwhile, so the agent (and its other collectors) never
+/// back up behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_never_answers_holds_nothing_up() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            held.push(conn);
+        }
+    });
+    // A small intake: were the uplink not taking while connecting, the feeder would block.
+    let (out_tx, out_rx) = mpsc::channel(4);
+    let (in_tx, _in_rx) = mpsc::channel(1024);
+    let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let limits = BufferLimits { batch_size: 10, linger: Duration::from_millis(10), capacity: 500 };
+    let agent = tokio::spawn(uplink::run(uplink_config(addr, limits), out_rx, in_tx, stats_tx, stop_rx));
+    let fed = tokio::time::timeout(Duration::from_secs(5), async {
+        for id in 1..=300 {
+            out_tx.send(Outbound::Result(Box::new(result(id)))).await.unwrap();
+        }
+    })
+    .await;
+    assert!(fed.is_ok(), "the agent backed up behind a collector that never answers");
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let s = stats_rx.borrow().clone();
+    assert_eq!(s.connects, 0, "{s:?}");
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::Relaxed) >= 2,
+        "the uplink gave up on the hello and retried"
+    );
+    assert_eq!(s.held_results, 300, "{s:?}");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), agent).await.unwrap().unwrap();
+    holder.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buffer_is_bounded_while_the_collector_is_away_and_drops_are_reported() {
     // Nothing listens on this port (bound then released): the agent must buffer, bounded.
     let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let (out_tx, out_rx) = mpsc::channel(1024);
-    let (in_tx, _in_rx) = mpsc::channel(16);
+    let (in_tx, _in_rx) = mpsc::channel(1024);
     let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = BufferLimits { batch_size: 10, linger: Duration::from_millis(10), capacity: 200 };
@@ -259,7 +305,7 @@ async fn wire_batches(announce: bool, n: i64) -> Vec<v1::ResultBatch> {
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
     let (out_tx, out_rx) = mpsc::channel(1024);
-    let (in_tx, _in_rx) = mpsc::channel(16);
+    let (in_tx, _in_rx) = mpsc::channel(1024);
     let (stats_tx, stats_rx) = watch::channel(UplinkStats::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let limits = BufferLimits { batch_size: 10, linger: Duration::from_millis(10), capacity: 1_000 };

@@ -200,10 +200,10 @@ impl LabCluster {
         for node in &lab.plan.nodes {
             let cfg = AgentConfig {
                 node: node.name.clone(),
-                collector: match &agent_tls {
+                collectors: vec![match &agent_tls {
                     Some(_) => format!("https://{agents_addr}"),
                     None => format!("http://{agents_addr}"),
-                },
+                }],
                 inventory: if agents_without_inventory {
                     InventorySource::Kubernetes
                 } else {

@@ -8,7 +8,7 @@ use netdiag_model::probe::{ProbeKind, Target};
 use netdiag_model::result::Detail;
 use netdiag_model::time::UnixMillis;
 
-fn result(n: u16) -> ProbeResult {
+pub(crate) fn result(n: u16) -> ProbeResult {
     ProbeResult {
         source: "tidb/demo-pd-0".parse().unwrap(),
         target: Target::Address {

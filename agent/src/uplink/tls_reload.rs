@@ -85,11 +85,13 @@ async fn replaced_tls_files_are_used_from_the_next_connection_attempt() {
         server_name: None,
     };
     let cfg = UplinkConfig {
+        id: 0,
         collector: format!("https://{addr}"),
         hello: hello(),
         limits: BufferLimits::default(),
         backoff: Backoff { min: Duration::from_millis(20), max: Duration::from_millis(100) },
         connect_timeout: Duration::from_millis(500),
+        open_timeout: Duration::from_millis(500),
         tls: Some(Arc::new(files.reloading(Duration::ZERO).unwrap())),
     };
     let (_out_tx, out_rx) = mpsc::channel(16);
