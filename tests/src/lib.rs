@@ -10,3 +10,4 @@ pub mod lab;
 pub mod load;
 pub mod probe;
 pub mod processes;
+pub mod replica;

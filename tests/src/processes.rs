@@ -69,6 +69,27 @@ impl Daemon {
         }
     }
 
+    /// SIGTERM, as Kubernetes stops a pod in a rollout, then waits (SIGKILL after `grace`).
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(mut c) = self.child.take() {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let start = std::time::Instant::now();
+            while start.elapsed() < grace {
+                if matches!(c.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
@@ -90,11 +111,17 @@ impl Drop for Daemon {
 /// A collector for `lab`: agents on `<control ip>:AGENTS_PORT` in the underlay, the API on
 /// `127.0.0.1:<http_port>`, plain gRPC (the lab is sealed), probe interval `interval`.
 pub fn collector(lab: &TestLab, http_port: u16, tag: &str) -> Daemon {
+    collector_replica(lab, AGENTS_PORT, http_port, tag)
+}
+
+/// One of several collector replicas for `lab`: its agents' listener on
+/// `<control ip>:<agents_port>`, its API on `127.0.0.1:<http_port>`.
+pub fn collector_replica(lab: &TestLab, agents_port: u16, http_port: u16, tag: &str) -> Daemon {
     let mut cmd = Command::new(binary("netdiag-collector"));
     cmd.arg("--inventory")
         .arg(format!("file:{}", lab.state.inventory_path().display()))
         .arg("--agents-listen")
-        .arg(format!("{}:{AGENTS_PORT}", lab.plan.control_ip))
+        .arg(format!("{}:{agents_port}", lab.plan.control_ip))
         .arg("--agents-netns")
         .arg(LabPlan::netns_path(&lab.plan.underlay_netns))
         .arg("--http")
@@ -106,7 +133,17 @@ pub fn collector(lab: &TestLab, http_port: u16, tag: &str) -> Daemon {
 
 /// One agent per node of `lab`, each inside its node's namespace, probing every `interval`.
 pub fn agents(lab: &TestLab, interval: Duration) -> Vec<Daemon> {
-    let collector = format!("http://{}:{AGENTS_PORT}", lab.plan.control_ip);
+    agents_for(lab, interval, &[AGENTS_PORT])
+}
+
+/// One agent per node of `lab`, streaming to the collector replicas listening on each of
+/// `agents_ports`.
+pub fn agents_for(lab: &TestLab, interval: Duration, agents_ports: &[u16]) -> Vec<Daemon> {
+    let collector = agents_ports
+        .iter()
+        .map(|port| format!("http://{}:{port}", lab.plan.control_ip))
+        .collect::<Vec<_>>()
+        .join(",");
     lab.plan
         .nodes
         .iter()

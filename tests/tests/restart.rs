@@ -8,71 +8,19 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use netdiag_tests::http::get_json;
 use netdiag_tests::lab::TestLab;
 use netdiag_tests::processes::{self, Daemon};
-use serde_json::Value;
+use netdiag_tests::replica::{self, connected_agents, known_cells, nat_finding, wait};
 
 const INTERVAL: Duration = Duration::from_secs(2);
 /// The agents' reconnect: their backoff starts at 200 ms and doubles while the collector is
 /// away; a restarted collector needs about a second to be up.
 const RECONNECT: Duration = Duration::from_millis(1500);
 
-fn get(port: u16, path: &str) -> Option<Value> {
-    match get_json(processes::api(port), path, Duration::from_secs(2)) {
-        Ok((200, v)) => Some(v),
-        _ => None,
-    }
-}
-
-fn wait<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<(T, Duration)> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(v) = check() {
-            return Some((v, start.elapsed()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
-}
-
-/// The finding whose evidence quotes node-1's NAT rules: it exists only with node-1's
-/// inspection in hand.
-fn nat_finding(port: u16) -> Option<Value> {
-    let d = get(port, "/api/v1/diagnosis")?;
-    d["findings"]
-        .as_array()?
-        .iter()
-        .find(|f| {
-            f["id"] == "service-path-broken"
-                && f["evidence"]
-                    .as_array()
-                    .is_some_and(|e| e.iter().any(|l| l.as_str().is_some_and(|l| l.contains("no DNAT rule"))))
-        })
-        .cloned()
-}
-
-/// Pod-level cells that are not `unknown`, and how many there are in all.
-fn known_cells(port: u16) -> Option<(usize, usize)> {
-    let m = get(port, "/api/v1/matrix?level=pod")?;
-    let cells = m["cells"].as_array()?;
-    Some((cells.iter().filter(|c| c["status"] != "unknown").count(), cells.len()))
-}
-
-fn connected_agents(port: u16) -> usize {
-    get(port, "/api/v1/agents")
-        .and_then(|a| a["agents"].as_array().map(|v| v.iter().filter(|a| a["connected"] == true).count()))
-        .unwrap_or(0)
-}
-
 fn explain(collector: &Daemon, agents: &[Daemon]) -> String {
-    let mut out = format!("collector log:\n{}", collector.log_tail());
-    for a in agents {
-        out.push_str(&format!("\n{}:\n{}", a.log.display(), a.log_tail()));
-    }
-    out
+    replica::explain(&[collector], agents)
 }
 
 #[test]
