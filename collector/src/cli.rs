@@ -153,8 +153,9 @@ async fn inventory_source(
 
 async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
     let (inventory, source, kube_config) = inventory_source(&cli).await?;
-    let kube_report =
-        kube_config.filter(|_| cli.kube_report.node_conditions).map(crate::kube_report::KubeReport::new);
+    let kube_report = kube_config
+        .filter(|_| cli.kube_report.node_conditions)
+        .map(|config| crate::kube_report::KubeReport::from_args(config, &cli.kube_report));
     let runs = cli.runs_config()?;
     let agents = bind(cli.agents_listen, cli.agents_netns.as_deref())?;
     let http = bind(cli.http, None)?;

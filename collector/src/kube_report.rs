@@ -7,8 +7,9 @@
 //! changes are written. A failed write is logged once (saying which verb on which resource
 //! and what to do) and planned again next round; the collector never stops over it.
 //!
-//! One writer: the collector runs as one replica (a rolling update briefly runs two, whose
-//! writes agree on conditions; events of the overlap may be doubled). RBAC: `patch` on
+//! One writer among replicas: with `--leader-election` (the default) only the replica holding
+//! the writer Lease ([`crate::lease`]) writes; one that takes over reads the conditions the
+//! previous writer left and writes Events only for transitions from then on. RBAC: `patch` on
 //! `nodes/status`, `create` and `patch` on `events`, and the `get`/`list` on nodes, pods and
 //! services the inventory already has (the Events need the object's uid).
 
@@ -25,6 +26,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::lease::LeaseConfig;
 use crate::state::{CollectorState, now};
 use plan::{Condition, ConditionWrite, EventWrite, ObjectKind, ReportConfig, Reporter};
 
@@ -45,6 +47,8 @@ pub struct KubeReportArgs {
         value_name = "BOOL"
     )]
     pub node_conditions: bool,
+    #[command(flatten)]
+    pub lease: crate::lease::LeaseArgs,
 }
 
 /// What the writer needs: where the API is, and its tunables.
@@ -53,11 +57,23 @@ pub struct KubeReport {
     pub config: kube::Config,
     pub report: ReportConfig,
     pub every: Duration,
+    /// The writer Lease, when replicas elect one writer; None: this one writes.
+    pub lease: Option<LeaseConfig>,
 }
 
 impl KubeReport {
     pub fn new(config: kube::Config) -> Self {
-        KubeReport { config, report: ReportConfig::default(), every: REPORT_EVERY }
+        KubeReport { config, report: ReportConfig::default(), every: REPORT_EVERY, lease: None }
+    }
+
+    /// From the flags: the Lease in `--leader-election-namespace`, else the client's default
+    /// namespace (the service account's, in a pod).
+    pub fn from_args(config: kube::Config, args: &KubeReportArgs) -> Self {
+        let lease = args.lease.enabled.then(|| {
+            let namespace = args.lease.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
+            LeaseConfig::new(args.lease.lease.clone(), namespace, crate::lease::identity())
+        });
+        KubeReport { lease, ..Self::new(config) }
     }
 }
 
@@ -239,11 +255,13 @@ impl Writer {
     }
 }
 
-/// Writes conditions and Events every `report.every` until `stop` turns true. A client that
-/// cannot be built is logged and nothing is written.
-pub async fn run(state: Arc<CollectorState>, report: KubeReport, mut stop: watch::Receiver<bool>) {
+/// Writes conditions and Events every `report.every` until `stop` turns true — only while
+/// holding the writer Lease when there is one. A client that cannot be built is logged and
+/// nothing is written. Returns after releasing the Lease.
+pub async fn run(state: Arc<CollectorState>, report: KubeReport, stop: watch::Receiver<bool>) {
+    let mut stop_report = stop.clone();
     let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
+        let _ = stop_report.wait_for(|s| *s).await;
     };
     let mut stopped = std::pin::pin!(stopped);
     let url = report.config.cluster_url.to_string();
@@ -254,11 +272,22 @@ pub async fn run(state: Arc<CollectorState>, report: KubeReport, mut stop: watch
             return;
         }
     };
+    let (holding_tx, mut holding) = watch::channel(report.lease.is_none());
+    let election = report.lease.map(|lease| {
+        info!(
+            lease = lease.name,
+            namespace = lease.namespace,
+            identity = lease.identity,
+            "campaigning for the writer lease"
+        );
+        tokio::spawn(crate::lease::run(client.clone(), lease, holding_tx, stop))
+    });
     let started = now();
+    let config = report.report;
     let mut writer = Writer {
         client,
         state,
-        reporter: Reporter::new(report.report, started),
+        reporter: Reporter::new(config, started),
         instance: std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()),
         seeded: false,
         failing: HashMap::new(),
@@ -266,10 +295,28 @@ pub async fn run(state: Arc<CollectorState>, report: KubeReport, mut stop: watch
     info!(url, "writing the NetdiagNetwork node condition and finding events to the Kubernetes API");
     let mut tick = tokio::time::interval(report.every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut was_holding = *holding.borrow();
     loop {
         tokio::select! {
-            _ = tick.tick() => writer.round().await,
-            () = &mut stopped => return,
+            _ = tick.tick() => {
+                let holds = *holding.borrow_and_update();
+                if holds && !was_holding {
+                    // Taking over: what the previous writer left is read again, and Events
+                    // start from the transitions after now (it wrote the earlier ones).
+                    let latest = writer.state.finding_events_since(0).last().map_or(0, |e| e.seq);
+                    writer.reporter = Reporter::new(config, now());
+                    writer.reporter.seq = latest;
+                    writer.seeded = false;
+                }
+                was_holding = holds;
+                if holds {
+                    writer.round().await;
+                }
+            }
+            () = &mut stopped => break,
         }
+    }
+    if let Some(election) = election {
+        let _ = election.await;
     }
 }

@@ -10,6 +10,7 @@ pub mod history;
 pub mod ingest;
 pub mod kube_inventory;
 pub mod kube_report;
+pub mod lease;
 pub mod metrics;
 pub mod plans;
 pub mod query;

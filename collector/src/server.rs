@@ -99,9 +99,8 @@ pub async fn serve(
         .with_node_identity(agents_transport.node_identity)
         .with_quotas(*state.quotas());
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
-    if let Some(report) = kube_report {
-        tokio::spawn(crate::kube_report::run(state.clone(), report, stop.clone()));
-    }
+    let report =
+        kube_report.map(|report| tokio::spawn(crate::kube_report::run(state.clone(), report, stop.clone())));
     if runs.token.is_none() {
         info!("no API token configured: on-demand runs are accepted only from loopback callers");
     }
@@ -173,10 +172,15 @@ pub async fn serve(
         }
     };
 
-    tokio::select! {
+    let served = tokio::select! {
         r = sessions => r.map_err(ServerError::Sessions),
         () = api => Ok(()),
         () = housekeeping => Ok(()),
         () = follow => Ok(()),
+    };
+    // The writer releases its Lease on the way out, so a standby replica takes over at once.
+    if let Some(report) = report {
+        let _ = tokio::time::timeout(Duration::from_secs(3), report).await;
     }
+    served
 }

@@ -88,12 +88,13 @@ fn route(path: &str) -> Option<Target> {
         ["api"] => return Some(Target::Discovery(api_versions())),
         ["apis"] => return Some(Target::Discovery(api_groups())),
         ["api", "v1"] => return Some(Target::Discovery(resource_list("v1"))),
-        ["apis", group @ ("discovery.k8s.io" | "networking.k8s.io"), "v1"] => {
+        ["apis", group @ ("discovery.k8s.io" | "networking.k8s.io" | "coordination.k8s.io"), "v1"] => {
             return Some(Target::Discovery(resource_list(&format!("{group}/v1"))));
         }
         ["api", "v1", rest @ ..] => ("v1", rest),
         ["apis", "discovery.k8s.io", "v1", rest @ ..] => ("discovery.k8s.io/v1", rest),
         ["apis", "networking.k8s.io", "v1", rest @ ..] => ("networking.k8s.io/v1", rest),
+        ["apis", "coordination.k8s.io", "v1", rest @ ..] => ("coordination.k8s.io/v1", rest),
         _ => return None,
     };
     let (namespace, rest) = match rest {
@@ -154,13 +155,13 @@ fn outcome(result: Result<Value, Value>, ok: StatusCode) -> Response {
     }
 }
 
-/// POST to a collection: create (Events only).
+/// POST to a collection: create (Events and Leases only).
 fn create(shared: &Shared, kind: Kind, namespace: Option<String>, body: &[u8]) -> Response {
-    if kind != Kind::Event {
+    if !matches!(kind, Kind::Event | Kind::Lease) {
         return failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            "the fake API server creates only Events",
+            "the fake API server creates only Events and Leases",
         );
     }
     let object: Value = match serde_json::from_slice(body) {
@@ -177,10 +178,32 @@ fn create(shared: &Shared, kind: Kind, namespace: Option<String>, body: &[u8]) -
         return failure(
             StatusCode::NOT_FOUND,
             "NotFound",
-            "create an Event in a namespace: POST /api/v1/namespaces/{ns}/events",
+            &format!("create {} in a namespace: POST …/namespaces/{{ns}}/{}", kind.plural(), kind.plural()),
         );
     };
     outcome(shared.store().create(kind, &namespace, object), StatusCode::CREATED)
+}
+
+/// PUT of an object: replace (Leases only), with resourceVersion preconditions.
+fn replace(shared: &Shared, kind: Kind, namespace: Option<String>, name: String, body: &[u8]) -> Response {
+    if kind != Kind::Lease {
+        return failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("the fake API server replaces only leases, not {}", kind.plural()),
+        );
+    }
+    let object: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("the body is not JSON: {e}"));
+        }
+    };
+    if let Some(r) = forbidden(shared, "update", kind.plural(), &name) {
+        return r;
+    }
+    let ns = namespace.unwrap_or_default();
+    outcome(shared.store().replace(kind, &ns, &name, object), StatusCode::OK)
 }
 
 /// PATCH of an Event or a Node's status.
@@ -233,6 +256,9 @@ async fn handle(
         (&Method::POST, Some(Target::Collection { kind, namespace })) => {
             create(&shared, kind, namespace, &body)
         }
+        (&Method::PUT, Some(Target::Object { kind, namespace, name })) => {
+            replace(&shared, kind, namespace, name, &body)
+        }
         (&Method::PATCH, Some(Target::Object { kind, namespace, name })) => {
             patch(&shared, (kind, namespace, name, false), &headers, &body)
         }
@@ -243,7 +269,7 @@ async fn handle(
         _ => failure(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
-            "the fake API server reads, creates Events and patches Events and nodes/status",
+            "the fake API server reads, creates Events and Leases, replaces Leases and patches Events and nodes/status",
         ),
     }
 }
@@ -365,7 +391,7 @@ fn api_versions() -> Value {
 }
 
 fn api_groups() -> Value {
-    let groups: Vec<Value> = ["discovery.k8s.io", "networking.k8s.io"]
+    let groups: Vec<Value> = ["discovery.k8s.io", "networking.k8s.io", "coordination.k8s.io"]
         .into_iter()
         .map(|name| {
             let gv = format!("{name}/v1");
@@ -384,6 +410,7 @@ fn resource_list(group_version: &str) -> Value {
     for k in Kind::ALL.into_iter().filter(|k| k.api_version() == group_version) {
         let verbs = match k {
             Kind::Event => json!(["create", "get", "list", "patch", "watch"]),
+            Kind::Lease => json!(["create", "get", "list", "update", "watch"]),
             _ => json!(["get", "list", "watch"]),
         };
         resources.push(json!({

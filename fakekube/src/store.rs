@@ -20,10 +20,13 @@ pub enum Kind {
     /// core/v1 Events: created and patched by clients (the collector's reports), listed by
     /// `kubectl describe`.
     Event,
+    /// coordination.k8s.io/v1 Leases: created and replaced by clients (the collector replicas'
+    /// writer election), with the API server's optimistic concurrency.
+    Lease,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Pod,
         Kind::Service,
         Kind::EndpointSlice,
@@ -31,6 +34,7 @@ impl Kind {
         Kind::Namespace,
         Kind::NetworkPolicy,
         Kind::Event,
+        Kind::Lease,
     ];
     /// The kinds the collector's Kubernetes inventory lists and watches.
     pub const INVENTORY: [Kind; 6] =
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Event => "Event",
             Kind::Namespace => "Namespace",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Lease => "Lease",
         }
     }
 
@@ -52,6 +57,7 @@ impl Kind {
         match self {
             Kind::EndpointSlice => "discovery.k8s.io/v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::Lease => "coordination.k8s.io/v1",
             _ => "v1",
         }
     }
@@ -66,6 +72,7 @@ impl Kind {
             Kind::Namespace => &["ns"],
             Kind::NetworkPolicy => &["netpol"],
             Kind::Event => &["ev"],
+            Kind::Lease => &[],
         }
     }
 
@@ -78,6 +85,7 @@ impl Kind {
             Kind::Event => "events",
             Kind::Namespace => "namespaces",
             Kind::NetworkPolicy => "networkpolicies",
+            Kind::Lease => "leases",
         }
     }
 
@@ -242,6 +250,8 @@ pub struct Stats {
     /// PATCH requests answered (changing the object or not), per kind (`nodes/status` counts
     /// as Node).
     pub patches: BTreeMap<Kind, u64>,
+    /// PUT requests answered (replaced, conflicting or not), per kind.
+    pub replaces: BTreeMap<Kind, u64>,
 }
 
 /// A watch that may start: its id and the lines to send first.
@@ -404,6 +414,56 @@ impl Store {
         self.get(kind, namespace, &name)
             .cloned()
             .ok_or_else(|| status(500, "InternalError", "lost a created object"))
+    }
+
+    /// Replaces an object, as a PUT does: `404` when there is none; `409 Conflict` when the
+    /// body carries a `metadata.resourceVersion` that is not the stored one (someone else wrote
+    /// in between: the optimistic concurrency leader election relies on). Name, namespace and
+    /// uid cannot change. Returns the stored object or the failure `Status`.
+    pub(crate) fn replace(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        mut object: Value,
+    ) -> Result<Value, Value> {
+        *self.stats.replaces.entry(kind).or_default() += 1;
+        if !object.is_object() || !object["metadata"].is_object() {
+            return Err(status(400, "BadRequest", "the body is not an object with metadata"));
+        }
+        if object["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+            return Err(status(
+                400,
+                "BadRequest",
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        let Some(current) = self.get(kind, namespace, name).cloned() else {
+            return Err(status(404, "NotFound", &format!("{} \"{name}\" not found", kind.plural())));
+        };
+        let group = kind.api_version().split_once('/').map(|(g, _)| format!(".{g}")).unwrap_or_default();
+        match object["metadata"]["resourceVersion"].as_str() {
+            Some(rv) if Some(rv) != current["metadata"]["resourceVersion"].as_str() => {
+                return Err(status(
+                    409,
+                    "Conflict",
+                    &format!(
+                        "Operation cannot be fulfilled on {}{group} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                        kind.plural()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        for key in ["name", "namespace", "uid", "creationTimestamp"] {
+            object["metadata"][key] = current["metadata"][key].clone();
+        }
+        object["kind"] = Value::String(kind.kind().into());
+        object["apiVersion"] = Value::String(kind.api_version().into());
+        self.apply(kind, object);
+        self.get(kind, namespace, name)
+            .cloned()
+            .ok_or_else(|| status(500, "InternalError", "lost a replaced object"))
     }
 
     /// Patches an object (only its `status` when `status_only`, as the `/status` subresource
@@ -616,5 +676,31 @@ mod tests {
         assert_eq!(s.list(Kind::Pod, &f).0.len(), 2, "a label not there differs");
         assert!(Filter::parse(None, Some("app in (a)"), None).is_err());
         assert!(Filter::parse(None, Some("!app"), None).is_err());
+    }
+
+    /// A replace carrying a stale resourceVersion is refused with 409, as the API server's
+    /// optimistic concurrency does; one without a version, or with the current one, goes in.
+    #[test]
+    fn replace_checks_the_resource_version() {
+        let mut s = Store::new();
+        let lease = |holder: &str, rv: Option<&str>| {
+            let mut o = json!({ "metadata": { "name": "w", "namespace": "netdiag" }, "spec": { "holderIdentity": holder } });
+            if let Some(rv) = rv {
+                o["metadata"]["resourceVersion"] = json!(rv);
+            }
+            o
+        };
+        assert_eq!(s.replace(Kind::Lease, "netdiag", "w", lease("a", None)).unwrap_err()["code"], 404);
+        let created = s.create(Kind::Lease, "netdiag", lease("a", None)).unwrap();
+        let rv = created["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+        let b = s.replace(Kind::Lease, "netdiag", "w", lease("b", Some(&rv))).unwrap();
+        assert_eq!(b["spec"]["holderIdentity"], "b");
+        assert_eq!(b["metadata"]["uid"], created["metadata"]["uid"]);
+        assert_eq!(b["apiVersion"], "coordination.k8s.io/v1");
+        let stale = s.replace(Kind::Lease, "netdiag", "w", lease("c", Some(&rv))).unwrap_err();
+        assert_eq!(stale["code"], 409);
+        assert!(stale["message"].as_str().unwrap().contains("leases.coordination.k8s.io \"w\""), "{stale}");
+        assert_eq!(s.get(Kind::Lease, "netdiag", "w").unwrap()["spec"]["holderIdentity"], "b");
+        assert_eq!(s.replace(Kind::Lease, "netdiag", "x", lease("c", None)).unwrap_err()["code"], 400);
     }
 }
