@@ -10,7 +10,7 @@
 //! | `POST /api/v1/probe` | [`v1::ProbeResponse`] once the run is done ([`probe`]) |
 //! | `GET /metrics` | Prometheus text format ([`crate::metrics`]) |
 //! | `GET /healthz` | 200 `ok` while the process serves |
-//! | `GET /readyz` | [`v1::Readiness`]: 200 once the inventory has a node, else 503 |
+//! | `GET /readyz` | [`v1::Readiness`]: 200 once warm ([`routes::readiness`]), else 503 |
 //! | `GET /`, `/ui/…` | the web UI ([`crate::ui`]) |
 //!
 //! Errors are JSON `{"error": "…"}` ([`v1::ErrorResponse`]): 400 for a bad query parameter
@@ -31,9 +31,11 @@
 //! request from a web page must come from one of the collector's own pages (else 403), so a
 //! page elsewhere cannot use the operator's browser against the API (CSRF, DNS rebinding).
 //!
-//! Readiness deliberately does not wait for agents: in a cluster the agents reach the collector
-//! through its Service, which only routes to ready pods, so "ready once an agent connected"
-//! would never become true. The inventory is what the collector needs to place results.
+//! Readiness waits for the agents (within a bound): agents reach each replica by its own name
+//! through the peers Service, which lists replicas that are not ready yet, so a restarted
+//! replica gets its sessions before it is ready — and a rolling update, which replaces the next
+//! replica only once this one is ready, never takes down a replica while the other is still
+//! empty.
 //!
 //! The router has no fallback of its own, so it can be merged with tonic's gRPC router (which
 //! has one); unknown `/api/…` paths are answered by a wildcard route instead.
@@ -66,6 +68,8 @@ struct Shared {
     state: Arc<CollectorState>,
     metrics: Arc<CollectorMetrics>,
     runs: Dispatcher,
+    /// When this router was made (the collector's start): bounds readiness' wait for agents.
+    started: std::time::Instant,
 }
 
 /// The collector's HTTP app: API, metrics, health and UI, behind [`guard`]. Serve it with
@@ -85,7 +89,7 @@ pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: 
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .merge(crate::ui::router())
-        .with_state(Shared { state, metrics, runs });
+        .with_state(Shared { state, metrics, runs, started: std::time::Instant::now() });
     guarded_by(app, guard)
 }
 

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use netdiag_model::matrix::MatrixLevel;
 use netdiag_model::text::excerpt;
 use serde::Serialize;
+use std::time::Duration;
 
 use super::Shared;
 use super::params::{self, ParamError};
@@ -143,18 +144,51 @@ pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-/// `GET /readyz`: ready once the inventory names at least one node (see the module docs for
-/// why agents are not waited for).
+/// How long a starting collector waits for its agents before it is ready anyway: a node whose
+/// agent is down must not keep it unready for ever.
+pub(super) const WARMUP_LIMIT: Duration = Duration::from_secs(60);
+
+/// The share of the inventory's nodes whose agents must have sent results for a starting
+/// collector to be ready before [`WARMUP_LIMIT`].
+pub(super) const WARM_SHARE: f64 = 0.95;
+
+/// Whether a collector `since_start` old is ready: it has an inventory, and (within
+/// [`WARMUP_LIMIT`]) the agents of [`WARM_SHARE`] of its nodes have a session and have sent
+/// results to this process — a replica that just started has an empty matrix until then. Err:
+/// why not, in words.
+pub(super) fn readiness(
+    inventory_nodes: usize,
+    reporting_agents: usize,
+    since_start: Duration,
+) -> Result<(), String> {
+    if inventory_nodes == 0 {
+        return Err("the inventory has no node yet: it has not been loaded".to_owned());
+    }
+    let wanted = (inventory_nodes as f64 * WARM_SHARE).ceil() as usize;
+    if reporting_agents >= wanted || since_start >= WARMUP_LIMIT {
+        return Ok(());
+    }
+    Err(format!(
+        "warming up: the agents of {reporting_agents} of {inventory_nodes} nodes have sent results; ready at \
+         {wanted}, or {}s after start at the latest",
+        WARMUP_LIMIT.as_secs()
+    ))
+}
+
+/// `GET /readyz`: [`readiness`] (see the module docs for why agents are waited for).
 pub(super) async fn readyz(State(s): State<Shared>) -> Response {
     let inventory_nodes = s.state.with_inventory(|i| i.nodes.len());
     let agents = s.state.agents(now());
-    let ready = inventory_nodes > 0;
+    let reporting = agents.iter().filter(|a| a.connected && a.results_received > 0).count();
+    let verdict = readiness(inventory_nodes, reporting, s.started.elapsed());
+    let ready = verdict.is_ok();
     let body = Readiness {
         ready,
-        reason: (!ready).then(|| "the inventory has no node yet: it has not been loaded".to_owned()),
+        reason: verdict.err(),
         inventory_nodes,
         agents_known: agents.len(),
         agents_connected: agents.iter().filter(|a| a.connected).count(),
+        agents_reporting: reporting,
     };
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, no_store(), Json(body)).into_response()

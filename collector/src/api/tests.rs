@@ -768,16 +768,26 @@ async fn metrics_have_the_families_and_only_bounded_labels() {
 // --- health and readiness ---
 
 #[tokio::test]
-async fn healthz_always_and_readyz_once_there_is_an_inventory() {
+async fn healthz_always_and_readyz_once_there_is_an_inventory_and_the_agents_reported() {
     let lab = lab();
     let (status, _, body) = get(lab.app(), "/healthz").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
 
+    // Two of three nodes' agents have sent results: a fresh collector is still warming up.
     let (status, body) = get_json(lab.app(), "/readyz").await;
-    assert_eq!(status, StatusCode::OK);
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert_eq!(
-        body,
-        json!({"ready": true, "reason": null, "inventory_nodes": 3, "agents_known": 3, "agents_connected": 2})
+        body["reason"],
+        "warming up: the agents of 2 of 3 nodes have sent results; ready at 3, or 60s after start at the latest"
+    );
+    assert_eq!(
+        (
+            &body["inventory_nodes"],
+            &body["agents_known"],
+            &body["agents_connected"],
+            &body["agents_reporting"]
+        ),
+        (&json!(3), &json!(3), &json!(2), &json!(2))
     );
 
     let mut empty = inventory();
@@ -793,8 +803,26 @@ async fn healthz_always_and_readyz_once_there_is_an_inventory() {
     assert_eq!(body["ready"], false);
     assert!(body["reason"].as_str().unwrap().contains("inventory"), "{body}");
     state.set_inventory(inventory());
-    let (status, _) = get_json(app(), "/readyz").await;
-    assert_eq!(status, StatusCode::OK, "ready without waiting for an agent");
+    let (status, body) = get_json(app(), "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body["reason"].as_str().unwrap().starts_with("warming up: the agents of 0 of 3"), "{body}");
+}
+
+/// A starting collector is ready once the agents of 95 % of its nodes reported, or a minute
+/// after start whatever they did (a dead agent must not keep it unready), never without an
+/// inventory.
+#[test]
+fn readiness_waits_for_most_agents_within_a_bound() {
+    use super::routes::{WARMUP_LIMIT, readiness};
+    let early = std::time::Duration::from_secs(5);
+    assert!(readiness(3, 3, early).is_ok());
+    assert!(readiness(3, 2, early).is_err());
+    assert!(readiness(100, 95, early).is_ok());
+    assert!(readiness(100, 94, early).is_err());
+    assert!(readiness(5_000, 4_750, early).is_ok(), "a few dead agents in a large cluster");
+    assert!(readiness(3, 0, WARMUP_LIMIT).is_ok(), "the wait is bounded");
+    let never = readiness(0, 0, WARMUP_LIMIT * 10).unwrap_err();
+    assert!(never.contains("inventory"), "{never}");
 }
 
 // --- routing ---

@@ -468,6 +468,9 @@ pub struct Readiness {
     pub inventory_nodes: usize,
     pub agents_known: usize,
     pub agents_connected: usize,
+    /// Connected agents that have sent this collector results since it started.
+    #[serde(default)]
+    pub agents_reporting: usize,
 }
 
 /// Every error answer: `{"error": "…"}`, plus the parameter at fault and its allowed values

@@ -37,6 +37,26 @@ app.kubernetes.io/part-of: netdiag
 {{- printf "%s-collector.%s.svc" (include "netdiag.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
+{{/* Collector replicas: at least 1, at most 8 (an agent streams to each). */}}
+{{- define "netdiag.collectorReplicas" -}}
+{{- $n := int .Values.collector.replicas -}}
+{{- if or (lt $n 1) (gt $n 8) -}}
+{{- fail (printf "collector.replicas must be 1 to 8 (every agent streams to each replica), not %d" $n) -}}
+{{- end -}}
+{{- $n -}}
+{{- end -}}
+
+{{/* Every collector replica's session address, comma-separated: agents stream to each, through
+the peers Service's per-pod names. */}}
+{{- define "netdiag.collectorAddresses" -}}
+{{- $fullname := include "netdiag.fullname" . -}}
+{{- $addresses := list -}}
+{{- range $i := until (int (include "netdiag.collectorReplicas" .)) -}}
+{{- $addresses = append $addresses (printf "https://%s-collector-%d.%s-collector-peers.%s.svc:%v" $fullname $i $fullname $.Release.Namespace $.Values.collector.agentsPort) -}}
+{{- end -}}
+{{- join "," $addresses -}}
+{{- end -}}
+
 {{- define "netdiag.apiTokenSecret" -}}
 {{- default (printf "%s-api-token" (include "netdiag.fullname" .)) .Values.apiToken.existingSecret -}}
 {{- end -}}
