@@ -300,6 +300,7 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
             connect_timeout: Duration::from_secs(3),
             open_timeout: uplink::OPEN_TIMEOUT,
             tls: tls.clone(),
+            identity_token: cfg.identity_token_file.clone(),
         };
         uplinks.push(tokio::spawn(uplink::run(
             uplink_cfg,

@@ -110,6 +110,10 @@ pub struct AgentArgs {
     /// The name the collector's certificate must carry, when not the --collector URL's host.
     #[arg(long, env = "NETDIAG_TLS_SERVER_NAME")]
     pub tls_server_name: Option<String>,
+    /// A projected ServiceAccount token (audience netdiag) sent to the collector as proof of
+    /// this agent's node; re-read at every connection (the kubelet rotates it).
+    #[arg(long, env = "NETDIAG_IDENTITY_TOKEN_FILE")]
+    pub identity_token_file: Option<PathBuf>,
 }
 
 /// The YAML config file: the same settings as the flags, plus HTTP checks.
@@ -132,6 +136,7 @@ struct FileConfig {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_server_name: Option<String>,
+    identity_token_file: Option<PathBuf>,
 }
 
 /// `collector:` in the config file: one address, or a list for replicated collectors.
@@ -176,6 +181,8 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// TLS files for an `https://` collector.
     pub tls: Option<ClientTlsFiles>,
+    /// The projected ServiceAccount token sent as proof of this agent's node.
+    pub identity_token_file: Option<PathBuf>,
     /// Schedule settings given (flag, env or file) that kubernetes mode ignores, as flag names.
     pub ignored_in_kubernetes_mode: Vec<&'static str>,
 }
@@ -268,6 +275,7 @@ impl AgentConfig {
             buffer,
             log_format,
             tls,
+            identity_token_file: args.identity_token_file.clone().or(file.identity_token_file),
             ignored_in_kubernetes_mode,
         })
     }

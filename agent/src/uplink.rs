@@ -103,6 +103,31 @@ pub struct UplinkConfig {
     /// TLS toward an `https://` collector (its CA, and this agent's certificate for mTLS),
     /// rebuilt from its files when they change: each connection attempt uses the current one.
     pub tls: Option<Arc<Reloading<tonic::transport::ClientTlsConfig>>>,
+    /// A file holding a bearer token that proves this agent's node (a projected ServiceAccount
+    /// token), read at every connection.
+    pub identity_token: Option<std::path::PathBuf>,
+}
+
+/// The longest identity token sent (projected tokens are about 1 KiB).
+const MAX_IDENTITY_TOKEN: u64 = 16 * 1024;
+
+/// The `authorization` value for the token in `path`, read now (the kubelet rewrites it).
+fn bearer(path: &std::path::Path) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_IDENTITY_TOKEN + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read the identity token {}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.len() as u64 > MAX_IDENTITY_TOKEN {
+        return Err(format!(
+            "the identity token {} is empty or longer than {MAX_IDENTITY_TOKEN} bytes",
+            path.display()
+        ));
+    }
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| format!("the identity token {} is not header text", path.display()))
 }
 
 /// The default for [`UplinkConfig::open_timeout`].
@@ -288,7 +313,16 @@ async fn session(
     if tx.send(AgentMessage::Hello(hello).into()).await.is_err() {
         return SessionEnd::Lost("session closed before hello".into());
     }
-    let open = tokio::time::timeout(cfg.open_timeout, client.session(ReceiverStream::new(rx)));
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    if let Some(path) = &cfg.identity_token {
+        match bearer(path) {
+            Ok(value) => {
+                request.metadata_mut().insert("authorization", value);
+            }
+            Err(why) => return SessionEnd::Lost(why),
+        }
+    }
+    let open = tokio::time::timeout(cfg.open_timeout, client.session(request));
     let (tabled, mut replies) = match while_taking(open, outbound, buffer, inspections, shutdown).await {
         None => return SessionEnd::Shutdown,
         Some(Ok(Ok(r))) => (accepts_result_tables(r.metadata()), r.into_inner()),

@@ -106,6 +106,7 @@ fn uplink_config(addr: SocketAddr, limits: BufferLimits) -> UplinkConfig {
         connect_timeout: Duration::from_millis(500),
         open_timeout: Duration::from_millis(500),
         tls: None,
+        identity_token: None,
     }
 }
 

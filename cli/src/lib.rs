@@ -50,7 +50,7 @@ enum Command {
     /// with a verdict, 2 when the run could not be done.
     Probe(Via<probe_cmd::ProbeOpts>),
     /// Run a node agent (as `netdiag-agent`).
-    Agent(netdiag_agent::cli::AgentCli),
+    Agent(Box<netdiag_agent::cli::AgentCli>),
     /// Run the collector (as `netdiag-collector`).
     Collector(Box<netdiag_collector::cli::CollectorCli>),
 }
@@ -98,7 +98,7 @@ fn run(command: Command) -> Result<std::process::ExitCode> {
             let collector = v.collector.grpc();
             Ok(probe_cmd::run_blocking(|_| async move { Ok(collector) }, v.opts))
         }
-        Command::Agent(a) => Ok(netdiag_agent::cli::run(a)),
+        Command::Agent(a) => Ok(netdiag_agent::cli::run(*a)),
         Command::Collector(c) => Ok(netdiag_collector::cli::run(*c)),
     }
 }

@@ -91,6 +91,8 @@ pub struct AgentsTransport {
     pub node_identity: bool,
     /// HTTP/2 ping interval ([`H2_KEEPALIVE_INTERVAL`] when None).
     pub keepalive: Option<Duration>,
+    /// Each agent's bearer token must prove its node (`--agent-identity token`).
+    pub tokens: Option<crate::agent_token::TokenReviewer>,
 }
 
 impl AgentsTransport {
@@ -102,6 +104,7 @@ impl AgentsTransport {
             allow_insecure: true,
             node_identity: false,
             keepalive: None,
+            tokens: None,
         }
     }
 
@@ -141,6 +144,7 @@ impl AgentsTlsArgs {
             allow_insecure: self.allow_insecure_agents,
             node_identity: self.require_node_identity,
             keepalive: (!self.agents_keepalive.is_zero()).then_some(self.agents_keepalive),
+            tokens: None,
         })
     }
 }

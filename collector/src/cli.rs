@@ -83,6 +83,8 @@ pub struct CollectorCli {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub kube_report: crate::kube_report::KubeReportArgs,
+    #[command(flatten)]
+    pub agent_identity: crate::agent_token::AgentIdentityArgs,
 }
 
 /// A run limit in the model's duration dialect (`500ms`, `30s`, `2m`), from 100 ms to 10 minutes.
@@ -153,6 +155,16 @@ async fn inventory_source(
 
 async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
     let (inventory, source, kube_config) = inventory_source(&cli).await?;
+    let mut transport = cli.agents_tls.load()?;
+    if cli.agent_identity.tokens() {
+        let config = kube_config.clone().context(
+            "--agent-identity token needs --inventory kubernetes: the API server reviews the agents' tokens",
+        )?;
+        let client = kube::Client::try_from(config)
+            .context("cannot build a Kubernetes client to review agents' tokens")?;
+        transport.tokens =
+            Some(crate::agent_token::TokenReviewer::new(client, cli.agent_identity.service_account.clone()));
+    }
     let kube_report = kube_config
         .filter(|_| cli.kube_report.node_conditions)
         .map(|config| crate::kube_report::KubeReport::from_args(config, &cli.kube_report));
@@ -170,7 +182,6 @@ async fn run_async(cli: CollectorCli) -> anyhow::Result<()> {
         }
         let _ = stop_tx.send(true);
     });
-    let transport = cli.agents_tls.load()?;
     let config = crate::server::ServeConfig {
         agents,
         agents_transport: transport,

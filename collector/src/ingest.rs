@@ -88,6 +88,8 @@ pub struct Ingest {
     planner: Option<Arc<Planner>>,
     /// Each agent's client certificate must be valid for the node it says it is.
     node_identity: bool,
+    /// Each agent's bearer token must prove the node it says it is.
+    tokens: Option<crate::agent_token::TokenReviewer>,
     /// The batch rate each session is held to.
     quotas: Quotas,
 }
@@ -110,6 +112,7 @@ impl Ingest {
             shutdown,
             planner: None,
             node_identity: false,
+            tokens: None,
             quotas: Quotas::default(),
         }
     }
@@ -124,6 +127,13 @@ impl Ingest {
     /// ([`crate::agents_tls::check_node_identity`]).
     pub fn with_node_identity(mut self, required: bool) -> Self {
         self.node_identity = required;
+        self
+    }
+
+    /// Refuses a hello whose node the session's bearer token does not prove
+    /// ([`crate::agent_token`]).
+    pub fn with_tokens(mut self, tokens: Option<crate::agent_token::TokenReviewer>) -> Self {
+        self.tokens = tokens;
         self
     }
 
@@ -330,6 +340,8 @@ impl AgentSession for Ingest {
             )));
         }
         let certs = request.peer_certs();
+        let token =
+            self.tokens.as_ref().map(|_| crate::agent_token::TokenReviewer::token(request.metadata()));
         let mut inbound = request.into_inner();
         let within = self.hello_within;
         let first = match tokio::time::timeout(within, inbound.next()).await {
@@ -363,6 +375,16 @@ impl AgentSession for Ingest {
         };
         if self.node_identity {
             crate::agents_tls::check_node_identity(certs.as_deref().map(Vec::as_slice), &hello.node)?;
+        }
+        if let (Some(reviewer), Some(token)) = (&self.tokens, token) {
+            let checked = match token {
+                Ok(token) => reviewer.check(token, hello.node.as_str()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = checked {
+                warn!(node = %hello.node, reason = %e, "agent refused: its token does not prove its node");
+                return Err(e.status());
+            }
         }
         // Only nodes the inventory lists: names agents make up would each cost an agent entry
         // and metric series.

@@ -2,6 +2,7 @@
 //! localizes failures and serves the HTTP API, the web UI, Prometheus metrics and the CLI's
 //! gRPC queries.
 
+pub mod agent_token;
 pub mod agents_tls;
 pub mod api;
 pub mod cli;

@@ -97,6 +97,7 @@ pub async fn serve(
     let ingest = Ingest::new(state.clone(), stop.clone())
         .with_planner(planner.clone())
         .with_node_identity(agents_transport.node_identity)
+        .with_tokens(agents_transport.tokens.clone())
         .with_quotas(*state.quotas());
     tokio::spawn(planner.run(ingest.clone(), stop.clone()));
     let report =

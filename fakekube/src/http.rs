@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub proxies: Mutex<HashMap<(String, String, String), SocketAddr>>,
     /// Requests the service proxy forwarded.
     pub proxied: AtomicU64,
+    /// Tokens the TokenReview knows, by their text.
+    pub tokens: Mutex<HashMap<String, crate::tokens::IssuedToken>>,
 }
 
 impl Shared {
@@ -42,6 +44,10 @@ impl Shared {
 
     pub(crate) fn proxied(&self) {
         self.proxied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn tokens(&self) -> MutexGuard<'_, HashMap<String, crate::tokens::IssuedToken>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn bookmark_every(&self) -> Duration {
@@ -250,6 +256,21 @@ async fn handle(
 ) -> Response {
     if let Some(proxy) = crate::proxy::parse(uri.path()) {
         return crate::proxy::serve(&shared, proxy, method, &uri, &headers, body).await;
+    }
+    if method == Method::POST
+        && uri.path().trim_end_matches('/') == "/apis/authentication.k8s.io/v1/tokenreviews"
+    {
+        if let Some(r) = forbidden(&shared, "create", "tokenreviews", "") {
+            return r;
+        }
+        let body: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("the body is not JSON: {e}"));
+            }
+        };
+        let answer = crate::tokens::review(&shared.tokens(), &body);
+        return json_response(StatusCode::CREATED, &answer);
     }
     let target = route(uri.path());
     match (&method, target) {

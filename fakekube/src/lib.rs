@@ -22,6 +22,7 @@ mod patch;
 mod proxy;
 pub mod seed;
 mod store;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,6 +34,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 
 pub use store::{Kind, Stats};
+pub use tokens::IssuedToken;
 
 use crate::http::Shared;
 
@@ -68,6 +70,7 @@ impl FakeKube {
             bookmark_every: Mutex::new(Duration::from_secs(1)),
             proxies: Mutex::new(std::collections::HashMap::new()),
             proxied: std::sync::atomic::AtomicU64::new(0),
+            tokens: Mutex::new(std::collections::HashMap::new()),
         });
         let app = http::router(shared.clone());
         let server = tokio::spawn(async move {
@@ -165,6 +168,15 @@ impl FakeKube {
     /// Answers `verb` (`create`, `patch`, `get`) on `resource` (`events`, `nodes/status`,
     /// `services/proxy`) with `403 Forbidden`, as a ClusterRole without it would; `allow` undoes
     /// it. For `services/proxy` the verb is the request's (GET `get`, POST `create`).
+    /// A bearer token the fake's TokenReview takes as `token`'s ServiceAccount, bound to its pod
+    /// (and naming its node when given); returns the token text.
+    pub fn issue_token(&self, token: IssuedToken) -> String {
+        let mut tokens = self.shared.tokens();
+        let text = format!("fake-sa-token.{}.{}", token.service_account, tokens.len() + 1);
+        tokens.insert(text.clone(), token);
+        text
+    }
+
     pub fn forbid(&self, verb: &str, resource: &str) {
         self.shared.store().forbidden.insert((verb.to_string(), resource.to_string()));
     }

@@ -212,6 +212,7 @@ impl LabCluster {
                 listen: "127.0.0.1:0".parse().expect("addr"),
                 schedule,
                 http_checks: vec![],
+                identity_token_file: None,
                 buffer: BufferLimits::default(),
                 log_format: LogFormat::Text,
                 tls: agent_tls_per_node.get(node.name.as_str()).cloned().or_else(|| agent_tls.clone()),

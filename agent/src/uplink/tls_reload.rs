@@ -57,6 +57,7 @@ async fn replaced_tls_files_are_used_from_the_next_connection_attempt() {
         allow_insecure: false,
         node_identity: false,
         keepalive: None,
+        tokens: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -93,6 +94,7 @@ async fn replaced_tls_files_are_used_from_the_next_connection_attempt() {
         connect_timeout: Duration::from_millis(500),
         open_timeout: Duration::from_millis(500),
         tls: Some(Arc::new(files.reloading(Duration::ZERO).unwrap())),
+        identity_token: None,
     };
     let (_out_tx, out_rx) = mpsc::channel(16);
     let (in_tx, _in_rx) = mpsc::channel(16);
