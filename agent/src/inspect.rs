@@ -120,6 +120,7 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
         proxy_mode,
         errors: Vec::new(),
         filter_drops,
+        nat_rules: Vec::new(),
     };
     cap_to_limits(&mut report, &mut errors);
     report.errors =
@@ -197,6 +198,7 @@ mod tests {
             nat_services: vec![],
             sysctls: vec![],
             filter_drops: vec![],
+            nat_rules: vec![],
             resolv_conf: None,
             proxy_mode: None,
             errors: vec![],
