@@ -1,9 +1,11 @@
 //! Inspections: the state of a node's or a pod's network namespace, read from inside it — links,
 //! addresses, routes and neighbours over rtnetlink ([`netlink`]), network sysctls
-//! ([`sysctls`]), the pod's resolv.conf and its own firewall's drops ([`iptables_filter`], one
-//! `iptables-save -t filter` per inspection), and on nodes kube-proxy's NAT rules in either proxy
-//! mode ([`nat`], parsed by [`iptables_nat`] and [`nft_kube_proxy`], read from the iptables
-//! backend [`iptables_backend`] finds) — gathered into one
+//! ([`sysctls`]), the pod's resolv.conf and its own firewall's drops and NAT rules
+//! ([`iptables_filter`], [`iptables_nat_rules`]: one `iptables-save` per inspection), and on
+//! nodes kube-proxy's NAT rules in either proxy mode ([`nat`], parsed by [`iptables_nat`] and
+//! [`nft_kube_proxy`], read from the iptables backend [`iptables_backend`] finds), the firewall's
+//! drops and the other NAT rules ([`nft_filter`], [`nft_nat`] for the node's own nftables
+//! tables) — gathered into one
 //! [`InspectionReport`](netdiag_model::InspectionReport) by [`inspect`]. [`changed`] tells
 //! whether a report is worth sending.
 //!
@@ -16,10 +18,12 @@ mod command;
 pub mod iptables_backend;
 pub mod iptables_filter;
 pub mod iptables_nat;
+pub mod iptables_nat_rules;
 pub mod nat;
 pub mod netlink;
 pub mod nft_filter;
 pub mod nft_kube_proxy;
+pub mod nft_nat;
 pub mod sysctls;
 #[cfg(test)]
 mod testing;
@@ -30,8 +34,8 @@ use std::time::SystemTime;
 use netdiag_model::UnixMillis;
 use netdiag_model::inspect::{InspectionReport, ResolvConf};
 use netdiag_model::limits::{
-    MAX_FILTER_DROPS, MAX_INSPECTION_ERRORS, MAX_LINE_BYTES, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAT_SERVICES,
-    MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES, MAX_ROUTES, MAX_SYSCTLS,
+    MAX_FILTER_DROPS, MAX_INSPECTION_ERRORS, MAX_LINE_BYTES, MAX_LINK_ADDRESSES, MAX_LINKS, MAX_NAT_RULES,
+    MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES, MAX_ROUTES, MAX_SYSCTLS,
 };
 use netdiag_model::text::Text;
 
@@ -44,7 +48,8 @@ use crate::source::SourceNs;
 pub enum InspectScope {
     /// A node (or hostNetwork) namespace: everything, kube-proxy's NAT rules included.
     Node,
-    /// A pod: links, addresses, routes, neighbours, sysctls and resolv.conf; no NAT.
+    /// A pod: links, addresses, routes, neighbours, sysctls, resolv.conf and its own firewall
+    /// and NAT rules; not kube-proxy's.
     Pod,
 }
 
@@ -63,8 +68,9 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
             InspectScope::Pod => None,
         }
     };
-    // A pod's own firewall (rules a sidecar, an init container or an in-pod policy agent
-    // wrote): its filter, raw and mangle tables' drops, IPv4 (one command per inspection).
+    // A pod's own firewall and NAT (rules a sidecar, an init container, a service mesh or an
+    // in-pod policy agent wrote): its filter, raw and mangle tables' drops and its nat table's
+    // rules, IPv4 (one command per inspection).
     let pod_filter = async {
         match scope {
             InspectScope::Pod => {
@@ -84,20 +90,20 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
     let mut errors: Vec<String> = Vec::new();
     errors.extend(netlink.errors.iter().map(|e| format!("netlink: {e}")));
     errors.extend(sysctl_errors.iter().map(|e| format!("sysctls: {e}")));
-    let (nat_services, proxy_mode, filter_drops) = match nat {
+    let (nat_services, proxy_mode, filter_drops, nat_rules) = match nat {
         Some(nat) => {
             errors.extend(nat.errors.iter().map(|e| format!("nat: {e}")));
-            (nat.services, nat.proxy_mode, nat.filter_drops)
+            (nat.services, nat.proxy_mode, nat.filter_drops, nat.nat_rules)
         }
-        None => (Vec::new(), None, Vec::new()),
+        None => (Vec::new(), None, Vec::new(), Vec::new()),
     };
-    let filter_drops = match pod_filter {
-        Some(Ok(text)) => iptables_filter::parse(&text),
+    let (filter_drops, nat_rules) = match pod_filter {
+        Some(Ok(text)) => (iptables_filter::parse(&text), iptables_nat_rules::parse(&text)),
         Some(Err(e)) => {
             errors.push(format!("pod firewall: {e}"));
-            filter_drops
+            (filter_drops, nat_rules)
         }
-        None => filter_drops,
+        None => (filter_drops, nat_rules),
     };
     let resolv_conf = match resolv_conf {
         Ok(conf) => conf,
@@ -120,6 +126,7 @@ pub async fn inspect_at(src: &SourceNs, scope: InspectScope, at: UnixMillis) -> 
         proxy_mode,
         errors: Vec::new(),
         filter_drops,
+        nat_rules,
     };
     cap_to_limits(&mut report, &mut errors);
     report.errors =
@@ -164,6 +171,7 @@ fn cap_to_limits(report: &mut InspectionReport, errors: &mut Vec<String>) {
     cap("neighbours", &mut report.neighbours, MAX_NEIGHBOURS, errors);
     cap("NAT frontends", &mut report.nat_services, MAX_NAT_SERVICES, errors);
     cap("firewall drop rules", &mut report.filter_drops, MAX_FILTER_DROPS, errors);
+    cap("NAT rules", &mut report.nat_rules, MAX_NAT_RULES, errors);
     for svc in &mut report.nat_services {
         cap("NAT targets of a frontend", &mut svc.targets, MAX_NAT_TARGETS, errors);
     }
@@ -197,6 +205,7 @@ mod tests {
             nat_services: vec![],
             sysctls: vec![],
             filter_drops: vec![],
+            nat_rules: vec![],
             resolv_conf: None,
             proxy_mode: None,
             errors: vec![],

@@ -132,7 +132,54 @@ fn nodes_report_the_expected_nat(lab: &TestLab, mode: ProxyMode) {
                 report.nat_services.iter().flat_map(|s| &s.targets).all(|t| t.chain.is_some()),
                 "every target names the chain it came from"
             );
+            assert_eq!(report.nat_rules, vec![], "{}: kube-proxy's NAT is no hand-made rule", node.name);
         }
+    });
+}
+
+fn sh_in(netns: &str, args: &[&str]) {
+    let status = std::process::Command::new("ip").args(["netns", "exec", netns]).args(args).status().unwrap();
+    assert!(status.success(), "{args:?} in {netns}");
+}
+
+/// NAT rules written by hand outside kube-proxy's chains — iptables on a node, an nftables
+/// table of the node's own, iptables inside a pod — are reported by the inspection of that
+/// namespace, quoted as `iptables -t nat -S` (or `nft -a list`) shows them, and the report
+/// changes when they come and go.
+#[test]
+fn hand_made_nat_rules_are_read_on_nodes_and_in_pods() {
+    let lab = TestLab::up();
+    runtime().block_on(async {
+        let node2 = node_source(&lab, "node-2");
+        let before = timed(&node2, InspectScope::Node).await;
+        let netns = lab.node("node-2").netns.clone();
+        let dnat = ["-d", "10.244.1.3/32", "-p", "tcp", "-m", "tcp", "--dport", "2379", "-j", "DNAT", "--to-destination", "10.244.1.99:2379"];
+        sh_in(&netns, &[&["iptables", "-t", "nat", "-I", "PREROUTING"][..], &dnat].concat());
+        sh_in(&netns, &["nft", "add", "table", "inet", "admin"]);
+        sh_in(&netns, &["nft", "add", "chain", "inet", "admin", "post", "{ type nat hook postrouting priority srcnat ; }"]);
+        sh_in(&netns, &["nft", "add", "rule", "inet", "admin", "post", "ip", "saddr", "10.244.2.0/24", "snat", "ip", "to", "172.29.0.99"]);
+        let after = timed(&node2, InspectScope::Node).await;
+        let rules: Vec<&str> = after.nat_rules.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(rules.len(), 2, "{rules:?}");
+        assert_eq!(
+            rules[0],
+            "-A PREROUTING -d 10.244.1.3/32 -p tcp -m tcp --dport 2379 -j DNAT --to-destination 10.244.1.99:2379"
+        );
+        assert!(!after.nat_rules[0].after_kube_proxy, "inserted before kube-proxy's jump");
+        assert!(rules[1].starts_with("nft inet admin post (postrouting): ip saddr 10.244.2.0/24 snat ip to 172.29.0.99 # handle "), "{}", rules[1]);
+        assert!(changed(&before, &after));
+        sh_in(&netns, &[&["iptables", "-t", "nat", "-D", "PREROUTING"][..], &dnat].concat());
+        sh_in(&netns, &["nft", "delete", "table", "inet", "admin"]);
+        assert_eq!(inspect::inspect(&node2, InspectScope::Node).await.nat_rules, vec![]);
+
+        let pod = pod_source(&lab, "tidb/demo-tidb-0");
+        let pod_netns = lab.pod("tidb/demo-tidb-0").netns.clone();
+        let redirect = ["-p", "tcp", "--dport", "2379", "-j", "REDIRECT", "--to-ports", "15001"];
+        sh_in(&pod_netns, &[&["iptables", "-t", "nat", "-A", "OUTPUT"][..], &redirect].concat());
+        let report = timed(&pod, InspectScope::Pod).await;
+        let rules: Vec<String> = report.nat_rules.iter().map(|r| format!("{} {}", r.hook, r.action)).collect();
+        assert_eq!(rules, vec!["OUTPUT to itself, port 15001"], "{:?}", report.errors);
+        sh_in(&pod_netns, &[&["iptables", "-t", "nat", "-D", "OUTPUT"][..], &redirect].concat());
     });
 }
 

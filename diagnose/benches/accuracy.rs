@@ -92,8 +92,13 @@ fn repro(nodes: usize, seed: u64, classes: &[FaultClass]) {
     let scenario = Scenario::draw(&cluster, classes, &NoiseSpec::default(), seed).expect("placeable classes");
     let sim = scenario.simulate(&cluster);
     let t = Instant::now();
-    let loc =
-        localize(&sim.matrix, cluster.inspections(), cluster.inventory(), now(), &Thresholds::default());
+    let loc = localize(
+        &sim.matrix,
+        &scenario.inspections(&cluster),
+        cluster.inventory(),
+        now(),
+        &Thresholds::default(),
+    );
     let took = t.elapsed();
     let s = score(&scenario, &sim, &loc);
     println!("{}", show(&scenario, &s, &loc));
@@ -248,15 +253,10 @@ fn main() {
             let t = Instant::now();
             let sim = scenario.simulate(&cluster);
             stats.simulate.push(t.elapsed());
+            let inspections = scenario.inspections(&cluster);
             let t = Instant::now();
             let loc = catch_unwind(AssertUnwindSafe(|| {
-                localize(
-                    &sim.matrix,
-                    cluster.inspections(),
-                    cluster.inventory(),
-                    now(),
-                    &Thresholds::default(),
-                )
+                localize(&sim.matrix, &inspections, cluster.inventory(), now(), &Thresholds::default())
             }));
             stats.localize.push(t.elapsed());
             let loc: Localization = match loc {

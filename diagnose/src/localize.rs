@@ -28,9 +28,12 @@
 //!    `agent-quiet` finding, or one `unexplained-failures` finding. **Invariant: every
 //!    failed or degraded pod-level cell of the matrix is claimed by exactly one finding**
 //!    ([`Localization::claims`]); the property test over the simulator checks it.
-//! 5. **Firewalls on record** ([`firewall`]): a node's drop or reject rule that matches failing
-//!    paths and no working one is quoted as evidence; findings it wholly explains that blame
-//!    other components (its symptoms, scattered) become one `firewall-drop` finding.
+//! 5. **Firewalls and NAT on record** ([`firewall`]): a node's drop or reject rule that matches
+//!    failing paths and no working one is quoted as evidence; findings it wholly explains that
+//!    blame other components (its symptoms, scattered) become one `firewall-drop` finding.
+//!    NAT rules outside kube-proxy's chains ([`nat_rules`]) the same way: a DNAT, REDIRECT or
+//!    SNAT that rewrites failing paths and no working one becomes one `nat-rewrite` finding
+//!    quoting the rule and saying where it sends the traffic.
 //! 6. **NetworkPolicy** ([`policy`]): cells the cluster's policies keep shut are set apart
 //!    before any rule runs (denied as intended: listed, never a finding); working cells a
 //!    policy denies make a `policy-not-enforced` finding.
@@ -43,6 +46,7 @@ mod cover;
 mod evidence;
 mod firewall;
 mod hooks;
+mod nat_rules;
 mod policy;
 pub(crate) mod report;
 mod residual;
@@ -117,7 +121,8 @@ pub fn localize(
     let mut drafts = rules::run(&mut analysis);
     let rejected = cover::run(&mut analysis, &mut drafts);
     residual::run(&mut analysis, &mut drafts, &rejected);
-    let mut drafts = firewall::run(&mut analysis, drafts);
+    let drafts = firewall::run(&mut analysis, drafts);
+    let mut drafts = nat_rules::run(&mut analysis, drafts);
     policy::note_allowed(&analysis, &mut drafts);
     drafts.extend(policy::not_enforced(&analysis));
     let (findings, place) = report::finish(drafts, thresholds.max_affected);

@@ -22,8 +22,11 @@ mod place;
 mod rng;
 mod score;
 
-use std::collections::BTreeSet;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 
+use netdiag_model::inspect::InspectionReport;
+use netdiag_model::probe::Source;
 use netdiag_model::{NodeName, UnixMillis};
 
 pub use self::cluster::{Cluster, MAX_NODES, MAX_PODS_PER_NODE, MIN_NODES, ScenarioError};
@@ -133,6 +136,22 @@ impl Scenario {
             0
         };
         Some(Scenario { faults, noise, silent, onset, seed })
+    }
+
+    /// The inspections `localize` takes for this scenario: the cluster's, with what its faults
+    /// change on record (a DNAT written by hand on a node).
+    pub fn inspections<'c>(
+        &self,
+        cluster: &'c Cluster,
+    ) -> Cow<'c, BTreeMap<Source, (NodeName, InspectionReport)>> {
+        if !self.faults.iter().any(|f| matches!(f, Fault::NatRewrite(..))) {
+            return Cow::Borrowed(cluster.inspections());
+        }
+        // The generator's reports are valid JSON of the model: this cannot fail.
+        match inspect::with_nat_rules(cluster.inspections(), cluster.inventory(), &self.faults) {
+            Ok(reports) => Cow::Owned(reports),
+            Err(_) => Cow::Borrowed(cluster.inspections()),
+        }
     }
 
     /// Every probe of the plan answered at every sample, recorded in a fresh matrix.

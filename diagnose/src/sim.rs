@@ -225,6 +225,20 @@ pub struct World {
     /// port (a rule edited by hand, a stale one): those connections are refused.
     dnat_wrong_port: Vec<(NodeName, ServiceRef, u16)>,
     nodeport_missing: Vec<(NodeName, u16)>,
+    /// `iptables -t nat -I PREROUTING -d <pod> -p tcp --dport <port> -j DNAT --to-destination
+    /// <to>:<port>` on the node, by hand: TCP to the pod's port that enters the node before
+    /// routing (from its pods, or from elsewhere when the pod is on it) goes to `to`, which no one
+    /// holds. A VIP's packet is still for the VIP there: kube-proxy's DNAT is not undone.
+    dnat_by_hand: Vec<(NodeName, PodRef, u16, IpAddr)>,
+    /// `iptables -t nat -I POSTROUTING -s <node's pod CIDR> -d <peer's pod CIDR> -j SNAT
+    /// --to-source <to>` on the node: its pods' packets to the peer's pods leave from an address
+    /// no one holds, and the replies go nowhere.
+    snat_by_hand: Vec<(NodeName, NodeName, IpAddr)>,
+    /// `iptables -t nat -I OUTPUT -d <service's VIP> -p tcp --dport <port> -j DNAT
+    /// --to-destination <to>` inside the pod: its connections to the service go to `to`.
+    pod_dnat_by_hand: Vec<(PodRef, ServiceRef, u16, IpAddr)>,
+    /// The NAT rules by hand are reported with a condition the agent does not evaluate.
+    nat_rules_opaque: bool,
     dns_down: bool,
     dns_blocked: Vec<NodeName>,
     dns_servfail: bool,
@@ -395,6 +409,26 @@ impl World {
     }
     pub fn dnat_missing(mut self, n: &str, s: &str, port: u16) -> Self {
         self.dnat_missing.push((node(n), svc(s), port));
+        self
+    }
+    /// A DNAT written by hand on `n` (see the field): TCP to `p`'s `port` goes to `to`.
+    pub fn dnat_by_hand(mut self, n: &str, p: &str, port: u16, to: &str) -> Self {
+        self.dnat_by_hand.push((node(n), pod(p), port, to.parse().unwrap()));
+        self
+    }
+    /// An SNAT written by hand on `n` for its pods' packets to `peer`'s pods, from `to`.
+    pub fn snat_by_hand(mut self, n: &str, peer: &str, to: &str) -> Self {
+        self.snat_by_hand.push((node(n), node(peer), to.parse().unwrap()));
+        self
+    }
+    /// A DNAT written by hand in pod `p`'s own OUTPUT for service `s`'s VIP and `port`.
+    pub fn pod_dnat_by_hand(mut self, p: &str, s: &str, port: u16, to: &str) -> Self {
+        self.pod_dnat_by_hand.push((pod(p), svc(s), port, to.parse().unwrap()));
+        self
+    }
+    /// The NAT rules written by hand carry a condition the agent does not evaluate (a mark).
+    pub fn nat_rules_opaque(mut self) -> Self {
+        self.nat_rules_opaque = true;
         self
     }
     pub fn nodeport_missing(mut self, n: &str, port: u16) -> Self {
@@ -754,6 +788,32 @@ impl World {
                 "rule": "FORWARD: policy DROP (`iptables -P FORWARD DROP`: drops what no rule accepts)",
             }));
         }
+        let opaque = self.nat_rules_opaque;
+        let mark = if opaque { " -m mark --mark 0x1" } else { "" };
+        let mut nat_rules: Vec<serde_json::Value> = self
+            .dnat_by_hand
+            .iter()
+            .filter(|(m, ..)| m == n)
+            .filter_map(|(_, p, port, to)| {
+                let ip = inv.pod(p)?.ips[0];
+                Some(json!({
+                    "hook": "prerouting", "protocol": "tcp", "destination": {"net": format!("{ip}/32")},
+                    "destination_ports": [{"first": port, "last": port}],
+                    "action": {"kind": "dnat", "address": to.to_string(), "port": port}, "opaque": opaque,
+                    "rule": format!("-A PREROUTING -d {ip}/32 -p tcp -m tcp --dport {port}{mark} -j DNAT --to-destination {to}:{port}"),
+                }))
+            })
+            .collect();
+        // kube-proxy's jump comes next in PREROUTING; the SNAT rules go before its POSTROUTING one.
+        for (_, peer, to) in self.snat_by_hand.iter().filter(|(m, ..)| m == n) {
+            let (Some(mine), Some(theirs)) = (inv.node(n), inv.node(peer)) else { continue };
+            let (from, dst) = (mine.pod_cidrs[0].to_string(), theirs.pod_cidrs[0].to_string());
+            nat_rules.push(json!({
+                "hook": "postrouting", "source": {"net": from}, "destination": {"net": dst},
+                "action": {"kind": "snat", "address": to.to_string()}, "opaque": opaque,
+                "rule": format!("-A POSTROUTING -s {from} -d {dst}{mark} -j SNAT --to-source {to}"),
+            }));
+        }
         let uplink_mtu = self.uplink_mtu.as_ref().filter(|(m, _)| m == n).map_or(1500, |(_, mtu)| *mtu);
         // What ARP learned of each peer, and the wrong static entries a fault wrote.
         let neighbours: Vec<serde_json::Value> = inv
@@ -784,6 +844,7 @@ impl World {
             "proxy_mode": "iptables",
             "errors": [],
             "filter_drops": drops,
+            "nat_rules": nat_rules,
         }))
     }
 
@@ -821,6 +882,20 @@ impl World {
                     "rule": format!("INPUT: -p tcp -m tcp --dport {port} -j REJECT --reject-with tcp-reset"),
                 })
             }))
+            .collect();
+        let nat_rules: Vec<serde_json::Value> = self
+            .pod_dnat_by_hand
+            .iter()
+            .filter(|(q, ..)| q == p)
+            .filter_map(|(_, s, port, to)| {
+                let vip = inv.service(s)?.cluster_ips.first()?.to_string();
+                Some(json!({
+                    "hook": "output", "protocol": "tcp", "destination": {"net": format!("{vip}/32")},
+                    "destination_ports": [{"first": port, "last": port}],
+                    "action": {"kind": "dnat", "address": to.to_string()}, "opaque": self.nat_rules_opaque,
+                    "rule": format!("-A OUTPUT -d {vip}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {to}"),
+                }))
+            })
             .collect();
         let keepalive = self
             .keepalive
@@ -873,6 +948,7 @@ impl World {
             "proxy_mode": null,
             "errors": [],
             "filter_drops": drops,
+            "nat_rules": nat_rules,
         }))
     }
 
@@ -1005,6 +1081,9 @@ impl World {
         {
             return timeout;
         }
+        if self.snat_loses_replies(source, from, to, dst_pod.is_some()) {
+            return timeout;
+        }
         let between = |(a, b): &(NodeName, NodeName)| (a == from && b == to) || (a == to && b == from);
         if self.pairs_cut.iter().any(between) || self.wrong_neighbours.iter().any(between) {
             return timeout;
@@ -1021,16 +1100,20 @@ impl World {
         None
     }
 
-    /// TCP to a pod's port, from `source` on `from`.
+    /// TCP to a pod's port, from `source` on `from` (`vip`: sent to a VIP, translated on
+    /// `from`).
     fn tcp_to_pod(
         &self,
         inv: &Inventory,
         source: &Source,
         from: &NodeName,
-        p: &PodRef,
+        (p, vip): (&PodRef, bool),
         port: u16,
     ) -> Option<Outcome> {
         let to = inv.pod(p).map(|i| i.node.clone())?;
+        if self.nat_sends_away(source, from, (p, &to, vip), port) {
+            return Some(Outcome::Tcp(TcpFailure::Timeout));
+        }
         // A pod reaches its own address over loopback, interface down or not.
         let itself = matches!(source, Source::Pod(s) if s == p);
         if let Some(o) = self.path(source, from, &to, Some(p)).filter(|_| !itself) {
@@ -1064,6 +1147,30 @@ impl World {
             return Some(Outcome::Tcp(TcpFailure::Timeout));
         }
         None
+    }
+
+    /// Whether a DNAT by hand sends TCP from `source` (on `from`) to pod `p` (on `to`) away: it
+    /// enters a node with such a rule before routing with the pod's address as its destination.
+    fn nat_sends_away(
+        &self,
+        source: &Source,
+        from: &NodeName,
+        (p, to, vip): (&PodRef, &NodeName, bool),
+        port: u16,
+    ) -> bool {
+        let pod_source = matches!(source, Source::Pod(_));
+        self.dnat_by_hand.iter().any(|(n, q, q_port, _)| {
+            let enters = (pod_source && from == n && !vip) || (from != n && to == n);
+            q == p && *q_port == port && enters
+        })
+    }
+
+    /// Whether an SNAT by hand makes the replies of `source`'s packets (on `from`) to a pod on
+    /// `to` go nowhere.
+    fn snat_loses_replies(&self, source: &Source, from: &NodeName, to: &NodeName, dst_pod: bool) -> bool {
+        matches!(source, Source::Pod(_))
+            && dst_pod
+            && self.snat_by_hand.iter().any(|(n, peer, _)| n == from && peer == to)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1150,11 +1257,11 @@ impl World {
                 }
             }
             (ProbeKind::Tcp, Target::Pod { pod: p, port: Some(port), .. }) => {
-                let o = self.tcp_to_pod(inv, source, agent, p, port.get());
+                let o = self.tcp_to_pod(inv, source, agent, (p, false), port.get());
                 base(source, target, kind, o.unwrap_or(Outcome::Ok), at)
             }
             (ProbeKind::Tcp, Target::Service { via: ServiceVia::Endpoint(p), port, .. }) => {
-                let o = self.tcp_to_pod(inv, source, agent, p, port.get());
+                let o = self.tcp_to_pod(inv, source, agent, (p, false), port.get());
                 base(source, target, kind, o.unwrap_or(Outcome::Ok), at)
             }
             (ProbeKind::Tcp, Target::Service { service, port, via: ServiceVia::ClusterIp, .. }) => {
@@ -1165,7 +1272,8 @@ impl World {
                 {
                     Outcome::Tcp(TcpFailure::Unreachable)
                 } else if matches!(source, Source::Pod(p) if self.pods_blocking_services.contains(p)
-                    || self.pods_misrouting_services.contains(p))
+                    || self.pods_misrouting_services.contains(p)
+                    || self.pod_dnat_by_hand.iter().any(|(q, s, q_port, _)| q == p && s == service && *q_port == port.get()))
                 {
                     Outcome::Tcp(TcpFailure::Timeout)
                 } else if self.dnat_missing.contains(&(agent.clone(), service.clone(), port.get())) {
@@ -1182,7 +1290,7 @@ impl World {
                         return base(source, target, kind, Outcome::Tcp(TcpFailure::Refused), at);
                     }
                     let bp = b.pod.clone().unwrap();
-                    self.tcp_to_pod(inv, source, agent, &bp, target_port.get()).unwrap_or(Outcome::Ok)
+                    self.tcp_to_pod(inv, source, agent, (&bp, true), target_port.get()).unwrap_or(Outcome::Ok)
                 };
                 base(source, target, kind, outcome, at)
             }
@@ -1205,7 +1313,7 @@ impl World {
                     let bp = b.pod.clone().unwrap();
                     let target_port =
                         info.ports.iter().find(|sp| sp.node_port == Some(*port)).unwrap().target_port;
-                    self.tcp_to_pod(inv, &Source::Node(to.clone()), &to, &bp, target_port.get())
+                    self.tcp_to_pod(inv, &Source::Node(to.clone()), &to, (&bp, true), target_port.get())
                         .unwrap_or(Outcome::Ok)
                 };
                 base(source, target, kind, outcome, at)

@@ -1,9 +1,11 @@
 //! Inspections: the state of a pod's or a node's network namespace (links, routes, neighbours,
-//! kube-proxy NAT rules, sysctls, resolv.conf), as an agent reads it.
+//! kube-proxy NAT rules and the other NAT rules, firewall drops, sysctls, resolv.conf), as an
+//! agent reads it.
 
 mod filter;
 mod links;
 mod nat;
+mod nat_rule;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +17,7 @@ pub use self::nat::{
     ChainName, NatProtocol, NatService, NatServiceName, NatServiceNameError, NatTarget, PortName,
     UnknownProtocol,
 };
+pub use self::nat_rule::{AddressMatch, NatAction, NatHook, NatRule};
 use crate::dns::DnsName;
 use crate::inventory::ProxyMode;
 use crate::limits::MAX_LINE_BYTES;
@@ -74,6 +77,10 @@ pub struct InspectionReport {
     /// The firewall's rules that drop or reject (node namespaces).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filter_drops: Vec<FilterDrop>,
+    /// NAT rules outside kube-proxy's chains, in the order each hook meets them; empty from
+    /// agents that predate them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nat_rules: Vec<NatRule>,
 }
 
 #[cfg(test)]

@@ -48,6 +48,9 @@ pub const MAX_NAT_TARGETS: usize = 10_000;
 pub const MAX_FILTER_DROPS: usize = 1_024;
 /// Port ranges one drop rule may list (multiport takes 15).
 pub const MAX_FILTER_PORT_RANGES: usize = 64;
+/// NAT rules outside kube-proxy's chains in one inspection (their port ranges are capped as a
+/// drop rule's).
+pub const MAX_NAT_RULES: usize = 1_024;
 pub const MAX_SYSCTLS: usize = 4096;
 pub const MAX_INSPECTION_ERRORS: usize = 256;
 pub const MAX_NAMESERVERS: usize = 16;

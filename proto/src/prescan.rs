@@ -7,7 +7,7 @@
 
 use netdiag_model::limits::{
     MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
-    MAX_LOCAL_PODS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH,
+    MAX_LOCAL_PODS, MAX_NAT_RULES, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_RESULTS_PER_BATCH,
     MAX_ROUTE_RULES, MAX_ROUTES, MAX_SYSCTLS,
 };
 
@@ -102,12 +102,14 @@ const INSPECTION: &[Limit] = &[
     (10, "inspection.errors", MAX_INSPECTION_ERRORS),
     (11, "inspection.filter_drops", MAX_FILTER_DROPS),
     (12, "inspection.rules", MAX_ROUTE_RULES),
+    (13, "inspection.nat_rules", MAX_NAT_RULES),
 ];
 /// Inside an inspection's repeated messages: a link's addresses, a NAT service's targets.
 const INSPECTION_NESTED: &[(u32, u32, &str, usize)] = &[
     (3, 5, "inspection.links[].addresses", MAX_LINK_ADDRESSES),
     (6, 5, "inspection.nat_services[].targets", MAX_NAT_TARGETS),
     (11, 7, "inspection.filter_drops[].destination_ports", MAX_FILTER_PORT_RANGES),
+    (13, 9, "inspection.nat_rules[].destination_ports", MAX_FILTER_PORT_RANGES),
 ];
 
 /// Counts `bytes`' fields against `limits`; calls `each` on every field.
@@ -205,6 +207,31 @@ mod tests {
         assert_eq!(
             agent_message(&msg),
             Err(PrescanError::TooMany { field: "inspection.nat_services[].targets", max: MAX_NAT_TARGETS })
+        );
+    }
+
+    #[test]
+    fn nat_rules_and_their_port_ranges_are_counted() {
+        let inspection = |report: v1::InspectionReport| {
+            agent_message(
+                &v1::AgentMessage { body: Some(v1::agent_message::Body::Inspection(report)) }.encode_to_vec(),
+            )
+        };
+        let rules = vec![v1::NatRule::default(); MAX_NAT_RULES + 1];
+        assert_eq!(
+            inspection(v1::InspectionReport { nat_rules: rules, ..Default::default() }),
+            Err(PrescanError::TooMany { field: "inspection.nat_rules", max: MAX_NAT_RULES })
+        );
+        let rule = v1::NatRule {
+            destination_ports: vec![v1::PortRange { first: 1, last: 2 }; MAX_FILTER_PORT_RANGES + 1],
+            ..Default::default()
+        };
+        assert_eq!(
+            inspection(v1::InspectionReport { nat_rules: vec![rule], ..Default::default() }),
+            Err(PrescanError::TooMany {
+                field: "inspection.nat_rules[].destination_ports",
+                max: MAX_FILTER_PORT_RANGES
+            })
         );
     }
 

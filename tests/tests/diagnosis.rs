@@ -695,3 +695,70 @@ fn a_pods_deleted_default_route_is_named_from_its_routing_table() {
         describe_findings(&c.diagnosis().findings)
     );
 }
+
+/// The reproduction: a DNAT written by hand on node-2, outside kube-proxy's chains,
+/// sends node-2's pods' connections to pd-0:2379 to an address nobody holds, while ICMP to pd-0
+/// and its other ports keep working. Named from node-2's NAT rules — `nat-rewrite` on node-2,
+/// alone, quoting the rule as `iptables -t nat -S` shows it and where it sends the traffic —
+/// within three probe intervals (was a source-group finding or unexplained failures), and
+/// cleared once the rule is deleted.
+#[test]
+fn a_hand_made_dnat_outside_kube_proxys_chains_is_named_from_the_nat_rules() {
+    let c = LabCluster::up(INTERVAL);
+    c.warm_up();
+    let pd_0 = format!("{}/32", c.lab.pod("tidb/demo-pd-0").ip);
+    let netns = c.lab.node("node-2").netns.clone();
+    let rule = [
+        "-d",
+        &pd_0,
+        "-p",
+        "tcp",
+        "-m",
+        "tcp",
+        "--dport",
+        "2379",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        "10.244.1.99:2379",
+    ];
+    let nat = |verb: &'static str| [&["iptables", "-t", "nat", verb, "PREROUTING"][..], &rule].concat();
+    sh_in(&netns, &nat("-I"));
+    let shown = format!("-A PREROUTING {}", rule.join(" "));
+    let found = c.wait_for(three_intervals(), |c| {
+        let d = c.diagnosis();
+        let named = d.findings.len() == 1
+            && d.findings[0].id.as_str() == "nat-rewrite"
+            && d.findings[0]
+                .culprit
+                .as_ref()
+                .is_some_and(|cu| cu.kind == CulpritKind::Node && cu.name.as_str() == "node-2")
+            && d.findings[0].verdict.as_str().contains(&shown)
+            && d.findings[0]
+                .verdict
+                .as_str()
+                .contains("to 10.244.1.99:2379, an address no pod or node holds");
+        named.then(|| d.findings[0].clone())
+    });
+    let Some((finding, took)) = found else {
+        sh_in(&netns, &nat("-D"));
+        panic!(
+            "no lone nat-rewrite on node-2 within {:?}; findings now:\n  {}",
+            three_intervals(),
+            describe_findings(&c.diagnosis().findings)
+        );
+    };
+    eprintln!("hand-made DNAT on node-2: nat-rewrite alone in {took:?}: {}", finding.verdict);
+    assert!(
+        finding.affected.iter().all(|p| p.as_str().contains("demo-pd-0") && p.as_str().contains("2379")),
+        "only TCP 2379 to pd-0 is rewritten: {:?}",
+        finding.affected
+    );
+    assert!(finding.suggestion.as_str().contains("iptables -t nat -S PREROUTING"), "{}", finding.suggestion);
+    sh_in(&netns, &nat("-D"));
+    let cleared = c.wait_for(three_intervals(), |c| c.diagnosis().findings.is_empty().then_some(()));
+    let Some(((), cleared_in)) = cleared else {
+        panic!("rule deleted, findings remain:\n  {}", describe_findings(&c.diagnosis().findings));
+    };
+    eprintln!("rule deleted: cleared in {cleared_in:?}");
+}

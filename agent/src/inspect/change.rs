@@ -50,6 +50,8 @@ struct Canonical<'r> {
     errors: Vec<&'r str>,
     /// In order: a firewall's rules apply first match first.
     filter_drops: &'r [netdiag_model::inspect::FilterDrop],
+    /// In order: a hook's NAT rules apply first match first.
+    nat_rules: &'r [netdiag_model::inspect::NatRule],
 }
 
 impl<'r> Canonical<'r> {
@@ -67,6 +69,7 @@ impl<'r> Canonical<'r> {
             proxy_mode,
             errors,
             filter_drops,
+            nat_rules,
         } = r;
         let mut links = links.clone();
         links.sort_by_key(|l| l.index);
@@ -102,6 +105,7 @@ impl<'r> Canonical<'r> {
             proxy_mode: *proxy_mode,
             errors,
             filter_drops,
+            nat_rules,
         }
     }
 }

@@ -346,7 +346,7 @@ impl Rule {
 }
 
 /// An address with or without a prefix length (`10.0.0.1` is `/32`).
-fn prefix(s: &str) -> Option<IpNet> {
+pub(super) fn prefix(s: &str) -> Option<IpNet> {
     if s.contains(',') {
         return None;
     }
@@ -354,7 +354,7 @@ fn prefix(s: &str) -> Option<IpNet> {
 }
 
 /// `80`, `1000:2000`, `80,443,8000:8080`.
-fn ports(s: &str) -> Option<Vec<PortRange>> {
+pub(super) fn ports(s: &str) -> Option<Vec<PortRange>> {
     let mut out = Vec::new();
     for part in s.split(',') {
         let (a, b) = part.split_once(':').unwrap_or((part, part));

@@ -1,8 +1,9 @@
 //! The NAT part of a node inspection: reads kube-proxy's rules in both proxy modes from inside
 //! the node's namespace — `iptables-save`/`ip6tables-save` of the backend the node uses, and the
 //! `kube-proxy` tables through `nft -j` — parses them, gathers the frontends and says which mode
-//! the rules belong to. The same reads give the node firewall's drop rules: iptables' `filter`
-//! table, and the node's own nftables tables (`nft_filter`).
+//! the rules belong to. The same reads give the node firewall's drop rules (iptables' `filter`
+//! table, and the node's own nftables tables: `nft_filter`) and the NAT rules outside
+//! kube-proxy's chains (`iptables_nat_rules`, `nft_nat`).
 
 use netdiag_model::inspect::NatService;
 use netdiag_model::inventory::ProxyMode;
@@ -16,6 +17,7 @@ use super::iptables_nat;
 use super::iptables_nat::sort_services;
 use super::nft_filter;
 use super::nft_kube_proxy::{self, NftJsonError};
+use super::nft_nat;
 
 /// What the NAT inspection found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +32,9 @@ pub struct NatInspection {
     /// The node firewall's drop and reject rules: the `filter` table of the same `*-save`
     /// output, then the node's own nftables tables.
     pub filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
+    /// The NAT rules outside kube-proxy's chains: iptables' `nat` table, then the node's own
+    /// nftables tables' `nat` chains.
+    pub nat_rules: Vec<netdiag_model::inspect::NatRule>,
 }
 
 /// Why one NAT source could not be read.
@@ -45,7 +50,7 @@ pub enum NatError {
         #[source]
         error: CommandError,
     },
-    #[error("reading nftables table {family} {table} for its drop rules")]
+    #[error("reading nftables table {family} {table} for its drop and NAT rules")]
     NftOwnTable {
         family: String,
         table: String,
@@ -68,6 +73,7 @@ pub async fn inspect_nat(src: &SourceNs) -> NatInspection {
             out.iptables_backend = read.backend;
             out.services.extend(read.services);
             out.filter_drops = read.filter_drops;
+            out.nat_rules = read.nat_rules;
         }
         Ok(None) => {}
         Err(e) => out.errors.push(error_chain(&e)),
@@ -77,6 +83,7 @@ pub async fn inspect_nat(src: &SourceNs) -> NatInspection {
             nft_mode = read.kube_proxy;
             out.services.extend(read.services);
             out.filter_drops.extend(read.filter_drops);
+            out.nat_rules.extend(read.nat_rules);
             out.errors.extend(read.errors.iter().map(|e| error_chain(e)));
         }
         Err(e) => out.errors.push(error_chain(&e)),
@@ -105,6 +112,7 @@ struct IptablesRead {
     services: Vec<NatService>,
     kube_proxy: bool,
     filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
+    nat_rules: Vec<netdiag_model::inspect::NatRule>,
 }
 
 /// The rules of the backend the node uses. Images without the `*-legacy-save`/`*-nft-save`
@@ -129,7 +137,9 @@ async fn iptables_rules(src: &SourceNs) -> Result<Option<IptablesRead>, NatError
     let kube_proxy = iptables_nat::has_kube_proxy_rules(&v4) || iptables_nat::has_kube_proxy_rules(&v6);
     let mut filter_drops = super::iptables_filter::parse(&v4);
     filter_drops.extend(super::iptables_filter::parse(&v6));
-    Ok(Some(IptablesRead { backend, services, kube_proxy, filter_drops }))
+    let mut nat_rules = super::iptables_nat_rules::parse(&v4);
+    nat_rules.extend(super::iptables_nat_rules::parse(&v6));
+    Ok(Some(IptablesRead { backend, services, kube_proxy, filter_drops, nat_rules }))
 }
 
 /// `iptables-save` and `ip6tables-save`, with the backend `iptables -V` names (if it does).
@@ -146,12 +156,13 @@ async fn fallback(src: &SourceNs) -> Result<(Option<IptablesBackend>, String, St
 }
 
 /// What the node's nftables tables hold: kube-proxy's services (and whether it has a table),
-/// the drop rules of the tables no other reader owns, and what could not be read.
+/// the drop and NAT rules of the tables no other reader owns, and what could not be read.
 #[derive(Debug, Default)]
 struct NftRead {
     services: Vec<NatService>,
     kube_proxy: bool,
     filter_drops: Vec<netdiag_model::inspect::FilterDrop>,
+    nat_rules: Vec<netdiag_model::inspect::NatRule>,
     errors: Vec<NatError>,
 }
 
@@ -183,9 +194,12 @@ async fn nft_rules(src: &SourceNs) -> Result<NftRead, NatError> {
     }
     for (family, table) in &own {
         match command::output(src, "nft", &["-j", "list", "table", family, table], COMMAND_TIMEOUT).await {
-            Ok(json) => match nft_filter::parse(&json) {
-                Ok(found) => read.filter_drops.extend(found),
-                Err(e) => read.errors.push(NatError::NftJson(e)),
+            Ok(json) => match (nft_filter::parse(&json), nft_nat::parse(&json)) {
+                (Ok(drops), Ok(rules)) => {
+                    read.filter_drops.extend(drops);
+                    read.nat_rules.extend(rules);
+                }
+                (Err(e), _) | (_, Err(e)) => read.errors.push(NatError::NftJson(e)),
             },
             Err(error) => read.errors.push(NatError::NftOwnTable {
                 family: family.clone(),
@@ -195,6 +209,7 @@ async fn nft_rules(src: &SourceNs) -> Result<NftRead, NatError> {
         }
     }
     read.filter_drops.truncate(netdiag_model::limits::MAX_FILTER_DROPS);
+    read.nat_rules.truncate(netdiag_model::limits::MAX_NAT_RULES);
     Ok(read)
 }
 

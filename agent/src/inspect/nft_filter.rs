@@ -364,7 +364,7 @@ fn set_protocol(c: &mut Conditions, p: FilterProtocol) -> Option<()> {
     }
 }
 
-fn protocol(name: &str) -> Option<FilterProtocol> {
+pub(super) fn protocol(name: &str) -> Option<FilterProtocol> {
     Some(match name {
         "tcp" => FilterProtocol::Tcp,
         "udp" => FilterProtocol::Udp,
@@ -375,7 +375,7 @@ fn protocol(name: &str) -> Option<FilterProtocol> {
 }
 
 /// `"10.0.0.1"` or `{"prefix": {"addr": "10.0.0.0", "len": 8}}`.
-fn address(v: &Value) -> Option<IpNet> {
+pub(super) fn address(v: &Value) -> Option<IpNet> {
     if let Some(s) = v.as_str() {
         return IpNet::from_str(s).ok().or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from));
     }
@@ -386,7 +386,7 @@ fn address(v: &Value) -> Option<IpNet> {
 }
 
 /// `80`, `{"range": [1000, 2000]}`, `{"set": [80, {"range": [8000, 8080]}]}`.
-fn ports(v: &Value) -> Option<Vec<PortRange>> {
+pub(super) fn ports(v: &Value) -> Option<Vec<PortRange>> {
     let one = |v: &Value| -> Option<PortRange> {
         let port = |v: &Value| Port::new(u32::try_from(v.as_u64()?).ok()?).ok();
         match v.get("range").and_then(Value::as_array) {

@@ -38,33 +38,46 @@ use super::report::{Draft, ids};
 use crate::matrix::Destination;
 use crate::matrix::key::{IpFamily, NodeAddr};
 
-/// One packet of a probe, as a node's firewall hook sees it.
+/// One packet of a probe, as a node's firewall hook sees it (and its NAT, [`super::nat_rules`]).
 #[derive(Debug)]
-struct Packet {
-    protocol: FilterProtocol,
-    source: Option<IpAddr>,
-    destination: Option<IpAddr>,
-    port: Option<Port>,
+pub(super) struct Packet {
+    pub(super) protocol: FilterProtocol,
+    pub(super) source: Option<IpAddr>,
+    pub(super) destination: Option<IpAddr>,
+    pub(super) port: Option<Port>,
     /// The uplink, or a pod's side (None: any name but the uplink's).
-    in_uplink: bool,
-    out_uplink: bool,
+    pub(super) in_uplink: bool,
+    pub(super) out_uplink: bool,
     /// Marked by kube-proxy for masquerading (NodePort traffic after its DNAT), which its
     /// `KUBE-FORWARD` chain accepts before any chain policy is reached.
     marked: bool,
     /// The reply of an answered request: conntrack calls it established, so only a rule that
     /// meets every packet (no stateful accept before it, not a chain policy) drops it.
-    reply: bool,
+    pub(super) reply: bool,
+    /// Where the packet was sent before kube-proxy's DNAT on this node (a VIP or a NodePort,
+    /// and its port): what the NAT rules before kube-proxy's meet in the hook before routing.
+    pub(super) pre_dnat: Option<(Option<IpAddr>, Option<Port>)>,
 }
 
 impl Packet {
     /// A request from `source` to `destination`, crossing the uplink `(in, out)`.
-    fn request(
+    pub(super) fn request(
         protocol: FilterProtocol,
         (source, destination): (Option<IpAddr>, Option<IpAddr>),
         port: Option<Port>,
         (in_uplink, out_uplink): (bool, bool),
     ) -> Self {
-        Packet { protocol, source, destination, port, in_uplink, out_uplink, marked: false, reply: false }
+        Packet {
+            protocol,
+            source,
+            destination,
+            port,
+            in_uplink,
+            out_uplink,
+            marked: false,
+            reply: false,
+            pre_dnat: None,
+        }
     }
 
     /// The reply to a request from `source` to `destination` (the addresses swapped, the
@@ -80,7 +93,11 @@ impl Packet {
 
 /// The hooks a cell's request passes, node by node, with the packet each sees: one route for
 /// a direct path, one per backend for a service VIP (DNAT happens before the filter hooks).
-fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, FilterHook, Packet)>> {
+pub(super) fn routes(
+    a: &Analysis<'_>,
+    ips: &Addresses<'_>,
+    o: &Obs,
+) -> Vec<Vec<(NodeName, FilterHook, Packet)>> {
     let protocol = match (o.kind, &o.dest) {
         (ProbeKind::Icmp | ProbeKind::Mtu, _) => FilterProtocol::Icmp,
         (ProbeKind::Tcp | ProbeKind::Http, _) => FilterProtocol::Tcp,
@@ -145,6 +162,10 @@ fn routes(a: &Analysis<'_>, ips: &Addresses<'_>, o: &Obs) -> Vec<Vec<(NodeName, 
                     let b_node = b.node.as_ref()?;
                     let mut route =
                         hops(o, protocol, src_ip(*family), Some(b.ip), port, b_node, b.pod.is_some());
+                    // The source's node meets the VIP before kube-proxy's DNAT.
+                    if let Some((_, _, first)) = route.first_mut() {
+                        first.pre_dnat = Some(vip_of(a, o, protocol));
+                    }
                     // The backend's reply keeps its own address until the client's node
                     // translates it back on the way out (POSTROUTING): its filter sees it.
                     route.extend(reply_hops(
@@ -184,7 +205,9 @@ fn node_port_route(
         let p = if i == 0 && cross {
             Packet { marked: false, ..packet(source, nodeport.0, port(Some(nodeport.1)), false, true) }
         } else {
-            packet(source, Some(backend.0), port(backend.1), i > 0, b_node != via)
+            // `via` meets the node port before kube-proxy's DNAT.
+            let pre_dnat = Some((nodeport.0, port(Some(nodeport.1))));
+            Packet { pre_dnat, ..packet(source, Some(backend.0), port(backend.1), i > 0, b_node != via) }
         };
         out.push((node, hook, p));
     }
@@ -246,14 +269,35 @@ fn reply_hops(
         .collect()
 }
 
+/// Where a VIP or DNS cell's packet is sent before kube-proxy's DNAT: the VIP (or the
+/// nameserver) and the service's port.
+fn vip_of(a: &Analysis<'_>, o: &Obs, protocol: FilterProtocol) -> (Option<IpAddr>, Option<Port>) {
+    let (vip, port) = match &o.dest {
+        Destination::Service { service, port, family } => {
+            let ip = a
+                .ctx
+                .services
+                .get(service)
+                .and_then(|s| s.info.cluster_ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family));
+            (ip, Some(*port))
+        }
+        Destination::Dns { nameserver, .. } => {
+            let ip = nameserver.or_else(|| a.ctx.inventory.cluster.dns_ips.first().copied());
+            (ip, Port::new(53).ok())
+        }
+        _ => (None, None),
+    };
+    (vip, if protocol == FilterProtocol::Icmp { None } else { port })
+}
+
 /// Pods' and nodes' addresses, looked up once per diagnosis.
-struct Addresses<'i> {
+pub(super) struct Addresses<'i> {
     pods: HashMap<PodRef, &'i [IpAddr]>,
     nodes: HashMap<&'i NodeName, &'i [IpAddr]>,
 }
 
 impl<'i> Addresses<'i> {
-    fn new(inventory: &'i netdiag_model::inventory::Inventory) -> Self {
+    pub(super) fn new(inventory: &'i netdiag_model::inventory::Inventory) -> Self {
         Addresses {
             pods: inventory.pods.iter().map(|p| (p.pod_ref(), p.ips.as_slice())).collect(),
             nodes: inventory.nodes.iter().map(|n| (&n.name, n.ips.as_slice())).collect(),
@@ -270,7 +314,7 @@ impl<'i> Addresses<'i> {
 }
 
 /// The name of `node`'s uplink: the link holding one of its addresses.
-fn uplink(a: &Analysis<'_>, node: &NodeName) -> Option<String> {
+pub(super) fn uplink(a: &Analysis<'_>, node: &NodeName) -> Option<String> {
     a.ctx.node_uplinks(node).first().map(|l| l.name.as_str().to_owned())
 }
 
@@ -302,13 +346,13 @@ fn matches(d: &FilterDrop, p: &Packet, uplink: Option<&str>) -> bool {
 
 /// Whose firewall a rule is: a node's, or a pod's own (its namespace's filter table).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Owner {
+pub(super) enum Owner {
     Node(NodeName),
     Pod(PodRef),
 }
 
 impl Owner {
-    fn report<'r>(&self, a: &Analysis<'r>) -> Option<&'r netdiag_model::InspectionReport> {
+    pub(super) fn report<'r>(&self, a: &Analysis<'r>) -> Option<&'r netdiag_model::InspectionReport> {
         match self {
             Owner::Node(n) => a.ctx.node_reports.get(n).copied(),
             Owner::Pod(p) => a.ctx.pod_reports.get(p).map(|(_, r)| *r),
@@ -330,14 +374,18 @@ impl std::fmt::Display for Owner {
 }
 
 /// The interface a pod's packets cross: the link holding its address.
-fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
+pub(super) fn pod_uplink(a: &Analysis<'_>, pod: &PodRef) -> Option<String> {
     a.ctx.pod_uplinks(pod).first().map(|l| l.name.as_str().to_owned())
 }
 
 /// The pod hooks a direct cell's request meets — the source pod's OUTPUT, the destination
 /// pod's INPUT (its own namespace's filter table) — and its reply, the other way, each with
 /// the packet it sees there.
-fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
+pub(super) fn pod_hops(
+    ips: &Addresses<'_>,
+    o: &Obs,
+    protocol: FilterProtocol,
+) -> Vec<(PodRef, FilterHook, Packet)> {
     let family = match &o.dest {
         Destination::Pod { family, .. } | Destination::Endpoint { family, .. } => *family,
         _ => return Vec::new(),
@@ -364,7 +412,7 @@ fn pod_hops(ips: &Addresses<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodR
 /// The backend pod's own hooks on a VIP route (its request's destination after DNAT): its
 /// INPUT for the request, its OUTPUT for the reply. The client pod's OUTPUT sees the VIP, not
 /// the backend, and is left out.
-fn backend_pod_hops(
+pub(super) fn backend_pod_hops(
     a: &Analysis<'_>,
     route: &[(NodeName, FilterHook, Packet)],
 ) -> Vec<(PodRef, FilterHook, Packet)> {
@@ -384,26 +432,17 @@ fn backend_pod_hops(
 
 /// The client pod's own OUTPUT on a VIP or DNS cell: its packet is still for the VIP (or the
 /// nameserver) and the service's port, since the DNAT happens on the node.
-fn client_pod_hop(a: &Analysis<'_>, o: &Obs, protocol: FilterProtocol) -> Vec<(PodRef, FilterHook, Packet)> {
+pub(super) fn client_pod_hop(
+    a: &Analysis<'_>,
+    o: &Obs,
+    protocol: FilterProtocol,
+) -> Vec<(PodRef, FilterHook, Packet)> {
     let Some(pod) = o.src_pod() else { return Vec::new() };
-    let (vip, port) = match &o.dest {
-        Destination::Service { service, port, family } => {
-            let ip = a
-                .ctx
-                .services
-                .get(service)
-                .and_then(|s| s.info.cluster_ips.iter().copied().find(|ip| IpFamily::of(*ip) == *family));
-            (ip, Some(*port))
-        }
-        Destination::Dns { nameserver, .. } => {
-            let ip = nameserver.or_else(|| a.ctx.inventory.cluster.dns_ips.first().copied());
-            (ip, Port::new(53).ok())
-        }
-        _ => return Vec::new(),
-    };
-    let Some(vip) = vip else { return Vec::new() };
+    if !matches!(o.dest, Destination::Service { .. } | Destination::Dns { .. }) {
+        return Vec::new();
+    }
+    let (Some(vip), port) = vip_of(a, o, protocol) else { return Vec::new() };
     let source = a.ctx.pod_ips(pod).into_iter().find(|ip| ip.is_ipv4() == vip.is_ipv4());
-    let port = if protocol == FilterProtocol::Icmp { None } else { port };
     vec![(
         pod.clone(),
         FilterHook::Output,
@@ -586,17 +625,92 @@ fn rule_line(owner: &Owner, d: &FilterDrop) -> String {
     format!("{owner}'s firewall {verb} these paths: {}", d.rule)
 }
 
+/// A rule on record that explains failing cells: whose it is, the cells, the evidence line a
+/// finding it explains in part gains, and its own finding when it takes findings over.
+pub(super) struct Cause<'f> {
+    pub(super) owner: Owner,
+    pub(super) bad: BTreeSet<usize>,
+    pub(super) soft: BTreeSet<usize>,
+    pub(super) line: String,
+    /// The rule's finding, from the failing cells it takes over and what they read as without
+    /// it (`id [culprit]` of each finding absorbed); its affected paths are added after.
+    pub(super) finding: FindingOf<'f>,
+}
+
+/// Builds a cause's finding from the cells it takes over and what they read as without it.
+pub(super) type FindingOf<'f> = Box<dyn FnOnce(&Analysis<'_>, &[usize], &[String]) -> Draft + 'f>;
+
 /// Applies the confirmed rules to the drafts; returns the drafts with the claims moved.
 pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
-    let rules = confirmed(a);
-    if rules.is_empty() {
+    let causes: Vec<Cause<'_>> = confirmed(a)
+        .into_iter()
+        .map(|c| {
+            let (owner, rule) = (c.owner.clone(), c.rule);
+            Cause {
+                line: rule_line(&c.owner, rule),
+                owner: c.owner,
+                bad: c.bad,
+                soft: c.soft,
+                finding: Box::new(move |a, cells, was| drop_finding(a, &owner, rule, cells, was)),
+            }
+        })
+        .collect();
+    absorb(a, drafts, causes)
+}
+
+/// A `firewall-drop` finding for `rule`.
+fn drop_finding(
+    a: &Analysis<'_>,
+    owner: &Owner,
+    rule: &FilterDrop,
+    cells: &[usize],
+    was: &[String],
+) -> Draft {
+    let verb = if rule.reject { "rejects" } else { "drops" };
+    let mut evidence = vec![format!("rule on {owner}: {}", rule.rule)];
+    evidence.push(format!(
+        "every path it matches fails, none works; without it the paths read as: {}",
+        was.join(", ")
+    ));
+    evidence.extend(a.cell_lines(cells));
+    Draft::new(
+        ids::FIREWALL_DROP,
+        Severity::Critical,
+        match (owner, rule.destination_ports.as_slice()) {
+            (Owner::Node(n), _) => (CulpritKind::Node, n.to_string()),
+            // A pod's own rule for one of its ports: the port is the component.
+            (Owner::Pod(p), [one]) if one.first == one.last => (CulpritKind::Port, format!("{p}:{}", one.first)),
+            (Owner::Pod(p), _) => (CulpritKind::Pod, p.to_string()),
+        },
+        "1.5",
+        format!("{owner}'s firewall {verb} {} failing paths ({} hook): {}", cells.len(), rule.hook, rule.rule),
+    )
+    .evidence(evidence)
+    .suggestion(match owner {
+        Owner::Node(n) => format!(
+            "read the rule in context on {n}: `iptables-save -t filter` (or `nft list ruleset`); find who wrote \
+             it (a host firewall, a security agent, a NetworkPolicy implementation) and remove or narrow it"
+        ),
+        Owner::Pod(p) => format!(
+            "read the rule in {p}'s own network namespace (`nsenter -n -t <its pid> iptables-save -t filter`); \
+             no NetworkPolicy asks for it: find who wrote it (an init container, a sidecar, a policy agent) and \
+             remove or narrow it"
+        ),
+    })
+}
+
+/// Moves to each cause the findings it wholly explains (its symptoms, scattered: they become
+/// its one finding), and quotes it in those it explains in part; returns the drafts with the
+/// claims moved.
+pub(super) fn absorb(a: &mut Analysis<'_>, drafts: Vec<Draft>, causes: Vec<Cause<'_>>) -> Vec<Draft> {
+    if causes.is_empty() {
         return drafts;
     }
     let mut drafts: Vec<Option<Draft>> = drafts.into_iter().map(Some).collect();
     let mut moved: BTreeMap<usize, usize> = BTreeMap::new();
     let mut added: Vec<Draft> = Vec::new();
     let n_old = drafts.len();
-    for c in rules {
+    for c in causes {
         let mut claimed: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for i in 0..a.obs.len() {
             if a.obs[i].is_bad()
@@ -627,7 +741,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             if whole && !blames(draft, &c.owner) && d < n_old {
                 absorbed.push(d);
             } else {
-                draft.evidence.insert(0, rule_line(&c.owner, c.rule));
+                draft.evidence.insert(0, c.line.clone());
             }
         }
         if absorbed.is_empty() {
@@ -645,46 +759,7 @@ pub(crate) fn run(a: &mut Analysis<'_>, drafts: Vec<Draft>) -> Vec<Draft> {
             }
             moved.insert(d, index);
         }
-        let verb = if c.rule.reject { "rejects" } else { "drops" };
-        let mut evidence = vec![format!("rule on {}: {}", c.owner, c.rule.rule)];
-        evidence.push(format!(
-            "every path it matches fails, none works; without it the paths read as: {}",
-            was.join(", ")
-        ));
-        evidence.extend(a.cell_lines(&cells));
-        added.push(
-            Draft::new(
-                ids::FIREWALL_DROP,
-                Severity::Critical,
-                match (&c.owner, c.rule.destination_ports.as_slice()) {
-                    (Owner::Node(n), _) => (CulpritKind::Node, n.to_string()),
-                    // A pod's own rule for one of its ports: the port is the component.
-                    (Owner::Pod(p), [one]) if one.first == one.last => (CulpritKind::Port, format!("{p}:{}", one.first)),
-                    (Owner::Pod(p), _) => (CulpritKind::Pod, p.to_string()),
-                },
-                "1.5",
-                format!(
-                    "{}'s firewall {verb} {} failing paths ({} hook): {}",
-                    c.owner,
-                    cells.len(),
-                    c.rule.hook,
-                    c.rule.rule
-                ),
-            )
-            .affected(affected)
-            .evidence(evidence)
-            .suggestion(match &c.owner {
-                Owner::Node(n) => format!(
-                    "read the rule in context on {n}: `iptables-save -t filter` (or `nft list ruleset`); find who wrote \
-                     it (a host firewall, a security agent, a NetworkPolicy implementation) and remove or narrow it"
-                ),
-                Owner::Pod(p) => format!(
-                    "read the rule in {p}'s own network namespace (`nsenter -n -t <its pid> iptables-save -t filter`); \
-                     no NetworkPolicy asks for it: find who wrote it (an init container, a sidecar, a policy agent) and \
-                     remove or narrow it"
-                ),
-            }),
-        );
+        added.push((c.finding)(a, &cells, &was).affected(affected));
     }
     a.remap_claims(|d| moved.get(&d).copied().unwrap_or(d));
     // Drop the absorbed drafts and renumber what follows them.

@@ -39,6 +39,8 @@ pub(crate) mod ids {
     pub(crate) const POLICY_NOT_ENFORCED: &str = "policy-not-enforced";
     /// A node firewall's rule that matches failing paths and no working one.
     pub(crate) const FIREWALL_DROP: &str = "firewall-drop";
+    /// A NAT rule outside kube-proxy's chains that rewrites failing paths and no working one.
+    pub(crate) const NAT_REWRITE: &str = "nat-rewrite";
     /// The class layer: ICMP fails where TCP works (never a pod or node blamed).
     pub(crate) const ICMP_FILTERED: &str = "icmp-filtered";
     /// A quiet agent's frozen cells, when no finding blames its node.
@@ -48,11 +50,12 @@ pub(crate) mod ids {
 
     /// Every named verdict's id; the cover layer's symptom ids (`node-sources-unreachable`,
     /// `node-inbound-mtu-blackhole`, …) are built from a scope's stem and are not here.
-    pub(crate) const ALL: [&str; 28] = [
+    pub(crate) const ALL: [&str; 29] = [
         NEIGHBOUR_MISMATCH,
         NODE_FORWARDING_BROKEN,
         POLICY_NOT_ENFORCED,
         FIREWALL_DROP,
+        NAT_REWRITE,
         NODE_FORWARDING_DISABLED,
         NODE_ISOLATED,
         NODE_PAIR_BROKEN,

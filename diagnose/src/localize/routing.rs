@@ -182,6 +182,7 @@ mod tests {
             proxy_mode: None,
             errors: vec![],
             filter_drops: vec![],
+            nat_rules: vec![],
         }
     }
 

@@ -24,7 +24,7 @@ fn run(world: &World) -> Vec<Finding> {
     diagnose(&world.matrix(), &world.inspections(), &world.inventory(), now())
 }
 
-fn summary(findings: &[Finding]) -> Vec<(String, CulpritKind, String)> {
+pub(crate) fn summary(findings: &[Finding]) -> Vec<(String, CulpritKind, String)> {
     findings
         .iter()
         .map(|f| {

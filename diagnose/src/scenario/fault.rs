@@ -57,6 +57,10 @@ pub enum Fault {
     /// The node forwards nothing for its pods (a FORWARD policy of DROP, a CNI bridge down),
     /// with no setting in its inspection to say so; it still delivers to itself.
     ForwardingBroken(NodeName),
+    /// A DNAT written by hand on the node, outside kube-proxy's chains (its inspection shows
+    /// it): TCP to the pod's port that enters the node before routing — from its pods, or from
+    /// elsewhere when the pod is on it — goes to an address no one holds.
+    NatRewrite(NodeName, PodRef, u16),
 }
 
 /// What the benchmark tabulates: a fault's kind, with its direction or source group.
@@ -78,10 +82,11 @@ pub enum FaultClass {
     DnsLoss,
     IcmpFiltered,
     ForwardingBroken,
+    NatRewrite,
 }
 
 impl FaultClass {
-    pub const ALL: [FaultClass; 16] = [
+    pub const ALL: [FaultClass; 17] = [
         FaultClass::PodDown,
         FaultClass::NodeIsolated,
         FaultClass::PairCut,
@@ -98,6 +103,7 @@ impl FaultClass {
         FaultClass::DnsLoss,
         FaultClass::IcmpFiltered,
         FaultClass::ForwardingBroken,
+        FaultClass::NatRewrite,
     ];
 
     pub fn label(self) -> &'static str {
@@ -118,6 +124,7 @@ impl FaultClass {
             FaultClass::DnsLoss => "dns loss",
             FaultClass::IcmpFiltered => "icmp filtered",
             FaultClass::ForwardingBroken => "forwarding broken",
+            FaultClass::NatRewrite => "nat rewrite by hand",
         }
     }
 
@@ -146,6 +153,7 @@ impl Fault {
             Fault::DnsLoss(_) => FaultClass::DnsLoss,
             Fault::IcmpFiltered(_) => FaultClass::IcmpFiltered,
             Fault::ForwardingBroken(_) => FaultClass::ForwardingBroken,
+            Fault::NatRewrite(..) => FaultClass::NatRewrite,
         }
     }
 }
@@ -172,6 +180,7 @@ impl fmt::Display for Fault {
             Fault::DnsLoss(share) => write!(f, "dns losing {:.0}% of lookups", 100.0 * share),
             Fault::IcmpFiltered(n) => write!(f, "icmp filtered into {n}"),
             Fault::ForwardingBroken(n) => write!(f, "{n} forwards nothing"),
+            Fault::NatRewrite(n, p, port) => write!(f, "{n} DNATs {p}:{port} away by hand"),
         }
     }
 }
@@ -192,6 +201,7 @@ pub(crate) enum Effect {
     DnsLoss(f64),
     IcmpFiltered(u32),
     ForwardingBroken(u32),
+    NatRewrite(u32, u32, u16),
 }
 
 impl Effect {
@@ -216,6 +226,7 @@ impl Effect {
             Fault::DnsLoss(share) => Effect::DnsLoss(*share),
             Fault::IcmpFiltered(n) => Effect::IcmpFiltered(node(n)?),
             Fault::ForwardingBroken(n) => Effect::ForwardingBroken(node(n)?),
+            Fault::NatRewrite(n, p, port) => Effect::NatRewrite(node(n)?, pod(p)?, *port),
         })
     }
 }

@@ -1,9 +1,10 @@
 //! The nodes' inspections, as `sim.rs` writes them for a healthy lab: the uplink, a route to
 //! every peer's pod CIDR (host-gw style), kube-proxy's NAT frontends for every service port
 //! with its ready endpoints, forwarding on and conntrack's long default established timeout.
-//! No fault the benchmark injects changes a node's state, so the NAT and route rules have the
-//! healthy state to compare against and never misfire on it. Pods are not inspected: the
-//! keepalive rules stay out of the benchmark.
+//! One fault class changes a node's state: a DNAT written by hand ([`with_nat_rules`] adds it to
+//! its node's report); no other does, so the NAT and route rules have the healthy state to
+//! compare against and never misfire on it. Pods are not inspected: the keepalive rules stay
+//! out of the benchmark.
 
 use std::collections::BTreeMap;
 
@@ -94,3 +95,33 @@ fn nat_frontends(s: &ServiceInfo) -> Vec<Value> {
     }
     out
 }
+
+/// `reports` with each hand-written DNAT of `faults` in its node's report, as the agent reads
+/// `iptables -t nat -I PREROUTING -d <pod>/32 -p tcp -m tcp --dport <port> -j DNAT
+/// --to-destination 10.255.255.254:<port>` (an address no one holds).
+pub(crate) fn with_nat_rules(
+    reports: &BTreeMap<Source, (NodeName, InspectionReport)>,
+    inv: &Inventory,
+    faults: &[super::Fault],
+) -> Result<BTreeMap<Source, (NodeName, InspectionReport)>, serde_json::Error> {
+    let mut out = reports.clone();
+    for f in faults {
+        let super::Fault::NatRewrite(n, p, port) = f else { continue };
+        let (Some(ip), Some((_, report))) =
+            (inv.pod(p).and_then(|i| i.ips.first()), out.get_mut(&Source::Node(n.clone())))
+        else {
+            continue;
+        };
+        let to = NAT_NOWHERE;
+        report.nat_rules.push(serde_json::from_value(json!({
+            "hook": "prerouting", "protocol": "tcp", "destination": {"net": format!("{ip}/32")},
+            "destination_ports": [{"first": port, "last": port}],
+            "action": {"kind": "dnat", "address": to, "port": port},
+            "rule": format!("-A PREROUTING -d {ip}/32 -p tcp -m tcp --dport {port} -j DNAT --to-destination {to}:{port}"),
+        }))?);
+    }
+    Ok(out)
+}
+
+/// Where a hand-written DNAT of the benchmark sends traffic: an address no one holds.
+const NAT_NOWHERE: &str = "10.255.255.254";

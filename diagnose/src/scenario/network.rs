@@ -241,6 +241,15 @@ impl Network<'_> {
                 Effect::MtuOneWay(n, Direction::Out) if cross && kind == ProbeKind::Mtu && src.node == n => {
                     hop.block(Block::MtuHole)
                 }
+                // Met before routing with the pod's address: from the node's pods (not through a
+                // VIP, still the VIP there), or arriving from elsewhere when the pod is on it.
+                Effect::NatRewrite(n, p, q)
+                    if tcp_to(p, q)
+                        && !itself
+                        && ((src.pod.is_some() && src.node == n && !dnat) || (cross && dst.node == n)) =>
+                {
+                    hop.block(Block::Timeout)
+                }
                 Effect::PortRefused(p, q) if tcp_to(p, q) => hop.block(Block::Refused),
                 Effect::PortDropped(p, q) if tcp_to(p, q) => hop.block(Block::Timeout),
                 Effect::DnsDown

@@ -119,6 +119,18 @@ fn candidate(c: &Cluster, class: FaultClass, rng: &mut Rng) -> Option<(Fault, Ve
             let n = node(rng)?;
             (Fault::IcmpFiltered(name(n)), vec![n])
         }
+        FaultClass::NatRewrite => {
+            // On the pod's own node (every source but the node itself), or on a node some of
+            // whose pods probe it (those pods only).
+            let p = app_pod(c, rng)?;
+            let slot = c.pod(p);
+            let port = *rng.pick(&slot.ports)?;
+            let probers = c.probers.get(p as usize)?;
+            let others: Vec<u32> =
+                probers.iter().filter(|e| e.pod.is_some() && e.node != slot.node).map(|e| e.node).collect();
+            let n = if rng.chance(0.5) { slot.node } else { *rng.pick(&others)? };
+            (Fault::NatRewrite(name(n), slot.reference.clone(), port), vec![n, slot.node])
+        }
     })
 }
 

@@ -220,6 +220,7 @@ fn fit(fault: &Fault, f: &Finding) -> Fit {
         (Fault::ForwardingBroken(n), CulpritKind::Node) if name == n.as_str() => {
             exact_if(id == "node-forwarding-broken")
         }
+        (Fault::NatRewrite(n, ..), CulpritKind::Node) if name == n.as_str() => exact_if(id == "nat-rewrite"),
         (Fault::DnsDown, CulpritKind::Dns) => exact_if(!name.contains(" from ") && !id.contains("degraded")),
         (Fault::DnsLoss(_), CulpritKind::Dns) => {
             exact_if(!name.contains(" from ") && id.contains("degraded"))

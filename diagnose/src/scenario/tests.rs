@@ -43,7 +43,7 @@ fn every_class_breaks_cells_and_every_bad_cell_is_claimed_once() {
     for (seed, class) in (1..).zip(FaultClass::ALL) {
         let s = Scenario::draw(&c, &[class], &quiet(), seed).expect("placed");
         let sim = s.simulate(&c);
-        let loc = localize(&sim.matrix, c.inspections(), c.inventory(), now(), &Thresholds::default());
+        let loc = localize(&sim.matrix, &s.inspections(&c), c.inventory(), now(), &Thresholds::default());
         let score = score(&s, &sim, &loc);
         assert!(
             score.faults[0].bad_cells > 0 || class == FaultClass::LossInto || class == FaultClass::LossOutOf,
@@ -86,4 +86,30 @@ fn a_late_fault_fails_only_its_last_samples() {
         .find(|(k, _)| sim.touched.iter().any(|(t, _)| t == *k))
         .expect("a touched cell");
     assert_eq!((stats.successes, stats.failures), (u64::from(SAMPLES / 2), u64::from(SAMPLES / 2)));
+}
+
+#[test]
+fn a_dnat_by_hand_is_on_record_and_named() {
+    let c = Cluster::generate(5, 3).expect("cluster");
+    for seed in 1..5 {
+        let s = Scenario::draw(&c, &[FaultClass::NatRewrite], &quiet(), seed).expect("placed");
+        let Fault::NatRewrite(n, ..) = &s.faults[0] else { panic!("{:?}", s.faults) };
+        let reports = s.inspections(&c);
+        let rules = &reports[&netdiag_model::probe::Source::Node(n.clone())].1.nat_rules;
+        assert_eq!(rules.len(), 1, "{rules:?}");
+        assert!(
+            c.inspections().values().all(|(_, r)| r.nat_rules.is_empty()),
+            "the cluster's own stay healthy"
+        );
+        let sim = s.simulate(&c);
+        let loc = localize(&sim.matrix, &reports, c.inventory(), now(), &Thresholds::default());
+        let score = score(&s, &sim, &loc);
+        assert_eq!(
+            score.faults[0].verdict,
+            Verdict::Correct,
+            "{}: {:?}",
+            s.faults[0],
+            loc.findings.iter().map(describe).collect::<Vec<_>>()
+        );
+    }
 }

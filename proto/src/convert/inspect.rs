@@ -3,20 +3,22 @@
 use std::num::NonZeroU32;
 
 use netdiag_model::inspect::{
-    ChainName, FilterDrop, FilterHook, FilterProtocol, InterfaceName, Link, LinkKind, LinkLayerAddress,
-    NatService, NatServiceName, NatTarget, Neighbour, NeighbourState, PortRange, ResolvConf, Route,
-    RouteRule, RuleAction, Sysctl, SysctlKey,
+    AddressMatch, ChainName, FilterDrop, FilterHook, FilterProtocol, InterfaceName, Link, LinkKind,
+    LinkLayerAddress, NatAction, NatHook, NatRule, NatService, NatServiceName, NatTarget, Neighbour,
+    NeighbourState, PortRange, ResolvConf, Route, RouteRule, RuleAction, Sysctl, SysctlKey,
 };
 use netdiag_model::limits::{
     MAX_FILTER_DROPS, MAX_FILTER_PORT_RANGES, MAX_INSPECTION_ERRORS, MAX_LINK_ADDRESSES, MAX_LINKS,
-    MAX_NAMESERVERS, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES, MAX_ROUTES,
-    MAX_SEARCH_DOMAINS, MAX_SYSCTLS, OutOfRange,
+    MAX_NAMESERVERS, MAX_NAT_RULES, MAX_NAT_SERVICES, MAX_NAT_TARGETS, MAX_NEIGHBOURS, MAX_ROUTE_RULES,
+    MAX_ROUTES, MAX_SEARCH_DOMAINS, MAX_SYSCTLS, OutOfRange,
 };
 use netdiag_model::{DnsName, InspectionReport, Text};
 
 use super::enums;
 use super::error::{At, ConvertError, ErrorKind};
-use super::field::{Result, ip, list, net, opt_ip, opt_str, opt_to_wire, port, unix_ms};
+use super::field::{
+    Result, ip, list, net, opt_ip, opt_port, opt_port_to_wire, opt_str, opt_to_wire, port, unix_ms,
+};
 use super::target::req_source;
 use crate::v1;
 
@@ -272,6 +274,7 @@ impl TryFrom<v1::InspectionReport> for InspectionReport {
             proxy_mode: enums::proxy_mode(r.proxy_mode).at("proxy_mode")?,
             errors: list(r.errors, MAX_INSPECTION_ERRORS, |e| Ok(Text::new(e)?)).at("errors")?,
             filter_drops: list(r.filter_drops, MAX_FILTER_DROPS, FilterDrop::try_from).at("filter_drops")?,
+            nat_rules: list(r.nat_rules, MAX_NAT_RULES, NatRule::try_from).at("nat_rules")?,
         })
     }
 }
@@ -291,6 +294,7 @@ impl From<InspectionReport> for v1::InspectionReport {
             proxy_mode: enums::proxy_mode_to_wire(r.proxy_mode),
             errors: r.errors.into_iter().map(Into::into).collect(),
             filter_drops: r.filter_drops.into_iter().map(Into::into).collect(),
+            nat_rules: r.nat_rules.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -304,25 +308,8 @@ impl TryFrom<v1::FilterDrop> for FilterDrop {
             "output" => FilterHook::Output,
             _ => return Err(ErrorKind::Conflict("a hook is input, forward or output")).at("hook"),
         };
-        let protocol = match d.protocol.as_str() {
-            "" => None,
-            "tcp" => Some(FilterProtocol::Tcp),
-            "udp" => Some(FilterProtocol::Udp),
-            "sctp" => Some(FilterProtocol::Sctp),
-            "icmp" => Some(FilterProtocol::Icmp),
-            _ => {
-                return Err(ErrorKind::Conflict("a protocol is tcp, udp, sctp, icmp or empty"))
-                    .at("protocol");
-            }
-        };
-        let ports = list(d.destination_ports, MAX_FILTER_PORT_RANGES, |r| {
-            let (first, last) = (port(r.first).at("first")?, port(r.last).at("last")?);
-            if last < first {
-                return Err(ErrorKind::Conflict("a port range ends before it starts")).at("last");
-            }
-            Ok(PortRange { first, last })
-        })
-        .at("destination_ports")?;
+        let protocol = filter_protocol(&d.protocol).at("protocol")?;
+        let ports = port_ranges(d.destination_ports).at("destination_ports")?;
         Ok(FilterDrop {
             hook,
             protocol,
@@ -346,29 +333,173 @@ impl From<FilterDrop> for v1::FilterDrop {
             FilterHook::Forward => "forward",
             FilterHook::Output => "output",
         };
-        let protocol = match d.protocol {
-            None => "",
-            Some(FilterProtocol::Tcp) => "tcp",
-            Some(FilterProtocol::Udp) => "udp",
-            Some(FilterProtocol::Sctp) => "sctp",
-            Some(FilterProtocol::Icmp) => "icmp",
-        };
         v1::FilterDrop {
             hook: hook.to_owned(),
-            protocol: protocol.to_owned(),
+            protocol: filter_protocol_to_wire(d.protocol).to_owned(),
             source: d.source.map(|n| n.to_string()).unwrap_or_default(),
             destination: d.destination.map(|n| n.to_string()).unwrap_or_default(),
             in_interface: opt_to_wire(d.in_interface),
             out_interface: opt_to_wire(d.out_interface),
-            destination_ports: d
-                .destination_ports
-                .into_iter()
-                .map(|r| v1::PortRange { first: u32::from(r.first.get()), last: u32::from(r.last.get()) })
-                .collect(),
+            destination_ports: port_ranges_to_wire(d.destination_ports),
             reject: d.reject,
             policy: d.policy,
             new_only: d.new_only,
             rule: d.rule.into(),
+        }
+    }
+}
+
+fn filter_protocol(s: &str) -> Result<Option<FilterProtocol>> {
+    Ok(match s {
+        "" => None,
+        "tcp" => Some(FilterProtocol::Tcp),
+        "udp" => Some(FilterProtocol::Udp),
+        "sctp" => Some(FilterProtocol::Sctp),
+        "icmp" => Some(FilterProtocol::Icmp),
+        _ => return Err(ErrorKind::Conflict("a protocol is tcp, udp, sctp, icmp or empty").into()),
+    })
+}
+
+fn filter_protocol_to_wire(p: Option<FilterProtocol>) -> &'static str {
+    match p {
+        None => "",
+        Some(FilterProtocol::Tcp) => "tcp",
+        Some(FilterProtocol::Udp) => "udp",
+        Some(FilterProtocol::Sctp) => "sctp",
+        Some(FilterProtocol::Icmp) => "icmp",
+    }
+}
+
+fn port_ranges(ranges: Vec<v1::PortRange>) -> Result<Vec<PortRange>> {
+    list(ranges, MAX_FILTER_PORT_RANGES, |r| {
+        let (first, last) = (port(r.first).at("first")?, port(r.last).at("last")?);
+        if last < first {
+            return Err(ErrorKind::Conflict("a port range ends before it starts")).at("last");
+        }
+        Ok(PortRange { first, last })
+    })
+}
+
+fn port_ranges_to_wire(ranges: Vec<PortRange>) -> Vec<v1::PortRange> {
+    ranges
+        .into_iter()
+        .map(|r| v1::PortRange { first: u32::from(r.first.get()), last: u32::from(r.last.get()) })
+        .collect()
+}
+
+/// An address condition: the prefix (empty: none) and whether it is negated (only with one).
+fn address_match(net_text: String, negated: bool) -> Result<Option<AddressMatch>> {
+    match opt_str(net_text, |s| net(&s))? {
+        Some(net) => Ok(Some(AddressMatch { net, negated })),
+        None if negated => Err(ErrorKind::Conflict("only an address can be negated").into()),
+        None => Ok(None),
+    }
+}
+
+impl TryFrom<v1::NatRule> for NatRule {
+    type Error = ConvertError;
+    fn try_from(r: v1::NatRule) -> Result<Self> {
+        let hook = NatHook::ALL
+            .into_iter()
+            .find(|h| h.as_str() == r.hook)
+            .ok_or_else(|| {
+                ConvertError::from(ErrorKind::Conflict("a hook is prerouting, input, output or postrouting"))
+            })
+            .at("hook")?;
+        let to_port = opt_port(r.to_port).at("to_port")?;
+        let port_unused = |what: &'static str| -> Result<()> {
+            if to_port.is_some() {
+                return Err(ErrorKind::Conflict(what)).at("to_port");
+            }
+            Ok(())
+        };
+        let address_unused = |what: &'static str| -> Result<()> {
+            if !r.to_address.is_empty() {
+                return Err(ErrorKind::Conflict(what)).at("to_address");
+            }
+            Ok(())
+        };
+        let action = match r.action.as_str() {
+            "dnat" => {
+                let address = opt_ip(&r.to_address).at("to_address")?;
+                if address.is_none() && to_port.is_none() {
+                    return Err(ErrorKind::Conflict("a dnat rewrites an address, a port or both"))
+                        .at("to_address");
+                }
+                NatAction::Dnat { address, port: to_port }
+            }
+            "redirect" => {
+                address_unused("a redirect goes to the namespace itself: no address")?;
+                NatAction::Redirect { port: to_port }
+            }
+            "snat" => {
+                port_unused("an snat is read for its address only")?;
+                NatAction::Snat { address: ip(&r.to_address).at("to_address")? }
+            }
+            "netmap" => {
+                port_unused("a netmap maps addresses only")?;
+                NatAction::Netmap { to: net(&r.to_address).at("to_address")? }
+            }
+            "masquerade" | "keep" => {
+                port_unused("only dnat and redirect name a port")?;
+                address_unused("only dnat, snat and netmap name an address")?;
+                if r.action == "keep" { NatAction::Keep } else { NatAction::Masquerade }
+            }
+            _ => {
+                return Err(ErrorKind::Conflict(
+                    "an action is dnat, redirect, snat, masquerade, netmap or keep",
+                ))
+                .at("action");
+            }
+        };
+        Ok(NatRule {
+            hook,
+            protocol: filter_protocol(&r.protocol).at("protocol")?,
+            source: address_match(r.source, r.source_negated).at("source")?,
+            destination: address_match(r.destination, r.destination_negated).at("destination")?,
+            in_interface: opt_str(r.in_interface, Text::new).at("in_interface")?,
+            out_interface: opt_str(r.out_interface, Text::new).at("out_interface")?,
+            destination_ports: port_ranges(r.destination_ports).at("destination_ports")?,
+            action,
+            opaque: r.opaque,
+            after_kube_proxy: r.after_kube_proxy,
+            rule: Text::new(r.rule).at("rule")?,
+        })
+    }
+}
+
+impl From<NatRule> for v1::NatRule {
+    fn from(r: NatRule) -> Self {
+        let (action, to_address, to_port) = match r.action {
+            NatAction::Dnat { address, port } => {
+                ("dnat", address.map(|a| a.to_string()).unwrap_or_default(), port)
+            }
+            NatAction::Redirect { port } => ("redirect", String::new(), port),
+            NatAction::Snat { address } => ("snat", address.to_string(), None),
+            NatAction::Masquerade => ("masquerade", String::new(), None),
+            NatAction::Netmap { to } => ("netmap", to.to_string(), None),
+            NatAction::Keep => ("keep", String::new(), None),
+        };
+        let (source, source_negated) =
+            r.source.map_or((String::new(), false), |m| (m.net.to_string(), m.negated));
+        let (destination, destination_negated) =
+            r.destination.map_or((String::new(), false), |m| (m.net.to_string(), m.negated));
+        v1::NatRule {
+            hook: r.hook.as_str().to_owned(),
+            protocol: filter_protocol_to_wire(r.protocol).to_owned(),
+            source,
+            source_negated,
+            destination,
+            destination_negated,
+            in_interface: opt_to_wire(r.in_interface),
+            out_interface: opt_to_wire(r.out_interface),
+            destination_ports: port_ranges_to_wire(r.destination_ports),
+            action: action.to_owned(),
+            to_address,
+            to_port: opt_port_to_wire(to_port),
+            opaque: r.opaque,
+            after_kube_proxy: r.after_kube_proxy,
+            rule: r.rule.into(),
         }
     }
 }

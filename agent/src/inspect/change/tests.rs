@@ -13,6 +13,7 @@ fn report() -> InspectionReport {
     let eth0 = InterfaceName::new("eth0").unwrap();
     InspectionReport {
         filter_drops: vec![],
+        nat_rules: vec![],
         rules: vec![],
         source: "tidb/demo-pd-0".parse().unwrap(),
         at: UnixMillis::new(1_700_000_000_000).unwrap(),

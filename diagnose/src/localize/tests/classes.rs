@@ -149,7 +149,7 @@ fn fault(world: World, pick: u8, a: usize, b: usize) -> World {
     ];
     let (n, m) = (NODES[a % 3], NODES[(a + 1 + b % 2) % 3]);
     let p = PODS[b % PODS.len()];
-    match pick % 25 {
+    match pick % 28 {
         0 => world.pod_down(p),
         1 => world.port_closed("tidb/demo-pd-1", 2379),
         2 => world.port_dropped("tidb/demo-tikv-2", 20160),
@@ -174,6 +174,9 @@ fn fault(world: World, pick: u8, a: usize, b: usize) -> World {
         21 => world.route_via(n, m, "172.29.0.99"),
         22 => world.uplink_mtu(n, 1200),
         23 => world.node_address_blackholed(n, m),
+        24 => world.dnat_by_hand(n, "tidb/demo-pd-0", 2379, "10.244.1.99"),
+        25 => world.snat_by_hand(n, m, "172.29.0.99"),
+        26 => world.pod_dnat_by_hand("tidb/demo-tidb-0", "tidb/demo-pd", 2379, "10.244.9.9"),
         _ => world.silent(n),
     }
 }

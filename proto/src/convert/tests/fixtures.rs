@@ -281,7 +281,66 @@ pub(super) fn inspection() -> InspectionReport {
         }),
         proxy_mode: Some(ProxyMode::Iptables),
         errors: vec![text("nft: permission denied")],
+        nat_rules: nat_rules(),
     }
+}
+
+/// One NAT rule of each action, negations and a port-only DNAT among them.
+fn nat_rules() -> Vec<netdiag_model::inspect::NatRule> {
+    use netdiag_model::inspect::{AddressMatch, FilterProtocol, NatAction, NatHook, NatRule, PortRange};
+    let port = |p| netdiag_model::Port::new(p).unwrap();
+    let rule = |hook, action, text: &str| NatRule {
+        hook,
+        protocol: None,
+        source: None,
+        destination: None,
+        in_interface: None,
+        out_interface: None,
+        destination_ports: vec![],
+        action,
+        opaque: false,
+        after_kube_proxy: false,
+        rule: netdiag_model::Text::new(text.to_owned()).unwrap(),
+    };
+    vec![
+        NatRule {
+            protocol: Some(FilterProtocol::Tcp),
+            destination: Some(AddressMatch { net: "10.244.1.3/32".parse().unwrap(), negated: false }),
+            destination_ports: vec![PortRange { first: port(2379), last: port(2379) }],
+            ..rule(
+                NatHook::Prerouting,
+                NatAction::Dnat { address: Some(ip("10.244.1.99")), port: Some(port(2379)) },
+                "-A PREROUTING -d 10.244.1.3/32 -p tcp -m tcp --dport 2379 -j DNAT --to-destination 10.244.1.99:2379",
+            )
+        },
+        NatRule {
+            source: Some(AddressMatch { net: "10.96.0.0/12".parse().unwrap(), negated: true }),
+            in_interface: Some(netdiag_model::Text::new("cali+".to_owned()).unwrap()),
+            after_kube_proxy: true,
+            ..rule(
+                NatHook::Prerouting,
+                NatAction::Redirect { port: Some(port(3128)) },
+                "-A PREROUTING -j REDIRECT",
+            )
+        },
+        rule(NatHook::Output, NatAction::Dnat { address: None, port: Some(port(8080)) }, "-A OUTPUT -j DNAT"),
+        NatRule {
+            out_interface: Some(netdiag_model::Text::new("eth0".to_owned()).unwrap()),
+            opaque: true,
+            ..rule(
+                NatHook::Postrouting,
+                NatAction::Snat { address: ip("172.29.0.99") },
+                "-A POSTROUTING -j SNAT",
+            )
+        },
+        rule(NatHook::Postrouting, NatAction::Masquerade, "-A POSTROUTING -j MASQUERADE"),
+        rule(
+            NatHook::Input,
+            NatAction::Netmap { to: "10.245.0.0/16".parse().unwrap() },
+            "-A INPUT -j NETMAP",
+        ),
+        rule(NatHook::Prerouting, NatAction::Keep, "nft ip nat pre (prerouting): accept # handle 3"),
+    ]
 }
 
 /// Probes 0..=2: icmp, tcp, http with a path.

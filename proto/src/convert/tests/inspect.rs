@@ -19,6 +19,7 @@ fn inspections_round_trip() {
         proxy_mode: None,
         errors: vec![],
         filter_drops: vec![],
+        nat_rules: vec![],
         ..inspection()
     };
     round_trip::<InspectionReport, v1::InspectionReport>(bare);
@@ -65,6 +66,65 @@ fn hostile_inspections() {
                 "too many drops",
                 |r| r.filter_drops = vec![v1::FilterDrop::default(); 1_025],
                 "filter_drops",
+                "more than the 1024",
+            ),
+            (
+                "bad nat hook",
+                |r| r.nat_rules[0].hook = "forward".into(),
+                "nat_rules[0].hook",
+                "prerouting, input",
+            ),
+            (
+                "bad nat action",
+                |r| r.nat_rules[0].action = "drop".into(),
+                "nat_rules[0].action",
+                "dnat, redirect",
+            ),
+            (
+                "dnat to nowhere",
+                |r| {
+                    r.nat_rules[0].to_address = String::new();
+                    r.nat_rules[0].to_port = 0;
+                },
+                "nat_rules[0].to_address",
+                "an address, a port or both",
+            ),
+            (
+                "bad dnat address",
+                |r| r.nat_rules[0].to_address = "10.0.0.256".into(),
+                "nat_rules[0].to_address",
+                "IP",
+            ),
+            ("dnat port 70000", |r| r.nat_rules[0].to_port = 70_000, "nat_rules[0].to_port", "port"),
+            ("snat with a port", |r| r.nat_rules[3].to_port = 9, "nat_rules[3].to_port", "address only"),
+            (
+                "redirect with an address",
+                |r| r.nat_rules[1].to_address = "10.0.0.1".into(),
+                "nat_rules[1].to_address",
+                "no address",
+            ),
+            (
+                "netmap to an address",
+                |r| r.nat_rules[5].to_address = "10.0.0.1".into(),
+                "nat_rules[5].to_address",
+                "CIDR",
+            ),
+            (
+                "negated nothing",
+                |r| r.nat_rules[2].destination_negated = true,
+                "nat_rules[2].destination",
+                "only an address can be negated",
+            ),
+            (
+                "nat port range backwards",
+                |r| r.nat_rules[0].destination_ports[0].last = 1,
+                "nat_rules[0].destination_ports[0].last",
+                "ends before",
+            ),
+            (
+                "too many nat rules",
+                |r| r.nat_rules = vec![v1::NatRule::default(); 1_025],
+                "nat_rules",
                 "more than the 1024",
             ),
             ("no time", |r| r.at_unix_ms = 0, "at_unix_ms", "is missing"),
