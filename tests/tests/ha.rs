@@ -3,7 +3,9 @@
 //! a new process). Throughout, the replica that stays up shows the full matrix and the right
 //! finding; the restarted one is whole again within two probe intervals (plus the agents'
 //! reconnect); and no result is lost — every agent's every result is acknowledged by both
-//! replicas, the restarted ones getting what they missed from the agent's buffer.
+//! replicas, the restarted ones getting what they missed from the agent's buffer. An on-demand
+//! run works through either replica, and through a restarted one (its progress comes back to
+//! the replica that asked).
 //!
 //! Needs root (the lab) and the workspace's binaries (`--workspace` builds them).
 
@@ -70,6 +72,22 @@ fn catch_up(
     (took.map(|(_, t)| t), lapses, checks)
 }
 
+/// An on-demand run through the API of the replica on `port`: its end and verdict.
+fn run_through(port: u16) -> (String, serde_json::Value) {
+    let body =
+        serde_json::json!({"from": "tidb/demo-tikv-0", "to": "svc/tidb/demo-pd:2379", "timeout_ms": 1500});
+    let (status, answer) = netdiag_tests::http::post_json(
+        processes::api(port),
+        "/api/v1/probe",
+        &body,
+        None,
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(status, 200, "run through the replica on :{port}: {answer:#}");
+    (answer["done"]["end"].as_str().unwrap_or_default().to_owned(), answer["verdict"].clone())
+}
+
 /// Per collector address: results an agent's uplink had acknowledged plus those it holds, and
 /// those it dropped — read from the agent's own `/metrics` inside its node's namespace.
 fn uplink_totals(netns: &str) -> Option<BTreeMap<String, (u64, u64)>> {
@@ -111,6 +129,13 @@ fn two_replicas_keep_the_diagnosis_through_a_sigkill_and_a_rollout_and_lose_no_r
         assert!(warm.is_some(), "a replica's matrix never filled\n{}", logs(&a, &b));
     }
 
+    // On-demand runs through either replica: each dispatches over its own sessions.
+    for r in [&a, &b] {
+        let (end, verdict) = run_through(r.http_port);
+        assert_eq!(end, "completed", "a run through the replica on :{}", r.http_port);
+        assert!(verdict.is_null(), "a verdict on a healthy lab: {verdict:#}");
+    }
+
     // A verdict that rests on an inspection, so a restarted replica must get those back too.
     lab.fault("dnat-missing node-1 tidb/demo-pd:2379");
     for r in [&a, &b] {
@@ -134,6 +159,9 @@ fn two_replicas_keep_the_diagnosis_through_a_sigkill_and_a_rollout_and_lose_no_r
     );
     assert!(took <= bound, "the restarted replica caught up in {took:?}, more than {bound:?}");
     println!("ha: after a SIGKILL and restart, replica b whole again in {:.1}s", took.as_secs_f64());
+    let (end, verdict) = run_through(b.http_port);
+    assert_eq!(end, "completed", "a run through the restarted replica");
+    assert!(!verdict.is_null(), "the run through the restarted replica missed the NAT fault");
 
     // A rollout replaces a: SIGTERM, then its new process; b serves throughout.
     a.daemon.terminate(Duration::from_secs(10));
