@@ -127,7 +127,7 @@ pub struct CollectorState {
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
     runs: Arc<RunRegistry>,
-    /// Fed every accepted batch (the per-node-pair series), with the batch's node-level
+    /// Fed every accepted batch (the per-node series), with the batch's node-level
     /// destinations placed once for both.
     metrics: Arc<CollectorMetrics>,
     /// The latest diagnosis, and a lock held by whoever computes the next one (others are
