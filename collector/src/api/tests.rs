@@ -330,6 +330,25 @@ async fn the_node_matrix_aggregates_by_node() {
 }
 
 #[tokio::test]
+async fn the_node_and_status_filters_narrow_the_matrix() {
+    let lab = lab();
+    let (status, body) = get_json(lab.app(), "/api/v1/matrix?level=node&node=node-2&status=failed").await;
+    assert_eq!(status, StatusCode::OK);
+    let cells = body["cells"].as_array().unwrap();
+    let pairs: Vec<(&str, &str)> =
+        cells.iter().map(|c| (c["source"].as_str().unwrap(), c["destination"].as_str().unwrap())).collect();
+    assert_eq!(pairs, [("node-1", "node-2"), ("node-2", "dns/*")], "the failed cells from or to node-2");
+    let (_, to_or_from) = get_json(lab.app(), "/api/v1/matrix?level=node&node=node-3").await;
+    let cells = to_or_from["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c["source"] == "node-3" || c["destination"] == "node-3"), "{cells:#?}");
+    let (_, failed) = get_json(lab.app(), "/api/v1/matrix?status=failed").await;
+    let cells = failed["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c["status"] == "failed" && !c["claimed_by"].is_null()), "{cells:#?}");
+}
+
+#[tokio::test]
 async fn the_kind_filter_keeps_one_kind() {
     let lab = lab();
     for (uri, level, kind) in [
