@@ -226,6 +226,12 @@ impl CollectorState {
         self.inventory_changed.notify_one();
     }
 
+    /// Wakes [`Self::inventory_changed`] as a new inventory would (a waiter that took the news
+    /// and wants the next wait to see it too).
+    pub fn notify_inventory_changed(&self) {
+        self.inventory_changed.notify_one();
+    }
+
     /// Resolves at the next [`Self::set_inventory`] (at once if one came since the last call).
     pub async fn inventory_changed(&self) {
         self.inventory_changed.notified().await;
