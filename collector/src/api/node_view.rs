@@ -5,7 +5,8 @@
 //!
 //! A snapshot is served while it is younger than [`FRESH_FACTOR`] times what it took to make
 //! (so making them takes at most about a tenth of a core however often the level is read,
-//! the rule the diagnosis follows too). Past that, when it took more than [`SLOW`], readers
+//! the rule the diagnosis follows too), with the answer for every kind rendered before it is
+//! served. Past that, when it took more than [`SLOW`], readers
 //! get it while one background thread makes the next (stale while revalidating, up to
 //! [`SERVE_STALE_FOR`]); a cheap one is just made again. `generated_unix_ms` says when.
 
@@ -26,7 +27,7 @@ use crate::state::{CollectorState, now};
 /// A snapshot is fresh for this many times as long as it took to make.
 pub(super) const FRESH_FACTOR: u32 = 10;
 /// A snapshot that took longer than this is served stale while the next one is made.
-pub(super) const SLOW: Duration = Duration::from_millis(100);
+pub(super) const SLOW: Duration = Duration::from_millis(20);
 /// Never served older than this: past it a reader makes a new one itself.
 pub(super) const SERVE_STALE_FOR: Duration = Duration::from_secs(60);
 
@@ -128,6 +129,8 @@ impl NodeView {
 
     fn make(&self, state: &CollectorState) -> Arc<NodeSnapshot> {
         let made = Arc::new(NodeSnapshot::make(state));
+        // The answer every kind asks for, rendered before readers see the snapshot.
+        made.body(None);
         tracing::debug!(took_ms = made.took.as_millis() as u64, cells = made.cells.len(), "node view made");
         if let Ok(mut l) = self.latest.lock() {
             *l = Some(made.clone());
