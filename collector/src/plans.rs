@@ -240,7 +240,7 @@ impl Planner {
 
     /// Re-reads the inventory and, for a sampled cluster, the failing node pairs.
     fn reload(&self) -> Arc<Basis> {
-        let inventory = self.state.inventory();
+        let inventory = self.state.shared_inventory();
         let failing = if inventory.nodes.len() >= self.config.policy.full_mesh_below {
             // From the latest diagnosis, which walked the node level anyway: a snapshot of its
             // own took seconds at 5 000 nodes, in every round.
@@ -250,7 +250,7 @@ impl Planner {
         };
         let index = SamplerIndex::new(&inventory, &self.config.policy);
         let pacer = Pacer::new(&inventory);
-        let basis = Arc::new(Basis { inventory: Arc::new(inventory), index, failing, pacer });
+        let basis = Arc::new(Basis { inventory, index, failing, pacer });
         if let Ok(mut b) = self.basis.lock() {
             *b = Some(basis.clone());
         }
@@ -381,7 +381,10 @@ impl Planner {
                 () = self.state.inventory_changed() => tick.reset(),
             }
             let started = std::time::Instant::now();
-            let changes = self.refresh(|node| ingest.is_connected(node));
+            // Seconds of work at 5 000 nodes: on a blocking thread, not a runtime worker.
+            let (me, connected) = (self.clone(), ingest.clone());
+            let round = tokio::task::spawn_blocking(move || me.refresh(|node| connected.is_connected(node)));
+            let changes = round.await.unwrap_or_default();
             self.send(&ingest, changes).await;
             // While resting, a new inventory still reaches the nodes it touches at once; one
             // that may touch any plan ends the rest.
@@ -392,7 +395,11 @@ impl Planner {
                     () = stopped(&mut stop) => return,
                     () = &mut rest => break,
                     () = self.state.inventory_changed() => {
-                        match self.refresh_touched(|node| ingest.is_connected(node)) {
+                        let (me, connected) = (self.clone(), ingest.clone());
+                        let touched = tokio::task::spawn_blocking(move || {
+                            me.refresh_touched(|node| connected.is_connected(node))
+                        });
+                        match touched.await.unwrap_or_default() {
                             Some(changes) => self.send(&ingest, changes).await,
                             None => {
                                 // Taken by the wait above again for the full round.

@@ -120,7 +120,8 @@ pub struct CollectorState {
     /// Readers (the diagnosis' copy, API snapshots, metrics) share it; only ingest and
     /// expiry write, so a node-level query never queues behind the diagnosis copying the matrix.
     matrix: RwLock<Matrix>,
-    inventory: RwLock<(Inventory, InventoryIndex)>,
+    /// Shared, so the diagnosis and the planner take it without copying 150 000 pods.
+    inventory: RwLock<(Arc<Inventory>, InventoryIndex)>,
     inspections: Mutex<Inspections>,
     /// Findings' first and last sightings and the timeline of transitions.
     history: Mutex<crate::history::FindingHistory>,
@@ -168,7 +169,7 @@ impl CollectorState {
         let index = InventoryIndex::new(&inventory);
         Self {
             matrix: RwLock::new(Matrix::new(config)),
-            inventory: RwLock::new((inventory, index)),
+            inventory: RwLock::new((Arc::new(inventory), index)),
             inspections: Mutex::default(),
             history: Mutex::default(),
             agents: Mutex::default(),
@@ -221,7 +222,7 @@ impl CollectorState {
     pub fn set_inventory(&self, inventory: Inventory) {
         let index = InventoryIndex::new(&inventory);
         if let Ok(mut inv) = self.inventory.write() {
-            *inv = (inventory, index);
+            *inv = (Arc::new(inventory), index);
         }
         self.inventory_changed.notify_one();
     }
@@ -239,6 +240,14 @@ impl CollectorState {
 
     pub fn inventory(&self) -> Inventory {
         self.with_inventory(Inventory::clone)
+    }
+
+    /// The inventory itself, shared rather than copied.
+    pub fn shared_inventory(&self) -> Arc<Inventory> {
+        match self.inventory.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
     }
 
     /// Runs `f` on the inventory under its read lock, instead of cloning it (lock order, as in
@@ -420,7 +429,7 @@ impl CollectorState {
     /// are held only while copying.
     fn compute_diagnosis(&self, now: UnixMillis) -> DiagnosisSnapshot {
         let inspections = self.inspections();
-        let inventory = self.inventory();
+        let inventory = self.shared_inventory();
         let matrix = self.with_matrix(Matrix::clone);
         let thresholds = netdiag_diagnose::localize::Thresholds::default();
         let l = netdiag_diagnose::localize::localize(&matrix, &inspections, &inventory, now, &thresholds);
