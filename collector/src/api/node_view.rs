@@ -3,11 +3,11 @@
 //! 140 000 cells (tens of MB of JSON, a second or more to walk and render): walking it for
 //! each request is what made the answer take seconds, and a UI polling it kept a core busy.
 //!
-//! A snapshot is served while it is younger than [`FRESH_FACTOR`] times what it took to make
-//! (so making them takes at most about a tenth of a core however often the level is read,
-//! the rule the diagnosis follows too), with the answer for every kind rendered before it is
-//! served. Past that, when it took more than [`SLOW`], readers
-//! get it while one background thread makes the next (stale while revalidating, up to
+//! A snapshot is served while it is younger than [`FRESH_FACTOR`] times what it took to make,
+//! at most [`MAX_FRESH`] (so making them takes about a tenth of a core at most however often
+//! the level is read, the rule the diagnosis follows too), with the answer for every kind
+//! rendered before it is served. Past that, when it took more than [`SLOW`], readers get it
+//! while one background thread makes the next (stale while revalidating, up to
 //! [`SERVE_STALE_FOR`]); a cheap one is just made again. `generated_unix_ms` says when.
 
 use std::collections::HashMap;
@@ -28,6 +28,8 @@ use crate::state::{CollectorState, now};
 pub(super) const FRESH_FACTOR: u32 = 10;
 /// A snapshot that took longer than this is served stale while the next one is made.
 pub(super) const SLOW: Duration = Duration::from_millis(20);
+/// A snapshot is fresh for at most this long, however long it took.
+pub(super) const MAX_FRESH: Duration = Duration::from_secs(30);
 /// Never served older than this: past it a reader makes a new one itself.
 pub(super) const SERVE_STALE_FOR: Duration = Duration::from_secs(60);
 
@@ -102,7 +104,7 @@ impl NodeSnapshot {
     }
 
     fn fresh(&self) -> bool {
-        self.made.elapsed() < self.took.saturating_mul(FRESH_FACTOR)
+        self.made.elapsed() < self.took.saturating_mul(FRESH_FACTOR).min(MAX_FRESH)
     }
 }
 
