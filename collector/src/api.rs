@@ -4,7 +4,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /api/v1/matrix?level=pod\|node&kind=icmp\|tcp\|dns\|http\|mtu\|all` | [`v1::MatrixResponse`] |
+//! | `GET /api/v1/matrix?level=pod\|node&kind=icmp\|tcp\|dns\|http\|mtu\|all&status=ok\|degraded\|failed\|unknown&node=<name>` (`node`: node level only) | [`v1::MatrixResponse`]; the node level from a shared snapshot ([`node_view`]) |
 //! | `GET /api/v1/diagnosis` | [`v1::DiagnosisResponse`], most severe first |
 //! | `GET /api/v1/agents` | [`v1::AgentsResponse`] |
 //! | `POST /api/v1/probe` | [`v1::ProbeResponse`] once the run is done ([`probe`]) |
@@ -43,6 +43,7 @@
 #[doc(hidden)]
 pub mod fuzz;
 pub mod guard;
+mod node_view;
 mod params;
 mod probe;
 mod routes;
@@ -70,6 +71,7 @@ struct Shared {
     runs: Dispatcher,
     /// When this router was made (the collector's start): bounds readiness' wait for agents.
     started: std::time::Instant,
+    node_view: Arc<node_view::NodeView>,
 }
 
 /// The collector's HTTP app: API, metrics, health and UI, behind [`guard`]. Serve it with
@@ -89,7 +91,13 @@ pub fn router(state: Arc<CollectorState>, metrics: Arc<CollectorMetrics>, runs: 
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz))
         .merge(crate::ui::router())
-        .with_state(Shared { state, metrics, runs, started: std::time::Instant::now() });
+        .with_state(Shared {
+            state,
+            metrics,
+            runs,
+            started: std::time::Instant::now(),
+            node_view: Arc::default(),
+        });
     guarded_by(app, guard)
 }
 

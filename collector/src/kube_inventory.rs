@@ -281,7 +281,7 @@ pub async fn start(
 
     let first = stores.convert(&settings);
     report_skipped(&BTreeSet::new(), &first.skipped);
-    let mut reported: BTreeSet<Skipped> = first.skipped.into_iter().collect();
+    let reported: BTreeSet<Skipped> = first.skipped.into_iter().collect();
     if let Err(e) = first.inventory.validate() {
         // The conversion only builds valid inventories; say so loudly if it did not.
         error!(error = %e, "the Kubernetes inventory does not validate");
@@ -295,34 +295,59 @@ pub async fn start(
     let (tx, rx) = watch::channel(first.inventory);
     tokio::spawn(async move {
         let _tasks = tasks;
+        // Converting, validating and comparing 150 000 pods takes seconds: on a blocking thread,
+        // never on a runtime worker that ingest and the API need. What it needs goes there and
+        // comes back.
+        let mut held = (stores, settings, reported, tx);
         loop {
             tokio::select! {
-                () = tx.closed() => break,
+                () = held.3.closed() => break,
                 () = changed.notified() => {}
             }
             tokio::select! {
-                () = tx.closed() => break,
+                () = held.3.closed() => break,
                 () = tokio::time::sleep(DEBOUNCE) => {}
             }
-            let next = stores.convert(&settings);
-            report_skipped(&reported, &next.skipped);
-            reported = next.skipped.into_iter().collect();
-            if let Err(e) = next.inventory.validate() {
-                error!(error = %e, "keeping the previous inventory: the new one does not validate");
-                continue;
-            }
-            let inventory = next.inventory;
-            tx.send_if_modified(|current| {
-                if *current == inventory {
-                    return false;
-                }
-                debug!(pods = inventory.pods.len(), services = inventory.services.len(), "inventory changed");
-                *current = inventory;
-                true
+            let rebuilt = tokio::task::spawn_blocking(move || {
+                let (stores, settings, reported, tx) = &mut held;
+                rebuild(stores, settings, reported, tx);
+                held
             });
+            match rebuilt.await {
+                Ok(back) => held = back,
+                Err(e) => {
+                    error!(error = %e, "the inventory rebuild failed: the inventory stops following the API");
+                    break;
+                }
+            }
         }
     });
     Ok(rx)
+}
+
+/// One new inventory from the stores, sent when it validates and differs from the current one.
+fn rebuild(
+    stores: &Stores,
+    settings: &ClusterSettings,
+    reported: &mut BTreeSet<Skipped>,
+    tx: &watch::Sender<Inventory>,
+) {
+    let next = stores.convert(settings);
+    report_skipped(reported, &next.skipped);
+    *reported = next.skipped.into_iter().collect();
+    if let Err(e) = next.inventory.validate() {
+        error!(error = %e, "keeping the previous inventory: the new one does not validate");
+        return;
+    }
+    let inventory = next.inventory;
+    tx.send_if_modified(|current| {
+        if *current == inventory {
+            return false;
+        }
+        debug!(pods = inventory.pods.len(), services = inventory.services.len(), "inventory changed");
+        *current = inventory;
+        true
+    });
 }
 
 /// Logs each object newly left out once, not at every rebuild.

@@ -1,14 +1,16 @@
 //! The collector's Prometheus metrics (`GET /metrics`, text format 0.0.4).
 //!
 //! Two sources. Fed at ingest by [`CollectorMetrics::observe_batch`] (the sink calls it for
-//! every accepted batch): probe results per node pair, kind and outcome, and per node pair RTT
-//! histograms. Computed at scrape time from [`CollectorState`] by [`CollectorMetrics::render`]:
-//! ingest and drop counters, matrix cells per status, findings, agent sessions.
+//! every accepted batch): probe results per node (what its agent reported, and what was probed
+//! towards it), kind and outcome, and per node RTT histograms. Computed at scrape time from
+//! [`CollectorState`] by [`CollectorMetrics::render`]: ingest and drop counters, matrix cells per
+//! status, findings, agent sessions.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `netdiag_probe_results_total` | counter | `node`, `node_pair`, `kind`, `outcome` |
-//! | `netdiag_probe_rtt_seconds` | histogram (successful probes) | `node`, `node_pair`, `kind` |
+//! | `netdiag_probe_results_total` | counter | `node` (the reporting agent's), `kind`, `outcome` |
+//! | `netdiag_probe_inbound_results_total` | counter | `node` (the probed one), `kind`, `outcome` |
+//! | `netdiag_probe_rtt_seconds` | histogram (successful probes) | `node`, `kind` |
 //! | `netdiag_ingest_batches_total` | counter | |
 //! | `netdiag_ingest_results_total` | counter | |
 //! | `netdiag_ingest_duplicate_batches_total` | counter | |
@@ -30,12 +32,12 @@
 //! | `netdiag_plan_round_duration_seconds` | gauge (the latest round of every agent's plan) | |
 //! | `netdiag_plan_round_plans` | gauge (plans the latest round computed) | |
 //!
-//! Labels come from bounded sets only (STYLE.md §8): `node` is the reporting agent's node,
-//! `node_pair` is `<node>-><destination>` where the destination is a node the inventory knows,
-//! `svc/*`, `dns/*`, `external/*` or `unknown` (a target the inventory cannot place, or a node
-//! name an agent reported that the inventory does not have: agents cannot mint series);
-//! `kind` and `outcome` are the model's fixed names; finding `id`s come from the localization
-//! code. Never a pod, an IP address or error text: per-pair detail lives in the API.
+//! Labels come from bounded sets only (STYLE.md §8), and grow with the nodes, never with
+//! pairs of them or with pods: `node` is a node the inventory knows (an agent's own, or for
+//! inbound results the node a target is on; agents cannot mint series); `kind` and `outcome`
+//! are the model's fixed names; finding `id`s come from the localization code. Never a node
+//! pair, a pod, an IP address or error text: per-pair detail lives in the API (at 5 000 nodes
+//! the per-pair series were 2.5 million, a 279 MB scrape).
 //!
 //! The one exception is `netdiag_finding_active`: one series per *active* finding, naming its
 //! culprit (`culprit_type` one of the model's culprit kinds — `node`, `node_pair`, `pod`,
@@ -47,10 +49,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 
 use netdiag_model::agents::AgentInfo;
 use netdiag_model::matrix::{CellStatus, MatrixLevel};
@@ -68,9 +69,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::quota::QuotaReason;
 use crate::state::{CollectorState, IngestCounters};
-use netdiag_diagnose::matrix::{
-    InventoryIndex, MatrixCounters, NodeDestination, NodeDestinationRef, PlacedBatch,
-};
+use netdiag_diagnose::matrix::{InventoryIndex, MatrixCounters, NodeDestinationRef, PlacedBatch};
 
 /// The `Content-Type` of [`CollectorMetrics::render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -82,9 +81,6 @@ const PREFIX: &str = "netdiag";
 const RTT_BUCKETS: [f64; 14] =
     [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
-/// The destination label of results whose target the inventory cannot place.
-const UNKNOWN: &str = "unknown";
-
 /// At most this many `netdiag_finding_active` series per scrape (the diagnosis itself holds up
 /// to [`netdiag_model::limits::MAX_FINDINGS`]).
 pub const MAX_ACTIVE_FINDING_SERIES: usize = 1_000;
@@ -92,15 +88,13 @@ pub const MAX_ACTIVE_FINDING_SERIES: usize = 1_000;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
     node: String,
-    node_pair: String,
     kind: &'static str,
     outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PairLabels {
+struct KindLabels {
     node: String,
-    node_pair: String,
     kind: &'static str,
 }
 
@@ -163,79 +157,13 @@ impl EncodeMetric for RttHistogram {
     }
 }
 
-/// A node-level destination as a label: a node or pseudo-destination, or None for [`UNKNOWN`].
-type DestLabel<'a> = Option<NodeDestinationRef<'a>>;
-
-fn dest_label_text(dest: DestLabel<'_>) -> String {
-    dest.map_or_else(|| UNKNOWN.to_owned(), |d| d.to_string())
-}
-
-/// One `probe_results` series of a reporting node, owned (the cache's key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ResultSeries {
-    dest: Option<NodeDestination>,
-    kind: ProbeKind,
-    outcome: Outcome,
-}
-
-impl Hash for ResultSeries {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        ResultGroup {
-            dest: self.dest.as_ref().map(NodeDestination::as_ref),
-            kind: self.kind,
-            outcome: self.outcome,
-        }
-        .hash(state);
-    }
-}
-
-/// A batch's results grouped by series, borrowed from the batch and the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct ResultGroup<'a> {
-    dest: DestLabel<'a>,
-    kind: ProbeKind,
-    outcome: Outcome,
-}
-
-impl Equivalent<ResultSeries> for ResultGroup<'_> {
-    fn equivalent(&self, key: &ResultSeries) -> bool {
-        self.dest == key.dest.as_ref().map(NodeDestination::as_ref)
-            && self.kind == key.kind
-            && self.outcome == key.outcome
-    }
-}
-
-/// One `probe_rtt_seconds` series of a reporting node, owned.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RttSeries {
-    dest: Option<NodeDestination>,
-    kind: ProbeKind,
-}
-
-impl Hash for RttSeries {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        RttGroup { dest: self.dest.as_ref().map(NodeDestination::as_ref), kind: self.kind }.hash(state);
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct RttGroup<'a> {
-    dest: DestLabel<'a>,
-    kind: ProbeKind,
-}
-
-impl Equivalent<RttSeries> for RttGroup<'_> {
-    fn equivalent(&self, key: &RttSeries) -> bool {
-        self.dest == key.dest.as_ref().map(NodeDestination::as_ref) && self.kind == key.kind
-    }
-}
-
-/// The series handles of one reporting node, so a batch touches each of its series once
-/// without formatting or hashing label strings.
+/// The series handles of one node, so a batch touches each of its series once without
+/// formatting or hashing label strings: what its agent reported, and what was probed towards it.
 #[derive(Debug, Default)]
 struct NodeSeries {
-    results: HashMap<ResultSeries, Counter>,
-    rtt: HashMap<RttSeries, RttHistogram>,
+    results: HashMap<(ProbeKind, Outcome), Counter>,
+    inbound: HashMap<(ProbeKind, Outcome), Counter>,
+    rtt: HashMap<ProbeKind, RttHistogram>,
 }
 
 /// The metrics fed at ingest, and the registry they are exposed from.
@@ -243,8 +171,9 @@ struct NodeSeries {
 pub struct CollectorMetrics {
     registry: Registry,
     results: Family<ResultLabels, Counter>,
-    rtt: Family<PairLabels, RttHistogram>,
-    /// Handles into `results` and `rtt` per reporting node (bounded like the labels).
+    inbound: Family<ResultLabels, Counter>,
+    rtt: Family<KindLabels, RttHistogram>,
+    /// Handles into the families per node (bounded like the labels).
     series: Mutex<HashMap<NodeName, NodeSeries>>,
 }
 
@@ -252,44 +181,52 @@ impl Default for CollectorMetrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix(PREFIX);
         let results = Family::<ResultLabels, Counter>::default();
-        let rtt = Family::<PairLabels, RttHistogram>::default();
+        let inbound = Family::<ResultLabels, Counter>::default();
+        let rtt = Family::<KindLabels, RttHistogram>::default();
         registry.register(
             "probe_results",
-            "Probe results received, by reporting node, node pair, probe kind and outcome",
+            "Probe results the node's agent reported, by probe kind and outcome (every destination)",
             results.clone(),
+        );
+        registry.register(
+            "probe_inbound_results",
+            "Results of probes towards the node (its address or a pod on it) from any agent, by \
+             probe kind and outcome",
+            inbound.clone(),
         );
         registry.register_with_unit(
             "probe_rtt",
-            "Round-trip time of successful probes, by reporting node, node pair and probe kind",
+            "Round-trip time of the node's agent's successful probes, by probe kind",
             Unit::Seconds,
             rtt.clone(),
         );
-        CollectorMetrics { registry, results, rtt, series: Mutex::default() }
+        CollectorMetrics { registry, results, inbound, rtt, series: Mutex::default() }
     }
 }
 
-/// The destination label of a result whose node-level destination is `placed`: a node the
-/// inventory knows, a pseudo-destination (`svc/*`, `dns/*`, `external/*`) or None ([`UNKNOWN`]).
-fn destination_label<'a>(
+/// The node a result's target is on, when the inventory knows it: `placed` when it is a node,
+/// and for a target an agent names as a node, only when the inventory agrees on its address
+/// (agents cannot mint series).
+fn destination_node<'a>(
     result: &ProbeResult,
     placed: Option<NodeDestinationRef<'a>>,
     index: &'a InventoryIndex,
-) -> DestLabel<'a> {
+) -> Option<&'a NodeName> {
     if let Target::Node { node: named, ip, .. } = &result.target {
-        // The only destination an agent names itself: keep it only if the inventory agrees.
-        return match index.node_with_ip(*ip) {
-            Some(known) if known == named => Some(NodeDestinationRef::Node(known)),
-            _ => None,
-        };
+        return index.node_with_ip(*ip).filter(|known| *known == named);
     }
-    placed
+    match placed {
+        Some(NodeDestinationRef::Node(n)) => Some(n),
+        _ => None,
+    }
 }
 
-/// A batch's results of one series: how many, and the RTTs of the successful ones.
+/// A batch's counts, grouped by series before any lock is taken.
 #[derive(Debug, Default)]
-struct GroupCounts {
-    results: u64,
-    rtt: RttCounts,
+struct BatchCounts<'a> {
+    results: HashMap<(ProbeKind, Outcome), u64>,
+    inbound: HashMap<(&'a NodeName, ProbeKind, Outcome), u64>,
+    rtt: HashMap<ProbeKind, RttCounts>,
 }
 
 impl CollectorMetrics {
@@ -306,90 +243,67 @@ impl CollectorMetrics {
     /// [`CollectorMetrics::observe_batch`] with the destinations already placed. The batch is
     /// grouped by series first, so each series is touched once per batch.
     pub fn observe_placed(&self, node: &NodeName, placed: &PlacedBatch<'_>) {
-        let mut groups: HashMap<ResultGroup<'_>, GroupCounts> = HashMap::new();
+        let mut counts = BatchCounts::default();
         for (result, destination) in placed.iter() {
-            let dest = destination_label(result, destination, placed.index());
-            let group =
-                groups.entry(ResultGroup { dest, kind: result.kind, outcome: result.outcome }).or_default();
-            group.results += 1;
-            if result.outcome.is_ok()
+            let (kind, outcome) = (result.kind, result.outcome);
+            *counts.results.entry((kind, outcome)).or_default() += 1;
+            if let Some(to) = destination_node(result, destination, placed.index()) {
+                *counts.inbound.entry((to, kind, outcome)).or_default() += 1;
+            }
+            if outcome.is_ok()
                 && let Some(rtt) = result.rtt
             {
-                group.rtt.observe(rtt.as_duration().as_secs_f64());
+                counts.rtt.entry(kind).or_default().observe(rtt.as_duration().as_secs_f64());
             }
         }
         let Ok(mut series) = self.series.lock() else { return };
-        let series = match series.get_mut(node) {
-            Some(s) => s,
-            None => series.entry(node.clone()).or_default(),
+        let labels = |node: &NodeName, kind: ProbeKind, outcome: Outcome| ResultLabels {
+            node: node.to_string(),
+            kind: kind.as_str(),
+            outcome: outcome.as_str(),
         };
-        for (group, counts) in groups {
-            let counter = match series.results.get(&group) {
-                Some(c) => c,
-                None => {
-                    let labels = ResultLabels {
-                        node: node.to_string(),
-                        node_pair: format!("{node}->{}", dest_label_text(group.dest)),
-                        kind: group.kind.as_str(),
-                        outcome: group.outcome.as_str(),
-                    };
-                    let counter = self.results.get_or_create_owned(&labels);
-                    let key = ResultSeries {
-                        dest: group.dest.map(NodeDestinationRef::into_owned),
-                        kind: group.kind,
-                        outcome: group.outcome,
-                    };
-                    series.results.entry(key).or_insert(counter)
-                }
-            };
-            counter.inc_by(counts.results);
-            if counts.rtt.count == 0 {
-                continue;
-            }
-            // RTTs come from successful results only: one group per (destination, kind).
-            let rtt_group = RttGroup { dest: group.dest, kind: group.kind };
-            let histogram = match series.rtt.get(&rtt_group) {
-                Some(h) => h,
-                None => {
-                    let labels = PairLabels {
-                        node: node.to_string(),
-                        node_pair: format!("{node}->{}", dest_label_text(group.dest)),
-                        kind: group.kind.as_str(),
-                    };
-                    let histogram = self.rtt.get_or_create_owned(&labels);
-                    let key =
-                        RttSeries { dest: group.dest.map(NodeDestinationRef::into_owned), kind: group.kind };
-                    series.rtt.entry(key).or_insert(histogram)
-                }
-            };
-            histogram.add(&counts.rtt);
+        let own = node_series(&mut series, node);
+        for ((kind, outcome), n) in counts.results {
+            own.results
+                .entry((kind, outcome))
+                .or_insert_with(|| self.results.get_or_create_owned(&labels(node, kind, outcome)))
+                .inc_by(n);
+        }
+        for (kind, rtt) in counts.rtt {
+            own.rtt
+                .entry(kind)
+                .or_insert_with(|| {
+                    self.rtt.get_or_create_owned(&KindLabels { node: node.to_string(), kind: kind.as_str() })
+                })
+                .add(&rtt);
+        }
+        for ((to, kind, outcome), n) in counts.inbound {
+            node_series(&mut series, to)
+                .inbound
+                .entry((kind, outcome))
+                .or_insert_with(|| self.inbound.get_or_create_owned(&labels(to, kind, outcome)))
+                .inc_by(n);
         }
     }
 
-    /// Drops the series `node`'s agent fed (its node left the inventory and the agent is gone).
+    /// Drops `node`'s series: what its agent reported and what was probed towards it (its node
+    /// left the inventory and the agent is gone).
     pub fn forget_node(&self, node: &NodeName) {
         let Ok(mut series) = self.series.lock() else { return };
         let Some(gone) = series.remove(node) else { return };
+        let labels = |&(kind, outcome): &(ProbeKind, Outcome)| ResultLabels {
+            node: node.to_string(),
+            kind: kind.as_str(),
+            outcome: outcome.as_str(),
+        };
         for key in gone.results.keys() {
-            self.results.remove(&ResultLabels {
-                node: node.to_string(),
-                node_pair: format!(
-                    "{node}->{}",
-                    dest_label_text(key.dest.as_ref().map(NodeDestination::as_ref))
-                ),
-                kind: key.kind.as_str(),
-                outcome: key.outcome.as_str(),
-            });
+            self.results.remove(&labels(key));
         }
-        for key in gone.rtt.keys() {
-            self.rtt.remove(&PairLabels {
-                node: node.to_string(),
-                node_pair: format!(
-                    "{node}->{}",
-                    dest_label_text(key.dest.as_ref().map(NodeDestination::as_ref))
-                ),
-                kind: key.kind.as_str(),
-            });
+        for key in gone.inbound.keys() {
+            self.inbound.remove(&labels(key));
+        }
+        for kind in gone.rtt.keys() {
+            self.rtt.remove(&KindLabels { node: node.to_string(), kind: kind.as_str() });
         }
     }
 
@@ -426,6 +340,11 @@ struct StateSnapshot {
     agents: Vec<AgentInfo>,
     work: crate::state::WorkCounters,
     diagnosis_seconds: f64,
+}
+
+/// `node`'s series handles, made on first use.
+fn node_series<'a>(series: &'a mut HashMap<NodeName, NodeSeries>, node: &NodeName) -> &'a mut NodeSeries {
+    series.entry(node.clone()).or_default()
 }
 
 /// The labels of one `netdiag_finding_active` series.
@@ -808,25 +727,37 @@ mod tests {
         metrics.observe_batch(&node, &batch, &index);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
-        let pair = r#"node="node-1",node_pair="node-1->node-2",kind="tcp""#;
-        assert_eq!(value(&text, &format!(r#"netdiag_probe_results_total{{{pair},outcome="ok"}}"#)), 6.0);
+        let own = r#"node="node-1",kind="tcp""#;
+        assert_eq!(value(&text, &format!(r#"netdiag_probe_results_total{{{own},outcome="ok"}}"#)), 6.0);
         assert_eq!(
-            value(&text, &format!(r#"netdiag_probe_results_total{{{pair},outcome="tcp_timeout"}}"#)),
+            value(&text, &format!(r#"netdiag_probe_results_total{{{own},outcome="tcp_timeout"}}"#)),
             4.0
         );
-        let unknown = r#"netdiag_probe_results_total{node="node-1",node_pair="node-1->unknown",kind="icmp",outcome="ok"}"#;
-        assert_eq!(value(&text, unknown), 2.0);
+        // The invented node is counted as node-1's result, towards no node.
+        let icmp = r#"netdiag_probe_results_total{node="node-1",kind="icmp",outcome="ok"}"#;
+        assert_eq!(value(&text, icmp), 2.0);
+        let inbound = r#"netdiag_probe_inbound_results_total{node="node-2",kind="tcp""#;
+        assert_eq!(value(&text, &format!(r#"{inbound},outcome="ok"}}"#)), 6.0);
+        assert_eq!(value(&text, &format!(r#"{inbound},outcome="tcp_timeout"}}"#)), 4.0);
+        assert!(
+            !text.contains("node-9") && !text.contains(r#"inbound_results_total{node="node-1""#),
+            "{text}"
+        );
         // Buckets are cumulative; a value on a bound counts in it.
         for (le, n) in [("0.0001", 2.0), ("0.00025", 4.0), ("0.001", 4.0), ("0.005", 6.0), ("+Inf", 6.0)] {
             assert_eq!(
-                value(&text, &format!(r#"netdiag_probe_rtt_seconds_bucket{{le="{le}",{pair}}}"#)),
+                value(&text, &format!(r#"netdiag_probe_rtt_seconds_bucket{{le="{le}",{own}}}"#)),
                 n,
                 "le {le}"
             );
         }
-        assert_eq!(value(&text, &format!("netdiag_probe_rtt_seconds_count{{{pair}}}")), 6.0);
-        let sum = value(&text, &format!("netdiag_probe_rtt_seconds_sum{{{pair}}}"));
+        assert_eq!(value(&text, &format!("netdiag_probe_rtt_seconds_count{{{own}}}")), 6.0);
+        let sum = value(&text, &format!("netdiag_probe_rtt_seconds_sum{{{own}}}"));
         assert!((sum - 2.0 * (0.0001 + 0.00025 + 0.003)).abs() < 1e-12, "{sum}");
+        metrics.forget_node(&"node-2".parse().unwrap());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).unwrap();
+        assert!(!text.contains(r#"node="node-2""#), "{text}");
     }
 
     fn finding(id: &str, severity: Severity, culprit: Option<(CulpritKind, &str)>, verdict: &str) -> Finding {

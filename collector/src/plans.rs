@@ -174,6 +174,34 @@ pub fn failing_pairs(snapshot: &MatrixSnapshot) -> BTreeSet<(NodeName, NodeName)
         .collect()
 }
 
+/// The nodes whose pod list or plan going from `old` to `new` can change at once: those whose
+/// pods changed, and those probing them (their ring predecessors). None when the nodes,
+/// Services, namespaces, policies or cluster settings changed: then any plan may.
+fn touched(old: &Basis, new: &Basis, policy: &PlanPolicy) -> Option<BTreeSet<NodeName>> {
+    let (o, n) = (&*old.inventory, &*new.inventory);
+    if o.nodes != n.nodes
+        || o.services != n.services
+        || o.cluster != n.cluster
+        || o.namespaces != n.namespaces
+        || o.network_policies != n.network_policies
+    {
+        return None;
+    }
+    let (before, after) = (old.sampler(policy), new.sampler(policy));
+    // Below the sampling threshold every node probes every other: any plan may change.
+    if !after.is_sampled() {
+        return None;
+    }
+    let names = || n.nodes.iter().map(|node| &node.name);
+    let changed: BTreeSet<&NodeName> =
+        names().filter(|&node| before.pods_on(node) != after.pods_on(node)).collect();
+    if changed.is_empty() {
+        return Some(BTreeSet::new());
+    }
+    let probers = names().filter(|&node| after.ring_peers(node).iter().any(|peer| changed.contains(peer)));
+    Some(changed.iter().copied().chain(probers).cloned().collect())
+}
+
 /// `node`'s pods as the inventory has them, with the cluster DNS.
 pub fn node_pods(sampler: &Sampler<'_>, inv: &Inventory, node: &NodeName) -> NodePods {
     NodePods {
@@ -212,7 +240,7 @@ impl Planner {
 
     /// Re-reads the inventory and, for a sampled cluster, the failing node pairs.
     fn reload(&self) -> Arc<Basis> {
-        let inventory = self.state.inventory();
+        let inventory = self.state.shared_inventory();
         let failing = if inventory.nodes.len() >= self.config.policy.full_mesh_below {
             // From the latest diagnosis, which walked the node level anyway: a snapshot of its
             // own took seconds at 5 000 nodes, in every round.
@@ -222,7 +250,7 @@ impl Planner {
         };
         let index = SamplerIndex::new(&inventory, &self.config.policy);
         let pacer = Pacer::new(&inventory);
-        let basis = Arc::new(Basis { inventory: Arc::new(inventory), index, failing, pacer });
+        let basis = Arc::new(Basis { inventory, index, failing, pacer });
         if let Ok(mut b) = self.basis.lock() {
             *b = Some(basis.clone());
         }
@@ -311,6 +339,35 @@ impl Planner {
         changes
     }
 
+    /// Recomputes, after a new inventory, only the connected plan-taking nodes it can touch
+    /// ([`touched`]) — a churned pod's node and the nodes probing it — so they are sent their
+    /// new pods and plan at once, whatever the rationing of full rounds. Returns what changed,
+    /// or None when the change may touch any plan (the caller runs a full round).
+    pub fn refresh_touched(
+        &self,
+        connected: impl Fn(&NodeName) -> bool,
+    ) -> Option<Vec<(NodeName, CollectorMessage)>> {
+        let old = self.basis.lock().ok().and_then(|b| b.clone())?;
+        let started = std::time::Instant::now();
+        let basis = self.reload();
+        let touched = touched(&old, &basis, &self.config.policy)?;
+        let nodes: Vec<NodeName> = match self.sent.lock() {
+            Ok(sent) => touched.into_iter().filter(|n| sent.contains_key(n) && connected(n)).collect(),
+            Err(_) => return Some(Vec::new()),
+        };
+        let sampler = basis.sampler(&self.config.policy);
+        let planned = nodes.len();
+        let changes = nodes
+            .into_iter()
+            .flat_map(|node| {
+                let msgs = self.messages_for(&sampler, &basis, &node, false);
+                msgs.into_iter().map(move |m| (node.clone(), m))
+            })
+            .collect();
+        debug!(took_ms = started.elapsed().as_millis() as u64, plans = planned, "touched plans computed");
+        Some(changes)
+    }
+
     /// Refreshes when the inventory changes and every [`PlansConfig::refresh_every`] (failing
     /// pairs come and go), sends what changed, until `stop`. After a round taking `t` the next
     /// waits `t × ROUND_IDLE_FACTOR`, so churn never keeps the planner busy.
@@ -324,21 +381,48 @@ impl Planner {
                 () = self.state.inventory_changed() => tick.reset(),
             }
             let started = std::time::Instant::now();
-            let changes = self.refresh(|node| ingest.is_connected(node));
-            if !changes.is_empty() {
-                debug!(messages = changes.len(), "sending changed plans and pod lists");
-            }
-            for (node, msg) in changes {
-                if !ingest.send_to(&node, msg).await {
-                    // Gone: its next hello gets everything afresh.
-                    if let Ok(mut sent) = self.sent.lock() {
-                        sent.remove(&node);
+            // Seconds of work at 5 000 nodes: on a blocking thread, not a runtime worker.
+            let (me, connected) = (self.clone(), ingest.clone());
+            let round = tokio::task::spawn_blocking(move || me.refresh(|node| connected.is_connected(node)));
+            let changes = round.await.unwrap_or_default();
+            self.send(&ingest, changes).await;
+            // While resting, a new inventory still reaches the nodes it touches at once; one
+            // that may touch any plan ends the rest.
+            let rest = tokio::time::sleep(started.elapsed() * ROUND_IDLE_FACTOR);
+            tokio::pin!(rest);
+            loop {
+                tokio::select! {
+                    () = stopped(&mut stop) => return,
+                    () = &mut rest => break,
+                    () = self.state.inventory_changed() => {
+                        let (me, connected) = (self.clone(), ingest.clone());
+                        let touched = tokio::task::spawn_blocking(move || {
+                            me.refresh_touched(|node| connected.is_connected(node))
+                        });
+                        match touched.await.unwrap_or_default() {
+                            Some(changes) => self.send(&ingest, changes).await,
+                            None => {
+                                // Taken by the wait above again for the full round.
+                                self.state.notify_inventory_changed();
+                                break;
+                            }
+                        }
                     }
                 }
             }
-            tokio::select! {
-                () = stopped(&mut stop) => return,
-                () = tokio::time::sleep(started.elapsed() * ROUND_IDLE_FACTOR) => {}
+        }
+    }
+
+    /// Sends `changes`; a node that is gone gets everything afresh on its next hello.
+    async fn send(&self, ingest: &Ingest, changes: Vec<(NodeName, CollectorMessage)>) {
+        if !changes.is_empty() {
+            debug!(messages = changes.len(), "sending changed plans and pod lists");
+        }
+        for (node, msg) in changes {
+            if !ingest.send_to(&node, msg).await
+                && let Ok(mut sent) = self.sent.lock()
+            {
+                sent.remove(&node);
             }
         }
     }

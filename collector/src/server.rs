@@ -139,7 +139,9 @@ pub async fn serve(
         while rx.changed().await.is_ok() {
             let inv = rx.borrow_and_update().clone();
             info!(pods = inv.pods.len(), services = inv.services.len(), "inventory updated");
-            state.set_inventory(inv);
+            // Indexing 150 000 pods takes a while: not on a worker ingest and the API need.
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.set_inventory(inv)).await;
         }
         std::future::pending::<()>().await
     };
@@ -149,7 +151,8 @@ pub async fn serve(
         let mut seen = inventory_file.as_ref().and_then(modified);
         loop {
             tick.tick().await;
-            state.expire(now());
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || s.expire(now())).await;
             // A diagnosis now and then even with nobody reading one, so the findings' history
             // (first and last seen, the events timeline) keeps time.
             let s = state.clone();

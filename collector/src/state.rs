@@ -120,14 +120,15 @@ pub struct CollectorState {
     /// Readers (the diagnosis' copy, API snapshots, metrics) share it; only ingest and
     /// expiry write, so a node-level query never queues behind the diagnosis copying the matrix.
     matrix: RwLock<Matrix>,
-    inventory: RwLock<(Inventory, InventoryIndex)>,
+    /// Shared, so the diagnosis and the planner take it without copying 150 000 pods.
+    inventory: RwLock<(Arc<Inventory>, InventoryIndex)>,
     inspections: Mutex<Inspections>,
     /// Findings' first and last sightings and the timeline of transitions.
     history: Mutex<crate::history::FindingHistory>,
     agents: Mutex<BTreeMap<NodeName, AgentEntry>>,
     counters: Mutex<IngestCounters>,
     runs: Arc<RunRegistry>,
-    /// Fed every accepted batch (the per-node-pair series), with the batch's node-level
+    /// Fed every accepted batch (the per-node series), with the batch's node-level
     /// destinations placed once for both.
     metrics: Arc<CollectorMetrics>,
     /// The latest diagnosis, and a lock held by whoever computes the next one (others are
@@ -168,7 +169,7 @@ impl CollectorState {
         let index = InventoryIndex::new(&inventory);
         Self {
             matrix: RwLock::new(Matrix::new(config)),
-            inventory: RwLock::new((inventory, index)),
+            inventory: RwLock::new((Arc::new(inventory), index)),
             inspections: Mutex::default(),
             history: Mutex::default(),
             agents: Mutex::default(),
@@ -221,8 +222,14 @@ impl CollectorState {
     pub fn set_inventory(&self, inventory: Inventory) {
         let index = InventoryIndex::new(&inventory);
         if let Ok(mut inv) = self.inventory.write() {
-            *inv = (inventory, index);
+            *inv = (Arc::new(inventory), index);
         }
+        self.inventory_changed.notify_one();
+    }
+
+    /// Wakes [`Self::inventory_changed`] as a new inventory would (a waiter that took the news
+    /// and wants the next wait to see it too).
+    pub fn notify_inventory_changed(&self) {
         self.inventory_changed.notify_one();
     }
 
@@ -233,6 +240,14 @@ impl CollectorState {
 
     pub fn inventory(&self) -> Inventory {
         self.with_inventory(Inventory::clone)
+    }
+
+    /// The inventory itself, shared rather than copied.
+    pub fn shared_inventory(&self) -> Arc<Inventory> {
+        match self.inventory.read() {
+            Ok(g) => g.0.clone(),
+            Err(p) => p.into_inner().0.clone(),
+        }
     }
 
     /// Runs `f` on the inventory under its read lock, instead of cloning it (lock order, as in
@@ -414,7 +429,7 @@ impl CollectorState {
     /// are held only while copying.
     fn compute_diagnosis(&self, now: UnixMillis) -> DiagnosisSnapshot {
         let inspections = self.inspections();
-        let inventory = self.inventory();
+        let inventory = self.shared_inventory();
         let matrix = self.with_matrix(Matrix::clone);
         let thresholds = netdiag_diagnose::localize::Thresholds::default();
         let l = netdiag_diagnose::localize::localize(&matrix, &inspections, &inventory, now, &thresholds);

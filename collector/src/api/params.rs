@@ -3,7 +3,8 @@
 //! set is a 400 whose message names the parameter and lists what it accepts, rather than a
 //! silently different answer.
 
-use netdiag_model::matrix::{MatrixLevel, MatrixQuery};
+use netdiag_model::NodeName;
+use netdiag_model::matrix::{CellStatus, MatrixLevel, MatrixQuery};
 use netdiag_model::probe::ProbeKind;
 use netdiag_model::text::excerpt;
 
@@ -13,8 +14,12 @@ use super::v1::ErrorResponse;
 pub(super) const LEVELS: [&str; 2] = ["pod", "node"];
 /// `kind` values.
 pub(super) const KINDS: [&str; 6] = ["icmp", "tcp", "dns", "http", "mtu", "all"];
+/// `status` values.
+pub(super) const STATUSES: [&str; 4] = ["ok", "degraded", "failed", "unknown"];
+/// What `node` accepts, for the error message.
+const NODE_NAMES: [&str; 1] = ["a node's name (with level=node)"];
 /// Parameters `/api/v1/matrix` takes.
-pub(super) const MATRIX_PARAMS: [&str; 2] = ["level", "kind"];
+pub(super) const MATRIX_PARAMS: [&str; 4] = ["level", "kind", "node", "status"];
 
 /// A query string that does not fit the endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,7 +59,7 @@ impl ParamError {
     }
 }
 
-fn one_of<T: Copy>(
+fn one_of<T>(
     name: &'static str,
     value: &str,
     allowed: &'static [&'static str],
@@ -79,27 +84,67 @@ fn kind(value: &str) -> Result<Option<ProbeKind>, ParamError> {
     })
 }
 
-/// `/api/v1/matrix`'s `level=pod|node` (default `pod`) and `kind=icmp|tcp|dns|http|mtu|all`
-/// (default `all`), from the decoded query pairs in their order.
-pub(super) fn matrix_query(pairs: &[(String, String)]) -> Result<MatrixQuery, ParamError> {
-    let mut query = MatrixQuery::default();
+/// What `/api/v1/matrix` was asked: the level and kind, and the filters on its cells.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct MatrixParams {
+    pub(super) query: MatrixQuery,
+    /// Only the node-level cells from or to this node.
+    pub(super) node: Option<NodeName>,
+    /// Only the cells with this status.
+    pub(super) status: Option<CellStatus>,
+}
+
+impl MatrixParams {
+    /// Whether `c` passes the filters (the level and kind are the snapshot's).
+    pub(super) fn keeps(&self, c: &super::v1::MatrixCell) -> bool {
+        self.status.is_none_or(|s| c.status == s.into())
+            && self.node.as_ref().is_none_or(|n| c.source == n.as_str() || c.destination == n.as_str())
+    }
+}
+
+fn status(value: &str) -> Result<CellStatus, ParamError> {
+    one_of("status", value, &STATUSES, |v| match v {
+        "ok" => Some(CellStatus::Ok),
+        "degraded" => Some(CellStatus::Degraded),
+        "failed" => Some(CellStatus::Failed),
+        "unknown" => Some(CellStatus::Unknown),
+        _ => None,
+    })
+}
+
+/// `/api/v1/matrix`'s `level=pod|node` (default `pod`), `kind=icmp|tcp|dns|http|mtu|all`
+/// (default `all`), `status=ok|degraded|failed|unknown` and, with `level=node`, `node=<name>`
+/// (the cells from or to it), from the decoded query pairs in their order.
+pub(super) fn matrix_query(pairs: &[(String, String)]) -> Result<MatrixParams, ParamError> {
+    let mut params = MatrixParams::default();
     let (mut seen_level, mut seen_kind) = (false, false);
     for (name, value) in pairs {
         match name.as_str() {
             "level" if seen_level => return Err(ParamError::Repeated { name: "level" }),
             "kind" if seen_kind => return Err(ParamError::Repeated { name: "kind" }),
+            "node" if params.node.is_some() => return Err(ParamError::Repeated { name: "node" }),
+            "status" if params.status.is_some() => return Err(ParamError::Repeated { name: "status" }),
             "level" => {
                 seen_level = true;
-                query.level = level(value)?;
+                params.query.level = level(value)?;
             }
             "kind" => {
                 seen_kind = true;
-                query.kind = kind(value)?;
+                params.query.kind = kind(value)?;
             }
+            "node" => params.node = Some(one_of("node", value, &NODE_NAMES, |v| NodeName::new(v).ok())?),
+            "status" => params.status = Some(status(value)?),
             other => return Err(ParamError::Unknown { name: excerpt(other), allowed: &MATRIX_PARAMS }),
         }
     }
-    Ok(query)
+    if params.node.is_some() && params.query.level != MatrixLevel::Node {
+        return Err(ParamError::BadValue {
+            name: "node",
+            value: params.node.as_ref().map(|n| excerpt(n.as_str())).unwrap_or_default(),
+            allowed: &NODE_NAMES,
+        });
+    }
+    Ok(params)
 }
 
 /// Parameters `/api/v1/events` takes.
@@ -154,8 +199,13 @@ mod tests {
             (&[("level", "node"), ("kind", "mtu")], Node, Some(ProbeKind::Mtu)),
         ];
         for (q, level, kind) in ok {
-            assert_eq!(matrix_query(&pairs(q)), Ok(MatrixQuery { level, kind }), "{q:?}");
+            assert_eq!(matrix_query(&pairs(q)).map(|p| p.query), Ok(MatrixQuery { level, kind }), "{q:?}");
         }
+        let filtered = matrix_query(&pairs(&[("level", "node"), ("node", "node-2"), ("status", "failed")]));
+        let filtered = filtered.unwrap();
+        assert_eq!(filtered.node.as_ref().map(|n| n.as_str()), Some("node-2"));
+        assert_eq!(filtered.status, Some(CellStatus::Failed));
+        assert_eq!(matrix_query(&pairs(&[("status", "ok")])).unwrap().status, Some(CellStatus::Ok));
     }
 
     #[test]
@@ -178,7 +228,11 @@ mod tests {
             (&[("level", "")], "level", "\"\""),
             (&[("level", "Pod")], "level", "use one of pod, node"),
             (&[("kind", "udp")], "kind", "use one of icmp, tcp, dns, http, mtu, all"),
-            (&[("levle", "node")], "levle", "use level, kind"),
+            (&[("levle", "node")], "levle", "use level, kind, node, status"),
+            (&[("status", "broken")], "status", "use one of ok, degraded, failed, unknown"),
+            (&[("level", "node"), ("node", "Node 1")], "node", "a node's name"),
+            (&[("node", "node-1")], "node", "with level=node"),
+            (&[("level", "node"), ("node", "a"), ("node", "b")], "node", "more than once"),
             (&[("level", "pod"), ("level", "node")], "level", "more than once"),
             (&[("kind", "tcp"), ("kind", "tcp")], "kind", "more than once"),
         ];

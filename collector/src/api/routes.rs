@@ -80,17 +80,33 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// `GET /api/v1/matrix?level=…&kind=…`.
+/// `GET /api/v1/matrix?level=…&kind=…&node=…&status=…`. The node level comes from the shared
+/// snapshot ([`super::node_view`]), never waiting on a diagnosis.
 pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
-    let query = params::matrix_query(&pairs(query)?)?;
+    let params = params::matrix_query(&pairs(query)?)?;
+    if params.query.level == MatrixLevel::Node {
+        let unfiltered = params.node.is_none() && params.status.is_none();
+        let response = blocking("the node-level matrix", move || {
+            let snapshot = s.node_view.get(&s.state);
+            if unfiltered {
+                let json = [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))];
+                (no_store(), json, snapshot.body(params.query.kind)).into_response()
+            } else {
+                json(snapshot.filtered(&params))
+            }
+        })
+        .await?;
+        return Ok(response);
+    }
     let response = blocking("the matrix snapshot", move || {
         let now = now();
-        let response = MatrixResponse::new(query.level, query.kind, s.state.matrix(&query, now));
-        // Only pod-level cells carry claims: a node-level view never waits on a diagnosis.
-        match query.level {
-            MatrixLevel::Pod => response.with_claims(&s.state.diagnosis_snapshot(now)),
-            MatrixLevel::Node => response,
+        let mut response =
+            MatrixResponse::new(params.query.level, params.query.kind, s.state.matrix(&params.query, now));
+        if params.status.is_some() {
+            response.cells.retain(|c| params.keeps(c));
         }
+        // Only pod-level cells carry claims.
+        response.with_claims(&s.state.diagnosis_snapshot(now))
     })
     .await?;
     Ok(json(response))

@@ -330,6 +330,25 @@ async fn the_node_matrix_aggregates_by_node() {
 }
 
 #[tokio::test]
+async fn the_node_and_status_filters_narrow_the_matrix() {
+    let lab = lab();
+    let (status, body) = get_json(lab.app(), "/api/v1/matrix?level=node&node=node-2&status=failed").await;
+    assert_eq!(status, StatusCode::OK);
+    let cells = body["cells"].as_array().unwrap();
+    let pairs: Vec<(&str, &str)> =
+        cells.iter().map(|c| (c["source"].as_str().unwrap(), c["destination"].as_str().unwrap())).collect();
+    assert_eq!(pairs, [("node-1", "node-2"), ("node-2", "dns/*")], "the failed cells from or to node-2");
+    let (_, to_or_from) = get_json(lab.app(), "/api/v1/matrix?level=node&node=node-3").await;
+    let cells = to_or_from["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c["source"] == "node-3" || c["destination"] == "node-3"), "{cells:#?}");
+    let (_, failed) = get_json(lab.app(), "/api/v1/matrix?status=failed").await;
+    let cells = failed["cells"].as_array().unwrap();
+    assert!(!cells.is_empty());
+    assert!(cells.iter().all(|c| c["status"] == "failed" && !c["claimed_by"].is_null()), "{cells:#?}");
+}
+
+#[tokio::test]
 async fn the_kind_filter_keeps_one_kind() {
     let lab = lab();
     for (uri, level, kind) in [
@@ -666,6 +685,7 @@ async fn metrics_have_the_families_and_only_bounded_labels() {
     assert_eq!(headers[header::CONTENT_TYPE], "text/plain; version=0.0.4; charset=utf-8");
     for family in [
         "netdiag_probe_results_total",
+        "netdiag_probe_inbound_results_total",
         "netdiag_probe_rtt_seconds",
         "netdiag_ingest_batches_total",
         "netdiag_ingest_results_total",
@@ -692,23 +712,18 @@ async fn metrics_have_the_families_and_only_bounded_labels() {
             .unwrap_or_else(|| panic!("{line_start}:\n{text}"));
         line.rsplit_once(' ').unwrap().1.parse().unwrap()
     };
+    assert_eq!(value(r#"netdiag_probe_results_total{node="node-1",kind="tcp",outcome="tcp_timeout"}"#), 3.0);
+    assert_eq!(value(r#"netdiag_probe_rtt_seconds_count{node="node-1",kind="icmp"}"#), 3.0);
     assert_eq!(
-        value(
-            r#"netdiag_probe_results_total{node="node-1",node_pair="node-1->node-2",kind="tcp",outcome="tcp_timeout"}"#
-        ),
+        value(r#"netdiag_probe_results_total{node="node-1",kind="icmp",outcome="ok"}"#),
+        3.0,
+        "node-2's pod, node-3's pod and the invented node: counted, never named"
+    );
+    assert_eq!(
+        value(r#"netdiag_probe_inbound_results_total{node="node-2",kind="tcp",outcome="tcp_timeout"}"#),
         3.0
     );
-    assert_eq!(
-        value(r#"netdiag_probe_rtt_seconds_count{node="node-1",node_pair="node-1->node-2",kind="icmp"}"#),
-        1.0
-    );
-    assert_eq!(
-        value(
-            r#"netdiag_probe_results_total{node="node-1",node_pair="node-1->unknown",kind="icmp",outcome="ok"}"#
-        ),
-        1.0,
-        "an invented node name is not a label value"
-    );
+    assert_eq!(value(r#"netdiag_probe_inbound_results_total{node="node-3",kind="icmp",outcome="ok"}"#), 1.0);
     assert_eq!(value("netdiag_ingest_batches_total "), 2.0);
     assert_eq!(value("netdiag_ingest_results_total "), 11.0);
     assert_eq!(value("netdiag_ingest_duplicate_batches_total "), 1.0);
@@ -720,7 +735,7 @@ async fn metrics_have_the_families_and_only_bounded_labels() {
     assert_eq!(value(r#"netdiag_results_dropped_total{reason="agent_buffer_full"}"#), 0.0);
 
     let allowed_labels =
-        set(&["node", "node_pair", "kind", "outcome", "level", "status", "id", "severity", "reason", "le"]);
+        set(&["node", "kind", "outcome", "level", "status", "id", "severity", "reason", "le"]);
     let inv = inventory();
     let pods: Vec<String> = inv.pods.iter().map(|p| p.name.to_string()).collect();
     // The one family that names things: one series per current finding, its culprit as the

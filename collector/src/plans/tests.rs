@@ -200,3 +200,50 @@ fn paths_network_policy_keeps_shut_are_planned_once_every_few_rounds() {
 fn planner_without_policies() -> Arc<Planner> {
     planner().1
 }
+
+#[test]
+fn a_new_pod_replans_at_once_only_its_node_and_the_nodes_probing_it() {
+    // Sampled with one peer each: node-2 is probed by one node only.
+    let policy = PlanPolicy { full_mesh_below: 2, peers_per_node: 1, ..PlanPolicy::default() };
+    let state = Arc::new(CollectorState::new(inventory(), MatrixConfig::default()));
+    let planner =
+        Planner::new(state.clone(), PlansConfig { policy: policy.clone(), ..PlansConfig::default() });
+    let inv = inventory();
+    for n in &inv.nodes {
+        planner.on_hello(&hello(n.name.as_str(), true));
+    }
+    let node2: NodeName = "node-2".parse().unwrap();
+    let sampler = Sampler::new(&inv, &policy, &BTreeSet::new());
+    let mut may: BTreeSet<String> = inv
+        .nodes
+        .iter()
+        .filter(|n| sampler.ring_peers(&n.name).contains(&&node2))
+        .map(|n| n.name.to_string())
+        .collect();
+    may.insert("node-2".into());
+    assert!(may.len() < inv.nodes.len(), "{may:?}");
+
+    let mut grown = inv.clone();
+    let mut pod = grown.pods.iter().find(|p| p.node == node2).unwrap().clone();
+    pod.name = "churned".parse().unwrap();
+    pod.ips = vec!["10.244.2.99".parse().unwrap()];
+    grown.pods.push(pod);
+    state.set_inventory(grown.clone());
+    let changes = planner.refresh_touched(|_| true).expect("only pods changed");
+    let changed: BTreeSet<String> = changes.iter().map(|(n, _)| n.to_string()).collect();
+    assert!(changed.is_subset(&may), "{changed:?} ⊄ {may:?}");
+    let pods = changes.iter().find_map(|(n, m)| match m {
+        CollectorMessage::Pods(p) if *n == node2 => Some(p),
+        _ => None,
+    });
+    assert!(pods.unwrap().pods.iter().any(|p| p.pod.to_string().ends_with("/churned")), "{changes:?}");
+    assert!(planner.refresh_touched(|_| true).unwrap().is_empty(), "nothing new: nothing sent");
+
+    // A new Service may change every plan: the caller runs a full round.
+    let mut more = grown;
+    let mut svc = more.services[0].clone();
+    svc.name = "another".parse().unwrap();
+    more.services.push(svc);
+    state.set_inventory(more);
+    assert!(planner.refresh_touched(|_| true).is_none());
+}
