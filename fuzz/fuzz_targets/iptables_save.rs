@@ -1,13 +1,13 @@
 //! A node's iptables rules as the agent reads them from `iptables-save` text: kube-proxy's
 //! frontends and the DNAT targets its jumps lead to, and the firewall's drop rules. Properties:
 //! no panic, no hang (jumps are followed to a bounded depth, loops cut), no unbounded memory;
-//! each frontend reported once, at most the bound of drop rules, and every one of both passes
-//! the collector's validation.
+//! each frontend reported once, at most the bounds of drop rules and of hand-made NAT rules, and
+//! every one passes the collector's validation.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netdiag_agent::inspect::{iptables_filter, iptables_nat};
+use netdiag_agent::inspect::{iptables_filter, iptables_nat, iptables_nat_rules};
 
 fuzz_target!(|data: &[u8]| {
     let text = netdiag_fuzz::text(data);
@@ -20,4 +20,5 @@ fuzz_target!(|data: &[u8]| {
     }
     netdiag_fuzz::nat_reaches_the_collector(&services);
     netdiag_fuzz::filter_reaches_the_collector(&iptables_filter::parse(&text));
+    netdiag_fuzz::nat_rules_reach_the_collector(&iptables_nat_rules::parse(&text));
 });

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use netdiag_agent::inspect::{nft_filter, nft_kube_proxy};
+use netdiag_agent::inspect::{nft_filter, nft_kube_proxy, nft_nat};
 
 fuzz_target!(|data: &[u8]| {
     let json = netdiag_fuzz::text(data);
@@ -30,4 +30,8 @@ fuzz_target!(|data: &[u8]| {
         Err(_) => assert!(tables.is_err(), "not nft JSON to the filter reader, yet it is to kube_proxy_tables"),
     }
     let _ = nft_filter::tables_to_read(&json);
+    match nft_nat::parse(&json) {
+        Ok(rules) => netdiag_fuzz::nat_rules_reach_the_collector(&rules),
+        Err(_) => assert!(tables.is_err(), "not nft JSON to the NAT reader, yet it is to kube_proxy_tables"),
+    }
 });

@@ -130,6 +130,15 @@ pub fn filter_reaches_the_collector(drops: &[netdiag_model::inspect::FilterDrop]
     }
 }
 
+/// Every NAT rule outside kube-proxy's chains the agent reads passes the collector's
+/// validation, as it is, and there are at most the bound of them.
+pub fn nat_rules_reach_the_collector(rules: &[netdiag_model::inspect::NatRule]) {
+    assert!(rules.len() <= netdiag_model::limits::MAX_NAT_RULES, "{} NAT rules", rules.len());
+    for r in rules {
+        reaches_the_collector::<_, netdiag_proto::v1::NatRule>(r);
+    }
+}
+
 pub fn nat_reaches_the_collector(services: &[netdiag_model::inspect::NatService]) {
     use netdiag_model::limits::MAX_NAT_TARGETS;
     for s in services {
