@@ -137,6 +137,8 @@ pub struct CollectorState {
     /// The policy errors last logged (logged again only when they change).
     policy_errors_logged: Mutex<Vec<String>>,
     computing: Mutex<()>,
+    /// A diagnosis is being computed in the background for readers served a stale one.
+    refreshing: std::sync::atomic::AtomicBool,
     /// How much diagnosing and planning the collector has done, for `/metrics`.
     work: Mutex<WorkCounters>,
     /// Woken by every new inventory (a permit is kept while nobody waits).
@@ -179,6 +181,7 @@ impl CollectorState {
             diagnosis: Mutex::default(),
             policy_errors_logged: Mutex::default(),
             computing: Mutex::default(),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
             work: Mutex::default(),
             inventory_changed: tokio::sync::Notify::new(),
             quotas: Quotas::default(),
@@ -423,6 +426,33 @@ impl CollectorState {
             *d = Some(snapshot.clone());
         }
         snapshot
+    }
+
+    /// For readers that must not wait (API requests): the latest diagnosis whatever its age; a
+    /// stale one starts a fresh one on a thread of its own (one at a time), which the next
+    /// reader gets. Computed here only when there is none yet. At 5 000 nodes a diagnosis takes
+    /// seconds: a request must not be the one that pays for it.
+    pub fn diagnosis_served(self: &Arc<Self>, now: UnixMillis) -> Arc<DiagnosisSnapshot> {
+        use std::sync::atomic::Ordering;
+        let Some(cached) = self.diagnosis.lock().ok().and_then(|d| d.clone()) else {
+            return self.diagnosis_snapshot(now);
+        };
+        let at = cached.diagnosis.generated_at;
+        let fresh = now >= at && now.since(at) < diagnosis_max_age(cached.took);
+        if !fresh
+            && self.refreshing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        {
+            let state = self.clone();
+            let spawned = std::thread::Builder::new().name("diagnosis".into()).spawn(move || {
+                state.diagnosis_snapshot(now);
+                state.refreshing.store(false, Ordering::Release);
+            });
+            if spawned.is_err() {
+                self.refreshing.store(false, Ordering::Release);
+                return self.diagnosis_snapshot(now);
+            }
+        }
+        cached
     }
 
     /// Localizes on copies of the matrix, inventory and inspections: the locks ingest needs
@@ -702,6 +732,26 @@ mod tests {
     fn a_slow_diagnosis_is_served_longer() {
         assert_eq!(diagnosis_max_age(Duration::from_millis(20)), DIAGNOSIS_MAX_AGE);
         assert_eq!(diagnosis_max_age(Duration::from_secs(2)), Duration::from_secs(8));
+    }
+
+    /// A reader is served the diagnosis there is, however old, and never computes one itself
+    /// while there is one; the fresh one, computed on the side, is what the next reader gets.
+    #[test]
+    fn readers_get_the_latest_diagnosis_at_once_and_a_fresh_one_follows() {
+        let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
+        let state = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
+        let t0 = UnixMillis::new(1_700_000_000_000).unwrap();
+        let first = state.diagnosis_served(t0);
+        assert_eq!(first.diagnosis.generated_at, t0, "none yet: computed for the first reader");
+        let later = UnixMillis::new(t0.get() + 3_600_000).unwrap();
+        let served = state.diagnosis_served(later);
+        assert_eq!(served.diagnosis.generated_at, t0, "stale, but served at once");
+        let start = std::time::Instant::now();
+        while state.diagnosis_served(later).diagnosis.generated_at != later {
+            assert!(start.elapsed() < Duration::from_secs(10), "no fresh diagnosis followed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(state.work().diagnoses, 2, "one on the side, not one per reader");
     }
 
     #[test]

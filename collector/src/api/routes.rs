@@ -106,7 +106,7 @@ pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Resp
             response.cells.retain(|c| params.keeps(c));
         }
         // Only pod-level cells carry claims.
-        response.with_claims(&s.state.diagnosis_snapshot(now))
+        response.with_claims(&s.state.diagnosis_served(now))
     })
     .await?;
     Ok(json(response))
@@ -115,10 +115,9 @@ pub(super) async fn matrix(State(s): State<Shared>, query: Pairs) -> Result<Resp
 /// `GET /api/v1/diagnosis`.
 pub(super) async fn diagnosis(State(s): State<Shared>, query: Pairs) -> Result<Response, ApiError> {
     params::no_params(&pairs(query)?)?;
-    let response = blocking("the diagnosis", move || {
-        DiagnosisResponse::with_history(&s.state.diagnosis_snapshot(now()))
-    })
-    .await?;
+    let response =
+        blocking("the diagnosis", move || DiagnosisResponse::with_history(&s.state.diagnosis_served(now())))
+            .await?;
     Ok(json(response))
 }
 
