@@ -72,8 +72,8 @@ impl QuotaReason {
                 "it sent results for sources on another node; they are dropped (an agent speaks only for its own node and its pods)".to_owned()
             }
             QuotaReason::Cells => format!(
-                "it writes more than {} distinct cells (or the collector tracks {} already); results for new cells are dropped",
-                quotas.cells_per_agent, quotas.cells_total
+                "it writes more than {} distinct cells; results for new cells are dropped",
+                quotas.cells_per_agent
             ),
             QuotaReason::BatchRate => format!(
                 "it sends more than {} result batches a second; its session is read more slowly",
@@ -96,7 +96,10 @@ pub fn speaks_for(node: &NodeName, source: &Source, index: &InventoryIndex) -> b
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Refused {
     pub foreign: u64,
+    /// Over the agent's own cell quota.
     pub cells: u64,
+    /// New cells while the collector tracks its total already: no fault of this agent.
+    pub full: u64,
 }
 
 /// Each agent's cells, by hash, and when each was last written.
@@ -144,8 +147,12 @@ impl CellQuota {
                 *seen = now;
                 return true;
             }
-            if cells.len() >= quotas.cells_per_agent || *total >= quotas.cells_total {
+            if cells.len() >= quotas.cells_per_agent {
                 refused.cells += 1;
+                return false;
+            }
+            if *total >= quotas.cells_total {
+                refused.full += 1;
                 return false;
             }
             cells.insert(key, now);

@@ -46,6 +46,9 @@ pub fn diagnosis_max_age(took: Duration) -> Duration {
     DIAGNOSIS_MAX_AGE.max(took.saturating_mul(DIAGNOSIS_IDLE_FACTOR))
 }
 
+/// How often "the collector tracks its cap of cells" is logged while it lasts.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(600);
+
 /// One diagnosis and what it was computed from.
 #[derive(Debug, Clone)]
 pub struct DiagnosisSnapshot {
@@ -139,6 +142,8 @@ pub struct CollectorState {
     computing: Mutex<()>,
     /// A diagnosis is being computed in the background for readers served a stale one.
     refreshing: std::sync::atomic::AtomicBool,
+    /// When "the collector is full" was last logged.
+    full_logged: Mutex<Option<UnixMillis>>,
     /// How much diagnosing and planning the collector has done, for `/metrics`.
     work: Mutex<WorkCounters>,
     /// Woken by every new inventory (a permit is kept while nobody waits).
@@ -182,6 +187,7 @@ impl CollectorState {
             policy_errors_logged: Mutex::default(),
             computing: Mutex::default(),
             refreshing: std::sync::atomic::AtomicBool::new(false),
+            full_logged: Mutex::default(),
             work: Mutex::default(),
             inventory_changed: tokio::sync::Notify::new(),
             quotas: Quotas::default(),
@@ -214,6 +220,34 @@ impl CollectorState {
         let first = self.quota_logged.lock().is_ok_and(|mut l| l.insert((node.clone(), reason)));
         if first {
             tracing::warn!(agent = %node, reason = reason.as_str(), "agent over its quota: {}", reason.explain(&self.quotas));
+        }
+    }
+
+    /// Counts results for new cells refused because the collector tracks its total already (as
+    /// the `cells` quota, for the metric), logged once per [`FULL_LOG_EVERY`] for the whole
+    /// collector: it is no agent's doing, and at 5 000 nodes one line per agent was thousands.
+    fn count_collector_full(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.count(|c| {
+            let slot = &mut c.quota_exceeded[QuotaReason::Cells as usize];
+            *slot = slot.saturating_add(n);
+        });
+        let at = now();
+        let due = self.full_logged.lock().is_ok_and(|mut last| {
+            let due = last.is_none_or(|t| at.since(t) >= FULL_LOG_EVERY);
+            if due {
+                *last = Some(at);
+            }
+            due
+        });
+        if due {
+            tracing::warn!(
+                cells = self.quotas.cells_total,
+                "the collector tracks its cap of cells: results for new cells are dropped until old ones expire; \
+                 run with fewer probes per node (a larger cluster is sampled) or more replicas' memory"
+            );
         }
     }
 
@@ -608,6 +642,7 @@ impl Sink for CollectorState {
             .unwrap_or_default();
         self.count_quota_overrun(node, QuotaReason::ForeignSource, refused.foreign);
         self.count_quota_overrun(node, QuotaReason::Cells, refused.cells);
+        self.count_collector_full(refused.full);
         // Node-level destinations placed once, for both the metrics and the matrix.
         let placed = PlacedBatch::new(&batch, &inv.1);
         self.metrics.observe_placed(node, &placed);
