@@ -232,9 +232,10 @@ impl NatConditions {
     }
 }
 
-/// Where a rule sends what it matches.
-#[derive(Debug, Clone, Copy)]
-enum Target<'w> {
+/// Where a rule sends what it matches (shared with the nftables reader, whose verdicts are
+/// the same five).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Target<'w> {
     Nat(NatAction),
     Accept,
     Return,

@@ -11,6 +11,7 @@
 //! rule is shown as `nft <family> <table> <chain> (<hook>): <rule> # handle N`, so it can be
 //! found with `nft -a list chain …` and deleted by handle.
 
+use super::iptables_nat_rules::Target as Verdict;
 use std::collections::HashMap;
 
 use netdiag_model::Port;
@@ -170,16 +171,6 @@ impl<'v> Walk<'v, '_, '_> {
         self.chain(conditions, opaque);
         self.path.pop();
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict<'v> {
-    Nat(NatAction),
-    Accept,
-    Return,
-    Jump(&'v str),
-    Goto(&'v str),
-    Other,
 }
 
 /// One rule: its conditions, verdict and text as `nft list` prints it.
