@@ -160,7 +160,7 @@ fn same_plan(a: &ProbePlan, b: &ProbePlan) -> bool {
 }
 
 /// Waits for every uplink task to end.
-async fn futures_join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
+async fn join_all(tasks: Vec<tokio::task::JoinHandle<()>>) {
     for task in tasks {
         let _ = task.await;
     }
@@ -448,7 +448,7 @@ pub async fn run(cfg: AgentConfig, mut stop: watch::Receiver<bool>) -> anyhow::R
     let _ = ready_tx.send(false);
     drop(runs);
     drop(out_tx);
-    let _ = tokio::time::timeout(Duration::from_secs(5), futures_join_all(uplinks)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), join_all(uplinks)).await;
     info!("agent stopped");
     Ok(())
 }

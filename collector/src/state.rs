@@ -213,14 +213,18 @@ impl CollectorState {
         if n == 0 {
             return;
         }
-        self.count(|c| {
-            let slot = &mut c.quota_exceeded[reason as usize];
-            *slot = slot.saturating_add(n);
-        });
+        self.add_quota_exceeded(reason, n);
         let first = self.quota_logged.lock().is_ok_and(|mut l| l.insert((node.clone(), reason)));
         if first {
             tracing::warn!(agent = %node, reason = reason.as_str(), "agent over its quota: {}", reason.explain(&self.quotas));
         }
+    }
+
+    fn add_quota_exceeded(&self, reason: QuotaReason, n: u64) {
+        self.count(|c| {
+            let slot = &mut c.quota_exceeded[reason as usize];
+            *slot = slot.saturating_add(n);
+        });
     }
 
     /// Counts results for new cells refused because the collector tracks its total already (as
@@ -230,10 +234,7 @@ impl CollectorState {
         if n == 0 {
             return;
         }
-        self.count(|c| {
-            let slot = &mut c.quota_exceeded[QuotaReason::Cells as usize];
-            *slot = slot.saturating_add(n);
-        });
+        self.add_quota_exceeded(QuotaReason::Cells, n);
         let at = now();
         let due = self.full_logged.lock().is_ok_and(|mut last| {
             let due = last.is_none_or(|t| at.since(t) >= FULL_LOG_EVERY);

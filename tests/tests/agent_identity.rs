@@ -16,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use netdiag_agent::buffer::BufferLimits;
 use netdiag_agent::uplink::{self, Backoff, UplinkConfig, UplinkStats};
 use netdiag_collector::agent_token::TokenReviewer;
+use netdiag_collector::agents_tls::{self, AgentsTransport};
 use netdiag_collector::ingest::Ingest;
 use netdiag_collector::sink::Recorder;
 use netdiag_fakekube::{FakeKube, IssuedToken, Kind};
@@ -62,18 +63,15 @@ async fn collector(fake: &FakeKube) -> (SocketAddr, watch::Sender<bool>) {
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = watch::channel(false);
     let ingest = Ingest::new(Arc::new(Recorder::default()), stop_rx.clone()).with_tokens(Some(reviewer));
+    // The collector's own listener code, plain gRPC as in the sealed lab.
     let mut signal = stop_rx;
     tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(ingest.into_service())
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = signal.wait_for(|s| *s).await;
-                },
-            )
-            .await
-            .unwrap();
+        let routes = tonic::service::Routes::new(ingest.into_service());
+        agents_tls::serve(routes, listener, &AgentsTransport::insecure(), async move {
+            let _ = signal.wait_for(|s| *s).await;
+        })
+        .await
+        .unwrap();
     });
     (addr, stop)
 }
