@@ -308,7 +308,7 @@ impl CollectorMetrics {
     }
 
     /// The text exposition: the ingest-fed metrics, then what `state` says at `now`.
-    pub fn render(&self, state: &CollectorState, now: UnixMillis) -> String {
+    pub fn render(&self, state: &Arc<CollectorState>, now: UnixMillis) -> String {
         self.render_snapshot(StateSnapshot::take(state, now))
     }
 
@@ -386,7 +386,7 @@ const STATUSES: [CellStatus; 4] =
     [CellStatus::Ok, CellStatus::Degraded, CellStatus::Failed, CellStatus::Unknown];
 
 impl StateSnapshot {
-    fn take(state: &CollectorState, now: UnixMillis) -> Self {
+    fn take(state: &Arc<CollectorState>, now: UnixMillis) -> Self {
         let mut cells = BTreeMap::new();
         for level in [MatrixLevel::Pod, MatrixLevel::Node] {
             for kind in ProbeKind::ALL {
@@ -396,8 +396,8 @@ impl StateSnapshot {
             }
         }
         // Cell counts and findings come from the diagnosis snapshot: a scrape walks no matrix
-        // under the locks ingest needs.
-        let diagnosis = state.diagnosis_snapshot(now);
+        // under the locks ingest needs, and never waits for a diagnosis while there is one.
+        let diagnosis = state.diagnosis_served(now);
         for (key, n) in &diagnosis.cell_counts {
             *cells.entry(*key).or_default() += n;
         }
@@ -777,7 +777,7 @@ mod tests {
     fn scrape_with(findings: &[Finding]) -> String {
         let inventory = Inventory::from_yaml(INVENTORY).unwrap();
         let index = InventoryIndex::new(&inventory);
-        let state = CollectorState::new(inventory, MatrixConfig::default());
+        let state = Arc::new(CollectorState::new(inventory, MatrixConfig::default()));
         let metrics = CollectorMetrics::new();
         let pd1 = Target::Pod {
             pod: "tidb/pd-1".parse().unwrap(),

@@ -825,7 +825,8 @@ mod tests {
     fn results_for_another_nodes_sources_are_refused_and_counted() {
         let inventory = Inventory::from_yaml(netdiag_diagnose::sim::INVENTORY).unwrap();
         let metrics = Arc::new(CollectorMetrics::new());
-        let state = CollectorState::with_metrics(inventory, MatrixConfig::default(), metrics.clone());
+        let state =
+            Arc::new(CollectorState::with_metrics(inventory, MatrixConfig::default(), metrics.clone()));
         let node1: NodeName = "node-1".parse().unwrap();
         let batch = ResultBatch {
             seq: netdiag_model::result::Seq::FIRST,
